@@ -10,7 +10,8 @@
 //! - [`reactor`]: one pinned thread per core running a polled loop over its
 //!   inbox, [`poller`]s and [`timer`]s; `busy` or `adaptive` [`reactor::PollMode`];
 //!   [`placement`] pins it, [`park`] lets an adaptive reactor sleep and be
-//!   woken, [`stats`] counts what it does.
+//!   woken, [`stats`] counts what it does; [`corering`] is the reactor's
+//!   own io_uring, shared by its devices and the place it sleeps.
 //! - [`ring`] (single producer) and [`queue`] (many producers): bounded
 //!   lock-free rings; [`mesh`] builds typed data-path channels between every
 //!   pair of reactors from them.
@@ -30,6 +31,7 @@
 pub mod bdev;
 pub mod clock;
 pub mod config;
+pub mod corering;
 pub mod error;
 pub mod mempool;
 pub mod mesh;

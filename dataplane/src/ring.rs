@@ -153,8 +153,8 @@ impl<T: Send> Producer<T> {
 
 impl<T: Send> Consumer<T> {
     /// Messages available, refreshing the cached producer index when needed.
-    fn available(&mut self) -> usize {
-        if self.tail_cache == self.head {
+    fn available(&mut self, want: usize) -> usize {
+        if self.tail_cache - self.head < want {
             self.tail_cache = self.shared.tail.0.load(Ordering::Acquire);
         }
         self.tail_cache - self.head
@@ -163,7 +163,7 @@ impl<T: Send> Consumer<T> {
     /// Takes one message.
     #[inline]
     pub fn pop(&mut self) -> Option<T> {
-        if self.available() == 0 {
+        if self.available(1) == 0 {
             return None;
         }
         let value = self.read();
@@ -185,7 +185,7 @@ impl<T: Send> Consumer<T> {
     /// with one index store. Returns how many were taken.
     #[inline]
     pub fn pop_batch(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
-        let n = self.available().min(max);
+        let n = self.available(max).min(max);
         for _ in 0..n {
             let value = self.read();
             f(value);

@@ -13,6 +13,7 @@ use super::{
     QueuePair,
 };
 use crate::error::{IoError, Result};
+use crate::reactor::Core;
 use crate::mempool::{DmaRegion, HugePages};
 
 /// A RAM-backed device.
@@ -54,7 +55,7 @@ impl BlockDevice for MemoryDevice {
         self.geometry
     }
 
-    fn queue_pair(&self, opts: &QpairOptions) -> Result<Box<dyn QueuePair>> {
+    fn queue_pair(&self, _core: &mut Core, opts: &QpairOptions) -> Result<Box<dyn QueuePair>> {
         Ok(Box::new(MemoryQpair {
             geometry: self.geometry,
             region: self.region.clone(),

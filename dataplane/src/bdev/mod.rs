@@ -17,13 +17,13 @@ pub mod null;
 pub mod uring;
 
 use serde::Deserialize;
-use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::ByteSize;
 use crate::error::{Error, IoError, Result};
 use crate::mempool::DmaRegion;
+use crate::reactor::Core;
 
 /// Shape of a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,17 +178,11 @@ impl Completion {
 pub struct QpairOptions {
     /// Commands in flight at most.
     pub depth: u32,
-    /// An eventfd to signal on completion (the owning reactor's), so an
-    /// adaptive reactor can park while I/O is in flight.
-    pub wake_fd: Option<RawFd>,
 }
 
 impl Default for QpairOptions {
     fn default() -> Self {
-        QpairOptions {
-            depth: 128,
-            wake_fd: None,
-        }
+        QpairOptions { depth: 128 }
     }
 }
 
@@ -206,6 +200,8 @@ pub trait QueuePair {
     unsafe fn submit(&mut self, cmd: &IoCmd) -> Result<(), IoError>;
 
     /// Hands queued commands to the device (one doorbell for the batch).
+    /// Queue pairs on the reactor's shared io_uring leave this to the
+    /// reactor, which rings once per loop iteration for all its devices.
     fn flush(&mut self);
 
     /// Flushes, then reaps up to `out.len()` completions into `out`; returns
@@ -245,8 +241,9 @@ pub trait BlockDevice: Send + Sync {
     /// The device's shape.
     fn geometry(&self) -> Geometry;
 
-    /// Creates a queue pair for the calling reactor.
-    fn queue_pair(&self, opts: &QpairOptions) -> Result<Box<dyn QueuePair>>;
+    /// Creates a queue pair owned by the reactor `core`. It must be used and
+    /// dropped on that reactor only.
+    fn queue_pair(&self, core: &mut Core, opts: &QpairOptions) -> Result<Box<dyn QueuePair>>;
 }
 
 /// Which backend a device uses.
@@ -289,6 +286,10 @@ pub struct DeviceSpec {
     /// falling back to interrupts when it does not.
     #[serde(default)]
     pub iopoll: bool,
+    /// `uring`: submit once per reactor loop iteration for all queued
+    /// commands (fewer system calls) instead of as each command is queued.
+    #[serde(default)]
+    pub batch_submit: bool,
 }
 
 fn default_true() -> bool {
@@ -307,6 +308,7 @@ impl DeviceSpec {
             direct: true,
             sqpoll: false,
             iopoll: false,
+            batch_submit: false,
         }
     }
 

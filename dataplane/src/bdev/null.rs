@@ -3,6 +3,7 @@
 
 use super::{geometry_check, BlockDevice, Completion, DoneQueue, Geometry, IoCmd, QpairOptions, QueuePair};
 use crate::error::{IoError, Result};
+use crate::reactor::Core;
 
 /// A device that completes everything immediately.
 pub struct NullDevice {
@@ -40,7 +41,7 @@ impl BlockDevice for NullDevice {
         self.geometry
     }
 
-    fn queue_pair(&self, opts: &QpairOptions) -> Result<Box<dyn QueuePair>> {
+    fn queue_pair(&self, _core: &mut Core, opts: &QpairOptions) -> Result<Box<dyn QueuePair>> {
         Ok(Box::new(NullQpair {
             geometry: self.geometry,
             done: DoneQueue::new(opts.depth.min(self.geometry.max_queue_depth)),

@@ -1,19 +1,29 @@
 //! The `uring` backend: io_uring on a file or a block device.
 //!
-//! Each queue pair is its own io_uring instance (one per reactor), with the
-//! file registered (`IOSQE_FIXED_FILE`) and, once the owner registers its DMA
-//! pool, fixed buffers (`READ_FIXED`/`WRITE_FIXED`), so the kernel neither
-//! looks up the file nor pins pages per I/O. Commands are queued in the SQ
-//! ring and submitted with one `io_uring_enter` per batch; completions are
-//! reaped from the CQ ring in user space without a syscall. The reactor's
-//! eventfd is registered so completions wake a parked reactor.
+//! By default a queue pair lives on its reactor's [`CoreRing`]: the file is
+//! registered in that ring (`IOSQE_FIXED_FILE`), DMA pools become fixed
+//! buffers (`READ_FIXED`/`WRITE_FIXED`), so the kernel neither looks up the
+//! file nor pins pages per I/O; the reactor submits for all its devices with
+//! one `io_uring_enter` per loop iteration and sleeps in the same ring, and
+//! completions are reaped from the CQ ring in user space without a syscall.
 //!
-//! Options: `O_DIRECT` (default), SQPOLL (a kernel thread submits; no
-//! syscall at all while it is awake), and IOPOLL, used only when the device
-//! has poll queues (`/sys/block/*/queue/io_poll`), with a logged fallback to
-//! interrupt-driven completion when it does not.
+//! Submission policy: by default each command is submitted as it is queued
+//! (one `io_uring_enter` per command, as fio's io_uring engine does), which
+//! measured 15-20% more IOPS than batching on the virtio disks here, where
+//! a burst handed over at once waits behind the host's processing of it.
+//! `batch_submit = true` leaves submission to the reactor's once-per-iteration
+//! doorbell instead, which saves system calls where the device keeps up.
+//!
+//! SQPOLL (a kernel thread submits; no syscall while it is awake) and IOPOLL
+//! (completions polled, not interrupt-driven) change how a ring works, so a
+//! device with either gets a private ring per queue pair, with the reactor's
+//! eventfd registered so completions still wake it. IOPOLL is used only when
+//! the device has poll queues (`/sys/block/*/queue/io_poll`), with a logged
+//! fallback to interrupts when it does not.
 
 use io_uring::{opcode, squeue, types, IoUring};
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -21,14 +31,15 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{BlockDevice, Completion, DeviceSpec, Geometry, IoCmd, Opcode, QpairOptions, QueuePair};
+use crate::corering::{CoreRing, IORING_ENTER_GETEVENTS};
 use crate::error::{Error, IoError, Result};
 use crate::mempool::DmaRegion;
+use crate::reactor::Core;
 
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 const BLKSSZGET: libc::c_ulong = 0x1268;
 const SQPOLL_IDLE_MS: u32 = 100;
-/// `IORING_ENTER_GETEVENTS` (include/uapi/linux/io_uring.h).
-const IORING_ENTER_GETEVENTS: u32 = 1;
+
 
 /// A file or block device driven through io_uring.
 pub struct UringDevice {
@@ -38,6 +49,7 @@ pub struct UringDevice {
     geometry: Geometry,
     sqpoll: bool,
     iopoll: bool,
+    batch: bool,
 }
 
 fn open_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> Error {
@@ -179,6 +191,7 @@ impl UringDevice {
             },
             sqpoll: spec.sqpoll,
             iopoll,
+            batch: spec.batch_submit,
         })
     }
 
@@ -218,9 +231,8 @@ impl BlockDevice for UringDevice {
         self.geometry
     }
 
-    fn queue_pair(&self, opts: &QpairOptions) -> Result<Box<dyn QueuePair>> {
+    fn queue_pair(&self, core: &mut Core, opts: &QpairOptions) -> Result<Box<dyn QueuePair>> {
         let depth = opts.depth.clamp(1, self.geometry.max_queue_depth);
-        let entries = depth.next_power_of_two();
         let qp_err = |op| {
             let name = self.name.clone();
             move |source| Error::QueuePair {
@@ -229,6 +241,24 @@ impl BlockDevice for UringDevice {
                 source,
             }
         };
+        if !self.sqpoll && !self.iopoll {
+            let ring = core.core_ring()?;
+            let (file, sink) = {
+                let mut r = ring.borrow_mut();
+                (r.add_file(self.file.as_raw_fd())?, r.add_sink(depth))
+            };
+            return Ok(Box::new(SharedQpair {
+                ring,
+                file,
+                sink,
+                geometry: self.geometry,
+                slots: Slots::new(depth),
+                done: vec![(0, 0); 64],
+                regions: Vec::new(),
+                batch: self.batch,
+            }));
+        }
+        let entries = depth.next_power_of_two();
         let mut iopoll = self.iopoll;
         let ring = match self.build_ring(entries, iopoll) {
             Ok(r) => r,
@@ -242,17 +272,15 @@ impl BlockDevice for UringDevice {
         ring.submitter()
             .register_files(&[self.file.as_raw_fd()])
             .map_err(qp_err("register file"))?;
-        if let (Some(fd), false) = (opts.wake_fd, iopoll) {
+        if !iopoll {
             ring.submitter()
-                .register_eventfd(fd)
+                .register_eventfd(core.wake_fd())
                 .map_err(qp_err("register eventfd"))?;
         }
-        Ok(Box::new(UringQpair {
+        Ok(Box::new(PrivateQpair {
             ring,
             geometry: self.geometry,
-            depth,
-            slots: vec![Slot::default(); depth as usize],
-            free: (0..depth).rev().collect(),
+            slots: Slots::new(depth),
             queued: 0,
             regions: Vec::new(),
             iopoll,
@@ -260,81 +288,196 @@ impl BlockDevice for UringDevice {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Slot {
-    tag: u64,
-    expected: u32,
+/// Per-command bookkeeping shared by both queue-pair kinds: the caller's tag
+/// and the bytes expected (to detect short transfers), by slot.
+struct Slots {
+    slots: Vec<(u64, u32)>,
+    free: Vec<u32>,
 }
 
-struct UringQpair {
+impl Slots {
+    fn new(depth: u32) -> Self {
+        Slots {
+            slots: vec![(0, 0); depth as usize],
+            free: (0..depth).rev().collect(),
+        }
+    }
+
+    #[inline]
+    fn alloc(&mut self, cmd: &IoCmd, g: &Geometry) -> Result<u32, IoError> {
+        cmd.validate(g)?;
+        let slot = self.free.pop().ok_or(IoError::QueueFull)?;
+        let expected = match cmd.op {
+            Opcode::Read | Opcode::Write => cmd.bytes(g) as u32,
+            _ => 0,
+        };
+        self.slots[slot as usize] = (cmd.tag, expected);
+        Ok(slot)
+    }
+
+    #[inline]
+    fn complete(&mut self, slot: u32, res: i32) -> Option<Completion> {
+        let (tag, expected) = *self.slots.get(slot as usize)?;
+        self.free.push(slot);
+        let result = if res < 0 {
+            Err(IoError::Device { errno: -res })
+        } else if (res as u32) < expected {
+            Err(IoError::Short {
+                expected,
+                got: res as u32,
+            })
+        } else {
+            Ok(res as u32)
+        };
+        Some(Completion { tag, result })
+    }
+
+    fn in_flight(&self) -> u32 {
+        (self.slots.len() - self.free.len()) as u32
+    }
+
+    fn depth(&self) -> u32 {
+        self.slots.len() as u32
+    }
+}
+
+/// Builds the io_uring entry for a command.
+fn entry(g: &Geometry, cmd: &IoCmd, fd: types::Fixed, fixed_buf: Option<u16>) -> squeue::Entry {
+    let off = cmd.lba * u64::from(g.block_size);
+    let len = cmd.bytes(g) as u32;
+    match (cmd.op, fixed_buf) {
+        (Opcode::Read, Some(i)) => opcode::ReadFixed::new(fd, cmd.buf, len, i).offset(off).build(),
+        (Opcode::Read, None) => opcode::Read::new(fd, cmd.buf, len).offset(off).build(),
+        (Opcode::Write, Some(i)) => opcode::WriteFixed::new(fd, cmd.buf, len, i)
+            .offset(off)
+            .build(),
+        (Opcode::Write, None) => opcode::Write::new(fd, cmd.buf, len).offset(off).build(),
+        (Opcode::Flush, _) => opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build(),
+        (Opcode::WriteZeroes, _) => opcode::Fallocate::new(fd, u64::from(len))
+            .offset(off)
+            .mode(libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE)
+            .build(),
+    }
+}
+
+/// A queue pair on the reactor's shared ring.
+struct SharedQpair {
+    ring: Rc<RefCell<CoreRing>>,
+    file: u32,
+    sink: u32,
+    geometry: Geometry,
+    slots: Slots,
+    done: Vec<(u32, i32)>,
+    regions: Vec<(usize, usize)>,
+    batch: bool,
+}
+
+impl QueuePair for SharedQpair {
+    #[inline]
+    unsafe fn submit(&mut self, cmd: &IoCmd) -> Result<(), IoError> {
+        let slot = self.slots.alloc(cmd, &self.geometry)?;
+        let mut ring = self.ring.borrow_mut();
+        let fixed = ring.fixed_index(cmd.buf, cmd.bytes(&self.geometry) as usize);
+        let e = entry(&self.geometry, cmd, types::Fixed(self.file), fixed);
+        // SAFETY: the caller guarantees the buffer outlives the command.
+        let pushed = unsafe { ring.push(e, self.sink, slot) };
+        if let Err(err) = pushed {
+            self.slots.free.push(slot);
+            return Err(err);
+        }
+        if !self.batch {
+            ring.submit();
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) {}
+
+    #[inline]
+    fn poll(&mut self, out: &mut [Completion]) -> usize {
+        let n = {
+            let mut ring = self.ring.borrow_mut();
+            ring.reap();
+            let want = out.len().min(self.done.len());
+            ring.take(self.sink, &mut self.done[..want])
+        };
+        for (o, &(slot, res)) in out.iter_mut().zip(&self.done[..n]) {
+            if let Some(c) = self.slots.complete(slot, res) {
+                *o = c;
+            }
+        }
+        n
+    }
+
+    fn in_flight(&self) -> u32 {
+        self.slots.in_flight()
+    }
+
+    fn depth(&self) -> u32 {
+        self.slots.depth()
+    }
+
+    unsafe fn register_memory(&mut self, region: &DmaRegion) -> Result<()> {
+        // SAFETY: the caller keeps the region alive as long as this queue
+        // pair, whose drop releases the registration.
+        let range = unsafe { self.ring.borrow_mut().register_region(region) }?;
+        self.regions.push(range);
+        Ok(())
+    }
+}
+
+impl Drop for SharedQpair {
+    fn drop(&mut self) {
+        // Wait for in-flight commands so no buffer is written after its owner
+        // frees it; a stopping reactor normally drains before this.
+        let mut out = [Completion::EMPTY; 64];
+        let mut waits = 0;
+        while self.in_flight() > 0 && waits < 10_000 {
+            self.ring.borrow_mut().submit();
+            if self.poll(&mut out) == 0 {
+                self.ring.borrow_mut().wait_one();
+                waits += 1;
+            }
+        }
+        let mut ring = self.ring.borrow_mut();
+        for r in self.regions.drain(..) {
+            ring.release_region(r);
+        }
+        ring.remove_sink(self.sink);
+        ring.remove_file(self.file);
+    }
+}
+
+/// A queue pair with its own ring (SQPOLL or IOPOLL devices).
+struct PrivateQpair {
     ring: IoUring,
     geometry: Geometry,
-    depth: u32,
-    slots: Vec<Slot>,
-    free: Vec<u32>,
+    slots: Slots,
     queued: u32,
     /// Registered regions: (start, end) by fixed-buffer index.
     regions: Vec<(usize, usize)>,
     iopoll: bool,
 }
 
-impl UringQpair {
-    #[inline]
-    fn fixed_index(&self, buf: *const u8, len: usize) -> Option<u16> {
-        let p = buf as usize;
-        self.regions
+impl QueuePair for PrivateQpair {
+    unsafe fn submit(&mut self, cmd: &IoCmd) -> Result<(), IoError> {
+        let slot = self.slots.alloc(cmd, &self.geometry)?;
+        let len = cmd.bytes(&self.geometry) as usize;
+        let p = cmd.buf as usize;
+        let fixed = self
+            .regions
             .iter()
             .position(|&(s, e)| p >= s && p + len <= e)
-            .map(|i| i as u16)
-    }
-
-    fn entry(&self, cmd: &IoCmd) -> squeue::Entry {
-        let fd = types::Fixed(0);
-        let off = cmd.lba * u64::from(self.geometry.block_size);
-        let len = cmd.bytes(&self.geometry) as u32;
-        match cmd.op {
-            Opcode::Read => match self.fixed_index(cmd.buf, len as usize) {
-                Some(i) => opcode::ReadFixed::new(fd, cmd.buf, len, i).offset(off).build(),
-                None => opcode::Read::new(fd, cmd.buf, len).offset(off).build(),
-            },
-            Opcode::Write => match self.fixed_index(cmd.buf, len as usize) {
-                Some(i) => opcode::WriteFixed::new(fd, cmd.buf, len, i)
-                    .offset(off)
-                    .build(),
-                None => opcode::Write::new(fd, cmd.buf, len).offset(off).build(),
-            },
-            Opcode::Flush => opcode::Fsync::new(fd)
-                .flags(types::FsyncFlags::DATASYNC)
-                .build(),
-            Opcode::WriteZeroes => opcode::Fallocate::new(fd, u64::from(len))
-                .offset(off)
-                .mode(libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE)
-                .build(),
-        }
-    }
-}
-
-impl QueuePair for UringQpair {
-    unsafe fn submit(&mut self, cmd: &IoCmd) -> Result<(), IoError> {
-        cmd.validate(&self.geometry)?;
-        let Some(slot) = self.free.pop() else {
-            return Err(IoError::QueueFull);
-        };
-        let entry = self.entry(cmd).user_data(u64::from(slot));
+            .map(|i| i as u16);
+        let e = entry(&self.geometry, cmd, types::Fixed(0), fixed).user_data(u64::from(slot));
         // SAFETY: the caller guarantees the buffer outlives the command; the
         // entry refers only to that buffer and our registered file.
-        if unsafe { self.ring.submission().push(&entry) }.is_err() {
-            self.free.push(slot);
+        if unsafe { self.ring.submission().push(&e) }.is_err() {
+            self.slots.free.push(slot);
             return Err(IoError::QueueFull);
         }
-        let expected = match cmd.op {
-            Opcode::Read | Opcode::Write => cmd.bytes(&self.geometry) as u32,
-            _ => 0,
-        };
-        self.slots[slot as usize] = Slot {
-            tag: cmd.tag,
-            expected,
-        };
         self.queued += 1;
         Ok(())
     }
@@ -365,39 +508,22 @@ impl QueuePair for UringQpair {
         }
         let mut n = 0;
         let mut cq = self.ring.completion();
-        for o in out.iter_mut() {
+        while n < out.len() {
             let Some(cqe) = cq.next() else { break };
-            let slot_id = cqe.user_data() as u32;
-            let Some(slot) = self.slots.get(slot_id as usize).copied() else {
-                continue;
-            };
-            let res = cqe.result();
-            let result = if res < 0 {
-                Err(IoError::Device { errno: -res })
-            } else if (res as u32) < slot.expected {
-                Err(IoError::Short {
-                    expected: slot.expected,
-                    got: res as u32,
-                })
-            } else {
-                Ok(res as u32)
-            };
-            *o = Completion {
-                tag: slot.tag,
-                result,
-            };
-            self.free.push(slot_id);
-            n += 1;
+            if let Some(c) = self.slots.complete(cqe.user_data() as u32, cqe.result()) {
+                out[n] = c;
+                n += 1;
+            }
         }
         n
     }
 
     fn in_flight(&self) -> u32 {
-        self.depth - self.free.len() as u32
+        self.slots.in_flight()
     }
 
     fn depth(&self) -> u32 {
-        self.depth
+        self.slots.depth()
     }
 
     fn wakes_on_completion(&self) -> bool {
@@ -405,20 +531,17 @@ impl QueuePair for UringQpair {
     }
 
     unsafe fn register_memory(&mut self, region: &DmaRegion) -> Result<()> {
-        let iov = libc::iovec {
-            iov_base: region.as_ptr().cast(),
-            iov_len: region.len(),
-        };
         let start = region.as_ptr() as usize;
         let mut all: Vec<libc::iovec> = self
             .regions
             .iter()
+            .chain(std::iter::once(&(start, start + region.len())))
             .map(|&(s, e)| libc::iovec {
                 iov_base: s as *mut libc::c_void,
                 iov_len: e - s,
             })
             .collect();
-        all.push(iov);
+        all.dedup_by_key(|v| v.iov_base);
         if !self.regions.is_empty() {
             let _ = self.ring.submitter().unregister_buffers();
         }
@@ -436,16 +559,14 @@ impl QueuePair for UringQpair {
     }
 }
 
-impl Drop for UringQpair {
+impl Drop for PrivateQpair {
     fn drop(&mut self) {
-        // Wait for in-flight commands so no buffer is written after its owner
-        // frees it; a stopping reactor normally drains before this.
-        let mut spins = 0;
-        while self.in_flight() > 0 && spins < 10_000 {
-            let mut out = [Completion::EMPTY; 32];
+        let mut out = [Completion::EMPTY; 64];
+        let mut waits = 0;
+        while self.in_flight() > 0 && waits < 10_000 {
             if self.poll(&mut out) == 0 {
                 let _ = self.ring.submit_and_wait(1);
-                spins += 1;
+                waits += 1;
             }
         }
     }
