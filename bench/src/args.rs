@@ -19,7 +19,9 @@ impl Args {
         let mut it = argv.iter();
         while let Some(a) = it.next() {
             let Some(key) = a.strip_prefix("--") else {
-                return Err(format!("unexpected argument `{a}`; options look like --key value"));
+                return Err(format!(
+                    "unexpected argument `{a}`; options look like --key value"
+                ));
             };
             if let Some((k, v)) = key.split_once('=') {
                 values.insert(k.to_string(), v.to_string());

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use flint_dataplane::bdev::{self, Backend, BlockDevice, Completion, DeviceSpec, IoCmd, QpairOptions, QueuePair};
+use flint_dataplane::bdev::{
+    self, Backend, BlockDevice, Completion, DeviceSpec, IoCmd, QpairOptions, QueuePair,
+};
 use flint_dataplane::clock;
 use flint_dataplane::config::ByteSize;
 use flint_dataplane::mempool::{BufPool, DmaBuf, HugePages};
@@ -38,7 +40,11 @@ impl Pattern {
             "read" => Pattern::Read,
             "write" => Pattern::Write,
             "randrw" => Pattern::RandRw,
-            _ => return Err(format!("--rw {s}: use randread, randwrite, read, write or randrw")),
+            _ => {
+                return Err(format!(
+                    "--rw {s}: use randread, randwrite, read, write or randrw"
+                ))
+            }
         })
     }
 
@@ -321,8 +327,10 @@ fn run_flint(o: &DeviceOpts, dev: Arc<dyn BlockDevice>, quiet: bool) -> Result<F
         let opts = o.clone();
         let tx = tx.clone();
         let seed = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1);
-        set.call(i, move |core| start_job(core, &dev, &opts, seed, deadline, tx))
-            .map_err(|e| e.to_string())??;
+        set.call(i, move |core| {
+            start_job(core, &dev, &opts, seed, deadline, tx)
+        })
+        .map_err(|e| e.to_string())??;
     }
     drop(tx);
     let tty = std::io::stderr().is_terminal() && !quiet;
@@ -459,7 +467,10 @@ fn run_memcpy(o: &DeviceOpts) -> Figures {
 
 /// Writes a file once so reads hit real blocks, not unwritten extents.
 fn prepare_file(path: &PathBuf, size: u64) -> Result<(), String> {
-    if std::fs::metadata(path).map(|m| m.len() >= size).unwrap_or(false) {
+    if std::fs::metadata(path)
+        .map(|m| m.len() >= size)
+        .unwrap_or(false)
+    {
         return Ok(());
     }
     eprintln!("  laying out {} ({})", path.display(), ByteSize(size));
@@ -467,13 +478,16 @@ fn prepare_file(path: &PathBuf, size: u64) -> Result<(), String> {
     let mut chunk = vec![0u8; 1 << 20];
     let mut x = 0x243f_6a88_85a3_08d3u64;
     for w in chunk.chunks_mut(8) {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         w.copy_from_slice(&x.to_le_bytes());
     }
     let mut left = size;
     while left > 0 {
         let n = left.min(chunk.len() as u64) as usize;
-        f.write_all(&chunk[..n]).map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(&chunk[..n])
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         left -= n as u64;
     }
     f.sync_all().map_err(|e| format!("{}: {e}", path.display()))
@@ -494,7 +508,9 @@ pub fn main(mut a: Args) -> Result<(), String> {
     let o = DeviceOpts {
         backend,
         path: match backend {
-            "uring" => Some(PathBuf::from(a.get("path", "/var/tmp/flint-bench.img".to_string())?)),
+            "uring" => Some(PathBuf::from(
+                a.get("path", "/var/tmp/flint-bench.img".to_string())?,
+            )),
             _ => None,
         },
         size: size.0,
@@ -517,7 +533,10 @@ pub fn main(mut a: Args) -> Result<(), String> {
         iopoll: a.flag("iopoll"),
     };
     let mut o = o;
-    if let Some(list) = a.get("cpus", String::new()).map(|s| (!s.is_empty()).then_some(s))? {
+    if let Some(list) = a
+        .get("cpus", String::new())
+        .map(|s| (!s.is_empty()).then_some(s))?
+    {
         let cpus = list
             .split(',')
             .map(|c| c.trim().parse::<usize>())
@@ -533,11 +552,14 @@ pub fn main(mut a: Args) -> Result<(), String> {
         return Err("--bs must be a multiple of 4096; --qd, --cores and --time above 0".into());
     }
 
-    let mut spec = DeviceSpec::new("bench0", match backend {
-        "uring" => Backend::Uring,
-        "memory" => Backend::Memory,
-        _ => Backend::Null,
-    });
+    let mut spec = DeviceSpec::new(
+        "bench0",
+        match backend {
+            "uring" => Backend::Uring,
+            "memory" => Backend::Memory,
+            _ => Backend::Null,
+        },
+    );
     spec.size = Some(size);
     spec.path = o.path.clone();
     spec.sqpoll = o.sqpoll;
@@ -552,7 +574,11 @@ pub fn main(mut a: Args) -> Result<(), String> {
     if !no_baseline {
         let baseline = match backend {
             "uring" | "null" if fio::available() => {
-                let engine = if backend == "uring" { "io_uring" } else { "null" };
+                let engine = if backend == "uring" {
+                    "io_uring"
+                } else {
+                    "null"
+                };
                 if !json {
                     eprintln!("  fio {engine}: running {}s baseline", o.seconds);
                 }
@@ -600,7 +626,15 @@ fn report(o: &DeviceOpts, rows: &[Figures], json: bool) {
         o.poll
     );
     let mut t = Table::new(&[
-        "engine", "IOPS", "IOPS/core", "MB/s", "cpu ns/IO", "p50 us", "p99 us", "p99.9 us", "max us",
+        "engine",
+        "IOPS",
+        "IOPS/core",
+        "MB/s",
+        "cpu ns/IO",
+        "p50 us",
+        "p99 us",
+        "p99.9 us",
+        "max us",
     ]);
     for r in rows {
         t.row(vec![

@@ -46,7 +46,14 @@ fn main() {
         eprint!("{HELP}");
         std::process::exit(2);
     };
-    let flags = ["json", "no-baseline", "sqpoll", "iopoll", "no-pin", "batch-submit"];
+    let flags = [
+        "json",
+        "no-baseline",
+        "sqpoll",
+        "iopoll",
+        "no-pin",
+        "batch-submit",
+    ];
     let result = args::Args::parse(&argv[1..], &flags).and_then(|a| match cmd.as_str() {
         "device" => device::main(a),
         "ring" => ring::main(a),

@@ -164,7 +164,10 @@ pub fn main(mut a: Args) -> Result<(), String> {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
-    println!("ring: CPU {} -> CPU {}, {secs}s, capacity {cap}", cpus[0], cpus[1]);
+    println!(
+        "ring: CPU {} -> CPU {}, {secs}s, capacity {cap}",
+        cpus[0], cpus[1]
+    );
     let mut t = Table::new(&["channel", "Mmsg/s"]);
     for r in [&flint, &base] {
         t.row(vec![r.name.clone(), format!("{:.1}", r.msgs_per_sec / 1e6)]);

@@ -88,6 +88,9 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         let ns = ticks_to_ns(ticks() - t0);
         assert!(hz > 0);
-        assert!((25_000_000..2_000_000_000).contains(&ns), "30 ms measured as {ns} ns");
+        assert!(
+            (25_000_000..2_000_000_000).contains(&ns),
+            "30 ms measured as {ns} ns"
+        );
     }
 }

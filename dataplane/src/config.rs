@@ -12,13 +12,11 @@ impl ByteSize {
     /// Parses `"512MiB"`-style text.
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
-        let split = t
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(t.len());
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("`{text}` is not a size; write e.g. 4096, \"64MiB\" or \"2GiB\""))?;
+        let n: u64 = num.parse().map_err(|_| {
+            format!("`{text}` is not a size; write e.g. 4096, \"64MiB\" or \"2GiB\"")
+        })?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "K" | "KiB" => 1 << 10,
@@ -39,7 +37,12 @@ impl ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let units = [(1u64 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+        let units = [
+            (1u64 << 40, "TiB"),
+            (1 << 30, "GiB"),
+            (1 << 20, "MiB"),
+            (1 << 10, "KiB"),
+        ];
         for (m, u) in units {
             if self.0 >= m && self.0 % m == 0 {
                 return write!(f, "{}{u}", self.0 / m);

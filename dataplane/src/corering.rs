@@ -141,7 +141,10 @@ impl CoreRing {
     /// # Safety
     /// The region must stay mapped until the matching `release_region`.
     pub unsafe fn register_region(&mut self, region: &DmaRegion) -> Result<(usize, usize)> {
-        let (start, end) = (region.as_ptr() as usize, region.as_ptr() as usize + region.len());
+        let (start, end) = (
+            region.as_ptr() as usize,
+            region.as_ptr() as usize + region.len(),
+        );
         for (s, e, users) in self.regions.iter_mut().flatten() {
             if (*s, *e) == (start, end) {
                 *users += 1;
@@ -251,7 +254,12 @@ impl CoreRing {
     /// Every buffer the entry refers to must stay valid until its completion
     /// has been taken from the sink.
     #[inline]
-    pub unsafe fn push(&mut self, entry: squeue::Entry, sink: u32, slot: u32) -> Result<(), IoError> {
+    pub unsafe fn push(
+        &mut self,
+        entry: squeue::Entry,
+        sink: u32,
+        slot: u32,
+    ) -> Result<(), IoError> {
         let entry = entry.user_data((u64::from(sink) << 32) | u64::from(slot));
         // SAFETY: forwarded from the caller's guarantee.
         if unsafe { self.ring.submission().push(&entry) }.is_err() {
@@ -364,7 +372,9 @@ impl CoreRing {
         let res = match timeout {
             Some(t) => {
                 ts = types::Timespec::from(t);
-                self.ring.submitter().submit_with_args(1, &args.timespec(&ts))
+                self.ring
+                    .submitter()
+                    .submit_with_args(1, &args.timespec(&ts))
             }
             None => self.ring.submitter().submit_with_args(1, &args),
         };

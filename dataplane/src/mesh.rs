@@ -118,16 +118,19 @@ mod tests {
     fn every_pair_has_its_own_ring() {
         let parkers: Vec<_> = (0..3).map(|_| Parker::new().unwrap()).collect();
         let mut eps = mesh::<(usize, u32)>(parkers.iter().map(|p| p.waker()).collect(), 4);
-        for src in 0..3 {
+        for (src, ep) in eps.iter_mut().enumerate() {
             for dst in 0..3 {
-                eps[src].send(dst, (src, dst as u32)).unwrap();
+                ep.send(dst, (src, dst as u32)).unwrap();
             }
-            eps[src].flush();
+            ep.flush();
         }
         for (dst, ep) in eps.iter_mut().enumerate() {
             let mut got = vec![];
             ep.recv(16, |from, m| got.push((from, m)));
-            assert_eq!(got, (0..3).map(|s| (s, (s, dst as u32))).collect::<Vec<_>>());
+            assert_eq!(
+                got,
+                (0..3).map(|s| (s, (s, dst as u32))).collect::<Vec<_>>()
+            );
         }
     }
 }

@@ -147,7 +147,10 @@ mod tests {
         p.prepare();
         let t0 = Instant::now();
         p.park(Some(Duration::from_secs(10)));
-        assert!(t0.elapsed() < Duration::from_secs(5), "woken, not timed out");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "woken, not timed out"
+        );
         t.join().unwrap();
 
         let t0 = Instant::now();

@@ -164,7 +164,7 @@ mod tests {
                 })
             })
             .collect();
-        let mut seen = vec![0u64; 4];
+        let mut seen = [0u64; 4];
         let mut n = 0;
         while n < 200_000 {
             match q.pop() {

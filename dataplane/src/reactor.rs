@@ -16,9 +16,9 @@
 use serde::Deserialize;
 use std::any::Any;
 use std::cell::RefCell;
-use std::rc::Rc;
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -240,7 +240,11 @@ impl Core {
     }
 
     /// Runs `f` every `period`.
-    pub fn add_periodic(&mut self, period: Duration, f: impl FnMut(&mut Core) + 'static) -> TimerId {
+    pub fn add_periodic(
+        &mut self,
+        period: Duration,
+        f: impl FnMut(&mut Core) + 'static,
+    ) -> TimerId {
         self.timers.add(period, Some(period), Box::new(f))
     }
 
@@ -296,10 +300,7 @@ impl Core {
         if self.outbox.is_empty() {
             if let Some(peer) = self.peers.get(to) {
                 match peer.inbox.push(task) {
-                    Ok(()) => {
-                        peer.waker.wake();
-                        return;
-                    }
+                    Ok(()) => peer.waker.wake(),
                     Err(task) => self.outbox.push((to, task)),
                 }
             }
@@ -475,7 +476,9 @@ pub struct Pending<R> {
 impl<R> Pending<R> {
     /// Blocks until the task has run and returns its result.
     pub fn wait(self) -> Result<R> {
-        self.rx.recv().map_err(|_| Error::Stopped { core: self.core })
+        self.rx
+            .recv()
+            .map_err(|_| Error::Stopped { core: self.core })
     }
 
     /// Blocks up to `timeout`; `Ok(None)` if the task has not run yet.
@@ -626,12 +629,12 @@ impl ReactorSet {
 
     fn request_stop(&self) {
         for r in self.remotes.iter() {
-            let _ = r
-                .state
-                .compare_exchange(RUNNING, STOPPING, Ordering::AcqRel, Ordering::Acquire);
-            let _ = r
-                .state
-                .compare_exchange(STARTING, STOPPING, Ordering::AcqRel, Ordering::Acquire);
+            let _ =
+                r.state
+                    .compare_exchange(RUNNING, STOPPING, Ordering::AcqRel, Ordering::Acquire);
+            let _ =
+                r.state
+                    .compare_exchange(STARTING, STOPPING, Ordering::AcqRel, Ordering::Acquire);
             r.waker.force();
         }
     }

@@ -29,7 +29,12 @@ pub struct Timers {
 
 impl Timers {
     /// Adds a timer firing after `delay`, then every `period` if given.
-    pub fn add(&mut self, delay: Duration, period: Option<Duration>, callback: Callback) -> TimerId {
+    pub fn add(
+        &mut self,
+        delay: Duration,
+        period: Option<Duration>,
+        callback: Callback,
+    ) -> TimerId {
         let id = self.next_id;
         self.next_id += 1;
         let deadline = clock::ticks() + clock::duration_to_ticks(delay);

@@ -13,8 +13,8 @@ use super::{
     QueuePair,
 };
 use crate::error::{IoError, Result};
-use crate::reactor::Core;
 use crate::mempool::{DmaRegion, HugePages};
+use crate::reactor::Core;
 
 /// A RAM-backed device.
 pub struct MemoryDevice {

@@ -12,6 +12,8 @@
 //! [`memory`] (RAM, like SPDK's malloc bdev) and [`null`] (completes at once,
 //! to measure the framework's own cost).
 
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod memory;
 pub mod null;
 pub mod uring;

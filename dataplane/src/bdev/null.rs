@@ -1,7 +1,9 @@
 //! The `null` backend: every command completes at once and moves no data.
 //! It measures what the reactor and queue-pair framework cost per I/O.
 
-use super::{geometry_check, BlockDevice, Completion, DoneQueue, Geometry, IoCmd, QpairOptions, QueuePair};
+use super::{
+    geometry_check, BlockDevice, Completion, DoneQueue, Geometry, IoCmd, QpairOptions, QueuePair,
+};
 use crate::error::{IoError, Result};
 use crate::reactor::Core;
 

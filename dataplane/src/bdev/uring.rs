@@ -23,14 +23,16 @@
 
 use io_uring::{opcode, squeue, types, IoUring};
 use std::cell::RefCell;
-use std::rc::Rc;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-use super::{BlockDevice, Completion, DeviceSpec, Geometry, IoCmd, Opcode, QpairOptions, QueuePair};
+use super::{
+    BlockDevice, Completion, DeviceSpec, Geometry, IoCmd, Opcode, QpairOptions, QueuePair,
+};
 use crate::corering::{CoreRing, IORING_ENTER_GETEVENTS};
 use crate::error::{Error, IoError, Result};
 use crate::mempool::DmaRegion;
@@ -39,7 +41,6 @@ use crate::reactor::Core;
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 const BLKSSZGET: libc::c_ulong = 0x1268;
 const SQPOLL_IDLE_MS: u32 = 100;
-
 
 /// A file or block device driven through io_uring.
 pub struct UringDevice {
@@ -54,11 +55,7 @@ pub struct UringDevice {
 
 fn open_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> Error {
     let path = path.to_path_buf();
-    move |source| Error::DeviceOpen {
-        path,
-        op,
-        source,
-    }
+    move |source| Error::DeviceOpen { path, op, source }
 }
 
 /// Whether the block device under `meta` polls completions
@@ -123,7 +120,9 @@ impl UringDevice {
                     | libc::ioctl(file.as_raw_fd(), BLKSSZGET, &mut ssz)
             };
             if rc < 0 {
-                return Err(open_err(&path, "ioctl BLKGETSIZE64")(io::Error::last_os_error()));
+                return Err(open_err(&path, "ioctl BLKGETSIZE64")(
+                    io::Error::last_os_error(),
+                ));
             }
             if let Some(want) = spec.size {
                 if want.0 > size {
@@ -346,7 +345,9 @@ fn entry(g: &Geometry, cmd: &IoCmd, fd: types::Fixed, fixed_buf: Option<u16>) ->
     let off = cmd.lba * u64::from(g.block_size);
     let len = cmd.bytes(g) as u32;
     match (cmd.op, fixed_buf) {
-        (Opcode::Read, Some(i)) => opcode::ReadFixed::new(fd, cmd.buf, len, i).offset(off).build(),
+        (Opcode::Read, Some(i)) => opcode::ReadFixed::new(fd, cmd.buf, len, i)
+            .offset(off)
+            .build(),
         (Opcode::Read, None) => opcode::Read::new(fd, cmd.buf, len).offset(off).build(),
         (Opcode::Write, Some(i)) => opcode::WriteFixed::new(fd, cmd.buf, len, i)
             .offset(off)
@@ -393,7 +394,9 @@ impl QueuePair for SharedQpair {
         Ok(())
     }
 
-    fn flush(&mut self) {}
+    fn flush(&mut self) {
+        self.ring.borrow_mut().submit();
+    }
 
     #[inline]
     fn poll(&mut self, out: &mut [Completion]) -> usize {
@@ -498,12 +501,9 @@ impl QueuePair for PrivateQpair {
             // SAFETY: GETEVENTS with min_complete 0 only reaps polled
             // completions into the CQ ring; no argument pointers are passed.
             let _ = unsafe {
-                self.ring.submitter().enter::<libc::sigset_t>(
-                    0,
-                    0,
-                    IORING_ENTER_GETEVENTS,
-                    None,
-                )
+                self.ring
+                    .submitter()
+                    .enter::<libc::sigset_t>(0, 0, IORING_ENTER_GETEVENTS, None)
             };
         }
         let mut n = 0;
