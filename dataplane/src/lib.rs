@@ -19,7 +19,8 @@
 //!   when hugepages are reserved.
 //! - [`bdev`]: the block device trait and queue pairs, with the `uring`,
 //!   `memory` and `null` backends.
-//! - [`clock`]: the TSC clock the hot path reads.
+//! - [`clock`]: the TSC clock the hot path reads; [`node`] and [`config`]:
+//!   the `[reactor]`, `[memory]` and `[[device]]` tables of a config file.
 //!
 //! A typical start: [`reactor::ReactorSet::start`], open a device with
 //! [`bdev::open`], then on each reactor ([`reactor::ReactorSet::run_on`])
@@ -35,6 +36,7 @@ pub mod corering;
 pub mod error;
 pub mod mempool;
 pub mod mesh;
+pub mod node;
 pub mod park;
 pub mod placement;
 pub mod poller;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what Flint's build, tests and benchmarks need on Debian 12 and
+# reserves hugepages where the machine allows. Safe to run again.
+set -euo pipefail
+
+need=()
+command -v fio >/dev/null 2>&1 || need+=(fio)
+command -v mount >/dev/null 2>&1 || need+=(mount)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: need ${need[*]}; run as root or install them with apt-get" >&2
+    exit 1
+  fi
+  echo "setup: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Hugepages for DMA buffer pools: 512 x 2 MiB. Everything works without
+# them (pools fall back to ordinary pages and say so).
+want_huge=${FLINT_HUGEPAGES:-512}
+if [ -w /proc/sys/vm/nr_hugepages ]; then
+  have=$(cat /proc/sys/vm/nr_hugepages)
+  if [ "$have" -lt "$want_huge" ]; then
+    echo "$want_huge" > /proc/sys/vm/nr_hugepages 2>/dev/null || true
+  fi
+  echo "setup: hugepages reserved: $(cat /proc/sys/vm/nr_hugepages)"
+else
+  echo "setup: cannot reserve hugepages here; DMA pools use ordinary pages"
+fi
