@@ -76,9 +76,29 @@ fn map(len: usize, flags: libc::c_int) -> io::Result<NonNull<u8>> {
     NonNull::new(p.cast()).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))
 }
 
+/// Logs, once per process, which memory DMA regions use.
+fn announce(huge: bool) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if huge {
+            tracing::info!("DMA buffers: 2 MiB hugepages (MAP_HUGETLB)");
+        } else {
+            tracing::info!(
+                "DMA buffers: ordinary 4 KiB pages (no hugepages reserved;                  echo N > /proc/sys/vm/nr_hugepages to use them)"
+            );
+        }
+    });
+}
+
 impl DmaRegion {
     /// Maps at least `len` bytes, with hugepages as `huge` says.
     pub fn new(len: usize, huge: HugePages) -> Result<Self> {
+        let region = Self::map_region(len, huge)?;
+        announce(region.huge);
+        Ok(region)
+    }
+
+    fn map_region(len: usize, huge: HugePages) -> Result<Self> {
         let len = len.max(DMA_ALIGN).next_multiple_of(DMA_ALIGN);
         if huge != HugePages::Off {
             let hlen = len.next_multiple_of(HUGE_PAGE);
