@@ -20,7 +20,7 @@ step "tests"
 cargo test --workspace --all-features
 
 step "benchmark smoke runs"
-cargo build --release -p flint-bench
+cargo build --release -p flint-bench --features isal
 bench=target/release/flint-bench
 tmp=$(mktemp -d /var/tmp/flint-ci.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
@@ -28,5 +28,6 @@ $bench device --backend null --time 1
 $bench device --backend memory --time 1 --size 64MiB
 $bench device --backend uring --path "$tmp/bench.img" --size 64MiB --time 2
 $bench ring --time 1
+$bench ec --time 0.3
 
 step "all passed"

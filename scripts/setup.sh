@@ -7,6 +7,7 @@ need=()
 command -v fio >/dev/null 2>&1 || need+=(fio)
 command -v mount >/dev/null 2>&1 || need+=(mount)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+[ -e /usr/include/isa-l/erasure_code.h ] || need+=(libisal-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -548,7 +548,7 @@ pub fn main(mut a: Args) -> Result<(), String> {
     let json = a.flag("json");
     let no_baseline = a.flag("no-baseline");
     a.finish()?;
-    if o.bs == 0 || o.bs % 4096 != 0 || o.qd == 0 || o.cores == 0 || o.seconds == 0 {
+    if o.bs == 0 || !o.bs.is_multiple_of(4096) || o.qd == 0 || o.cores == 0 || o.seconds == 0 {
         return Err("--bs must be a multiple of 4096; --qd, --cores and --time above 0".into());
     }
 

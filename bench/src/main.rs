@@ -7,9 +7,11 @@
 //! - `flint-bench device`: bdevperf-style I/O through reactors and queue
 //!   pairs on the `uring`, `memory` or `null` backend.
 //! - `flint-bench ring`: cross-core message rate over the reactor mesh.
+//! - `flint-bench ec`: erasure-code encoding beside ISA-L.
 
 mod args;
 mod device;
+mod ec;
 mod fio;
 mod report;
 mod ring;
@@ -34,6 +36,8 @@ USAGE:
       --no-baseline --json
   flint-bench ring [options]     cross-core message rate
       --time SECS --batch N --capacity N --json
+  flint-bench ec [options]       erasure-code encode vs ISA-L ec_encode_data
+      --time SECS --stripe BYTES (1 s, 1 MiB) --json
 ";
 
 fn main() {
@@ -57,6 +61,7 @@ fn main() {
     let result = args::Args::parse(&argv[1..], &flags).and_then(|a| match cmd.as_str() {
         "device" => device::main(a),
         "ring" => ring::main(a),
+        "ec" => ec::main(a),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

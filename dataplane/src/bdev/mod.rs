@@ -145,7 +145,7 @@ impl IoCmd {
             let len = self.bytes(g);
             if len > u64::from(g.max_transfer)
                 || self.buf.is_null()
-                || (self.buf as usize) % g.buf_align != 0
+                || !(self.buf as usize).is_multiple_of(g.buf_align)
             {
                 return Err(IoError::Misaligned {
                     addr: self.buf as usize,

@@ -1,0 +1,10 @@
+//! # flint-engine
+//!
+//! Storage semantics on top of [`flint_dataplane`]. So far: the write
+//! pipeline's stages ([`pipeline`]), each a trait with a plain reference
+//! implementation beside the fast one and tests that hold them equal.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod pipeline;
