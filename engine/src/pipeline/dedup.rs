@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use super::fingerprint::Fingerprint;
+use super::BlockAddr;
 
 /// An organization (tenant) id.
 pub type OrgId = u32;
@@ -22,8 +23,8 @@ pub type OrgId = u32;
 /// What the index knows of a stored block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DedupEntry {
-    /// Where the block is stored (an engine block address).
-    pub location: u64,
+    /// Where the block is stored.
+    pub location: BlockAddr,
     /// How many logical blocks refer to it.
     pub refs: u32,
 }
@@ -40,14 +41,14 @@ pub trait DedupIndex: Send {
     /// The entry for a block, if stored.
     fn get(&self, org: OrgId, fp: Fingerprint) -> Option<DedupEntry>;
     /// Records a newly stored block with one reference; false if present.
-    fn insert(&mut self, org: OrgId, fp: Fingerprint, location: u64) -> bool;
+    fn insert(&mut self, org: OrgId, fp: Fingerprint, location: BlockAddr) -> bool;
     /// Adds a reference; the new count, or `None` if absent.
     fn add_ref(&mut self, org: OrgId, fp: Fingerprint) -> Option<u32>;
     /// Drops a reference; the count left (the entry goes at 0), or `None`
     /// if absent.
     fn drop_ref(&mut self, org: OrgId, fp: Fingerprint) -> Option<u32>;
     /// Moves a block (garbage collection relocated it); false if absent.
-    fn relocate(&mut self, org: OrgId, fp: Fingerprint, location: u64) -> bool;
+    fn relocate(&mut self, org: OrgId, fp: Fingerprint, location: BlockAddr) -> bool;
     /// Entries stored.
     fn len(&self) -> usize;
     /// Whether the index is empty.
@@ -71,7 +72,7 @@ impl DedupIndex for BTreeIndex {
         self.map.get(&(org, fp)).copied()
     }
 
-    fn insert(&mut self, org: OrgId, fp: Fingerprint, location: u64) -> bool {
+    fn insert(&mut self, org: OrgId, fp: Fingerprint, location: BlockAddr) -> bool {
         if self.map.contains_key(&(org, fp)) {
             return false;
         }
@@ -95,7 +96,7 @@ impl DedupIndex for BTreeIndex {
         Some(left)
     }
 
-    fn relocate(&mut self, org: OrgId, fp: Fingerprint, location: u64) -> bool {
+    fn relocate(&mut self, org: OrgId, fp: Fingerprint, location: BlockAddr) -> bool {
         match self.map.get_mut(&(org, fp)) {
             Some(e) => {
                 e.location = location;
@@ -186,7 +187,7 @@ impl DedupIndex for HashIndex {
             .and_then(|i| self.slots[i].map(|s| s.entry))
     }
 
-    fn insert(&mut self, org: OrgId, fp: Fingerprint, location: u64) -> bool {
+    fn insert(&mut self, org: OrgId, fp: Fingerprint, location: BlockAddr) -> bool {
         if self.find(org, fp).is_some() {
             return false;
         }
@@ -245,7 +246,7 @@ impl DedupIndex for HashIndex {
         Some(0)
     }
 
-    fn relocate(&mut self, org: OrgId, fp: Fingerprint, location: u64) -> bool {
+    fn relocate(&mut self, org: OrgId, fp: Fingerprint, location: BlockAddr) -> bool {
         match self.find(org, fp).and_then(|i| self.slots[i].as_mut()) {
             Some(s) => {
                 s.entry.location = location;
@@ -264,6 +265,16 @@ impl DedupIndex for HashIndex {
 mod tests {
     use super::*;
 
+    fn addr(n: u64) -> BlockAddr {
+        BlockAddr {
+            stripe: n,
+            chunk: (n % 7) as u16,
+            offset: (n % 4096) as u32,
+            stored_len: 4096,
+            compressed: n % 2 == 0,
+        }
+    }
+
     #[test]
     fn fast_index_matches_the_reference_under_random_operations() {
         let mut fast = HashIndex::with_capacity(8);
@@ -281,12 +292,15 @@ mod tests {
             let fp = u128::from(r % 300) | (u128::from(r % 7) << 64);
             let org = (r >> 40) as u32 % 2;
             match (r >> 50) % 5 {
-                0 | 1 => assert_eq!(fast.insert(org, fp, step), reference.insert(org, fp, step)),
+                0 | 1 => assert_eq!(
+                    fast.insert(org, fp, addr(step)),
+                    reference.insert(org, fp, addr(step))
+                ),
                 2 => assert_eq!(fast.add_ref(org, fp), reference.add_ref(org, fp)),
                 3 => assert_eq!(fast.drop_ref(org, fp), reference.drop_ref(org, fp)),
                 _ => assert_eq!(
-                    fast.relocate(org, fp, !step),
-                    reference.relocate(org, fp, !step)
+                    fast.relocate(org, fp, addr(!step)),
+                    reference.relocate(org, fp, addr(!step))
                 ),
             }
             assert_eq!(fast.get(org, fp), reference.get(org, fp));
@@ -300,11 +314,11 @@ mod tests {
     #[test]
     fn organizations_never_share_entries() {
         let mut idx = HashIndex::default();
-        assert!(idx.insert(1, 42, 100));
+        assert!(idx.insert(1, 42, addr(100)));
         assert_eq!(idx.get(2, 42), None, "org 2 cannot see org 1's block");
-        assert!(idx.insert(2, 42, 200));
-        assert_eq!(idx.get(1, 42).unwrap().location, 100);
-        assert_eq!(idx.get(2, 42).unwrap().location, 200);
+        assert!(idx.insert(2, 42, addr(200)));
+        assert_eq!(idx.get(1, 42).unwrap().location, addr(100));
+        assert_eq!(idx.get(2, 42).unwrap().location, addr(200));
     }
 
     #[test]
