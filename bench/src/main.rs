@@ -8,11 +8,13 @@
 //!   pairs on the `uring`, `memory` or `null` backend.
 //! - `flint-bench ring`: cross-core message rate over the reactor mesh.
 //! - `flint-bench ec`: erasure-code encoding beside ISA-L.
+//! - `flint-bench pipeline`: the write pipeline beside its raw codecs.
 
 mod args;
 mod device;
 mod ec;
 mod fio;
+mod pipeline;
 mod report;
 mod ring;
 
@@ -38,6 +40,9 @@ USAGE:
       --time SECS --batch N --capacity N --json
   flint-bench ec [options]       erasure-code encode vs ISA-L ec_encode_data
       --time SECS --stripe BYTES (1 s, 1 MiB) --json
+  flint-bench pipeline [options] whole write pipeline vs the raw codecs chained
+      --size-mib N --k N --m N --chunk BYTES (128 8 2 131072) --json
+      --dataset random|text|mixed|all (all)
 ";
 
 fn main() {
@@ -62,6 +67,7 @@ fn main() {
         "device" => device::main(a),
         "ring" => ring::main(a),
         "ec" => ec::main(a),
+        "pipeline" => pipeline::main(a),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

@@ -122,10 +122,17 @@ pub struct Stages {
 impl Stages {
     /// The fast implementation of every stage.
     pub fn fast() -> Self {
+        Self::fast_sized(1024)
+    }
+
+    /// The fast stages with a dedup index sized for `blocks` entries up
+    /// front (the engine sizes it from capacity, so it does not rehash
+    /// under load).
+    pub fn fast_sized(blocks: usize) -> Self {
         Stages {
             fingerprint: Box::new(fingerprint::Xxh3),
             compress: Box::new(compress::Lz4Probe),
-            index: Box::new(dedup::HashIndex::default()),
+            index: Box::new(dedup::HashIndex::with_capacity(blocks)),
             ec: ec::best_kernel(),
             checksum: Box::new(checksum::Xxh3Sum),
         }
@@ -389,9 +396,15 @@ mod tests {
                         x ^= x << 17;
                         *v = x as u8
                     }),
-                    1 => b.iter_mut().enumerate().for_each(|(j, v)| *v = b"flint "[j % 6]),
+                    1 => b
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(j, v)| *v = b"flint "[j % 6]),
                     2 => b.fill((i / 8) as u8), // repeats: duplicates
-                    _ => b.iter_mut().enumerate().for_each(|(j, v)| *v = (j * i) as u8),
+                    _ => b
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(j, v)| *v = (j * i) as u8),
                 }
                 b
             })
@@ -412,7 +425,11 @@ mod tests {
         let mut sealed: Vec<(u64, Vec<Vec<u8>>, Vec<u64>)> = Vec::new();
         for b in dataset(400) {
             let mut sink = |s: SealedStripe<'_>| {
-                sealed.push((s.id, s.chunks.iter().map(|c| c.to_vec()).collect(), s.checksums.to_vec()))
+                sealed.push((
+                    s.id,
+                    s.chunks.iter().map(|c| c.to_vec()).collect(),
+                    s.checksums.to_vec(),
+                ))
             };
             placed.push(p.write_block(1, &b, &mut store, &mut sink));
             for (id, chunks, sums) in sealed.drain(..) {
@@ -421,7 +438,9 @@ mod tests {
             }
         }
         p.seal(&mut |s| {
-            store.stripes.insert(s.id, s.chunks.iter().map(|c| c.to_vec()).collect());
+            store
+                .stripes
+                .insert(s.id, s.chunks.iter().map(|c| c.to_vec()).collect());
             store.sums.insert(s.id, s.checksums.to_vec());
         });
         (store, placed, p.stats())
@@ -509,11 +528,17 @@ mod tests {
         let pb = p.write_block(1, &b, &mut store, &mut |_| {});
         let pa2 = p.write_block(1, &a, &mut store, &mut |_| {});
         assert!(matches!(pa, Placed::New(_)));
-        assert!(matches!(pb, Placed::New(_)), "b must not be deduplicated against a");
-        assert_eq!(pa2, Placed::Dup(match pa {
-            Placed::New(x) => x,
-            Placed::Dup(x) => x,
-        }));
+        assert!(
+            matches!(pb, Placed::New(_)),
+            "b must not be deduplicated against a"
+        );
+        assert_eq!(
+            pa2,
+            Placed::Dup(match pa {
+                Placed::New(x) => x,
+                Placed::Dup(x) => x,
+            })
+        );
         assert_eq!(p.stats().collisions, 1);
     }
 }
