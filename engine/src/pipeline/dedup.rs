@@ -271,7 +271,7 @@ mod tests {
             chunk: (n % 7) as u16,
             offset: (n % 4096) as u32,
             stored_len: 4096,
-            compressed: n % 2 == 0,
+            compressed: n.is_multiple_of(2),
         }
     }
 

@@ -169,7 +169,10 @@ pub struct WritePipeline {
 impl WritePipeline {
     /// A pipeline whose first stripe id is `first_stripe`.
     pub fn new(cfg: PipelineConfig, stages: Stages, first_stripe: u64) -> Result<Self, EcError> {
-        if cfg.chunk_size == 0 || cfg.chunk_size % 4096 != 0 || cfg.block_size > cfg.chunk_size {
+        if cfg.chunk_size == 0
+            || !cfg.chunk_size.is_multiple_of(4096)
+            || cfg.block_size > cfg.chunk_size
+        {
             return Err(EcError::Shape {
                 what: "chunk size must be a positive multiple of 4 KiB and hold a block",
             });
