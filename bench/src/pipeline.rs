@@ -64,7 +64,7 @@ fn text_block(r: &mut Rng, b: &mut [u8]) {
     let mut i = 0;
     while i < b.len() {
         let w = r.next();
-        let word = if w % 5 == 0 {
+        let word = if w.is_multiple_of(5) {
             format!("{} ", w % 100_000)
         } else {
             format!("{} ", WORDS[(w >> 8) as usize % WORDS.len()])
