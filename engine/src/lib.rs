@@ -7,4 +7,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod codec;
+pub mod format;
 pub mod pipeline;
