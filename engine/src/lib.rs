@@ -9,4 +9,5 @@
 
 pub mod codec;
 pub mod format;
+pub mod meta;
 pub mod pipeline;

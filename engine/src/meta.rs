@@ -1,0 +1,532 @@
+//! The engine's metadata: file systems, files and their block maps, and the
+//! stripe table — and the journal records that change them.
+//!
+//! Every change is a [`Record`]; [`Meta::apply`] is the only way state
+//! changes, both live and when recovery replays the journal, so the two can
+//! never disagree. The whole state encodes into a checkpoint.
+
+use std::collections::BTreeMap;
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::pipeline::BlockAddr;
+
+/// A file system id.
+pub type FsId = u32;
+/// A file (inode) number.
+pub type Ino = u64;
+
+/// Longest file or file system name.
+pub const MAX_NAME: usize = 255;
+
+/// A file system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsMeta {
+    /// Id.
+    pub id: FsId,
+    /// Name.
+    pub name: String,
+    /// Data chunks per stripe.
+    pub k: u8,
+    /// Parity chunks per stripe.
+    pub m: u8,
+    /// Dedup and compression on.
+    pub reduction: bool,
+    /// Capacity limit in logical bytes.
+    pub capacity: u64,
+}
+
+/// Where one logical block of a file lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRef {
+    /// The stored block.
+    pub addr: BlockAddr,
+    /// Its fingerprint (0 when the file system does not deduplicate).
+    pub fp: u128,
+}
+
+/// A file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inode {
+    /// Inode number.
+    pub ino: Ino,
+    /// Its file system.
+    pub fs: FsId,
+    /// Name within the file system.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Logical block index -> stored block. Holes are absent (read as zero).
+    pub blocks: BTreeMap<u64, BlockRef>,
+}
+
+/// A stripe: k data + m parity chunks on distinct devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeMeta {
+    /// Stripe id.
+    pub id: u64,
+    /// The file system whose data it holds.
+    pub fs: FsId,
+    /// Data chunks.
+    pub k: u8,
+    /// Parity chunks.
+    pub m: u8,
+    /// (device index, chunk slot) of each chunk, data first.
+    pub chunks: Vec<(u16, u64)>,
+    /// Checksum of every 4 KiB sector of every chunk, chunk-major.
+    pub sums: Vec<u64>,
+}
+
+/// One change to the metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A file system was created.
+    FsCreate(FsMeta),
+    /// A file system's capacity changed.
+    FsResize {
+        /// The file system.
+        fs: FsId,
+        /// New capacity.
+        capacity: u64,
+    },
+    /// A file was created.
+    FileCreate {
+        /// Inode number.
+        ino: Ino,
+        /// File system.
+        fs: FsId,
+        /// Name.
+        name: String,
+    },
+    /// A file was removed.
+    FileUnlink {
+        /// Inode number.
+        ino: Ino,
+    },
+    /// A stripe was written.
+    Stripe(StripeMeta),
+    /// Blocks of a file now live at new addresses; the file has `size` bytes.
+    Extents {
+        /// Inode number.
+        ino: Ino,
+        /// New size.
+        size: u64,
+        /// (logical block, where it lives).
+        blocks: Vec<(u64, BlockRef)>,
+    },
+    /// A file was truncated (or extended with a hole) to `size` bytes.
+    Truncate {
+        /// Inode number.
+        ino: Ino,
+        /// New size.
+        size: u64,
+    },
+}
+
+/// What applying a record released: blocks no longer referenced by the
+/// file, for dedup reference counting and space accounting.
+pub type Released = Vec<(FsId, BlockRef)>;
+
+/// All metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// File systems by id.
+    pub fss: BTreeMap<FsId, FsMeta>,
+    /// Files by inode number.
+    pub inodes: BTreeMap<Ino, Inode>,
+    /// Stripes by id.
+    pub stripes: BTreeMap<u64, StripeMeta>,
+    /// Next file system id.
+    pub next_fs: FsId,
+    /// Next inode number.
+    pub next_ino: Ino,
+    /// Next stripe id.
+    pub next_stripe: u64,
+}
+
+const BLOCK: u64 = 4096;
+
+impl Meta {
+    /// Applies one change. Returns the block references the change dropped.
+    pub fn apply(&mut self, rec: &Record) -> Released {
+        let mut released = Vec::new();
+        match rec {
+            Record::FsCreate(fs) => {
+                self.next_fs = self.next_fs.max(fs.id + 1);
+                self.fss.insert(fs.id, fs.clone());
+            }
+            Record::FsResize { fs, capacity } => {
+                if let Some(f) = self.fss.get_mut(fs) {
+                    f.capacity = *capacity;
+                }
+            }
+            Record::FileCreate { ino, fs, name } => {
+                self.next_ino = self.next_ino.max(ino + 1);
+                self.inodes.insert(
+                    *ino,
+                    Inode {
+                        ino: *ino,
+                        fs: *fs,
+                        name: name.clone(),
+                        size: 0,
+                        blocks: BTreeMap::new(),
+                    },
+                );
+            }
+            Record::FileUnlink { ino } => {
+                if let Some(inode) = self.inodes.remove(ino) {
+                    released.extend(inode.blocks.values().map(|b| (inode.fs, *b)));
+                }
+            }
+            Record::Stripe(s) => {
+                self.next_stripe = self.next_stripe.max(s.id + 1);
+                self.stripes.insert(s.id, s.clone());
+            }
+            Record::Extents { ino, size, blocks } => {
+                if let Some(inode) = self.inodes.get_mut(ino) {
+                    for (idx, b) in blocks {
+                        if let Some(old) = inode.blocks.insert(*idx, *b) {
+                            released.push((inode.fs, old));
+                        }
+                    }
+                    inode.size = *size;
+                }
+            }
+            Record::Truncate { ino, size } => {
+                if let Some(inode) = self.inodes.get_mut(ino) {
+                    let keep = size.div_ceil(BLOCK);
+                    let dropped = inode.blocks.split_off(&keep);
+                    released.extend(dropped.values().map(|b| (inode.fs, *b)));
+                    inode.size = *size;
+                }
+            }
+        }
+        released
+    }
+
+    /// Logical bytes stored in a file system (sum of file sizes).
+    pub fn fs_used(&self, fs: FsId) -> u64 {
+        self.inodes.values().filter(|i| i.fs == fs).map(|i| i.size).sum()
+    }
+
+    /// Encodes the whole state (a checkpoint's payload).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u32(self.next_fs).u64(self.next_ino).u64(self.next_stripe);
+        w.u32(self.fss.len() as u32);
+        for f in self.fss.values() {
+            encode_record(&mut w, &Record::FsCreate(f.clone()));
+        }
+        w.u32(self.stripes.len() as u32);
+        for s in self.stripes.values() {
+            encode_record(&mut w, &Record::Stripe(s.clone()));
+        }
+        w.u32(self.inodes.len() as u32);
+        for i in self.inodes.values() {
+            encode_record(
+                &mut w,
+                &Record::FileCreate {
+                    ino: i.ino,
+                    fs: i.fs,
+                    name: i.name.clone(),
+                },
+            );
+            encode_record(
+                &mut w,
+                &Record::Extents {
+                    ino: i.ino,
+                    size: i.size,
+                    blocks: i.blocks.iter().map(|(k, v)| (*k, *v)).collect(),
+                },
+            );
+        }
+        w.buf
+    }
+
+    /// Decodes a checkpoint payload.
+    pub fn decode(buf: &[u8]) -> Result<Meta, DecodeError> {
+        let mut r = Reader::new(buf);
+        let mut m = Meta {
+            next_fs: r.u32("next fs")?,
+            next_ino: r.u64("next ino")?,
+            next_stripe: r.u64("next stripe")?,
+            ..Meta::default()
+        };
+        for _ in 0..r.count(8, "fs count")? {
+            m.apply(&decode_record(&mut r)?);
+        }
+        for _ in 0..r.count(8, "stripe count")? {
+            m.apply(&decode_record(&mut r)?);
+        }
+        for _ in 0..r.count(16, "inode count")? {
+            m.apply(&decode_record(&mut r)?);
+            m.apply(&decode_record(&mut r)?);
+        }
+        if r.remaining() != 0 {
+            return Err(DecodeError { what: "checkpoint length" });
+        }
+        Ok(m)
+    }
+}
+
+fn encode_addr(w: &mut Writer, a: &BlockAddr) {
+    w.u64(a.stripe)
+        .u16(a.chunk)
+        .u32(a.offset)
+        .u32(a.stored_len)
+        .u8(u8::from(a.compressed));
+}
+
+fn decode_addr(r: &mut Reader<'_>) -> Result<BlockAddr, DecodeError> {
+    Ok(BlockAddr {
+        stripe: r.u64("stripe")?,
+        chunk: r.u16("chunk")?,
+        offset: r.u32("offset")?,
+        stored_len: r.u32("stored length")?,
+        compressed: match r.u8("compressed flag")? {
+            0 => false,
+            1 => true,
+            _ => return Err(DecodeError { what: "compressed flag" }),
+        },
+    })
+}
+
+/// Appends one record's encoding.
+pub fn encode_record(w: &mut Writer, rec: &Record) {
+    match rec {
+        Record::FsCreate(f) => {
+            w.u8(1)
+                .u32(f.id)
+                .str(&f.name)
+                .u8(f.k)
+                .u8(f.m)
+                .u8(u8::from(f.reduction))
+                .u64(f.capacity);
+        }
+        Record::FsResize { fs, capacity } => {
+            w.u8(2).u32(*fs).u64(*capacity);
+        }
+        Record::FileCreate { ino, fs, name } => {
+            w.u8(3).u64(*ino).u32(*fs).str(name);
+        }
+        Record::FileUnlink { ino } => {
+            w.u8(4).u64(*ino);
+        }
+        Record::Stripe(s) => {
+            w.u8(5).u64(s.id).u32(s.fs).u8(s.k).u8(s.m);
+            w.u32(s.chunks.len() as u32);
+            for (d, slot) in &s.chunks {
+                w.u16(*d).u64(*slot);
+            }
+            w.u32(s.sums.len() as u32);
+            for x in &s.sums {
+                w.u64(*x);
+            }
+        }
+        Record::Extents { ino, size, blocks } => {
+            w.u8(6).u64(*ino).u64(*size).u32(blocks.len() as u32);
+            for (idx, b) in blocks {
+                w.u64(*idx);
+                encode_addr(w, &b.addr);
+                w.u128(b.fp);
+            }
+        }
+        Record::Truncate { ino, size } => {
+            w.u8(7).u64(*ino).u64(*size);
+        }
+    }
+}
+
+/// Reads one record.
+pub fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
+    Ok(match r.u8("record kind")? {
+        1 => Record::FsCreate(FsMeta {
+            id: r.u32("fs id")?,
+            name: r.str(MAX_NAME, "fs name")?,
+            k: r.u8("k")?,
+            m: r.u8("m")?,
+            reduction: r.u8("reduction")? != 0,
+            capacity: r.u64("capacity")?,
+        }),
+        2 => Record::FsResize {
+            fs: r.u32("fs id")?,
+            capacity: r.u64("capacity")?,
+        },
+        3 => Record::FileCreate {
+            ino: r.u64("ino")?,
+            fs: r.u32("fs id")?,
+            name: r.str(MAX_NAME, "file name")?,
+        },
+        4 => Record::FileUnlink { ino: r.u64("ino")? },
+        5 => {
+            let id = r.u64("stripe id")?;
+            let fs = r.u32("fs id")?;
+            let k = r.u8("k")?;
+            let m = r.u8("m")?;
+            let n = r.count(10, "chunk count")?;
+            let mut chunks = Vec::with_capacity(n);
+            for _ in 0..n {
+                chunks.push((r.u16("device")?, r.u64("slot")?));
+            }
+            let n = r.count(8, "checksum count")?;
+            let mut sums = Vec::with_capacity(n);
+            for _ in 0..n {
+                sums.push(r.u64("checksum")?);
+            }
+            if chunks.len() != usize::from(k) + usize::from(m) {
+                return Err(DecodeError { what: "stripe width" });
+            }
+            Record::Stripe(StripeMeta {
+                id,
+                fs,
+                k,
+                m,
+                chunks,
+                sums,
+            })
+        }
+        6 => {
+            let ino = r.u64("ino")?;
+            let size = r.u64("size")?;
+            let n = r.count(8 + 19 + 16, "extent count")?;
+            let mut blocks = Vec::with_capacity(n);
+            for _ in 0..n {
+                let idx = r.u64("block index")?;
+                let addr = decode_addr(r)?;
+                blocks.push((idx, BlockRef { addr, fp: r.u128("fingerprint")? }));
+            }
+            Record::Extents { ino, size, blocks }
+        }
+        7 => Record::Truncate {
+            ino: r.u64("ino")?,
+            size: r.u64("size")?,
+        },
+        _ => return Err(DecodeError { what: "record kind" }),
+    })
+}
+
+/// Encodes a batch of records (one journal entry's payload).
+pub fn encode_batch(recs: &[Record]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u32(recs.len() as u32);
+    for r in recs {
+        encode_record(&mut w, r);
+    }
+    w.buf
+}
+
+/// Decodes a journal entry's payload.
+pub fn decode_batch(buf: &[u8]) -> Result<Vec<Record>, DecodeError> {
+    let mut r = Reader::new(buf);
+    let n = r.count(1, "batch length")?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(decode_record(&mut r)?);
+    }
+    if r.remaining() != 0 {
+        return Err(DecodeError { what: "batch length" });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: u64) -> BlockRef {
+        BlockRef {
+            addr: BlockAddr {
+                stripe: s,
+                chunk: 1,
+                offset: 4096,
+                stored_len: 1000,
+                compressed: true,
+            },
+            fp: u128::from(s) << 70 | 5,
+        }
+    }
+
+    fn sample() -> Vec<Record> {
+        vec![
+            Record::FsCreate(FsMeta {
+                id: 0,
+                name: "scratch".into(),
+                k: 4,
+                m: 2,
+                reduction: true,
+                capacity: 1 << 30,
+            }),
+            Record::FileCreate {
+                ino: 1,
+                fs: 0,
+                name: "a.bin".into(),
+            },
+            Record::Stripe(StripeMeta {
+                id: 3,
+                fs: 0,
+                k: 4,
+                m: 2,
+                chunks: (0..6).map(|d| (d, 10 + u64::from(d))).collect(),
+                sums: (0..6 * 32).collect(),
+            }),
+            Record::Extents {
+                ino: 1,
+                size: 9000,
+                blocks: vec![(0, addr(3)), (2, addr(3))],
+            },
+            Record::FsResize {
+                fs: 0,
+                capacity: 2 << 30,
+            },
+            Record::Extents {
+                ino: 1,
+                size: 9000,
+                blocks: vec![(0, addr(4))],
+            },
+            Record::Truncate { ino: 1, size: 4096 },
+        ]
+    }
+
+    #[test]
+    fn records_round_trip_and_apply() {
+        let recs = sample();
+        let batch = encode_batch(&recs);
+        assert_eq!(decode_batch(&batch).unwrap(), recs);
+        let mut m = Meta::default();
+        let mut released = Vec::new();
+        for r in &recs {
+            released.extend(m.apply(r));
+        }
+        // Overwrite of block 0 released addr(3); truncate released block 2.
+        assert_eq!(released, vec![(0, addr(3)), (0, addr(3))]);
+        let ino = &m.inodes[&1];
+        assert_eq!(ino.size, 4096);
+        assert_eq!(ino.blocks.len(), 1);
+        assert_eq!(m.fss[&0].capacity, 2 << 30);
+        assert_eq!((m.next_fs, m.next_ino, m.next_stripe), (1, 2, 4));
+        let back = Meta::decode(&m.encode()).unwrap();
+        assert_eq!(back, m);
+        m.apply(&Record::FileUnlink { ino: 1 });
+        assert!(m.inodes.is_empty());
+    }
+
+    #[test]
+    fn corrupt_bytes_are_errors_not_panics() {
+        let batch = encode_batch(&sample());
+        for cut in 0..batch.len() {
+            assert!(decode_batch(&batch[..cut]).is_err(), "cut {cut}");
+        }
+        let mut x = 1u64;
+        for _ in 0..2000 {
+            let mut bad = batch.clone();
+            for _ in 0..4 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = x as usize % bad.len();
+                bad[i] = (x >> 32) as u8;
+            }
+            let _ = decode_batch(&bad);
+            let _ = Meta::decode(&bad);
+        }
+    }
+}
