@@ -153,6 +153,19 @@ impl DmaRegion {
         self.huge
     }
 
+    /// The region's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes owned by this region
+        // (zero-filled at creation), alive as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The region's bytes, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`; `&mut self` makes the access unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
     /// Whether `[ptr, ptr + len)` lies inside the region.
     pub fn contains(&self, ptr: *const u8, len: usize) -> bool {
         let base = self.ptr.as_ptr() as usize;

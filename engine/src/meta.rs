@@ -113,6 +113,11 @@ pub enum Record {
         /// (logical block, where it lives).
         blocks: Vec<(u64, BlockRef)>,
     },
+    /// A stripe no longer holds live data; its chunk slots are free.
+    StripeFree {
+        /// Stripe id.
+        id: u64,
+    },
     /// A file was truncated (or extended with a hole) to `size` bytes.
     Truncate {
         /// Inode number.
@@ -190,6 +195,9 @@ impl Meta {
                     }
                     inode.size = *size;
                 }
+            }
+            Record::StripeFree { id } => {
+                self.stripes.remove(id);
             }
             Record::Truncate { ino, size } => {
                 if let Some(inode) = self.inodes.get_mut(ino) {
@@ -333,6 +341,9 @@ pub fn encode_record(w: &mut Writer, rec: &Record) {
         Record::Truncate { ino, size } => {
             w.u8(7).u64(*ino).u64(*size);
         }
+        Record::StripeFree { id } => {
+            w.u8(8).u64(*id);
+        }
     }
 }
 
@@ -400,6 +411,7 @@ pub fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
             ino: r.u64("ino")?,
             size: r.u64("size")?,
         },
+        8 => Record::StripeFree { id: r.u64("stripe id")? },
         _ => return Err(DecodeError { what: "record kind" }),
     })
 }
@@ -483,6 +495,7 @@ mod tests {
                 blocks: vec![(0, addr(4))],
             },
             Record::Truncate { ino: 1, size: 4096 },
+            Record::StripeFree { id: 9 },
         ]
     }
 

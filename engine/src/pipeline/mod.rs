@@ -17,11 +17,16 @@ pub mod fingerprint;
 
 use std::sync::Arc;
 
+use flint_dataplane::mempool::{DmaRegion, HugePages};
+
 use checksum::{Checksummer, SEED_CHUNK};
 use compress::Compressor;
 use dedup::{DedupIndex, OrgId};
 use ec::{Codec, EcError, EcKernel};
 use fingerprint::{Fingerprint, Fingerprinter};
+
+/// The unit chunks are checksummed in.
+pub const SECTOR: usize = 4096;
 
 /// Where a stored block lives: a byte range inside one data chunk of a stripe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,7 +87,8 @@ pub struct SealedStripe<'a> {
     pub id: u64,
     /// k data chunks then m parity chunks, `chunk_size` bytes each.
     pub chunks: Vec<&'a [u8]>,
-    /// Checksum of each chunk, in the same order.
+    /// Checksum of every [`SECTOR`]-byte sector of every chunk, chunk-major
+    /// (so a 4 KiB read verifies without reading the whole chunk).
     pub checksums: &'a [u64],
     /// Payload bytes used in each data chunk.
     pub used: &'a [u32],
@@ -155,8 +161,10 @@ pub struct WritePipeline {
     cfg: PipelineConfig,
     stages: Stages,
     codec: Codec,
-    /// k data chunks then m parity chunks, contiguous.
-    buf: Vec<u8>,
+    /// k data chunks then m parity chunks, contiguous, 4 KiB-aligned DMA
+    /// memory (devices write straight from it).
+    region: DmaRegion,
+    buf_len: usize,
     used: Vec<u32>,
     checksums: Vec<u64>,
     chunk: usize,
@@ -178,10 +186,15 @@ impl WritePipeline {
             });
         }
         let codec = Codec::new(cfg.k, cfg.m, stages.ec.clone())?;
+        let buf_len = (cfg.k + cfg.m) * cfg.chunk_size;
+        let region = DmaRegion::new(buf_len, HugePages::Auto).map_err(|_| EcError::Shape {
+            what: "cannot map memory for the stripe buffer",
+        })?;
         Ok(WritePipeline {
-            buf: vec![0; (cfg.k + cfg.m) * cfg.chunk_size],
+            region,
+            buf_len,
             used: vec![0; cfg.k],
-            checksums: vec![0; cfg.k + cfg.m],
+            checksums: vec![0; (cfg.k + cfg.m) * (cfg.chunk_size / SECTOR)],
             chunk: 0,
             stripe: first_stripe,
             scratch: vec![0; compress::bound(cfg.block_size)],
@@ -191,6 +204,20 @@ impl WritePipeline {
             stages,
             codec,
         })
+    }
+
+    fn buf(&self) -> &[u8] {
+        &self.region.as_slice()[..self.buf_len]
+    }
+
+    fn buf_mut(&mut self) -> &mut [u8] {
+        let len = self.buf_len;
+        &mut self.region.as_mut_slice()[..len]
+    }
+
+    /// The stripe buffer's memory, to register with queue pairs.
+    pub fn region(&self) -> &DmaRegion {
+        &self.region
     }
 
     /// What the pipeline has done so far.
@@ -224,7 +251,7 @@ impl WritePipeline {
             return None;
         }
         let start = usize::from(addr.chunk) * self.cfg.chunk_size + addr.offset as usize;
-        self.buf.get(start..start + addr.stored_len as usize)
+        self.buf().get(start..start + addr.stored_len as usize)
     }
 
     /// Fingerprints a block (exposed so callers can route by partition).
@@ -306,7 +333,7 @@ impl WritePipeline {
         }
         let offset = self.used[self.chunk];
         let start = self.chunk * self.cfg.chunk_size + offset as usize;
-        self.buf[start..start + payload.len()].copy_from_slice(payload);
+        self.buf_mut()[start..start + payload.len()].copy_from_slice(payload);
         self.used[self.chunk] += payload.len() as u32;
         self.stats.packed += payload.len() as u64;
         let addr = BlockAddr {
@@ -335,24 +362,26 @@ impl WritePipeline {
         let (k, m, cs) = (self.cfg.k, self.cfg.m, self.cfg.chunk_size);
         for c in 0..k {
             let used = self.used[c] as usize;
-            self.buf[c * cs + used..(c + 1) * cs].fill(0);
+            self.buf_mut()[c * cs + used..(c + 1) * cs].fill(0);
         }
         {
-            let (data, parity) = self.buf.split_at_mut(k * cs);
+            let len = self.buf_len;
+            let (data, parity) = self.region.as_mut_slice()[..len].split_at_mut(k * cs);
             let data: Vec<&[u8]> = data.chunks(cs).collect();
             let mut parity: Vec<&mut [u8]> = parity.chunks_mut(cs).collect();
             // Shapes are fixed at construction, so encoding cannot fail.
             let _ = self.codec.encode(&data, &mut parity);
         }
-        for (i, c) in self.buf.chunks(cs).enumerate() {
-            self.checksums[i] = self.stages.checksum.checksum(SEED_CHUNK, c);
+        let len = self.buf_len;
+        for (i, sector) in self.region.as_slice()[..len].chunks(SECTOR).enumerate() {
+            self.checksums[i] = self.stages.checksum.checksum(SEED_CHUNK, sector);
         }
         self.stats.stripes += 1;
         self.stats.data_written += (k * cs) as u64;
         self.stats.parity_written += (m * cs) as u64;
         sink(SealedStripe {
             id: self.stripe,
-            chunks: self.buf.chunks(cs).collect(),
+            chunks: self.region.as_slice()[..len].chunks(cs).collect(),
             checksums: &self.checksums,
             used: &self.used,
         });
@@ -482,8 +511,9 @@ mod tests {
             // and every checksum matches its chunk.
             let codec = Codec::new(4, 2, ec::best_kernel()).unwrap();
             for (id, chunks) in &fast_store.stripes {
-                for (c, sum) in chunks.iter().zip(&fast_store.sums[id]) {
-                    assert_eq!(checksum::Xxh3Sum.checksum(SEED_CHUNK, c), *sum);
+                let sectors = chunks.iter().flat_map(|c| c.chunks(SECTOR));
+                for (sector, sum) in sectors.zip(&fast_store.sums[id]) {
+                    assert_eq!(checksum::Xxh3Sum.checksum(SEED_CHUNK, sector), *sum);
                 }
                 let view: Vec<Option<&[u8]>> = chunks
                     .iter()
