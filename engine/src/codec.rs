@@ -153,7 +153,13 @@ mod tests {
     #[test]
     fn round_trip_and_truncation() {
         let mut w = Writer::default();
-        w.u8(1).u16(2).u32(3).u64(4).u128(5).str("fs0").bytes(&[9, 9]);
+        w.u8(1)
+            .u16(2)
+            .u32(3)
+            .u64(4)
+            .u128(5)
+            .str("fs0")
+            .bytes(&[9, 9]);
         let mut r = Reader::new(&w.buf);
         assert_eq!(r.u8("a").unwrap(), 1);
         assert_eq!(r.u16("b").unwrap(), 2);

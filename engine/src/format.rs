@@ -103,9 +103,11 @@ impl Layout {
         journal_blocks: u64,
         checkpoint_blocks: u64,
     ) -> Result<Self, FormatError> {
-        if chunk_size == 0 || chunk_size % block_size != 0 {
+        if chunk_size == 0 || !chunk_size.is_multiple_of(block_size) {
             return Err(FormatError::Geometry {
-                reason: format!("chunk size {chunk_size} is not a multiple of the block size {block_size}"),
+                reason: format!(
+                    "chunk size {chunk_size} is not a multiple of the block size {block_size}"
+                ),
             });
         }
         let chunk_blocks = u64::from(chunk_size / block_size);
@@ -215,7 +217,9 @@ impl Superblock {
             return Err(FormatError::Checksum);
         }
         if sb.device_index >= sb.device_count || !sb.block_size.is_power_of_two() {
-            return Err(FormatError::Decode(DecodeError { what: "superblock geometry" }));
+            return Err(FormatError::Decode(DecodeError {
+                what: "superblock geometry",
+            }));
         }
         Ok(sb)
     }
@@ -322,7 +326,10 @@ mod tests {
         }
         let mut newer = b.clone();
         newer[8] = 9;
-        assert_eq!(Superblock::decode(&newer), Err(FormatError::Version { found: 9 }));
+        assert_eq!(
+            Superblock::decode(&newer),
+            Err(FormatError::Version { found: 9 })
+        );
     }
 
     #[test]
@@ -331,7 +338,7 @@ mod tests {
         assert_eq!(l.journal_start, 1);
         assert_eq!(l.checkpoint_lba(0), 1025);
         assert_eq!(l.checkpoint_lba(1), 1281);
-        assert!(l.data_start >= 1537 && l.data_start % 32 == 0);
+        assert!(l.data_start >= 1537 && l.data_start.is_multiple_of(32));
         assert!(l.slot_lba(l.slots - 1) + l.chunk_blocks <= 1 << 18);
         assert!(Layout::new(100, 4096, 128 << 10, 1024, 256).is_err());
     }
@@ -340,12 +347,18 @@ mod tests {
     fn records_detect_torn_and_stale_bytes() {
         let rec = encode_record(JOURNAL_MAGIC, 77, b"hello journal", 4096);
         assert_eq!(rec.len(), 4096);
-        assert_eq!(decode_record(JOURNAL_MAGIC, &rec).unwrap(), (77, &b"hello journal"[..]));
+        assert_eq!(
+            decode_record(JOURNAL_MAGIC, &rec).unwrap(),
+            (77, &b"hello journal"[..])
+        );
         assert_eq!(peek_record(JOURNAL_MAGIC, &rec), Some((77, 13)));
         assert!(decode_record(CHECKPOINT_MAGIC, &rec).is_err());
         let mut torn = rec.clone();
         torn[30] ^= 1;
-        assert_eq!(decode_record(JOURNAL_MAGIC, &torn), Err(FormatError::Checksum));
+        assert_eq!(
+            decode_record(JOURNAL_MAGIC, &torn),
+            Err(FormatError::Checksum)
+        );
         assert!(decode_record(JOURNAL_MAGIC, &rec[..20]).is_err());
         let big = vec![7u8; 10_000];
         let rec = encode_record(JOURNAL_MAGIC, 1, &big, 4096);

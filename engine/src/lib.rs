@@ -8,6 +8,8 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod engine;
 pub mod format;
 pub mod meta;
 pub mod pipeline;
+pub mod store;

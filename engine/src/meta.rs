@@ -213,7 +213,11 @@ impl Meta {
 
     /// Logical bytes stored in a file system (sum of file sizes).
     pub fn fs_used(&self, fs: FsId) -> u64 {
-        self.inodes.values().filter(|i| i.fs == fs).map(|i| i.size).sum()
+        self.inodes
+            .values()
+            .filter(|i| i.fs == fs)
+            .map(|i| i.size)
+            .sum()
     }
 
     /// Encodes the whole state (a checkpoint's payload).
@@ -270,7 +274,9 @@ impl Meta {
             m.apply(&decode_record(&mut r)?);
         }
         if r.remaining() != 0 {
-            return Err(DecodeError { what: "checkpoint length" });
+            return Err(DecodeError {
+                what: "checkpoint length",
+            });
         }
         Ok(m)
     }
@@ -293,7 +299,11 @@ fn decode_addr(r: &mut Reader<'_>) -> Result<BlockAddr, DecodeError> {
         compressed: match r.u8("compressed flag")? {
             0 => false,
             1 => true,
-            _ => return Err(DecodeError { what: "compressed flag" }),
+            _ => {
+                return Err(DecodeError {
+                    what: "compressed flag",
+                })
+            }
         },
     })
 }
@@ -384,7 +394,9 @@ pub fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
                 sums.push(r.u64("checksum")?);
             }
             if chunks.len() != usize::from(k) + usize::from(m) {
-                return Err(DecodeError { what: "stripe width" });
+                return Err(DecodeError {
+                    what: "stripe width",
+                });
             }
             Record::Stripe(StripeMeta {
                 id,
@@ -403,7 +415,13 @@ pub fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
             for _ in 0..n {
                 let idx = r.u64("block index")?;
                 let addr = decode_addr(r)?;
-                blocks.push((idx, BlockRef { addr, fp: r.u128("fingerprint")? }));
+                blocks.push((
+                    idx,
+                    BlockRef {
+                        addr,
+                        fp: r.u128("fingerprint")?,
+                    },
+                ));
             }
             Record::Extents { ino, size, blocks }
         }
@@ -411,8 +429,14 @@ pub fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
             ino: r.u64("ino")?,
             size: r.u64("size")?,
         },
-        8 => Record::StripeFree { id: r.u64("stripe id")? },
-        _ => return Err(DecodeError { what: "record kind" }),
+        8 => Record::StripeFree {
+            id: r.u64("stripe id")?,
+        },
+        _ => {
+            return Err(DecodeError {
+                what: "record kind",
+            })
+        }
     })
 }
 
@@ -435,7 +459,9 @@ pub fn decode_batch(buf: &[u8]) -> Result<Vec<Record>, DecodeError> {
         out.push(decode_record(&mut r)?);
     }
     if r.remaining() != 0 {
-        return Err(DecodeError { what: "batch length" });
+        return Err(DecodeError {
+            what: "batch length",
+        });
     }
     Ok(out)
 }

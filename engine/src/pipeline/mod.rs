@@ -240,6 +240,13 @@ impl WritePipeline {
         self.stripe
     }
 
+    /// Whether the next block could fill the open stripe and seal it (the
+    /// caller then needs room for the stripe after it).
+    pub fn may_seal_next(&self) -> bool {
+        self.chunk + 1 == self.cfg.k
+            && self.used[self.chunk] as usize + self.cfg.block_size > self.cfg.chunk_size
+    }
+
     /// Whether the open stripe holds any block.
     pub fn has_open_data(&self) -> bool {
         self.chunk > 0 || self.used[0] > 0

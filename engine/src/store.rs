@@ -1,0 +1,1758 @@
+//! A single-node store: file systems of files on N devices, written as
+//! log-structured erasure-coded stripes through the write pipeline, with a
+//! mirrored metadata journal, checkpoints and recovery.
+//!
+//! A `Store` lives on one reactor and owns a queue pair on every device.
+//! Writes go through the file system's [`WritePipeline`] into its open
+//! stripe; a sealed stripe is written whole (k data + m parity chunks on
+//! k+m distinct devices, into chunk slots reserved when the stripe opened, so
+//! a full device is a clean error before any data is accepted). [`Store::sync`]
+//! seals open stripes, flushes the devices, then appends the pending
+//! metadata records to the journal on every device and flushes again: only
+//! then is anything acknowledged. Recovery loads the newest valid checkpoint
+//! and replays the journal records after it in sequence order, stopping at
+//! the first gap (a torn tail), then writes a fresh checkpoint.
+//!
+//! Reads verify the checksum of every 4 KiB sector they touch. A sector on a
+//! failed device or with a bad checksum is rebuilt from the same sectors of
+//! k other chunks and, when its device is healthy, rewritten in place.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use flint_dataplane::bdev::{BlockDevice, Completion, IoCmd, QpairOptions, QueuePair};
+use flint_dataplane::reactor::Core;
+use flint_dataplane::{Error as DpError, IoError};
+
+use crate::format::{self, FormatError, Layout, Superblock, CHECKPOINT_MAGIC, JOURNAL_MAGIC};
+use crate::meta::{self, BlockRef, FsId, FsMeta, Ino, Meta, Record, StripeMeta, MAX_NAME};
+use crate::pipeline::checksum::{Checksummer, Xxh3Sum, SEED_CHUNK};
+use crate::pipeline::compress::{Compressor, Lz4Probe};
+use crate::pipeline::ec::{best_kernel, Codec, EcError};
+use crate::pipeline::{
+    BlockAddr, BlockReader, PipelineConfig, Placed, SealedStripe, Stages, WritePipeline, SECTOR,
+};
+
+/// Logical block size of files.
+pub const BLOCK: usize = 4096;
+
+/// Store settings fixed at format time.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreConfig {
+    /// Chunk size (multiple of 4 KiB).
+    pub chunk_size: u32,
+    /// Journal blocks per device.
+    pub journal_blocks: u64,
+    /// Blocks per checkpoint slot.
+    pub checkpoint_blocks: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            chunk_size: 128 << 10,
+            journal_blocks: 4096,
+            checkpoint_blocks: 4096,
+        }
+    }
+}
+
+/// Store errors.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A device failed an I/O the store could not work around.
+    Io {
+        /// Device name.
+        device: String,
+        /// What was being done.
+        op: &'static str,
+        /// The error.
+        error: IoError,
+    },
+    /// The dataplane refused (queue pair, memory).
+    Dataplane(DpError),
+    /// A device's on-disk structures are unusable.
+    Format {
+        /// Device name.
+        device: String,
+        /// What is wrong.
+        error: FormatError,
+    },
+    /// A device already holds a Flint engine.
+    AlreadyFormatted {
+        /// Device name.
+        device: String,
+    },
+    /// The devices do not form one engine.
+    Mismatch {
+        /// What does not match.
+        reason: String,
+    },
+    /// No space left (devices full, file system at capacity, metadata area).
+    NoSpace {
+        /// What is full and what to do.
+        what: String,
+    },
+    /// No such file system or file.
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// The name is taken.
+    Exists {
+        /// The name.
+        what: String,
+    },
+    /// A bad argument.
+    Invalid {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Data cannot be read: more chunks of its stripe are lost than parity
+    /// can rebuild.
+    Unrecoverable {
+        /// The stripe.
+        stripe: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io { device, op, error } => write!(f, "device {device}: {op}: {error}"),
+            StoreError::Dataplane(e) => write!(f, "{e}"),
+            StoreError::Format { device, error } => write!(f, "device {device}: {error}"),
+            StoreError::AlreadyFormatted { device } => write!(
+                f,
+                "device {device} already holds a Flint engine; pass force to overwrite it"
+            ),
+            StoreError::Mismatch { reason } => write!(f, "devices do not match: {reason}"),
+            StoreError::NoSpace { what } => write!(f, "no space: {what}"),
+            StoreError::NotFound { what } => write!(f, "not found: {what}"),
+            StoreError::Exists { what } => write!(f, "already exists: {what}"),
+            StoreError::Invalid { reason } => write!(f, "{reason}"),
+            StoreError::Unrecoverable { stripe, reason } => {
+                write!(f, "stripe {stripe} cannot be read: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<DpError> for StoreError {
+    fn from(e: DpError) -> Self {
+        StoreError::Dataplane(e)
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Where a block lives: its address, the (device, slot) of each chunk of its
+/// stripe, and the device layout.
+pub type BlockLocation = (BlockAddr, Vec<(u16, u64)>, Layout);
+
+/// A file's attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// Inode number.
+    pub ino: Ino,
+    /// File system.
+    pub fs: FsId,
+    /// Name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Logical blocks stored (holes excluded).
+    pub blocks: u64,
+}
+
+/// Space and reduction figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SpaceStats {
+    /// Sum of file sizes.
+    pub logical: u64,
+    /// Chunk slots in use, in bytes (data and parity).
+    pub physical: u64,
+    /// Chunk slots in all, in bytes.
+    pub capacity: u64,
+    /// Logical blocks referenced / distinct stored blocks.
+    pub dedup_ratio: f64,
+    /// Uncompressed bytes of stored blocks / stored bytes.
+    pub compression_ratio: f64,
+}
+
+/// What a scrub found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrubReport {
+    /// Stripes checked.
+    pub stripes: u64,
+    /// Sectors found bad (checksum or unreadable) and rewritten in place.
+    pub repaired_sectors: u64,
+    /// Chunks rebuilt onto another device because theirs has failed.
+    pub relocated_chunks: u64,
+    /// Chunks on failed devices with no healthy device left to move them to.
+    pub unprotected_chunks: u64,
+    /// Stripes that could not be rebuilt.
+    pub unrecoverable: u64,
+}
+
+/// Counters of the store's repair work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepairStats {
+    /// Reads served by rebuilding from parity.
+    pub degraded_reads: u64,
+    /// Sectors rewritten after a bad checksum (self-heal).
+    pub healed_sectors: u64,
+}
+
+/// Where a block lives: its address, the (device, slot) of each chunk of its
+/// stripe, and the device layout.
+pub type BlockLocation = (BlockAddr, Vec<(u16, u64)>, Layout);
+
+struct Dev {
+    name: String,
+    qp: Box<dyn QueuePair>,
+    failed: bool,
+}
+
+/// A 4 KiB-aligned buffer for device I/O.
+struct Scratch(AlignedBytes);
+
+impl Scratch {
+    fn new(len: usize) -> Result<Self> {
+        AlignedBytes::new(len)
+            .map(Scratch)
+            .ok_or_else(|| StoreError::NoSpace {
+                what: format!("cannot allocate a {len}-byte I/O buffer"),
+            })
+    }
+}
+
+/// Zeroed heap memory aligned to 4 KiB (what `O_DIRECT` needs).
+struct AlignedBytes {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    fn layout(len: usize) -> Option<std::alloc::Layout> {
+        std::alloc::Layout::from_size_align(len.max(4096).next_multiple_of(4096), 4096).ok()
+    }
+
+    fn new(len: usize) -> Option<Self> {
+        let layout = Self::layout(len)?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        Some(AlignedBytes {
+            ptr: std::ptr::NonNull::new(ptr)?,
+            len: layout.size(),
+        })
+    }
+
+    fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: `len` zero-initialised bytes owned by this buffer.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and `&mut self` makes the access unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for AlignedBytes {
+    fn drop(&mut self) {
+        if let Some(layout) = Self::layout(self.len) {
+            // SAFETY: allocated in `new` with this layout.
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) };
+        }
+    }
+}
+
+/// Per file system write state.
+struct FsWriter {
+    pipeline: WritePipeline,
+    /// Chunk slots reserved for the open stripe.
+    reserved: Option<Vec<(u16, u64)>>,
+    /// Slots reserved for the stripe after it, taken before a block that
+    /// could seal the open one goes in.
+    next: Option<Vec<(u16, u64)>>,
+}
+
+/// A single-node store on one reactor.
+pub struct Store {
+    devs: Vec<Option<Dev>>,
+    layout: Layout,
+    uuid: u128,
+    meta: Meta,
+    writers: HashMap<FsId, FsWriter>,
+    /// Changes not yet in the journal, oldest first.
+    pending: Vec<Record>,
+    /// Stripe records of sealed stripes not yet journaled.
+    pending_stripes: Vec<Record>,
+    /// Free chunk slots per device.
+    free: Vec<BTreeSet<u64>>,
+    /// Slots to free once the records freeing them are durable.
+    freeing: Vec<(u16, u64)>,
+    /// References to blocks in each stripe.
+    refs: HashMap<u64, u64>,
+    seq: u64,
+    head: u64,
+    ckpt_slot: u64,
+    repairs: RepairStats,
+}
+
+fn io_err(device: &str, op: &'static str) -> impl FnOnce(IoError) -> StoreError {
+    let device = device.to_string();
+    move |error| StoreError::Io { device, op, error }
+}
+
+/// Runs commands on several queue pairs and waits for all of them.
+/// `cmds` are (device index, command); results come back in the same order.
+fn run_io(devs: &mut [Option<Dev>], cmds: &[(usize, IoCmd)]) -> Vec<Result<u32, IoError>> {
+    let mut results: Vec<Option<Result<u32, IoError>>> = vec![None; cmds.len()];
+    let mut waiting = 0;
+    for (i, (d, cmd)) in cmds.iter().enumerate() {
+        let mut cmd = *cmd;
+        cmd.tag = i as u64;
+        match devs.get_mut(*d).and_then(|x| x.as_mut()) {
+            Some(dev) if !dev.failed => {
+                // SAFETY: every buffer named by `cmds` is owned by the caller
+                // and outlives this function, which returns only after every
+                // submitted command has completed.
+                match unsafe { dev.qp.submit(&cmd) } {
+                    Ok(()) => waiting += 1,
+                    Err(e) => results[i] = Some(Err(e)),
+                }
+            }
+            _ => {
+                results[i] = Some(Err(IoError::Device {
+                    errno: libc::ENODEV,
+                }))
+            }
+        }
+    }
+    for dev in devs.iter_mut().flatten() {
+        dev.qp.flush();
+    }
+    let mut out = [Completion::EMPTY; 32];
+    while waiting > 0 {
+        let mut got = 0;
+        for dev in devs.iter_mut().flatten() {
+            let n = dev.qp.poll(&mut out);
+            for c in &out[..n] {
+                if let Some(slot) = results.get_mut(c.tag as usize) {
+                    *slot = Some(c.result);
+                    waiting -= 1;
+                }
+            }
+            got += n;
+        }
+        if got == 0 {
+            std::hint::spin_loop();
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(IoError::Device { errno: libc::EIO })))
+        .collect()
+}
+
+impl Store {
+    /// Formats `devices` as one engine. Refuses devices that already carry
+    /// a Flint superblock unless `force`.
+    pub fn format(
+        core: &mut Core,
+        devices: &[Arc<dyn BlockDevice>],
+        cfg: StoreConfig,
+        force: bool,
+    ) -> Result<()> {
+        if devices.is_empty() || devices.len() > u16::MAX as usize {
+            return Err(StoreError::Invalid {
+                reason: "an engine needs between 1 and 65535 devices".into(),
+            });
+        }
+        let uuid = new_uuid();
+        let mut devs = open_qpairs(core, devices)?;
+        let scratch = Scratch::new(4096)?;
+        for (i, d) in devices.iter().enumerate() {
+            let g = d.geometry();
+            if g.block_size != 4096 {
+                return Err(StoreError::Invalid {
+                    reason: format!("device {}: block size must be 4096", d.name()),
+                });
+            }
+            let r = run_io(&mut devs, &[(i, IoCmd::read(0, 1, scratch.0.as_ptr(), 0))]);
+            r[0].map_err(io_err(d.name(), "read superblock"))?;
+            if !force && Superblock::decode(&scratch.0.as_slice()[..4096]).is_ok() {
+                return Err(StoreError::AlreadyFormatted {
+                    device: d.name().into(),
+                });
+            }
+            Layout::new(
+                g.blocks,
+                4096,
+                cfg.chunk_size,
+                cfg.journal_blocks,
+                cfg.checkpoint_blocks,
+            )
+            .map_err(|error| StoreError::Format {
+                device: d.name().into(),
+                error,
+            })?;
+        }
+        // An empty checkpoint at sequence 0 in slot A, and zeroed slot B and
+        // journal head, so stale records of an earlier format never replay.
+        let empty = format::encode_record(CHECKPOINT_MAGIC, 0, &Meta::default().encode(), 4096);
+        let mut zero = Scratch::new(4096)?;
+        zero.0.as_mut_slice().fill(0);
+        for (i, d) in devices.iter().enumerate() {
+            let g = d.geometry();
+            let sb = Superblock {
+                engine_uuid: uuid,
+                device_uuid: new_uuid(),
+                device_index: i as u32,
+                device_count: devices.len() as u32,
+                block_size: 4096,
+                chunk_size: cfg.chunk_size,
+                blocks: g.blocks,
+                journal_blocks: cfg.journal_blocks,
+                checkpoint_blocks: cfg.checkpoint_blocks,
+            };
+            let layout = sb.layout().map_err(|error| StoreError::Format {
+                device: d.name().into(),
+                error,
+            })?;
+            let mut ck = Scratch::new(empty.len())?;
+            ck.0.as_mut_slice()[..empty.len()].copy_from_slice(&empty);
+            let sbb = sb.encode();
+            let mut sbuf = Scratch::new(4096)?;
+            sbuf.0.as_mut_slice()[..4096].copy_from_slice(&sbb);
+            let cmds = [
+                (
+                    i,
+                    IoCmd::write(
+                        layout.checkpoint_lba(0),
+                        (empty.len() / 4096) as u32,
+                        ck.0.as_ptr(),
+                        0,
+                    ),
+                ),
+                (
+                    i,
+                    IoCmd::write(layout.checkpoint_lba(1), 1, zero.0.as_ptr(), 0),
+                ),
+                (i, IoCmd::write(layout.journal_start, 1, zero.0.as_ptr(), 0)),
+                (i, IoCmd::flush(0)),
+            ];
+            for r in run_io(&mut devs, &cmds) {
+                r.map_err(io_err(d.name(), "write metadata"))?;
+            }
+            // The superblock goes last: a device is an engine member only
+            // once everything it points to is in place.
+            let r = run_io(
+                &mut devs,
+                &[
+                    (i, IoCmd::write(0, 1, sbuf.0.as_ptr(), 0)),
+                    (i, IoCmd::flush(0)),
+                ],
+            );
+            for x in r {
+                x.map_err(io_err(d.name(), "write superblock"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the engine on `devices` (in any order; `None` = missing) and
+    /// recovers its state. Missing or unreadable devices are run degraded.
+    pub fn open(core: &mut Core, devices: &[Option<Arc<dyn BlockDevice>>]) -> Result<Store> {
+        let scratch = Scratch::new(4096)?;
+        let mut found: Vec<(Superblock, Arc<dyn BlockDevice>)> = Vec::new();
+        for d in devices.iter().flatten() {
+            let mut one = open_qpairs(core, std::slice::from_ref(d))?;
+            let r = run_io(&mut one, &[(0, IoCmd::read(0, 1, scratch.0.as_ptr(), 0))]);
+            let sb = match r[0] {
+                Ok(_) => Superblock::decode(&scratch.0.as_slice()[..4096]),
+                Err(e) => {
+                    tracing::warn!(device = d.name(), error = %e, "device unreadable; running without it");
+                    continue;
+                }
+            };
+            match sb {
+                Ok(sb) => found.push((sb, d.clone())),
+                Err(error) => {
+                    return Err(StoreError::Format {
+                        device: d.name().into(),
+                        error,
+                    })
+                }
+            }
+        }
+        let Some((first, _)) = found.first().cloned() else {
+            return Err(StoreError::Mismatch {
+                reason: "no device with a Flint superblock; format the devices first".into(),
+            });
+        };
+        let count = first.device_count as usize;
+        let mut slots: Vec<Option<Arc<dyn BlockDevice>>> = vec![None; count];
+        for (sb, d) in &found {
+            if sb.engine_uuid != first.engine_uuid
+                || sb.device_count != first.device_count
+                || sb.chunk_size != first.chunk_size
+                || sb.journal_blocks != first.journal_blocks
+                || sb.checkpoint_blocks != first.checkpoint_blocks
+                || sb.blocks != first.blocks
+            {
+                return Err(StoreError::Mismatch {
+                    reason: format!("device {} belongs to another engine or geometry", d.name()),
+                });
+            }
+            if slots[sb.device_index as usize].replace(d.clone()).is_some() {
+                return Err(StoreError::Mismatch {
+                    reason: format!("two devices claim index {}", sb.device_index),
+                });
+            }
+        }
+        let layout = first.layout().map_err(|error| StoreError::Format {
+            device: "superblock".into(),
+            error,
+        })?;
+        let mut devs: Vec<Option<Dev>> = Vec::with_capacity(count);
+        for (i, d) in slots.iter().enumerate() {
+            match d {
+                Some(d) => devs.push(Some(Dev {
+                    name: d.name().to_string(),
+                    qp: d.queue_pair(core, &QpairOptions { depth: 64 })?,
+                    failed: false,
+                })),
+                None => {
+                    tracing::warn!(index = i, "engine device missing; running degraded");
+                    devs.push(None);
+                }
+            }
+        }
+        let mut store = Store {
+            devs,
+            layout,
+            uuid: first.engine_uuid,
+            meta: Meta::default(),
+            writers: HashMap::new(),
+            pending: Vec::new(),
+            pending_stripes: Vec::new(),
+            free: Vec::new(),
+            freeing: Vec::new(),
+            refs: HashMap::new(),
+            seq: 0,
+            head: 0,
+            ckpt_slot: 0,
+            repairs: RepairStats::default(),
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    fn healthy(&self) -> impl Iterator<Item = usize> + '_ {
+        self.devs
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.as_ref().is_some_and(|d| !d.failed))
+            .map(|(i, _)| i)
+    }
+
+    /// Reads `blocks` blocks at `lba` from every healthy device.
+    fn read_all(&mut self, lba: u64, blocks: u64) -> Result<Vec<(usize, Scratch)>> {
+        let ids: Vec<usize> = self.healthy().collect();
+        let mut bufs = Vec::new();
+        for _ in &ids {
+            bufs.push(Scratch::new(blocks as usize * 4096)?);
+        }
+        let mut cmds = Vec::new();
+        for (i, &d) in ids.iter().enumerate() {
+            let max = self.layout.block_size as u64;
+            let per = (1u64 << 20) / max;
+            let mut off = 0;
+            while off < blocks {
+                let n = per.min(blocks - off);
+                // SAFETY: `off + n <= blocks` so the pointer stays inside.
+                let p = unsafe { bufs[i].0.as_ptr().add((off * max) as usize) };
+                cmds.push((d, IoCmd::read(lba + off, n as u32, p, 0)));
+                off += n;
+            }
+        }
+        let results = run_io(&mut self.devs, &cmds);
+        let mut bad = BTreeSet::new();
+        for ((d, _), r) in cmds.iter().zip(&results) {
+            if r.is_err() {
+                bad.insert(*d);
+            }
+        }
+        for &d in &bad {
+            self.mark_failed(d, "metadata read");
+        }
+        Ok(ids
+            .into_iter()
+            .zip(bufs)
+            .filter(|(d, _)| !bad.contains(d))
+            .collect())
+    }
+
+    fn mark_failed(&mut self, d: usize, what: &str) {
+        if let Some(dev) = self.devs.get_mut(d).and_then(|x| x.as_mut()) {
+            if !dev.failed {
+                tracing::error!(device = %dev.name, op = what, "device failed; running degraded");
+                dev.failed = true;
+            }
+        }
+    }
+
+    fn recover(&mut self) -> Result<()> {
+        let bs = self.layout.block_size as usize;
+        // Newest valid checkpoint on any device.
+        let mut best: Option<(u64, u64, Meta)> = None;
+        for which in 0..2 {
+            let lba = self.layout.checkpoint_lba(which);
+            for (_, buf) in self.read_all(lba, self.layout.checkpoint_blocks)? {
+                if let Ok((seq, payload)) =
+                    format::decode_record(CHECKPOINT_MAGIC, buf.0.as_slice())
+                {
+                    if best.as_ref().is_none_or(|b| seq > b.0) {
+                        if let Ok(m) = Meta::decode(payload) {
+                            best = Some((seq, which, m));
+                        }
+                    }
+                }
+            }
+        }
+        let Some((ck_seq, ck_slot, meta)) = best else {
+            return Err(StoreError::Format {
+                device: "all".into(),
+                error: FormatError::Checksum,
+            });
+        };
+        // Journal records after it, from every device.
+        let mut records: HashMap<u64, Vec<Record>> = HashMap::new();
+        for (_, buf) in self.read_all(self.layout.journal_start, self.layout.journal_blocks)? {
+            let bytes = buf.0.as_slice();
+            let mut b = 0usize;
+            let end = self.layout.journal_blocks as usize;
+            while b < end {
+                let at = &bytes[b * bs..end * bs];
+                match format::decode_record(JOURNAL_MAGIC, at) {
+                    Ok((seq, payload)) => {
+                        if seq > ck_seq && !records.contains_key(&seq) {
+                            if let Ok(batch) = meta::decode_batch(payload) {
+                                records.insert(seq, batch);
+                            }
+                        }
+                        b += format::record_blocks(payload.len(), bs) as usize;
+                    }
+                    Err(_) => b += 1,
+                }
+            }
+        }
+        self.meta = meta;
+        let mut seq = ck_seq;
+        while let Some(batch) = records.remove(&(seq + 1)) {
+            for r in &batch {
+                self.meta.apply(r);
+            }
+            seq += 1;
+        }
+        if !records.is_empty() {
+            tracing::info!(
+                ignored = records.len(),
+                "journal records after a gap ignored (torn tail)"
+            );
+        }
+        self.seq = seq;
+        self.ckpt_slot = ck_slot;
+        self.rebuild_derived()?;
+        // Start from a clean journal; the checkpoint includes any stripes
+        // rebuild_derived found dead, so their slots are free at once.
+        self.checkpoint()?;
+        self.pending.clear();
+        for (d, slot) in std::mem::take(&mut self.freeing) {
+            self.free[usize::from(d)].insert(slot);
+        }
+        Ok(())
+    }
+
+    /// Rebuilds free slots, stripe reference counts, and per file system
+    /// writers with their dedup indexes, from the metadata.
+    fn rebuild_derived(&mut self) -> Result<()> {
+        let n = self.devs.len();
+        self.free = (0..n).map(|_| (0..self.layout.slots).collect()).collect();
+        for s in self.meta.stripes.values() {
+            for &(d, slot) in &s.chunks {
+                if let Some(f) = self.free.get_mut(usize::from(d)) {
+                    f.remove(&slot);
+                }
+            }
+        }
+        self.refs.clear();
+        self.writers.clear();
+        let fss: Vec<FsMeta> = self.meta.fss.values().cloned().collect();
+        for fs in &fss {
+            self.writer(fs.id)?;
+        }
+        let inodes: Vec<(FsId, Vec<BlockRef>)> = self
+            .meta
+            .inodes
+            .values()
+            .map(|i| (i.fs, i.blocks.values().copied().collect()))
+            .collect();
+        for (fs, blocks) in inodes {
+            for b in blocks {
+                *self.refs.entry(b.addr.stripe).or_default() += 1;
+                if b.fp != 0 {
+                    if let Some(w) = self.writers.get_mut(&fs) {
+                        let idx = w.pipeline.index_mut();
+                        match idx.get(fs, b.fp) {
+                            Some(e) if e.location == b.addr => {
+                                idx.add_ref(fs, b.fp);
+                            }
+                            Some(_) => {}
+                            None => {
+                                idx.insert(fs, b.fp, b.addr);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Stripes nothing refers to (their last block died just before a
+        // crash, or a sync never finished) are freed now.
+        let dead: Vec<u64> = self
+            .meta
+            .stripes
+            .keys()
+            .filter(|id| !self.refs.contains_key(id))
+            .copied()
+            .collect();
+        for id in dead {
+            self.free_stripe(id);
+        }
+        Ok(())
+    }
+
+    fn writer(&mut self, fs: FsId) -> Result<&mut FsWriter> {
+        if !self.writers.contains_key(&fs) {
+            let f = self.meta.fss.get(&fs).ok_or_else(|| StoreError::NotFound {
+                what: format!("file system {fs}"),
+            })?;
+            let cfg = PipelineConfig {
+                k: usize::from(f.k),
+                m: usize::from(f.m),
+                chunk_size: self.layout.chunk_blocks as usize * 4096,
+                block_size: BLOCK,
+                reduction: f.reduction,
+            };
+            // Stripe ids are unique per file system: the id space of file
+            // system f is f << 40 .. (f + 1) << 40.
+            let base = u64::from(fs) << 40;
+            let next = self
+                .meta
+                .stripes
+                .range(base..base + (1 << 40))
+                .next_back()
+                .map_or(base, |(id, _)| id + 1);
+            let pipeline =
+                WritePipeline::new(cfg, Stages::fast(), next).map_err(|e| StoreError::Invalid {
+                    reason: e.to_string(),
+                })?;
+            self.writers.insert(
+                fs,
+                FsWriter {
+                    pipeline,
+                    reserved: None,
+                    next: None,
+                },
+            );
+        }
+        Ok(self.writers.get_mut(&fs).expect("inserted above"))
+    }
+
+    /// Reserves chunk slots for a stripe of width `w`: on the healthy
+    /// devices with the most free slots, then on failed ones if it must.
+    fn reserve(&mut self, w: usize) -> Result<Vec<(u16, u64)>> {
+        let mut cands: Vec<(usize, usize, bool)> = self
+            .devs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let healthy = d.as_ref().is_some_and(|d| !d.failed);
+                (i, self.free[i].len(), healthy)
+            })
+            .filter(|&(_, free, _)| free > 0)
+            .collect();
+        cands.sort_by_key(|&(i, free, healthy)| (!healthy, std::cmp::Reverse(free), i));
+        let healthy = cands.iter().filter(|c| c.2).count();
+        if cands.len() < w {
+            return Err(StoreError::NoSpace {
+                what: format!(
+                    "devices are full (a stripe needs free space on {w} devices); \
+                     delete files to free space"
+                ),
+            });
+        }
+        if healthy == 0 {
+            return Err(StoreError::Io {
+                device: "all".into(),
+                op: "reserve stripe",
+                error: IoError::Device { errno: libc::EIO },
+            });
+        }
+        let mut out = Vec::with_capacity(w);
+        for &(d, _, _) in cands.iter().take(w) {
+            let slot = *self.free[d].iter().next().expect("device has a free slot");
+            self.free[d].remove(&slot);
+            out.push((d as u16, slot));
+        }
+        Ok(out)
+    }
+
+    fn free_stripe(&mut self, id: u64) {
+        if let Some(s) = self.meta.stripes.get(&id) {
+            self.freeing.extend(s.chunks.iter().copied());
+        }
+        let rec = Record::StripeFree { id };
+        self.meta.apply(&rec);
+        self.pending.push(rec);
+        self.refs.remove(&id);
+    }
+
+    /// Drops references released by a metadata change.
+    fn release(&mut self, released: meta::Released) {
+        for (fs, b) in released {
+            if b.fp != 0 {
+                if let Some(w) = self.writers.get_mut(&fs) {
+                    let idx = w.pipeline.index_mut();
+                    if idx.get(fs, b.fp).is_some_and(|e| e.location == b.addr) {
+                        idx.drop_ref(fs, b.fp);
+                    }
+                }
+            }
+            if let Some(r) = self.refs.get_mut(&b.addr.stripe) {
+                *r -= 1;
+                if *r == 0 {
+                    self.refs.remove(&b.addr.stripe);
+                    let open = self
+                        .writers
+                        .get(&fs)
+                        .is_some_and(|w| w.pipeline.open_stripe() == b.addr.stripe);
+                    if !open && self.meta.stripes.contains_key(&b.addr.stripe) {
+                        self.free_stripe(b.addr.stripe);
+                    }
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, rec: Record) {
+        let released = self.meta.apply(&rec);
+        self.pending.push(rec);
+        self.release(released);
+    }
+
+    // ---- file systems -------------------------------------------------
+
+    /// Creates a file system with protection k+m.
+    pub fn fs_create(
+        &mut self,
+        name: &str,
+        k: u8,
+        m: u8,
+        reduction: bool,
+        capacity: u64,
+    ) -> Result<FsId> {
+        check_name(name)?;
+        let n = self.devs.len();
+        if k == 0 || m == 0 || usize::from(k) + usize::from(m) > n {
+            return Err(StoreError::Invalid {
+                reason: format!(
+                    "protection {k}+{m} needs k >= 1, m >= 1 and k + m <= {n} (the devices of this node)"
+                ),
+            });
+        }
+        if self.meta.fss.values().any(|f| f.name == name) {
+            return Err(StoreError::Exists {
+                what: format!("file system {name}"),
+            });
+        }
+        let id = self.meta.next_fs;
+        self.record(Record::FsCreate(FsMeta {
+            id,
+            name: name.into(),
+            k,
+            m,
+            reduction,
+            capacity,
+        }));
+        self.writer(id)?;
+        Ok(id)
+    }
+
+    /// File systems.
+    pub fn fs_list(&self) -> Vec<(FsMeta, u64)> {
+        self.meta
+            .fss
+            .values()
+            .map(|f| (f.clone(), self.meta.fs_used(f.id)))
+            .collect()
+    }
+
+    /// Changes a file system's capacity.
+    pub fn fs_resize(&mut self, fs: FsId, capacity: u64) -> Result<()> {
+        self.fs(fs)?;
+        self.record(Record::FsResize { fs, capacity });
+        Ok(())
+    }
+
+    fn fs(&self, fs: FsId) -> Result<&FsMeta> {
+        self.meta.fss.get(&fs).ok_or_else(|| StoreError::NotFound {
+            what: format!("file system {fs}"),
+        })
+    }
+
+    /// A file system by name.
+    pub fn fs_by_name(&self, name: &str) -> Option<FsId> {
+        self.meta
+            .fss
+            .values()
+            .find(|f| f.name == name)
+            .map(|f| f.id)
+    }
+
+    // ---- files --------------------------------------------------------
+
+    /// Creates an empty file.
+    pub fn create(&mut self, fs: FsId, name: &str) -> Result<Ino> {
+        check_name(name)?;
+        self.fs(fs)?;
+        if self.lookup(fs, name).is_some() {
+            return Err(StoreError::Exists {
+                what: format!("file {name}"),
+            });
+        }
+        let ino = self.meta.next_ino.max(1);
+        self.record(Record::FileCreate {
+            ino,
+            fs,
+            name: name.into(),
+        });
+        Ok(ino)
+    }
+
+    /// A file by name.
+    pub fn lookup(&self, fs: FsId, name: &str) -> Option<Ino> {
+        self.meta
+            .inodes
+            .values()
+            .find(|i| i.fs == fs && i.name == name)
+            .map(|i| i.ino)
+    }
+
+    /// The files of a file system.
+    pub fn list(&self, fs: FsId) -> Vec<Stat> {
+        self.meta
+            .inodes
+            .values()
+            .filter(|i| i.fs == fs)
+            .map(|i| self.stat_of(i))
+            .collect()
+    }
+
+    fn stat_of(&self, i: &meta::Inode) -> Stat {
+        Stat {
+            ino: i.ino,
+            fs: i.fs,
+            name: i.name.clone(),
+            size: i.size,
+            blocks: i.blocks.len() as u64,
+        }
+    }
+
+    /// A file's attributes.
+    pub fn stat(&self, ino: Ino) -> Result<Stat> {
+        self.meta
+            .inodes
+            .get(&ino)
+            .map(|i| self.stat_of(i))
+            .ok_or_else(|| not_found(ino))
+    }
+
+    /// Removes a file.
+    pub fn unlink(&mut self, ino: Ino) -> Result<()> {
+        self.stat(ino)?;
+        self.record(Record::FileUnlink { ino });
+        Ok(())
+    }
+
+    /// Sets a file's size (dropping blocks past it, or leaving a hole).
+    pub fn truncate(&mut self, ino: Ino, size: u64) -> Result<()> {
+        let st = self.stat(ino)?;
+        if size > st.size {
+            self.check_capacity(st.fs, size - st.size)?;
+        }
+        // The block straddling the new end keeps only bytes before it.
+        if !size.is_multiple_of(BLOCK as u64) && size < st.size {
+            let idx = size / BLOCK as u64;
+            if self.meta.inodes[&ino].blocks.contains_key(&idx) {
+                let mut block = vec![0u8; BLOCK];
+                self.read_block_into(ino, idx, &mut block)?;
+                block[(size % BLOCK as u64) as usize..].fill(0);
+                let r = self.store_blocks(st.fs, &[(idx, &block[..])])?;
+                self.record(Record::Extents {
+                    ino,
+                    size: st.size,
+                    blocks: r,
+                });
+            }
+        }
+        self.record(Record::Truncate { ino, size });
+        Ok(())
+    }
+
+    fn check_capacity(&self, fs: FsId, grow: u64) -> Result<()> {
+        let f = self.fs(fs)?;
+        let used = self.meta.fs_used(fs);
+        if used + grow > f.capacity {
+            return Err(StoreError::NoSpace {
+                what: format!(
+                    "file system {} is at its capacity of {} bytes ({} used); \
+                     raise it or delete files",
+                    f.name, f.capacity, used
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs blocks through the file system's pipeline; returns their refs.
+    fn store_blocks(&mut self, fs: FsId, blocks: &[(u64, &[u8])]) -> Result<Vec<(u64, BlockRef)>> {
+        let mut out = Vec::with_capacity(blocks.len());
+        let (k, m) = {
+            let f = self.fs(fs)?;
+            (usize::from(f.k), usize::from(f.m))
+        };
+        for &(idx, data) in blocks {
+            // Space first: slots for the open stripe, and for the next one
+            // if this block could seal it. A full device is an error here,
+            // before the block is accepted.
+            if self.writer(fs)?.reserved.is_none() {
+                let slots = self.reserve(k + m)?;
+                self.writer(fs)?.reserved = Some(slots);
+            }
+            let w = self.writer(fs)?;
+            if w.next.is_none() && w.pipeline.may_seal_next() {
+                let slots = self.reserve(k + m)?;
+                self.writer(fs)?.next = Some(slots);
+            }
+            let mut w = self.writers.remove(&fs).expect("writer exists");
+            let mut sealed: Option<(u64, Vec<Vec<u8>>, Vec<u64>)> = None;
+            let placed = {
+                let mut reader = StoreReader { store: self, fs };
+                w.pipeline
+                    .write_block(fs, data, &mut reader, &mut |s: SealedStripe<'_>| {
+                        sealed = Some((
+                            s.id,
+                            s.chunks.iter().map(|c| c.to_vec()).collect(),
+                            s.checksums.to_vec(),
+                        ));
+                    })
+            };
+            if let Some((id, chunks, sums)) = sealed {
+                let slots = w.reserved.take();
+                w.reserved = w.next.take();
+                let res = match slots {
+                    Some(slots) => self.write_stripe(fs, id, k, m, &chunks, sums, slots),
+                    None => Err(StoreError::Invalid {
+                        reason: format!("stripe {id} sealed without reserved space"),
+                    }),
+                };
+                if let Err(e) = res {
+                    self.writers.insert(fs, w);
+                    return Err(e);
+                }
+            }
+            let addr = match placed {
+                Placed::Dup(a) | Placed::New(a) => a,
+            };
+            let fp = if w.pipeline.config().reduction {
+                let f = w.pipeline.fingerprint(data);
+                match w.pipeline.index_mut().get(fs, f) {
+                    Some(e) if e.location == addr => f,
+                    _ => 0,
+                }
+            } else {
+                0
+            };
+            self.writers.insert(fs, w);
+            *self.refs.entry(addr.stripe).or_default() += 1;
+            out.push((idx, BlockRef { addr, fp }));
+        }
+        Ok(out)
+    }
+
+    /// Writes a sealed stripe's chunks into its reserved slots.
+    #[allow(clippy::too_many_arguments)]
+    fn write_stripe(
+        &mut self,
+        fs: FsId,
+        id: u64,
+        k: usize,
+        m: usize,
+        chunks: &[Vec<u8>],
+        sums: Vec<u64>,
+        slots: Vec<(u16, u64)>,
+    ) -> Result<()> {
+        let cs = self.layout.chunk_blocks as usize * 4096;
+        let mut bufs = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            let mut b = Scratch::new(cs)?;
+            b.0.as_mut_slice()[..cs].copy_from_slice(c);
+            bufs.push(b);
+        }
+        let cmds: Vec<(usize, IoCmd)> = slots
+            .iter()
+            .zip(&bufs)
+            .map(|(&(d, slot), b)| {
+                (
+                    usize::from(d),
+                    IoCmd::write(
+                        self.layout.slot_lba(slot),
+                        self.layout.chunk_blocks as u32,
+                        b.0.as_ptr(),
+                        0,
+                    ),
+                )
+            })
+            .collect();
+        let results = run_io(&mut self.devs, &cmds);
+        let mut ok = 0;
+        for ((d, _), r) in cmds.iter().zip(results) {
+            match r {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    tracing::warn!(stripe = id, error = %e, "chunk write failed");
+                    self.mark_failed(*d, "chunk write");
+                }
+            }
+        }
+        if ok < k {
+            for &(d, slot) in &slots {
+                self.free[usize::from(d)].insert(slot);
+            }
+            return Err(StoreError::Unrecoverable {
+                stripe: id,
+                reason: format!("only {ok} of {} chunks could be written", k + m),
+            });
+        }
+        let rec = Record::Stripe(StripeMeta {
+            id,
+            fs,
+            k: k as u8,
+            m: m as u8,
+            chunks: slots,
+            sums,
+        });
+        self.meta.apply(&rec);
+        self.meta.next_stripe = self.meta.next_stripe.max(id + 1);
+        self.pending_stripes.push(rec);
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` of a file. Durable after [`Store::sync`].
+    pub fn write(&mut self, ino: Ino, offset: u64, data: &[u8]) -> Result<()> {
+        let st = self.stat(ino)?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| StoreError::Invalid {
+                reason: "offset + length overflows".into(),
+            })?;
+        if end > st.size {
+            self.check_capacity(st.fs, end - st.size)?;
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let first = offset / BLOCK as u64;
+        let last = (end - 1) / BLOCK as u64;
+        let mut blocks: Vec<(u64, Vec<u8>)> = Vec::with_capacity((last - first + 1) as usize);
+        for idx in first..=last {
+            let bstart = idx * BLOCK as u64;
+            let lo = offset.max(bstart);
+            let hi = end.min(bstart + BLOCK as u64);
+            let mut block = vec![0u8; BLOCK];
+            if hi - lo < BLOCK as u64 {
+                self.read_block_into(ino, idx, &mut block)?;
+            }
+            let src = (lo - offset) as usize..(hi - offset) as usize;
+            block[(lo - bstart) as usize..(hi - bstart) as usize].copy_from_slice(&data[src]);
+            blocks.push((idx, block));
+        }
+        let views: Vec<(u64, &[u8])> = blocks.iter().map(|(i, b)| (*i, &b[..])).collect();
+        let refs = self.store_blocks(st.fs, &views)?;
+        self.record(Record::Extents {
+            ino,
+            size: st.size.max(end),
+            blocks: refs,
+        });
+        Ok(())
+    }
+
+    /// Reads up to `len` bytes at `offset` (less at the end of the file).
+    pub fn read(&mut self, ino: Ino, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let st = self.stat(ino)?;
+        if offset >= st.size || len == 0 {
+            return Ok(Vec::new());
+        }
+        let end = (offset + len as u64).min(st.size);
+        let mut out = vec![0u8; (end - offset) as usize];
+        let mut block = vec![0u8; BLOCK];
+        let mut pos = offset;
+        while pos < end {
+            let idx = pos / BLOCK as u64;
+            let bstart = idx * BLOCK as u64;
+            let hi = end.min(bstart + BLOCK as u64);
+            self.read_block_into(ino, idx, &mut block)?;
+            out[(pos - offset) as usize..(hi - offset) as usize]
+                .copy_from_slice(&block[(pos - bstart) as usize..(hi - bstart) as usize]);
+            pos = hi;
+        }
+        Ok(out)
+    }
+
+    fn read_block_into(&mut self, ino: Ino, idx: u64, out: &mut [u8]) -> Result<()> {
+        let inode = self.meta.inodes.get(&ino).ok_or_else(|| not_found(ino))?;
+        let fs = inode.fs;
+        let Some(b) = inode.blocks.get(&idx).copied() else {
+            out.fill(0);
+            return Ok(());
+        };
+        let mut stored = vec![0u8; b.addr.stored_len as usize];
+        self.read_stored(fs, &b.addr, &mut stored)?;
+        if b.addr.compressed {
+            Lz4Probe
+                .decompress(&stored, out)
+                .map_err(|e| StoreError::Unrecoverable {
+                    stripe: b.addr.stripe,
+                    reason: e.to_string(),
+                })
+        } else {
+            out.copy_from_slice(&stored);
+            Ok(())
+        }
+    }
+
+    /// Reads a block's stored bytes: from the open stripe in memory, or
+    /// from its chunk with checksums verified, rebuilding what is bad.
+    fn read_stored(&mut self, fs: FsId, a: &BlockAddr, out: &mut [u8]) -> Result<()> {
+        if let Some(w) = self.writers.get(&fs) {
+            if let Some(b) = w.pipeline.open_bytes(a) {
+                out.copy_from_slice(b);
+                return Ok(());
+            }
+        }
+        let s0 = a.offset as usize / SECTOR;
+        let s1 = (a.offset as usize + a.stored_len as usize).div_ceil(SECTOR);
+        let sectors = self.read_sectors(a.stripe, usize::from(a.chunk), s0, s1)?;
+        let start = a.offset as usize - s0 * SECTOR;
+        out.copy_from_slice(&sectors[start..start + a.stored_len as usize]);
+        Ok(())
+    }
+
+    fn stripe(&self, id: u64) -> Result<StripeMeta> {
+        self.meta
+            .stripes
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| StoreError::Unrecoverable {
+                stripe: id,
+                reason: "stripe missing from metadata".into(),
+            })
+    }
+
+    /// Reads sectors `s0..s1` of chunk `c` of a stripe, verified; rebuilds
+    /// them from the other chunks if they are lost or bad (and heals them).
+    fn read_sectors(&mut self, id: u64, c: usize, s0: usize, s1: usize) -> Result<Vec<u8>> {
+        let s = self.stripe(id)?;
+        match self.read_verified(&s, c, s0, s1)? {
+            Some(buf) => Ok(buf),
+            None => {
+                self.repairs.degraded_reads += 1;
+                let buf = self.rebuild(&s, c, s0, s1)?;
+                let (d, slot) = s.chunks[c];
+                if self.devs[usize::from(d)]
+                    .as_ref()
+                    .is_some_and(|x| !x.failed)
+                {
+                    let mut w = Scratch::new(buf.len())?;
+                    w.0.as_mut_slice()[..buf.len()].copy_from_slice(&buf);
+                    let lba = self.layout.slot_lba(slot) + s0 as u64;
+                    let r = run_io(
+                        &mut self.devs,
+                        &[(
+                            usize::from(d),
+                            IoCmd::write(lba, (s1 - s0) as u32, w.0.as_ptr(), 0),
+                        )],
+                    );
+                    match r[0] {
+                        Ok(_) => self.repairs.healed_sectors += (s1 - s0) as u64,
+                        Err(_) => self.mark_failed(usize::from(d), "heal write"),
+                    }
+                }
+                Ok(buf)
+            }
+        }
+    }
+
+    /// Reads and verifies sectors of one chunk; `None` if unreadable or bad.
+    fn read_verified(
+        &mut self,
+        s: &StripeMeta,
+        c: usize,
+        s0: usize,
+        s1: usize,
+    ) -> Result<Option<Vec<u8>>> {
+        let (d, slot) = s.chunks[c];
+        let d = usize::from(d);
+        if self.devs[d].as_ref().is_none_or(|x| x.failed) {
+            return Ok(None);
+        }
+        let n = s1 - s0;
+        let buf = Scratch::new(n * SECTOR)?;
+        let lba = self.layout.slot_lba(slot) + s0 as u64;
+        let r = run_io(
+            &mut self.devs,
+            &[(d, IoCmd::read(lba, n as u32, buf.0.as_ptr(), 0))],
+        );
+        if r[0].is_err() {
+            self.mark_failed(d, "chunk read");
+            return Ok(None);
+        }
+        let per = self.layout.chunk_blocks as usize;
+        let bytes = &buf.0.as_slice()[..n * SECTOR];
+        for (i, sector) in bytes.chunks(SECTOR).enumerate() {
+            if Xxh3Sum.checksum(SEED_CHUNK, sector) != s.sums[c * per + s0 + i] {
+                tracing::warn!(
+                    stripe = s.id,
+                    chunk = c,
+                    sector = s0 + i,
+                    "checksum mismatch"
+                );
+                return Ok(None);
+            }
+        }
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// Rebuilds sectors `s0..s1` of chunk `c` from k verified chunks.
+    fn rebuild(&mut self, s: &StripeMeta, c: usize, s0: usize, s1: usize) -> Result<Vec<u8>> {
+        let (k, m) = (usize::from(s.k), usize::from(s.m));
+        let mut have: Vec<Option<Vec<u8>>> = vec![None; k + m];
+        let mut got = 0;
+        for i in (0..k + m).filter(|&i| i != c) {
+            if got == k {
+                break;
+            }
+            if let Some(b) = self.read_verified(s, i, s0, s1)? {
+                have[i] = Some(b);
+                got += 1;
+            }
+        }
+        if got < k {
+            return Err(StoreError::Unrecoverable {
+                stripe: s.id,
+                reason: format!("only {got} of the {k} chunks needed are readable"),
+            });
+        }
+        let codec = Codec::new(k, m, best_kernel()).map_err(ec_err)?;
+        let view: Vec<Option<&[u8]>> = have.iter().map(|h| h.as_deref()).collect();
+        let mut out = vec![0u8; (s1 - s0) * SECTOR];
+        codec
+            .reconstruct(&view, &[c], &mut [&mut out[..]])
+            .map_err(ec_err)?;
+        let per = self.layout.chunk_blocks as usize;
+        for (i, sector) in out.chunks(SECTOR).enumerate() {
+            if Xxh3Sum.checksum(SEED_CHUNK, sector) != s.sums[c * per + s0 + i] {
+                return Err(StoreError::Unrecoverable {
+                    stripe: s.id,
+                    reason: "rebuilt data fails its checksum".into(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Seals open stripes, makes data and metadata durable. Everything
+    /// written before this call survives a crash once it returns.
+    pub fn sync(&mut self) -> Result<()> {
+        let fss: Vec<FsId> = self.writers.keys().copied().collect();
+        for fs in fss {
+            let (k, m) = {
+                let f = self.fs(fs)?;
+                (usize::from(f.k), usize::from(f.m))
+            };
+            let mut w = self.writers.remove(&fs).expect("listed above");
+            let mut sealed: Option<(u64, Vec<Vec<u8>>, Vec<u64>)> = None;
+            w.pipeline.seal(&mut |s: SealedStripe<'_>| {
+                sealed = Some((
+                    s.id,
+                    s.chunks.iter().map(|c| c.to_vec()).collect(),
+                    s.checksums.to_vec(),
+                ));
+            });
+            let res = match sealed {
+                Some((id, chunks, sums)) => match w.reserved.take() {
+                    Some(slots) => {
+                        w.reserved = w.next.take();
+                        self.write_stripe(fs, id, k, m, &chunks, sums, slots)
+                    }
+                    None => Err(StoreError::Invalid {
+                        reason: format!("stripe {id} sealed without reserved space"),
+                    }),
+                },
+                None => Ok(()),
+            };
+            self.writers.insert(fs, w);
+            res?;
+        }
+        // A stripe whose blocks all died while it was open is freed now.
+        let dead: Vec<u64> = self
+            .pending_stripes
+            .iter()
+            .filter_map(|r| match r {
+                Record::Stripe(s) if !self.refs.contains_key(&s.id) => Some(s.id),
+                _ => None,
+            })
+            .collect();
+        for id in dead {
+            self.free_stripe(id);
+        }
+        self.flush_devices()?;
+        let mut batch = std::mem::take(&mut self.pending_stripes);
+        batch.append(&mut self.pending);
+        if !batch.is_empty() {
+            self.journal(&batch)?;
+        }
+        for (d, slot) in std::mem::take(&mut self.freeing) {
+            self.free[usize::from(d)].insert(slot);
+        }
+        if self.head * 2 > self.layout.journal_blocks {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    fn flush_devices(&mut self) -> Result<()> {
+        let ids: Vec<usize> = self.healthy().collect();
+        let cmds: Vec<(usize, IoCmd)> = ids.iter().map(|&d| (d, IoCmd::flush(0))).collect();
+        for ((d, _), r) in cmds.iter().zip(run_io(&mut self.devs, &cmds)) {
+            if r.is_err() {
+                self.mark_failed(*d, "flush");
+            }
+        }
+        if self.healthy().count() == 0 {
+            return Err(StoreError::Io {
+                device: "all".into(),
+                op: "flush",
+                error: IoError::Device { errno: libc::EIO },
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends records to the journal on every healthy device, durably.
+    fn journal(&mut self, batch: &[Record]) -> Result<()> {
+        let bs = self.layout.block_size as usize;
+        let limit = (self.layout.journal_blocks as usize / 4).max(1) * bs;
+        // Split big batches; stripe records come first, so every prefix is
+        // a consistent state.
+        let mut start = 0;
+        while start < batch.len() {
+            let mut end = start + 1;
+            while end < batch.len() && meta::encode_batch(&batch[start..=end]).len() + 64 < limit {
+                end += 1;
+            }
+            let payload = meta::encode_batch(&batch[start..end]);
+            let blocks = format::record_blocks(payload.len(), bs);
+            if blocks > self.layout.journal_blocks / 2 {
+                return Err(StoreError::NoSpace {
+                    what:
+                        "a metadata change is larger than the journal; format with a larger journal"
+                            .into(),
+                });
+            }
+            if self.head + blocks > self.layout.journal_blocks {
+                self.checkpoint()?;
+            }
+            self.seq += 1;
+            let rec = format::encode_record(JOURNAL_MAGIC, self.seq, &payload, bs);
+            let mut buf = Scratch::new(rec.len())?;
+            buf.0.as_mut_slice()[..rec.len()].copy_from_slice(&rec);
+            let lba = self.layout.journal_start + self.head;
+            self.write_everywhere(lba, &buf, rec.len() / bs, "journal write")?;
+            self.head += blocks;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Writes and flushes `blocks` blocks at `lba` on every healthy device;
+    /// fails only if no device took it.
+    fn write_everywhere(
+        &mut self,
+        lba: u64,
+        buf: &Scratch,
+        blocks: usize,
+        op: &'static str,
+    ) -> Result<()> {
+        let ids: Vec<usize> = self.healthy().collect();
+        let mut cmds = Vec::new();
+        for &d in &ids {
+            cmds.push((d, IoCmd::write(lba, blocks as u32, buf.0.as_ptr(), 0)));
+        }
+        let results = run_io(&mut self.devs, &cmds);
+        for ((d, _), r) in cmds.iter().zip(results) {
+            if r.is_err() {
+                self.mark_failed(*d, op);
+            }
+        }
+        self.flush_devices()
+    }
+
+    /// Writes the whole state to the spare checkpoint slot, then restarts
+    /// the journal.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        let bs = self.layout.block_size as usize;
+        let payload = self.meta.encode();
+        let rec = format::encode_record(CHECKPOINT_MAGIC, self.seq, &payload, bs);
+        if rec.len() as u64 > self.layout.checkpoint_blocks * bs as u64 {
+            return Err(StoreError::NoSpace {
+                what: format!(
+                    "metadata ({} bytes) outgrew the checkpoint area; format with larger checkpoints",
+                    payload.len()
+                ),
+            });
+        }
+        let mut buf = Scratch::new(rec.len())?;
+        buf.0.as_mut_slice()[..rec.len()].copy_from_slice(&rec);
+        let slot = self.ckpt_slot ^ 1;
+        let lba = self.layout.checkpoint_lba(slot);
+        self.write_everywhere(lba, &buf, rec.len() / bs, "checkpoint write")?;
+        self.ckpt_slot = slot;
+        self.head = 0;
+        Ok(())
+    }
+
+    /// Checks every chunk of every stripe, rewrites bad sectors, and rebuilds
+    /// chunks of failed devices onto healthy devices not in the stripe.
+    pub fn scrub(&mut self) -> Result<ScrubReport> {
+        let mut rep = ScrubReport::default();
+        let per = self.layout.chunk_blocks as usize;
+        let ids: Vec<u64> = self.meta.stripes.keys().copied().collect();
+        for id in ids {
+            rep.stripes += 1;
+            let s = self.stripe(id)?;
+            let mut moved = false;
+            let mut new = s.clone();
+            for c in 0..s.chunks.len() {
+                let d = usize::from(s.chunks[c].0);
+                let healthy = self.devs[d].as_ref().is_some_and(|x| !x.failed);
+                if healthy {
+                    if self.read_verified(&s, c, 0, per)?.is_none() {
+                        let before = self.repairs.healed_sectors;
+                        match self.read_sectors(id, c, 0, per) {
+                            Ok(_) => rep.repaired_sectors += self.repairs.healed_sectors - before,
+                            Err(_) => rep.unrecoverable += 1,
+                        }
+                    }
+                    continue;
+                }
+                // Move the chunk to a healthy device outside the stripe.
+                let target = self
+                    .healthy()
+                    .filter(|t| !new.chunks.iter().any(|&(x, _)| usize::from(x) == *t))
+                    .filter(|t| !self.free[*t].is_empty())
+                    .max_by_key(|t| self.free[*t].len());
+                let Some(t) = target else {
+                    rep.unprotected_chunks += 1;
+                    continue;
+                };
+                let data = match self.rebuild(&s, c, 0, per) {
+                    Ok(b) => b,
+                    Err(_) => {
+                        rep.unrecoverable += 1;
+                        continue;
+                    }
+                };
+                let slot = *self.free[t].iter().next().expect("checked non-empty");
+                self.free[t].remove(&slot);
+                let mut w = Scratch::new(data.len())?;
+                w.0.as_mut_slice()[..data.len()].copy_from_slice(&data);
+                let r = run_io(
+                    &mut self.devs,
+                    &[(
+                        t,
+                        IoCmd::write(self.layout.slot_lba(slot), per as u32, w.0.as_ptr(), 0),
+                    )],
+                );
+                if r[0].is_err() {
+                    self.mark_failed(t, "scrub write");
+                    continue;
+                }
+                new.chunks[c] = (t as u16, slot);
+                rep.relocated_chunks += 1;
+                moved = true;
+            }
+            if moved {
+                self.record(Record::Stripe(new));
+            }
+        }
+        self.sync()?;
+        Ok(rep)
+    }
+
+    /// Space and reduction figures.
+    pub fn space(&self) -> SpaceStats {
+        let cs = self.layout.chunk_blocks * 4096;
+        let used_slots: u64 = self
+            .meta
+            .stripes
+            .values()
+            .map(|s| s.chunks.len() as u64)
+            .sum();
+        let mut distinct: HashMap<BlockAddr, ()> = HashMap::new();
+        let mut refs = 0u64;
+        let (mut plain, mut stored) = (0u64, 0u64);
+        for i in self.meta.inodes.values() {
+            for b in i.blocks.values() {
+                refs += 1;
+                if distinct.insert(b.addr, ()).is_none() {
+                    plain += BLOCK as u64;
+                    stored += u64::from(b.addr.stored_len);
+                }
+            }
+        }
+        SpaceStats {
+            logical: self.meta.inodes.values().map(|i| i.size).sum(),
+            physical: used_slots * cs,
+            capacity: self.layout.slots * self.devs.len() as u64 * cs,
+            dedup_ratio: if distinct.is_empty() {
+                1.0
+            } else {
+                refs as f64 / distinct.len() as f64
+            },
+            compression_ratio: if stored == 0 {
+                1.0
+            } else {
+                plain as f64 / stored as f64
+            },
+        }
+    }
+
+    /// Repair counters.
+    pub fn repairs(&self) -> RepairStats {
+        self.repairs
+    }
+
+    /// Devices by index: (name, present and healthy).
+    pub fn devices(&self) -> Vec<(String, bool)> {
+        self.devs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match d {
+                Some(d) => (d.name.clone(), !d.failed),
+                None => (format!("device {i} (missing)"), false),
+            })
+            .collect()
+    }
+
+    /// The engine's uuid.
+    pub fn uuid(&self) -> u128 {
+        self.uuid
+    }
+
+    /// Where a file's block lives (for tests and tools): its address, the
+    /// (device, slot) of each chunk of its stripe, and the device layout.
+    pub fn block_location(&self, ino: Ino, idx: u64) -> Option<BlockLocation> {
+        let b = self.meta.inodes.get(&ino)?.blocks.get(&idx)?;
+        let s = self.meta.stripes.get(&b.addr.stripe)?;
+        Some((b.addr, s.chunks.clone(), self.layout))
+    }
+}
+
+/// Verify-on-hit reads for the pipeline, from the store.
+struct StoreReader<'a> {
+    store: &'a mut Store,
+    fs: FsId,
+}
+
+impl BlockReader for StoreReader<'_> {
+    fn read_stored(&mut self, addr: &BlockAddr, out: &mut [u8]) -> bool {
+        self.store.read_stored(self.fs, addr, out).is_ok()
+    }
+}
+
+fn open_qpairs(core: &mut Core, devices: &[Arc<dyn BlockDevice>]) -> Result<Vec<Option<Dev>>> {
+    devices
+        .iter()
+        .map(|d| {
+            Ok(Some(Dev {
+                name: d.name().to_string(),
+                qp: d.queue_pair(core, &QpairOptions { depth: 64 })?,
+                failed: false,
+            }))
+        })
+        .collect()
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME || name.contains('/') || name.contains('\0') {
+        return Err(StoreError::Invalid {
+            reason: format!("name `{name}` must be 1 to {MAX_NAME} bytes without '/' or NUL"),
+        });
+    }
+    Ok(())
+}
+
+fn not_found(ino: Ino) -> StoreError {
+    StoreError::NotFound {
+        what: format!("file {ino}"),
+    }
+}
+
+fn ec_err(e: EcError) -> StoreError {
+    StoreError::Invalid {
+        reason: e.to_string(),
+    }
+}
+
+fn new_uuid() -> u128 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut x =
+        xxhash_rust::xxh3::xxh3_128_with_seed(&t.to_le_bytes(), u64::from(std::process::id()));
+    let mut buf = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        if f.read_exact(&mut buf).is_ok() {
+            x ^= u128::from_le_bytes(buf);
+        }
+    }
+    x
+}

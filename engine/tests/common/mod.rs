@@ -1,0 +1,88 @@
+//! Helpers for the engine's integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use flint_dataplane::bdev::{self, Backend, BlockDevice, DeviceSpec};
+use flint_dataplane::config::ByteSize;
+use flint_dataplane::reactor::ReactorConfig;
+use flint_engine::engine::Engine;
+use flint_engine::store::StoreConfig;
+
+/// Small geometry so tests fill devices and wrap journals quickly.
+pub fn small_config() -> StoreConfig {
+    StoreConfig {
+        chunk_size: 64 << 10,
+        journal_blocks: 256,
+        checkpoint_blocks: 512,
+    }
+}
+
+/// One adaptive reactor, unpinned (tests share two CPUs).
+pub fn engine() -> Engine {
+    let cfg = ReactorConfig {
+        cores: vec![flint_dataplane::placement::allowed_cores().unwrap()[0]],
+        pin: false,
+        ..ReactorConfig::default()
+    };
+    Engine::start(&cfg).unwrap()
+}
+
+/// `n` RAM devices of `mib` MiB.
+pub fn memory_devices(n: usize, mib: u64) -> Vec<Arc<dyn BlockDevice>> {
+    (0..n)
+        .map(|i| {
+            let mut s = DeviceSpec::new(&format!("ram{i}"), Backend::Memory);
+            s.size = Some(ByteSize(mib << 20));
+            bdev::open(&s).unwrap()
+        })
+        .collect()
+}
+
+/// `n` file-backed io_uring devices of `mib` MiB under `dir`.
+pub fn file_devices(dir: &Path, n: usize, mib: u64) -> Vec<Arc<dyn BlockDevice>> {
+    (0..n)
+        .map(|i| {
+            let mut s = DeviceSpec::new(&format!("file{i}"), Backend::Uring);
+            s.path = Some(dir.join(format!("dev{i}.img")));
+            s.size = Some(ByteSize(mib << 20));
+            bdev::open(&s).unwrap()
+        })
+        .collect()
+}
+
+/// All devices present.
+pub fn present(devs: &[Arc<dyn BlockDevice>]) -> Vec<Option<Arc<dyn BlockDevice>>> {
+    devs.iter().cloned().map(Some).collect()
+}
+
+/// A small deterministic RNG.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// Bytes that are text-like (compressible), random, or a repeated
+    /// pattern (deduplicable), by turns.
+    pub fn data(&mut self, len: usize) -> Vec<u8> {
+        let kind = self.below(3);
+        let seed = self.below(4);
+        (0..len)
+            .map(|i| match kind {
+                0 => b"flint stripes and parity "[i % 25],
+                1 => self.next() as u8,
+                _ => (i as u64 / 512 + seed) as u8,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,369 @@
+//! The store end to end on real devices: round trips against a model of
+//! the files for every protection and reduction setting, recovery, device
+//! loss and scrub, bit rot and self-heal, full devices and file systems.
+
+mod common;
+
+use common::{engine, file_devices, memory_devices, present, small_config, Rng};
+use flint_dataplane::bdev::fault::FaultyDevice;
+use flint_dataplane::bdev::BlockDevice;
+use flint_engine::store::{StoreError, BLOCK};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+type Model = BTreeMap<u64, Vec<u8>>;
+
+/// Random writes, truncates and syncs on a few files, mirrored in a model.
+fn workload(
+    e: &flint_engine::engine::Engine,
+    fs: u32,
+    rng: &mut Rng,
+    model: &mut Model,
+    ops: usize,
+) {
+    for _ in 0..ops {
+        let name = format!("f{}", rng.below(4));
+        let ino = {
+            let n = name.clone();
+            e.call(move |s| {
+                Ok(match s.lookup(fs, &n) {
+                    Some(i) => i,
+                    None => s.create(fs, &n)?,
+                })
+            })
+            .unwrap()
+        };
+        let file = model.entry(ino).or_default();
+        match rng.below(10) {
+            0 => {
+                let size = rng.below(file.len() as u64 + 20_000);
+                e.call(move |s| s.truncate(ino, size)).unwrap();
+                file.resize(size as usize, 0);
+            }
+            1 => e.call(|s| s.sync()).unwrap(),
+            _ => {
+                let off = rng.below(file.len() as u64 + 8192);
+                let len = 1 + rng.below(3 * BLOCK as u64) as usize;
+                let data = rng.data(len);
+                let d = data.clone();
+                e.call(move |s| s.write(ino, off, &d)).unwrap();
+                let end = off as usize + len;
+                if file.len() < end {
+                    file.resize(end, 0);
+                }
+                file[off as usize..end].copy_from_slice(&data);
+            }
+        }
+    }
+}
+
+fn check(e: &flint_engine::engine::Engine, model: &Model) {
+    for (&ino, want) in model {
+        let len = want.len();
+        let got = e.call(move |s| s.read(ino, 0, len + 100)).unwrap();
+        assert_eq!(got.len(), want.len(), "size of file {ino}");
+        assert!(got == *want, "contents of file {ino}");
+    }
+}
+
+#[test]
+fn round_trips_for_every_protection_and_reduction_setting() {
+    for (k, m) in [(3u8, 1u8), (4, 2), (7, 2), (8, 2), (7, 4)] {
+        for reduction in [true, false] {
+            let devs = memory_devices(usize::from(k + m), 24);
+            let e = engine();
+            e.format(devs.clone(), small_config(), false).unwrap();
+            e.open(present(&devs)).unwrap();
+            let fs = e
+                .call(move |s| s.fs_create("data", k, m, reduction, 1 << 30))
+                .unwrap();
+            let mut rng = Rng(u64::from(k) * 1000 + u64::from(m) * 10 + u64::from(reduction));
+            let mut model = Model::new();
+            workload(&e, fs, &mut rng, &mut model, 150);
+            check(&e, &model);
+            e.close().unwrap();
+            // Everything was synced by close; a fresh engine recovers it.
+            let e = engine();
+            e.open(present(&devs)).unwrap();
+            check(&e, &model);
+            workload(&e, fs, &mut rng, &mut model, 60);
+            e.call(|s| s.sync()).unwrap();
+            check(&e, &model);
+            if reduction {
+                let sp = e.call(|s| Ok(s.space())).unwrap();
+                assert!(sp.compression_ratio > 1.0, "{k}+{m}: {sp:?}");
+            }
+            e.close().unwrap();
+        }
+    }
+}
+
+#[test]
+fn unsynced_writes_may_vanish_but_synced_ones_survive_a_crash() {
+    let devs = memory_devices(6, 24);
+    let e = engine();
+    e.format(devs.clone(), small_config(), false).unwrap();
+    e.open(present(&devs)).unwrap();
+    let fs = e
+        .call(|s| s.fs_create("data", 4, 2, true, 1 << 30))
+        .unwrap();
+    let mut rng = Rng(5);
+    let mut model = Model::new();
+    workload(&e, fs, &mut rng, &mut model, 100);
+    e.call(|s| s.sync()).unwrap();
+    let synced = model.clone();
+    // More writes, never synced; then the process "dies" (no close).
+    let ino = *synced.keys().next().unwrap();
+    e.call(move |s| s.write(ino, 0, &vec![0xEE; 50_000]))
+        .unwrap();
+    drop(e);
+    let e = engine();
+    e.open(present(&devs)).unwrap();
+    for (&ino, want) in &synced {
+        let len = want.len();
+        let got = e.call(move |s| s.read(ino, 0, len)).unwrap();
+        if ino != *synced.keys().next().unwrap() {
+            assert!(got == *want, "file {ino} changed by a crash");
+        }
+    }
+    e.close().unwrap();
+}
+
+#[test]
+fn format_refuses_a_formatted_device_without_force() {
+    let devs = memory_devices(3, 16);
+    let e = engine();
+    e.format(devs.clone(), small_config(), false).unwrap();
+    let err = e.format(devs.clone(), small_config(), false).unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyFormatted { .. }), "{err}");
+    e.format(devs.clone(), small_config(), true).unwrap();
+    e.open(present(&devs)).unwrap();
+    let err = e
+        .call(|s| s.fs_create("x", 3, 1, true, 1 << 20))
+        .unwrap_err();
+    assert!(err.to_string().contains("k + m <= 3"), "{err}");
+}
+
+fn faulty(
+    n: usize,
+) -> (
+    Vec<Arc<dyn BlockDevice>>,
+    Vec<Arc<flint_dataplane::bdev::fault::FaultPlan>>,
+) {
+    memory_devices(n, 24)
+        .into_iter()
+        .map(|d| {
+            let (f, plan) = FaultyDevice::wrap(d);
+            (f as Arc<dyn BlockDevice>, plan)
+        })
+        .unzip()
+}
+
+#[test]
+fn losing_up_to_m_devices_loses_nothing_and_scrub_restores_redundancy() {
+    // 4+2 on seven devices: one spare for scrub to rebuild onto.
+    let (devs, plans) = faulty(7);
+    let e = engine();
+    e.format(devs.clone(), small_config(), false).unwrap();
+    e.open(present(&devs)).unwrap();
+    let fs = e
+        .call(|s| s.fs_create("data", 4, 2, false, 1 << 30))
+        .unwrap();
+    let mut rng = Rng(77);
+    let mut model = Model::new();
+    workload(&e, fs, &mut rng, &mut model, 120);
+    e.call(|s| s.sync()).unwrap();
+
+    plans[1].fail_all();
+    check(&e, &model);
+    // Writes continue while degraded.
+    workload(&e, fs, &mut rng, &mut model, 40);
+    e.call(|s| s.sync()).unwrap();
+    check(&e, &model);
+    let rep = e.call(|s| s.scrub()).unwrap();
+    assert!(rep.relocated_chunks > 0, "{rep:?}");
+    assert_eq!(rep.unrecoverable, 0, "{rep:?}");
+    // Redundancy is back: two more devices may go.
+    plans[3].fail_all();
+    plans[5].fail_all();
+    check(&e, &model);
+    assert!(e.call(|s| Ok(s.repairs())).unwrap().degraded_reads > 0);
+    // A third concurrent loss on top is more than parity can cover: a clear
+    // error, not wrong data.
+    plans[0].fail_all();
+    plans[2].fail_all();
+    let ino = *model.keys().next().unwrap();
+    let len = model[&ino].len();
+    match e.call(move |s| s.read(ino, 0, len)) {
+        Err(StoreError::Unrecoverable { .. }) => {}
+        Ok(got) => assert!(got == model[&ino], "never wrong data"),
+        Err(other) => panic!("unexpected error: {other}"),
+    }
+}
+
+#[test]
+fn a_restart_with_a_device_missing_reads_everything() {
+    let devs = memory_devices(6, 24);
+    let e = engine();
+    e.format(devs.clone(), small_config(), false).unwrap();
+    e.open(present(&devs)).unwrap();
+    let fs = e
+        .call(|s| s.fs_create("data", 4, 2, true, 1 << 30))
+        .unwrap();
+    let mut rng = Rng(9);
+    let mut model = Model::new();
+    workload(&e, fs, &mut rng, &mut model, 100);
+    e.close().unwrap();
+    let mut some = present(&devs);
+    some[2] = None;
+    some[4] = None;
+    let e = engine();
+    e.open(some).unwrap();
+    check(&e, &model);
+}
+
+#[test]
+fn bit_rot_is_detected_repaired_and_healed() {
+    let dir = tempfile::tempdir().unwrap();
+    let devs = file_devices(dir.path(), 5, 24);
+    let e = engine();
+    e.format(devs.clone(), small_config(), false).unwrap();
+    e.open(present(&devs)).unwrap();
+    let fs = e
+        .call(|s| s.fs_create("data", 3, 2, false, 1 << 30))
+        .unwrap();
+    let ino = e.call(move |s| s.create(fs, "victim")).unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let d = data.clone();
+    e.call(move |s| s.write(ino, 0, &d)).unwrap();
+    e.call(|s| s.sync()).unwrap();
+    // Rot bytes of several blocks on the backing files.
+    let mut rotted = Vec::new();
+    for idx in [0u64, 7, 20, 41] {
+        let (addr, chunks, layout) = e
+            .call(move |s| Ok(s.block_location(ino, idx)))
+            .unwrap()
+            .unwrap();
+        let (dev, slot) = chunks[usize::from(addr.chunk)];
+        let off = layout.slot_lba(slot) * 4096 + u64::from(addr.offset) + 100;
+        rotted.push((dev, off));
+    }
+    e.close().unwrap();
+    use std::os::unix::fs::FileExt;
+    for &(dev, off) in &rotted {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join(format!("dev{dev}.img")))
+            .unwrap();
+        f.write_all_at(b"ROT!ROT!", off).unwrap();
+    }
+    let e = engine();
+    e.open(present(&devs)).unwrap();
+    let got = e.call(move |s| s.read(ino, 0, 200_000)).unwrap();
+    assert!(got == data, "rotted blocks are rebuilt from parity");
+    let rep = e.call(|s| Ok(s.repairs())).unwrap();
+    assert!(rep.healed_sectors >= 4, "{rep:?}");
+    e.close().unwrap();
+    for &(dev, off) in &rotted {
+        let f = std::fs::File::open(dir.path().join(format!("dev{dev}.img"))).unwrap();
+        let mut b = [0u8; 8];
+        f.read_exact_at(&mut b, off).unwrap();
+        assert_ne!(&b, b"ROT!ROT!", "the bad sector was rewritten");
+    }
+}
+
+#[test]
+fn full_devices_and_full_file_systems_are_clean_errors() {
+    let devs = memory_devices(3, 8);
+    let e = engine();
+    e.format(devs.clone(), small_config(), false).unwrap();
+    e.open(present(&devs)).unwrap();
+    let fs = e
+        .call(|s| s.fs_create("data", 2, 1, false, 1 << 40))
+        .unwrap();
+    let mut written = Vec::new();
+    let mut rng = Rng(3);
+    let err = loop {
+        let name = format!("f{}", written.len());
+        let data = rng.data(256 << 10);
+        let d = data.clone();
+        let r = e.call(move |s| {
+            let ino = s.create(fs, &name)?;
+            s.write(ino, 0, &d)?;
+            s.sync()?;
+            Ok(ino)
+        });
+        match r {
+            Ok(ino) => written.push((ino, data)),
+            Err(e) => break e,
+        }
+        assert!(written.len() < 1000, "a 24 MiB engine never filled");
+    };
+    assert!(matches!(err, StoreError::NoSpace { .. }), "{err}");
+    // Nothing written before is damaged.
+    for (ino, data) in &written {
+        let (ino, len) = (*ino, data.len());
+        assert!(e.call(move |s| s.read(ino, 0, len)).unwrap() == *data);
+    }
+    // Freeing space lets writes resume.
+    for (ino, _) in written.drain(..written.len() / 2) {
+        e.call(move |s| s.unlink(ino)).unwrap();
+    }
+    e.call(|s| s.sync()).unwrap();
+    let data = rng.data(256 << 10);
+    e.call(move |s| {
+        let ino = s.create(fs, "after")?;
+        s.write(ino, 0, &data)?;
+        s.sync()
+    })
+    .unwrap();
+
+    // A file system capacity limit.
+    let small = e
+        .call(|s| s.fs_create("small", 2, 1, false, 100_000))
+        .unwrap();
+    let ino = e.call(move |s| s.create(small, "x")).unwrap();
+    let err = e
+        .call(move |s| s.write(ino, 0, &[1u8; 150_000]))
+        .unwrap_err();
+    assert!(err.to_string().contains("capacity"), "{err}");
+    e.call(move |s| s.fs_resize(small, 200_000)).unwrap();
+    e.call(move |s| s.write(ino, 0, &[1u8; 150_000])).unwrap();
+}
+
+#[test]
+fn dedup_shares_identical_blocks_and_frees_them_with_the_last_reference() {
+    let devs = memory_devices(4, 24);
+    let e = engine();
+    e.format(devs.clone(), small_config(), false).unwrap();
+    e.open(present(&devs)).unwrap();
+    let fs = e
+        .call(|s| s.fs_create("data", 2, 2, true, 1 << 30))
+        .unwrap();
+    let block: Vec<u8> = (0..BLOCK).map(|i| (i * 31 % 256) as u8).collect();
+    let data: Vec<u8> = block.iter().cycle().take(40 * BLOCK).copied().collect();
+    let (a, b) = e
+        .call(move |s| {
+            let a = s.create(fs, "a")?;
+            let b = s.create(fs, "b")?;
+            s.write(a, 0, &data)?;
+            s.write(b, 0, &data)?;
+            s.sync()?;
+            Ok((a, b))
+        })
+        .unwrap();
+    let sp = e.call(|s| Ok(s.space())).unwrap();
+    assert!(sp.dedup_ratio >= 80.0, "{sp:?}");
+    e.call(move |s| s.unlink(a)).unwrap();
+    e.call(|s| s.sync()).unwrap();
+    let got = e.call(move |s| s.read(b, 0, 40 * BLOCK)).unwrap();
+    assert!(got.chunks(BLOCK).all(|c| c == block));
+    e.call(move |s| s.unlink(b)).unwrap();
+    e.call(|s| s.sync()).unwrap();
+    assert_eq!(
+        e.call(|s| Ok(s.space())).unwrap().physical,
+        0,
+        "every stripe freed"
+    );
+}
