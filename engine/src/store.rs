@@ -211,10 +211,6 @@ pub struct RepairStats {
     pub healed_sectors: u64,
 }
 
-/// Where a block lives: its address, the (device, slot) of each chunk of its
-/// stripe, and the device layout.
-pub type BlockLocation = (BlockAddr, Vec<(u16, u64)>, Layout);
-
 struct Dev {
     name: String,
     qp: Box<dyn QueuePair>,
