@@ -18,11 +18,11 @@ const DEVICE_MIB: u64 = 48;
 /// The bytes of an acknowledged write: a function of its seed, sometimes
 /// compressible, sometimes shared with other writes (dedup).
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let s = if seed % 4 == 0 { 4 } else { seed };
+    let s = if seed.is_multiple_of(4) { 4 } else { seed };
     let mut r = Rng(s * 0x9e37_79b9 + 1);
     (0..len)
         .map(|i| {
-            if s % 3 == 0 {
+            if s.is_multiple_of(3) {
                 (i / 64) as u8 ^ s as u8
             } else {
                 r.next() as u8
