@@ -9,10 +9,12 @@
 //! - `flint-bench ring`: cross-core message rate over the reactor mesh.
 //! - `flint-bench ec`: erasure-code encoding beside ISA-L.
 //! - `flint-bench pipeline`: the write pipeline beside its raw codecs.
+//! - `flint-bench engine`: store reads beside raw device reads.
 
 mod args;
 mod device;
 mod ec;
+mod engine;
 mod fio;
 mod pipeline;
 mod report;
@@ -43,6 +45,8 @@ USAGE:
   flint-bench pipeline [options] whole write pipeline vs the raw codecs chained
       --size-mib N --k N --m N --chunk BYTES (128 8 2 131072) --json
       --dataset random|text|mixed|all (all)
+  flint-bench engine [options]   store 4 KiB random reads, healthy and degraded
+      --time SECS --k N --m N --size-mib N (2 4 2 64) --json
 ";
 
 fn main() {
@@ -68,6 +72,7 @@ fn main() {
         "ring" => ring::main(a),
         "ec" => ec::main(a),
         "pipeline" => pipeline::main(a),
+        "engine" => engine::main(a),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

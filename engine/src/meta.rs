@@ -6,6 +6,7 @@
 //! never disagree. The whole state encodes into a checkpoint.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::pipeline::BlockAddr;
@@ -138,8 +139,8 @@ pub struct Meta {
     pub fss: BTreeMap<FsId, FsMeta>,
     /// Files by inode number.
     pub inodes: BTreeMap<Ino, Inode>,
-    /// Stripes by id.
-    pub stripes: BTreeMap<u64, StripeMeta>,
+    /// Stripes by id (shared, so readers hold one without copying it).
+    pub stripes: BTreeMap<u64, Arc<StripeMeta>>,
     /// Next file system id.
     pub next_fs: FsId,
     /// Next inode number.
@@ -184,7 +185,7 @@ impl Meta {
             }
             Record::Stripe(s) => {
                 self.next_stripe = self.next_stripe.max(s.id + 1);
-                self.stripes.insert(s.id, s.clone());
+                self.stripes.insert(s.id, Arc::new(s.clone()));
             }
             Record::Extents { ino, size, blocks } => {
                 if let Some(inode) = self.inodes.get_mut(ino) {
@@ -230,7 +231,7 @@ impl Meta {
         }
         w.u32(self.stripes.len() as u32);
         for s in self.stripes.values() {
-            encode_record(&mut w, &Record::Stripe(s.clone()));
+            encode_record(&mut w, &Record::Stripe(StripeMeta::clone(s)));
         }
         w.u32(self.inodes.len() as u32);
         for i in self.inodes.values() {

@@ -1,0 +1,156 @@
+//! `flint-bench engine`: 4 KiB random reads through the store (extent map ->
+//! stripe -> chunk -> checksum verify), healthy and with a device gone,
+//! beside raw 4 KiB reads from the same `memory` device through a queue pair.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flint_dataplane::bdev::fault::FaultyDevice;
+use flint_dataplane::bdev::{self, Backend, BlockDevice, Completion, DeviceSpec, IoCmd, QpairOptions};
+use flint_dataplane::config::ByteSize;
+use flint_dataplane::mempool::{BufPool, HugePages};
+use flint_dataplane::reactor::{ReactorConfig, ReactorSet};
+use flint_engine::engine::Engine;
+use flint_engine::store::StoreConfig;
+
+use crate::args::Args;
+use crate::report::{ratio, Table};
+
+fn reactor() -> ReactorConfig {
+    let cpus = flint_dataplane::placement::allowed_cores().unwrap_or_default();
+    ReactorConfig {
+        cores: cpus.last().map(|c| vec![*c]).unwrap_or_default(),
+        ..ReactorConfig::default()
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Raw QD1 4 KiB random reads on one device: the ceiling for the store.
+fn raw_reads(dev: Arc<dyn BlockDevice>, span_blocks: u64, secs: f64) -> Result<f64, String> {
+    let set = ReactorSet::start(&reactor()).map_err(|e| e.to_string())?;
+    set.call(0, move |core| -> Result<f64, String> {
+        let mut qp = dev
+            .queue_pair(core, &QpairOptions { depth: 4 })
+            .map_err(|e| e.to_string())?;
+        let mut pool = BufPool::new(1, 4096, HugePages::Auto).map_err(|e| e.to_string())?;
+        let mut buf = pool.get().ok_or("empty pool")?;
+        let mut rng = Rng(7);
+        let mut out = [Completion::EMPTY; 4];
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        while t0.elapsed() < Duration::from_secs_f64(secs) {
+            for _ in 0..256 {
+                let lba = rng.next() % span_blocks;
+                // SAFETY: the buffer outlives the command, reaped just below.
+                unsafe { qp.submit(&IoCmd::read(lba, 1, buf.as_mut_ptr(), 0)) }
+                    .map_err(|e| e.to_string())?;
+                while qp.poll(&mut out) == 0 {}
+            }
+            n += 256;
+        }
+        drop(qp);
+        let _ = pool.put(buf);
+        Ok(n as f64 / t0.elapsed().as_secs_f64())
+    })
+    .map_err(|e| e.to_string())?
+}
+
+fn store_reads(e: &Engine, ino: u64, blocks: u64, secs: f64) -> Result<f64, String> {
+    e.call(move |s| {
+        let mut rng = Rng(11);
+        let mut pool = BufPool::new(1, 4096, HugePages::Auto)?;
+        let mut buf = pool.get().ok_or(flint_engine::store::StoreError::NoSpace {
+            what: "buffer pool".into(),
+        })?;
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        while t0.elapsed() < Duration::from_secs_f64(secs) {
+            for _ in 0..256 {
+                let b = rng.next() % blocks;
+                s.read_into(ino, b * 4096, buf.as_mut_slice())?;
+            }
+            n += 256;
+        }
+        let rate = n as f64 / t0.elapsed().as_secs_f64();
+        let _ = pool.put(buf);
+        Ok(rate)
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// `flint-bench engine`.
+pub fn main(mut a: Args) -> Result<(), String> {
+    let secs = a.get("time", 2.0f64)?;
+    let k = a.get("k", 4u8)?;
+    let m = a.get("m", 2u8)?;
+    let mib = a.get("size-mib", 64u64)?;
+    let json = a.flag("json");
+    a.finish()?;
+    let n = usize::from(k + m);
+    let dev_mib = (mib * u64::from(k + m) / u64::from(k) / n as u64 + 64).max(128);
+    let mut devs: Vec<Arc<dyn BlockDevice>> = Vec::new();
+    let mut plans = Vec::new();
+    for i in 0..n {
+        let mut s = DeviceSpec::new(&format!("ram{i}"), Backend::Memory);
+        s.size = Some(ByteSize(dev_mib << 20));
+        let (d, p) = FaultyDevice::wrap(bdev::open(&s).map_err(|e| e.to_string())?);
+        devs.push(d);
+        plans.push(p);
+    }
+    let raw = raw_reads(devs[0].clone(), (dev_mib << 20) / 4096, secs)?;
+
+    let e = Engine::start(&reactor()).map_err(|e| e.to_string())?;
+    e.format(devs.clone(), StoreConfig::default(), true)
+        .map_err(|e| e.to_string())?;
+    e.open(devs.iter().cloned().map(Some).collect())
+        .map_err(|e| e.to_string())?;
+    let blocks = mib * 256;
+    let ino = e
+        .call(move |s| {
+            let fs = s.fs_create("bench", k, m, true, u64::MAX)?;
+            let ino = s.create(fs, "data")?;
+            let mut rng = Rng(3);
+            let mut chunk = vec![0u8; 1 << 20];
+            for mb in 0..mib {
+                for c in chunk.chunks_mut(8) {
+                    c.copy_from_slice(&rng.next().to_le_bytes());
+                }
+                s.write(ino, mb << 20, &chunk)?;
+            }
+            s.sync()?;
+            Ok(ino)
+        })
+        .map_err(|e| e.to_string())?;
+    let healthy = store_reads(&e, ino, blocks, secs)?;
+    plans[1].fail_all();
+    let degraded = store_reads(&e, ino, blocks, secs)?;
+    let _ = e.close();
+
+    if json {
+        let v = serde_json::json!({"bench": "engine", "k": k, "m": m, "mib": mib,
+            "raw_device_iops": raw, "healthy_iops": healthy, "degraded_iops": degraded,
+            "healthy_vs_raw": healthy / raw, "degraded_vs_healthy": degraded / healthy});
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    println!("engine: 4 KiB random reads, QD1, one core, {k}+{m} on {n} memory devices, {mib} MiB file");
+    let mut t = Table::new(&["path", "IOPS", "ratio"]);
+    t.row(vec!["raw memory device (queue pair)".into(), format!("{raw:.0}"), "1.00x".into()]);
+    t.row(vec!["store, checksums verified".into(), format!("{healthy:.0}"), ratio(healthy, raw)]);
+    t.row(vec![
+        "store, one device gone (vs healthy)".into(),
+        format!("{degraded:.0}"),
+        ratio(degraded, healthy),
+    ]);
+    print!("{t}");
+    Ok(())
+}
