@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flint_dataplane::bdev::fault::FaultyDevice;
-use flint_dataplane::bdev::{self, Backend, BlockDevice, Completion, DeviceSpec, IoCmd, QpairOptions};
+use flint_dataplane::bdev::{
+    self, Backend, BlockDevice, Completion, DeviceSpec, IoCmd, QpairOptions,
+};
 use flint_dataplane::config::ByteSize;
 use flint_dataplane::mempool::{BufPool, HugePages};
 use flint_dataplane::reactor::{ReactorConfig, ReactorSet};
@@ -142,10 +144,20 @@ pub fn main(mut a: Args) -> Result<(), String> {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
-    println!("engine: 4 KiB random reads, QD1, one core, {k}+{m} on {n} memory devices, {mib} MiB file");
+    println!(
+        "engine: 4 KiB random reads, QD1, one core, {k}+{m} on {n} memory devices, {mib} MiB file"
+    );
     let mut t = Table::new(&["path", "IOPS", "ratio"]);
-    t.row(vec!["raw memory device (queue pair)".into(), format!("{raw:.0}"), "1.00x".into()]);
-    t.row(vec!["store, checksums verified".into(), format!("{healthy:.0}"), ratio(healthy, raw)]);
+    t.row(vec![
+        "raw memory device (queue pair)".into(),
+        format!("{raw:.0}"),
+        "1.00x".into(),
+    ]);
+    t.row(vec![
+        "store, checksums verified".into(),
+        format!("{healthy:.0}"),
+        ratio(healthy, raw),
+    ]);
     t.row(vec![
         "store, one device gone (vs healthy)".into(),
         format!("{degraded:.0}"),

@@ -7,6 +7,7 @@
 //! as messages, exactly as calls travel to reactor 0 here.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use flint_dataplane::bdev::BlockDevice;
 use flint_dataplane::reactor::{ReactorConfig, ReactorSet};
@@ -42,9 +43,31 @@ impl Engine {
 
     /// Opens (and recovers) the engine on `devices`; `None` = missing.
     pub fn open(&self, devices: Vec<Option<Arc<dyn BlockDevice>>>) -> Result<()> {
+        self.open_with(devices, None)
+    }
+
+    /// Opens the engine and, with `seal_every`, seals open stripes and
+    /// commits their metadata on that period (group commit), so data is
+    /// durable within one period even without an fsync.
+    pub fn open_with(
+        &self,
+        devices: Vec<Option<Arc<dyn BlockDevice>>>,
+        seal_every: Option<Duration>,
+    ) -> Result<()> {
         self.set.call(0, move |core| {
             let store = Store::open(core, &devices)?;
             core.set_local(Some(store));
+            if let Some(period) = seal_every {
+                core.add_periodic(period, |core| {
+                    if let Some(Some(store)) = core.local::<Option<Store>>() {
+                        if store.has_unsynced() {
+                            if let Err(e) = store.sync() {
+                                tracing::error!(error = %e, "periodic seal failed");
+                            }
+                        }
+                    }
+                });
+            }
             Ok(())
         })?
     }

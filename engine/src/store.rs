@@ -1237,7 +1237,12 @@ impl Store {
 
     /// Reads up to `len` bytes at `offset` (less at the end of the file).
     pub fn read(&mut self, ino: Ino, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let size = self.meta.inodes.get(&ino).ok_or_else(|| not_found(ino))?.size;
+        let size = self
+            .meta
+            .inodes
+            .get(&ino)
+            .ok_or_else(|| not_found(ino))?
+            .size;
         let n = size.saturating_sub(offset).min(len as u64) as usize;
         let mut out = vec![0u8; n];
         self.read_into(ino, offset, &mut out)?;
@@ -1248,7 +1253,12 @@ impl Store {
     /// end of the file). A 4 KiB-aligned `out` of whole blocks is filled
     /// straight from the device, with no copy.
     pub fn read_into(&mut self, ino: Ino, offset: u64, out: &mut [u8]) -> Result<usize> {
-        let size = self.meta.inodes.get(&ino).ok_or_else(|| not_found(ino))?.size;
+        let size = self
+            .meta
+            .inodes
+            .get(&ino)
+            .ok_or_else(|| not_found(ino))?
+            .size;
         if offset >= size || out.is_empty() {
             return Ok(0);
         }
@@ -1315,7 +1325,12 @@ impl Store {
         let c = usize::from(a.chunk);
         let (d, slot) = s.chunks[c];
         let d = usize::from(d);
-        if let Some(dev) = self.devs.get_mut(d).and_then(|x| x.as_mut()).filter(|x| !x.failed) {
+        if let Some(dev) = self
+            .devs
+            .get_mut(d)
+            .and_then(|x| x.as_mut())
+            .filter(|x| !x.failed)
+        {
             let n = s1 - s0;
             let per = self.layout.chunk_blocks as usize;
             let verify = |bytes: &[u8]| {
@@ -1426,7 +1441,9 @@ impl Store {
         let lba = self.layout.slot_lba(slot) + s0 as u64;
         let r = match self.devs[d].as_mut() {
             Some(dev) => run_one(dev, IoCmd::read(lba, n as u32, buf.0.as_ptr(), 0)),
-            None => Err(IoError::Device { errno: libc::ENODEV }),
+            None => Err(IoError::Device {
+                errno: libc::ENODEV,
+            }),
         };
         if r.is_err() {
             self.rbuf = Some(buf);
@@ -1441,7 +1458,12 @@ impl Store {
             .find(|(i, sector)| Xxh3Sum.checksum(SEED_CHUNK, sector) != s.sums[c * per + s0 + i]);
         let out = match bad {
             Some((i, _)) => {
-                tracing::warn!(stripe = s.id, chunk = c, sector = s0 + i, "checksum mismatch");
+                tracing::warn!(
+                    stripe = s.id,
+                    chunk = c,
+                    sector = s0 + i,
+                    "checksum mismatch"
+                );
                 None
             }
             None => Some(bytes.to_vec()),
@@ -1490,6 +1512,13 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Whether anything written is not yet durable.
+    pub fn has_unsynced(&self) -> bool {
+        !self.pending.is_empty()
+            || !self.pending_stripes.is_empty()
+            || self.writers.values().any(|w| w.pipeline.has_open_data())
     }
 
     /// Seals open stripes, makes data and metadata durable. Everything

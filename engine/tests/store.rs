@@ -367,3 +367,32 @@ fn dedup_shares_identical_blocks_and_frees_them_with_the_last_reference() {
         "every stripe freed"
     );
 }
+
+#[test]
+fn the_seal_timer_makes_writes_durable_without_fsync() {
+    let devs = memory_devices(4, 24);
+    let e = engine();
+    e.format(devs.clone(), small_config(), false).unwrap();
+    e.open_with(present(&devs), Some(std::time::Duration::from_millis(5)))
+        .unwrap();
+    let ino = e
+        .call(|s| {
+            let fs = s.fs_create("data", 2, 2, true, 1 << 30)?;
+            let ino = s.create(fs, "a")?;
+            s.write(ino, 0, b"written, never fsynced")?;
+            Ok(ino)
+        })
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while e.call(|s| Ok(s.has_unsynced())).unwrap() {
+        assert!(t0.elapsed().as_secs() < 10, "the timer never sealed");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    drop(e); // a crash: no close, no sync
+    let e = engine();
+    e.open(present(&devs)).unwrap();
+    assert_eq!(
+        e.call(move |s| s.read(ino, 0, 100)).unwrap(),
+        b"written, never fsynced"
+    );
+}
