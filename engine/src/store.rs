@@ -1492,11 +1492,12 @@ impl Store {
                 reason: format!("only {got} of the {k} chunks needed are readable"),
             });
         }
-        if !self.codecs.contains_key(&(s.k, s.m)) {
-            let codec = Codec::new(k, m, best_kernel()).map_err(ec_err)?;
-            self.codecs.insert((s.k, s.m), codec);
-        }
-        let codec = &self.codecs[&(s.k, s.m)];
+        let codec = match self.codecs.entry((s.k, s.m)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Codec::new(k, m, best_kernel()).map_err(ec_err)?)
+            }
+        };
         let view: Vec<Option<&[u8]>> = have.iter().map(|h| h.as_deref()).collect();
         let mut out = vec![0u8; (s1 - s0) * SECTOR];
         codec
