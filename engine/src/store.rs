@@ -17,7 +17,7 @@
 //! failed device or with a bad checksum is rebuilt from the same sectors of
 //! k other chunks and, when its device is healthy, rewritten in place.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -200,6 +200,15 @@ pub struct ScrubReport {
     pub unprotected_chunks: u64,
     /// Stripes that could not be rebuilt.
     pub unrecoverable: u64,
+}
+
+/// What a garbage-collection step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Stripes emptied and freed.
+    pub stripes: u64,
+    /// Stored bytes moved to new stripes.
+    pub moved_bytes: u64,
 }
 
 /// Counters of the store's repair work.
@@ -1065,67 +1074,149 @@ impl Store {
     /// Runs blocks through the file system's pipeline; returns their refs.
     fn store_blocks(&mut self, fs: FsId, blocks: &[(u64, &[u8])]) -> Result<Vec<(u64, BlockRef)>> {
         let mut out = Vec::with_capacity(blocks.len());
-        let (k, m) = {
-            let f = self.fs(fs)?;
-            (usize::from(f.k), usize::from(f.m))
-        };
         for &(idx, data) in blocks {
-            // Space first: slots for the open stripe, and for the next one
-            // if this block could seal it. A full device is an error here,
-            // before the block is accepted.
-            if self.writer(fs)?.reserved.is_none() {
-                let slots = self.reserve(k + m)?;
-                self.writer(fs)?.reserved = Some(slots);
-            }
-            let w = self.writer(fs)?;
-            if w.next.is_none() && w.pipeline.may_seal_next() {
-                let slots = self.reserve(k + m)?;
-                self.writer(fs)?.next = Some(slots);
-            }
-            let mut w = self.writers.remove(&fs).expect("writer exists");
-            let mut sealed: Option<(u64, Vec<Vec<u8>>, Vec<u64>)> = None;
-            let placed = {
-                let mut reader = StoreReader { store: self, fs };
-                w.pipeline
-                    .write_block(fs, data, &mut reader, &mut |s: SealedStripe<'_>| {
-                        sealed = Some((
-                            s.id,
-                            s.chunks.iter().map(|c| c.to_vec()).collect(),
-                            s.checksums.to_vec(),
-                        ));
-                    })
-            };
-            if let Some((id, chunks, sums)) = sealed {
-                let slots = w.reserved.take();
-                w.reserved = w.next.take();
-                let res = match slots {
-                    Some(slots) => self.write_stripe(fs, id, k, m, &chunks, sums, slots),
-                    None => Err(StoreError::Invalid {
-                        reason: format!("stripe {id} sealed without reserved space"),
-                    }),
+            let (addr, fp) = self.place(fs, &mut |p, reader, sink| {
+                let addr = match p.write_block(fs, data, reader, sink) {
+                    Placed::Dup(a) | Placed::New(a) => a,
                 };
-                if let Err(e) = res {
-                    self.writers.insert(fs, w);
-                    return Err(e);
-                }
-            }
-            let addr = match placed {
-                Placed::Dup(a) | Placed::New(a) => a,
-            };
-            let fp = if w.pipeline.config().reduction {
-                let f = w.pipeline.fingerprint(data);
-                match w.pipeline.index_mut().get(fs, f) {
-                    Some(e) if e.location == addr => f,
-                    _ => 0,
-                }
-            } else {
-                0
-            };
-            self.writers.insert(fs, w);
+                (addr, p.last_fingerprint().unwrap_or(0))
+            })?;
             *self.refs.entry(addr.stripe).or_default() += 1;
             out.push((idx, BlockRef { addr, fp }));
         }
         Ok(out)
+    }
+
+    /// Puts one block into a file system's open stripe with `op`: reserves
+    /// space first (for the open stripe, and for the next one if this block
+    /// could seal it, so a full device is an error before anything is
+    /// accepted), and writes out a stripe the block sealed.
+    fn place(
+        &mut self,
+        fs: FsId,
+        op: &mut dyn FnMut(
+            &mut WritePipeline,
+            &mut dyn BlockReader,
+            &mut dyn FnMut(SealedStripe<'_>),
+        ) -> (BlockAddr, u128),
+    ) -> Result<(BlockAddr, u128)> {
+        let (k, m) = {
+            let f = self.fs(fs)?;
+            (usize::from(f.k), usize::from(f.m))
+        };
+        if self.writer(fs)?.reserved.is_none() {
+            let slots = self.reserve(k + m)?;
+            self.writer(fs)?.reserved = Some(slots);
+        }
+        let w = self.writer(fs)?;
+        if w.next.is_none() && w.pipeline.may_seal_next() {
+            let slots = self.reserve(k + m)?;
+            self.writer(fs)?.next = Some(slots);
+        }
+        let mut w = self.writers.remove(&fs).expect("writer exists");
+        let mut sealed: Option<(u64, Vec<Vec<u8>>, Vec<u64>)> = None;
+        let placed = {
+            let mut reader = StoreReader { store: self, fs };
+            op(&mut w.pipeline, &mut reader, &mut |s: SealedStripe<'_>| {
+                sealed = Some((
+                    s.id,
+                    s.chunks.iter().map(|c| c.to_vec()).collect(),
+                    s.checksums.to_vec(),
+                ));
+            })
+        };
+        let mut res = Ok(placed);
+        if let Some((id, chunks, sums)) = sealed {
+            let slots = w.reserved.take();
+            w.reserved = w.next.take();
+            if let Err(e) = match slots {
+                Some(slots) => self.write_stripe(fs, id, k, m, &chunks, sums, slots),
+                None => Err(StoreError::Invalid {
+                    reason: format!("stripe {id} sealed without reserved space"),
+                }),
+            } {
+                res = Err(e);
+            }
+        }
+        self.writers.insert(fs, w);
+        res
+    }
+
+    /// Garbage collection: moves the live blocks out of up to `max_stripes`
+    /// sealed stripes that are less than half live, then frees them. Runs
+    /// in small steps so foreground I/O is never held up for long.
+    pub fn gc(&mut self, max_stripes: usize) -> Result<GcReport> {
+        let mut rep = GcReport::default();
+        let cs = self.layout.chunk_blocks * 4096;
+        // Live (distinct) stored bytes and references per sealed stripe.
+        let mut live: HashMap<u64, (u64, Vec<(Ino, u64, BlockRef)>)> = HashMap::new();
+        let mut seen: std::collections::HashSet<BlockAddr> = std::collections::HashSet::new();
+        for i in self.meta.inodes.values() {
+            for (&idx, b) in &i.blocks {
+                if !self.meta.stripes.contains_key(&b.addr.stripe) {
+                    continue;
+                }
+                let e = live.entry(b.addr.stripe).or_default();
+                if seen.insert(b.addr) {
+                    e.0 += u64::from(b.addr.stored_len);
+                }
+                e.1.push((i.ino, idx, *b));
+            }
+        }
+        let mut cands: Vec<(u64, u64)> = live
+            .iter()
+            .filter_map(|(&id, (bytes, _))| {
+                let s = self.meta.stripes.get(&id)?;
+                (*bytes * 2 < u64::from(s.k) * cs).then_some((*bytes, id))
+            })
+            .collect();
+        cands.sort();
+        for (_, id) in cands.into_iter().take(max_stripes) {
+            let Some((_, refs)) = live.remove(&id) else {
+                continue;
+            };
+            let fs = self.stripe(id)?.fs;
+            let mut moved: HashMap<BlockAddr, BlockAddr> = HashMap::new();
+            let mut stored = Vec::new();
+            for &(_, _, b) in &refs {
+                if moved.contains_key(&b.addr) {
+                    continue;
+                }
+                stored.resize(b.addr.stored_len as usize, 0);
+                self.read_stored(fs, &b.addr, &mut stored)?;
+                let (new, _) = self.place(fs, &mut |p, _, sink| {
+                    (p.relocate(&stored, b.addr.compressed, sink), 0)
+                })?;
+                if b.fp != 0 {
+                    if let Some(w) = self.writers.get_mut(&fs) {
+                        let idx = w.pipeline.index_mut();
+                        if idx.get(fs, b.fp).is_some_and(|e| e.location == b.addr) {
+                            idx.relocate(fs, b.fp, new);
+                        }
+                    }
+                }
+                moved.insert(b.addr, new);
+                rep.moved_bytes += u64::from(b.addr.stored_len);
+            }
+            let mut by_ino: BTreeMap<Ino, Vec<(u64, BlockRef)>> = BTreeMap::new();
+            for (ino, idx, b) in refs {
+                let addr = moved[&b.addr];
+                *self.refs.entry(addr.stripe).or_default() += 1;
+                by_ino
+                    .entry(ino)
+                    .or_default()
+                    .push((idx, BlockRef { addr, fp: b.fp }));
+            }
+            for (ino, blocks) in by_ino {
+                let size = self.meta.inodes.get(&ino).map_or(0, |i| i.size);
+                self.record(Record::Extents { ino, size, blocks });
+            }
+            rep.stripes += 1;
+        }
+        if rep.stripes > 0 {
+            self.sync()?;
+        }
+        Ok(rep)
     }
 
     /// Writes a sealed stripe's chunks into its reserved slots.

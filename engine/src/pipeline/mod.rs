@@ -172,6 +172,7 @@ pub struct WritePipeline {
     scratch: Vec<u8>,
     verify: Vec<u8>,
     stats: PipelineStats,
+    last_fp: Option<Fingerprint>,
 }
 
 impl WritePipeline {
@@ -200,6 +201,7 @@ impl WritePipeline {
             scratch: vec![0; compress::bound(cfg.block_size)],
             verify: vec![0; cfg.block_size],
             stats: PipelineStats::default(),
+            last_fp: None,
             cfg,
             stages,
             codec,
@@ -261,6 +263,12 @@ impl WritePipeline {
         self.buf().get(start..start + addr.stored_len as usize)
     }
 
+    /// The fingerprint under which the last written block is indexed
+    /// (`None`: not indexed — no reduction, or a collision stored apart).
+    pub fn last_fingerprint(&self) -> Option<Fingerprint> {
+        self.last_fp
+    }
+
     /// Fingerprints a block (exposed so callers can route by partition).
     pub fn fingerprint(&self, block: &[u8]) -> Fingerprint {
         self.stages.fingerprint.fingerprint(block)
@@ -308,6 +316,7 @@ impl WritePipeline {
     ) -> Placed {
         self.stats.logical += block.len() as u64;
         self.stats.blocks += 1;
+        self.last_fp = None;
         let mut fp = None;
         if self.cfg.reduction {
             let f = self.stages.fingerprint.fingerprint(block);
@@ -316,6 +325,7 @@ impl WritePipeline {
                 if self.same_bytes(&e.location, block, reader) {
                     self.stages.index.add_ref(org, f);
                     self.stats.dedup_hits += 1;
+                    self.last_fp = Some(f);
                     return Placed::Dup(e.location);
                 }
                 self.stats.collisions += 1;
@@ -332,6 +342,26 @@ impl WritePipeline {
             Some(n) => &scratch[..n],
             None => block,
         };
+        let addr = self.pack(payload, compressed.is_some(), sink);
+        if compressed.is_some() {
+            self.stats.compressed += 1;
+        }
+        self.scratch = scratch;
+        if let Some(f) = fp {
+            self.stages.index.insert(org, f, addr);
+            self.last_fp = Some(f);
+        }
+        Placed::New(addr)
+    }
+
+    /// Appends stored bytes to the open stripe, sealing it first if they do
+    /// not fit; returns where they landed.
+    fn pack(
+        &mut self,
+        payload: &[u8],
+        compressed: bool,
+        sink: &mut dyn FnMut(SealedStripe<'_>),
+    ) -> BlockAddr {
         if self.used[self.chunk] as usize + payload.len() > self.cfg.chunk_size {
             self.chunk += 1;
             if self.chunk == self.cfg.k {
@@ -343,21 +373,25 @@ impl WritePipeline {
         self.buf_mut()[start..start + payload.len()].copy_from_slice(payload);
         self.used[self.chunk] += payload.len() as u32;
         self.stats.packed += payload.len() as u64;
-        let addr = BlockAddr {
+        BlockAddr {
             stripe: self.stripe,
             chunk: self.chunk as u16,
             offset,
             stored_len: payload.len() as u32,
-            compressed: compressed.is_some(),
-        };
-        if compressed.is_some() {
-            self.stats.compressed += 1;
+            compressed,
         }
-        self.scratch = scratch;
-        if let Some(f) = fp {
-            self.stages.index.insert(org, f, addr);
-        }
-        Placed::New(addr)
+    }
+
+    /// Moves a stored block (already fingerprinted, deduplicated and
+    /// compressed) into the open stripe as is: garbage collection's path.
+    /// The caller updates every reference and the dedup index.
+    pub fn relocate(
+        &mut self,
+        stored: &[u8],
+        compressed: bool,
+        sink: &mut dyn FnMut(SealedStripe<'_>),
+    ) -> BlockAddr {
+        self.pack(stored, compressed, sink)
     }
 
     /// Seals the open stripe (if it holds anything): zero the unused tails,
