@@ -220,6 +220,18 @@ pub struct RepairStats {
     pub healed_sectors: u64,
 }
 
+/// What [`Store::place`] runs on the pipeline: returns the block's address
+/// and indexed fingerprint (0 if none).
+type PlaceOp<'a> = dyn FnMut(
+        &mut WritePipeline,
+        &mut dyn BlockReader,
+        &mut dyn FnMut(SealedStripe<'_>),
+    ) -> (BlockAddr, u128)
+    + 'a;
+
+/// One reference to a stored block: (file, logical block, where).
+type BlockUse = (Ino, u64, BlockRef);
+
 struct Dev {
     name: String,
     qp: Box<dyn QueuePair>,
@@ -1091,15 +1103,7 @@ impl Store {
     /// space first (for the open stripe, and for the next one if this block
     /// could seal it, so a full device is an error before anything is
     /// accepted), and writes out a stripe the block sealed.
-    fn place(
-        &mut self,
-        fs: FsId,
-        op: &mut dyn FnMut(
-            &mut WritePipeline,
-            &mut dyn BlockReader,
-            &mut dyn FnMut(SealedStripe<'_>),
-        ) -> (BlockAddr, u128),
-    ) -> Result<(BlockAddr, u128)> {
+    fn place(&mut self, fs: FsId, op: &mut PlaceOp<'_>) -> Result<(BlockAddr, u128)> {
         let (k, m) = {
             let f = self.fs(fs)?;
             (usize::from(f.k), usize::from(f.m))
@@ -1149,7 +1153,7 @@ impl Store {
         let mut rep = GcReport::default();
         let cs = self.layout.chunk_blocks * 4096;
         // Live (distinct) stored bytes and references per sealed stripe.
-        let mut live: HashMap<u64, (u64, Vec<(Ino, u64, BlockRef)>)> = HashMap::new();
+        let mut live: HashMap<u64, (u64, Vec<BlockUse>)> = HashMap::new();
         let mut seen: std::collections::HashSet<BlockAddr> = std::collections::HashSet::new();
         for i in self.meta.inodes.values() {
             for (&idx, b) in &i.blocks {
