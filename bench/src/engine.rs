@@ -17,22 +17,13 @@ use flint_engine::store::StoreConfig;
 
 use crate::args::Args;
 use crate::report::{ratio, Table};
+use crate::rng::Rng;
 
 fn reactor() -> ReactorConfig {
     let cpus = flint_dataplane::placement::allowed_cores().unwrap_or_default();
     ReactorConfig {
         cores: cpus.last().map(|c| vec![*c]).unwrap_or_default(),
         ..ReactorConfig::default()
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 
@@ -45,7 +36,7 @@ fn raw_reads(dev: Arc<dyn BlockDevice>, span_blocks: u64, secs: f64) -> Result<f
             .map_err(|e| e.to_string())?;
         let mut pool = BufPool::new(1, 4096, HugePages::Auto).map_err(|e| e.to_string())?;
         let mut buf = pool.get().ok_or("empty pool")?;
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         let mut out = [Completion::EMPTY; 4];
         let t0 = Instant::now();
         let mut n = 0u64;
@@ -68,7 +59,7 @@ fn raw_reads(dev: Arc<dyn BlockDevice>, span_blocks: u64, secs: f64) -> Result<f
 
 fn store_reads(e: &Engine, ino: u64, blocks: u64, secs: f64) -> Result<f64, String> {
     e.call(move |s| {
-        let mut rng = Rng(11);
+        let mut rng = Rng::new(11);
         let mut pool = BufPool::new(1, 4096, HugePages::Auto)?;
         let mut buf = pool.get().ok_or(flint_engine::store::StoreError::NoSpace {
             what: "buffer pool".into(),
@@ -120,7 +111,7 @@ pub fn main(mut a: Args) -> Result<(), String> {
         .call(move |s| {
             let fs = s.fs_create("bench", k, m, true, u64::MAX)?;
             let ino = s.create(fs, "data")?;
-            let mut rng = Rng(3);
+            let mut rng = Rng::new(3);
             let mut chunk = vec![0u8; 1 << 20];
             for mb in 0..mib {
                 for c in chunk.chunks_mut(8) {

@@ -19,6 +19,7 @@ mod fio;
 mod pipeline;
 mod report;
 mod ring;
+mod rng;
 
 const HELP: &str = "\
 flint-bench: Flint's benchmarks, each beside its baseline from the same run

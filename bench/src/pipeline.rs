@@ -15,18 +15,9 @@ use flint_engine::pipeline::{BlockAddr, BlockReader, PipelineConfig, Stages, Wri
 
 use crate::args::Args;
 use crate::report::{ratio, Table};
+use crate::rng::Rng;
 
 const BS: usize = 4096;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 fn random_block(r: &mut Rng, b: &mut [u8]) {
     for c in b.chunks_mut(8) {
@@ -85,7 +76,7 @@ struct Dataset {
 fn dataset(name: &'static str, mib: usize, text_pct: u64, dup_pct: u64) -> Dataset {
     let blocks = mib * 256;
     let mut data = vec![0u8; blocks * BS];
-    let mut r = Rng(0x5eed_0000 + text_pct * 131 + dup_pct);
+    let mut r = Rng::new(0x5eed_0000 + text_pct * 131 + dup_pct);
     let mut dups = 0;
     for i in 0..blocks {
         let roll = r.next() % 100;

@@ -32,11 +32,15 @@ fn main() -> Result<(), String> {
     match e.format(devs.clone(), StoreConfig::default(), false) {
         Ok(()) => println!("formatted 6 devices under {}", dir.display()),
         Err(StoreError::AlreadyFormatted { .. }) => {
-            println!("devices under {} already formatted; reusing them", dir.display())
+            println!(
+                "devices under {} already formatted; reusing them",
+                dir.display()
+            )
         }
         Err(err) => return Err(err.to_string()),
     }
-    e.open(devs.iter().cloned().map(Some).collect()).map_err(|e| e.to_string())?;
+    e.open(devs.iter().cloned().map(Some).collect())
+        .map_err(|e| e.to_string())?;
 
     // A workload: text-like files, duplicated copies, random data.
     let t0 = Instant::now();
@@ -89,7 +93,9 @@ fn main() -> Result<(), String> {
     e.open(some).map_err(|e| e.to_string())?;
     for (ino, name, data) in &files {
         let (ino, len) = (*ino, data.len());
-        let got = e.call(move |s| s.read(ino, 0, len)).map_err(|e| e.to_string())?;
+        let got = e
+            .call(move |s| s.read(ino, 0, len))
+            .map_err(|e| e.to_string())?;
         if got != *data {
             return Err(format!("{name}: read back wrong data"));
         }

@@ -1330,14 +1330,18 @@ impl Store {
         Ok(())
     }
 
-    /// Reads up to `len` bytes at `offset` (less at the end of the file).
-    pub fn read(&mut self, ino: Ino, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let size = self
+    fn size_of(&self, ino: Ino) -> Result<u64> {
+        Ok(self
             .meta
             .inodes
             .get(&ino)
             .ok_or_else(|| not_found(ino))?
-            .size;
+            .size)
+    }
+
+    /// Reads up to `len` bytes at `offset` (less at the end of the file).
+    pub fn read(&mut self, ino: Ino, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let size = self.size_of(ino)?;
         let n = size.saturating_sub(offset).min(len as u64) as usize;
         let mut out = vec![0u8; n];
         self.read_into(ino, offset, &mut out)?;
@@ -1348,12 +1352,7 @@ impl Store {
     /// end of the file). A 4 KiB-aligned `out` of whole blocks is filled
     /// straight from the device, with no copy.
     pub fn read_into(&mut self, ino: Ino, offset: u64, out: &mut [u8]) -> Result<usize> {
-        let size = self
-            .meta
-            .inodes
-            .get(&ino)
-            .ok_or_else(|| not_found(ino))?
-            .size;
+        let size = self.size_of(ino)?;
         if offset >= size || out.is_empty() {
             return Ok(0);
         }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{engine, file_devices, memory_devices, present, small_config, Rng};
+use common::{engine, file_devices, fresh, memory_devices, present, small_config, Rng};
 use flint_dataplane::bdev::fault::FaultyDevice;
 use flint_dataplane::bdev::BlockDevice;
 use flint_engine::store::{StoreError, BLOCK};
@@ -101,12 +101,7 @@ fn round_trips_for_every_protection_and_reduction_setting() {
 #[test]
 fn unsynced_writes_may_vanish_but_synced_ones_survive_a_crash() {
     let devs = memory_devices(6, 24);
-    let e = engine();
-    e.format(devs.clone(), small_config(), false).unwrap();
-    e.open(present(&devs)).unwrap();
-    let fs = e
-        .call(|s| s.fs_create("data", 4, 2, true, 1 << 30))
-        .unwrap();
+    let (e, fs) = fresh(&devs, 4, 2, true);
     let mut rng = Rng(5);
     let mut model = Model::new();
     workload(&e, fs, &mut rng, &mut model, 100);
@@ -163,12 +158,7 @@ fn faulty(
 fn losing_up_to_m_devices_loses_nothing_and_scrub_restores_redundancy() {
     // 4+2 on seven devices: one spare for scrub to rebuild onto.
     let (devs, plans) = faulty(7);
-    let e = engine();
-    e.format(devs.clone(), small_config(), false).unwrap();
-    e.open(present(&devs)).unwrap();
-    let fs = e
-        .call(|s| s.fs_create("data", 4, 2, false, 1 << 30))
-        .unwrap();
+    let (e, fs) = fresh(&devs, 4, 2, false);
     let mut rng = Rng(77);
     let mut model = Model::new();
     workload(&e, fs, &mut rng, &mut model, 120);
@@ -204,12 +194,7 @@ fn losing_up_to_m_devices_loses_nothing_and_scrub_restores_redundancy() {
 #[test]
 fn a_restart_with_a_device_missing_reads_everything() {
     let devs = memory_devices(6, 24);
-    let e = engine();
-    e.format(devs.clone(), small_config(), false).unwrap();
-    e.open(present(&devs)).unwrap();
-    let fs = e
-        .call(|s| s.fs_create("data", 4, 2, true, 1 << 30))
-        .unwrap();
+    let (e, fs) = fresh(&devs, 4, 2, true);
     let mut rng = Rng(9);
     let mut model = Model::new();
     workload(&e, fs, &mut rng, &mut model, 100);
@@ -226,12 +211,7 @@ fn a_restart_with_a_device_missing_reads_everything() {
 fn bit_rot_is_detected_repaired_and_healed() {
     let dir = tempfile::tempdir().unwrap();
     let devs = file_devices(dir.path(), 5, 24);
-    let e = engine();
-    e.format(devs.clone(), small_config(), false).unwrap();
-    e.open(present(&devs)).unwrap();
-    let fs = e
-        .call(|s| s.fs_create("data", 3, 2, false, 1 << 30))
-        .unwrap();
+    let (e, fs) = fresh(&devs, 3, 2, false);
     let ino = e.call(move |s| s.create(fs, "victim")).unwrap();
     let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 253) as u8).collect();
     let d = data.clone();
@@ -335,12 +315,7 @@ fn full_devices_and_full_file_systems_are_clean_errors() {
 #[test]
 fn dedup_shares_identical_blocks_and_frees_them_with_the_last_reference() {
     let devs = memory_devices(4, 24);
-    let e = engine();
-    e.format(devs.clone(), small_config(), false).unwrap();
-    e.open(present(&devs)).unwrap();
-    let fs = e
-        .call(|s| s.fs_create("data", 2, 2, true, 1 << 30))
-        .unwrap();
+    let (e, fs) = fresh(&devs, 2, 2, true);
     let block: Vec<u8> = (0..BLOCK).map(|i| (i * 31 % 256) as u8).collect();
     let data: Vec<u8> = block.iter().cycle().take(40 * BLOCK).copied().collect();
     let (a, b) = e
@@ -400,12 +375,7 @@ fn the_seal_timer_makes_writes_durable_without_fsync() {
 #[test]
 fn garbage_collection_compacts_half_dead_stripes_and_keeps_every_byte() {
     let devs = memory_devices(4, 32);
-    let e = engine();
-    e.format(devs.clone(), small_config(), false).unwrap();
-    e.open(present(&devs)).unwrap();
-    let fs = e
-        .call(|s| s.fs_create("data", 2, 2, true, 1 << 30))
-        .unwrap();
+    let (e, fs) = fresh(&devs, 2, 2, true);
     let mut rng = Rng(21);
     let mut model = Model::new();
     // Two files of shared and unique blocks; then overwrite most of one.

@@ -52,6 +52,18 @@ pub fn file_devices(dir: &Path, n: usize, mib: u64) -> Vec<Arc<dyn BlockDevice>>
         .collect()
 }
 
+/// A freshly formatted and opened engine on `devs` with one file system
+/// "data" of protection k+m.
+pub fn fresh(devs: &[Arc<dyn BlockDevice>], k: u8, m: u8, reduction: bool) -> (Engine, u32) {
+    let e = engine();
+    e.format(devs.to_vec(), small_config(), false).unwrap();
+    e.open(present(devs)).unwrap();
+    let fs = e
+        .call(move |s| s.fs_create("data", k, m, reduction, 1 << 30))
+        .unwrap();
+    (e, fs)
+}
+
 /// All devices present.
 pub fn present(devs: &[Arc<dyn BlockDevice>]) -> Vec<Option<Arc<dyn BlockDevice>>> {
     devs.iter().cloned().map(Some).collect()
