@@ -35,7 +35,7 @@ enum Op {
 
 fn bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut r = Rng(seed * 0x9e37_79b9 + 7);
-    let text = seed % 2 == 0;
+    let text = seed.is_multiple_of(2);
     (0..len)
         .map(|i| {
             if text {
@@ -120,14 +120,14 @@ fn child(dir: &Path, round: u64) -> ! {
 fn parse(line: &str) -> Option<Op> {
     let v: Vec<&str> = line.split(' ').collect();
     let n = |i: usize| v.get(i).and_then(|x| x.parse::<u64>().ok());
-    match v.get(1)? {
-        &"W" => Some(Op::Write {
+    match *v.get(1)? {
+        "W" => Some(Op::Write {
             file: n(2)? as usize,
             off: n(3)?,
             len: n(4)? as usize,
             seed: n(5)?,
         }),
-        &"T" => Some(Op::Truncate {
+        "T" => Some(Op::Truncate {
             file: n(2)? as usize,
             size: n(3)?,
         }),
