@@ -2,16 +2,18 @@
 //! (fingerprint + dedup with verify-on-hit + compress + pack + EC +
 //! checksum) beside the same codecs chained with no engine around them,
 //! on incompressible, text-like and mixed datasets, with the reduction
-//! ratios and write amplification next to the ideal.
+//! ratios and write amplification next to the ideal. Sealed stripes are
+//! handed off as to a DMA engine (not copied) in both columns.
 
-use std::cell::RefCell;
 use std::time::Instant;
 
 use flint_engine::pipeline::checksum::{Checksummer, Xxh3Sum, SEED_CHUNK};
 use flint_engine::pipeline::compress::{self, Compressor, Lz4Probe};
 use flint_engine::pipeline::ec::{best_kernel, Codec};
 use flint_engine::pipeline::fingerprint::{Fingerprinter, Xxh3};
-use flint_engine::pipeline::{BlockAddr, BlockReader, PipelineConfig, Stages, WritePipeline};
+use flint_engine::pipeline::{
+    BlockAddr, BlockReader, PipelineConfig, Placed, Stages, WritePipeline,
+};
 
 use crate::args::Args;
 use crate::report::{ratio, Table};
@@ -96,49 +98,35 @@ fn dataset(name: &'static str, mib: usize, text_pct: u64, dup_pct: u64) -> Datas
     Dataset { name, data, dups }
 }
 
-/// Sealed stripes kept in memory, serving verify-on-hit reads.
-struct Arena {
-    chunk: usize,
-    k: usize,
-    m: usize,
-    data: Vec<u8>,
-    next: usize,
-    first_stripe: u64,
+/// Serves verify-on-hit reads. Sealed stripes go to the devices by DMA, so
+/// neither column copies them anywhere; a read of a stored block re-derives
+/// its stored bytes from the dataset block it came from.
+struct Origins<'a> {
+    data: &'a [u8],
+    /// (stripe, chunk, offset) of each new block, in the order stored —
+    /// which is address order, so lookups are a binary search.
+    at: Vec<((u64, u16, u32), usize)>,
+    scratch: Vec<u8>,
 }
 
-impl Arena {
-    fn store(&mut self, chunks: &[&[u8]]) {
-        for c in chunks {
-            let end = self.next + c.len();
-            if end > self.data.len() {
-                self.data.resize(end, 0);
-            }
-            self.data[self.next..end].copy_from_slice(c);
-            self.next = end;
-        }
-    }
-}
-
-/// The reader half of a shared arena (the sink writes through the same cell).
-struct ArenaReader<'a>(&'a RefCell<Arena>);
-
-impl BlockReader for ArenaReader<'_> {
+impl BlockReader for Origins<'_> {
     fn read_stored(&mut self, a: &BlockAddr, out: &mut [u8]) -> bool {
-        self.0.borrow().read(a, out)
-    }
-}
-
-impl Arena {
-    fn read(&self, a: &BlockAddr, out: &mut [u8]) -> bool {
-        let stripe = (a.stripe - self.first_stripe) as usize;
-        let start =
-            (stripe * (self.k + self.m) + usize::from(a.chunk)) * self.chunk + a.offset as usize;
-        match self.data.get(start..start + out.len()) {
-            Some(s) => {
-                out.copy_from_slice(s);
+        let key = (a.stripe, a.chunk, a.offset);
+        let Ok(pos) = self.at.binary_search_by_key(&key, |e| e.0) else {
+            return false;
+        };
+        let i = self.at[pos].1;
+        let block = &self.data[i * BS..(i + 1) * BS];
+        if !a.compressed {
+            out.copy_from_slice(block);
+            return true;
+        }
+        match Lz4Probe.compress(block, &mut self.scratch) {
+            Some(n) if n == out.len() => {
+                out.copy_from_slice(&self.scratch[..n]);
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 }
@@ -162,26 +150,21 @@ fn run_flint(ds: &Dataset, k: usize, m: usize, chunk: usize) -> Result<Run, Stri
     let blocks = ds.data.len() / BS;
     let mut p =
         WritePipeline::new(cfg, Stages::fast_sized(blocks), 0).map_err(|e| e.to_string())?;
-    let mut arena = Arena {
-        chunk,
-        k,
-        m,
-        data: vec![0; ds.data.len() / k * (k + m) + (k + m) * chunk],
-        next: 0,
-        first_stripe: 0,
+    let mut origins = Origins {
+        data: &ds.data,
+        at: Vec::with_capacity(blocks),
+        scratch: vec![0; compress::bound(BS)],
     };
-    // Fault the output in before timing, as a running engine's memory is.
-    arena.data.fill(1);
-    let arena = RefCell::new(arena);
-    let mut reader = ArenaReader(&arena);
+    let mut stripes = 0u64;
     let f0 = crate::report::minor_faults();
     let t0 = Instant::now();
-    for block in ds.data.chunks(BS) {
-        p.write_block(1, block, &mut reader, &mut |s| {
-            arena.borrow_mut().store(&s.chunks)
-        });
+    for (i, block) in ds.data.chunks(BS).enumerate() {
+        let placed = p.write_block(1, block, &mut origins, &mut |_| stripes += 1);
+        if let Placed::New(addr) = placed {
+            origins.at.push(((addr.stripe, addr.chunk, addr.offset), i));
+        }
     }
-    p.seal(&mut |s| arena.borrow_mut().store(&s.chunks));
+    p.seal(&mut |_| stripes += 1);
     let secs = t0.elapsed().as_secs_f64();
     let faults = crate::report::minor_faults() - f0;
     if faults > 10_000 {
@@ -205,15 +188,12 @@ fn run_flint(ds: &Dataset, k: usize, m: usize, chunk: usize) -> Result<Run, Stri
 fn run_raw(ds: &Dataset, k: usize, m: usize, chunk: usize) -> Result<f64, String> {
     let codec = Codec::new(k, m, best_kernel()).map_err(|e| e.to_string())?;
     let mut stripe = vec![0u8; (k + m) * chunk];
-    let mut out = vec![0u8; ds.data.len() / k * (k + m) + (k + m) * chunk];
-    let mut out_at = 0;
-    out.fill(1);
     let mut scratch = vec![0u8; compress::bound(BS)];
     let mut fill = 0usize;
     let mut sink = 0u64;
     let mut sums = 0u64;
     let t0 = Instant::now();
-    let mut flush = |stripe: &mut Vec<u8>, out: &mut Vec<u8>, out_at: &mut usize| {
+    let mut flush = |stripe: &mut Vec<u8>| {
         let (d, p) = stripe.split_at_mut(k * chunk);
         let data: Vec<&[u8]> = d.chunks(chunk).collect();
         let mut parity: Vec<&mut [u8]> = p.chunks_mut(chunk).collect();
@@ -221,8 +201,6 @@ fn run_raw(ds: &Dataset, k: usize, m: usize, chunk: usize) -> Result<f64, String
         for c in stripe.chunks(chunk) {
             sums ^= Xxh3Sum.checksum(SEED_CHUNK, c);
         }
-        out[*out_at..*out_at + stripe.len()].copy_from_slice(stripe);
-        *out_at += stripe.len();
     };
     for block in ds.data.chunks(BS) {
         sink ^= Xxh3.fingerprint(block) as u64;
@@ -231,13 +209,13 @@ fn run_raw(ds: &Dataset, k: usize, m: usize, chunk: usize) -> Result<f64, String
             None => block,
         };
         if fill + payload.len() > k * chunk {
-            flush(&mut stripe, &mut out, &mut out_at);
+            flush(&mut stripe);
             fill = 0;
         }
         stripe[fill..fill + payload.len()].copy_from_slice(payload);
         fill += payload.len();
     }
-    flush(&mut stripe, &mut out, &mut out_at);
+    flush(&mut stripe);
     let secs = t0.elapsed().as_secs_f64();
     std::hint::black_box((sink, sums));
     Ok(ds.data.len() as f64 / secs / 1e9)
