@@ -14,6 +14,11 @@ use flint_dataplane::reactor::{ReactorConfig, ReactorSet};
 
 use crate::store::{Store, StoreConfig, StoreError};
 
+/// Free-space share under which the timer collects garbage.
+const GC_BELOW: f64 = 0.25;
+/// Stripes one timer tick may collect.
+const GC_STEP: usize = 4;
+
 /// A running engine.
 pub struct Engine {
     set: ReactorSet,
@@ -48,7 +53,9 @@ impl Engine {
 
     /// Opens the engine and, with `seal_every`, seals open stripes and
     /// commits their metadata on that period (group commit), so data is
-    /// durable within one period even without an fsync.
+    /// durable within one period even without an fsync. The same timer
+    /// runs one step of garbage collection when free space falls below a
+    /// quarter, so space comes back without stalling foreground I/O.
     pub fn open_with(
         &self,
         devices: Vec<Option<Arc<dyn BlockDevice>>>,
@@ -60,6 +67,11 @@ impl Engine {
             if let Some(period) = seal_every {
                 core.add_periodic(period, |core| {
                     if let Some(Some(store)) = core.local::<Option<Store>>() {
+                        if store.free_fraction() < GC_BELOW {
+                            if let Err(e) = store.gc(GC_STEP) {
+                                tracing::warn!(error = %e, "background garbage collection failed");
+                            }
+                        }
                         if store.has_unsynced() {
                             if let Err(e) = store.sync() {
                                 tracing::error!(error = %e, "periodic seal failed");

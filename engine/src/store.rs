@@ -1147,8 +1147,10 @@ impl Store {
     }
 
     /// Garbage collection: moves the live blocks out of up to `max_stripes`
-    /// sealed stripes that are less than half live, then frees them. Runs
-    /// in small steps so foreground I/O is never held up for long.
+    /// sealed stripes that are less than half live into the open stripe,
+    /// and frees them. The moves become durable, and the freed slots
+    /// reusable, at the next [`Store::sync`]. Runs in small steps so
+    /// foreground I/O is never held up for long.
     pub fn gc(&mut self, max_stripes: usize) -> Result<GcReport> {
         let mut rep = GcReport::default();
         let cs = self.layout.chunk_blocks * 4096;
@@ -1216,9 +1218,6 @@ impl Store {
                 self.record(Record::Extents { ino, size, blocks });
             }
             rep.stripes += 1;
-        }
-        if rep.stripes > 0 {
-            self.sync()?;
         }
         Ok(rep)
     }
@@ -1880,6 +1879,17 @@ impl Store {
             } else {
                 plain as f64 / stored as f64
             },
+        }
+    }
+
+    /// Share of chunk slots free, 0.0 to 1.0.
+    pub fn free_fraction(&self) -> f64 {
+        let total = self.layout.slots * self.devs.len() as u64;
+        let free: u64 = self.free.iter().map(|f| f.len() as u64).sum();
+        if total == 0 {
+            0.0
+        } else {
+            free as f64 / total as f64
         }
     }
 

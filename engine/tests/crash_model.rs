@@ -101,7 +101,11 @@ fn child(dir: &Path, round: u64) -> ! {
                 println!("SYNCED");
             }
             3 => {
-                e.call(|s| s.gc(2).map(|_| ())).unwrap();
+                e.call(|s| {
+                    s.gc(2)?;
+                    s.sync()
+                })
+                .unwrap();
                 println!("SYNCED");
             }
             _ => {
