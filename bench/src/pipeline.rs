@@ -158,10 +158,17 @@ fn run_flint(ds: &Dataset, k: usize, m: usize, chunk: usize) -> Result<Run, Stri
     let mut stripes = 0u64;
     let f0 = crate::report::minor_faults();
     let t0 = Instant::now();
-    for (i, block) in ds.data.chunks(BS).enumerate() {
-        let placed = p.write_block(1, block, &mut origins, &mut |_| stripes += 1);
-        if let Placed::New(addr) = placed {
-            origins.at.push(((addr.stripe, addr.chunk, addr.offset), i));
+    let mut placed = Vec::with_capacity(64);
+    for (batch_no, batch) in ds.data.chunks(64 * BS).enumerate() {
+        let blocks: Vec<&[u8]> = batch.chunks(BS).collect();
+        placed.clear();
+        p.write_blocks(1, &blocks, &mut origins, &mut |_| stripes += 1, &mut placed);
+        for (j, (pl, _)) in placed.iter().enumerate() {
+            if let Placed::New(addr) = pl {
+                origins
+                    .at
+                    .push(((addr.stripe, addr.chunk, addr.offset), batch_no * 64 + j));
+            }
         }
     }
     p.seal(&mut |_| stripes += 1);

@@ -49,6 +49,9 @@ pub trait DedupIndex: Send {
     fn drop_ref(&mut self, org: OrgId, fp: Fingerprint) -> Option<u32>;
     /// Moves a block (garbage collection relocated it); false if absent.
     fn relocate(&mut self, org: OrgId, fp: Fingerprint, location: BlockAddr) -> bool;
+    /// Hints that `get`/`insert` for this key come soon (a cache prefetch);
+    /// a no-op where it does not help.
+    fn prefetch(&self, _org: OrgId, _fp: Fingerprint) {}
     /// Entries stored.
     fn len(&self) -> usize;
     /// Whether the index is empty.
@@ -182,20 +185,35 @@ impl DedupIndex for HashIndex {
     }
 
     #[inline]
+    fn prefetch(&self, org: OrgId, fp: Fingerprint) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let p = self.slots.as_ptr().wrapping_add(self.home(org, fp));
+            // SAFETY: PREFETCHT0 is a hint that never faults, whatever the
+            // address; `p` points into the slot table anyway.
+            #[allow(unused_unsafe)]
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+            };
+        }
+    }
+
+    #[inline]
     fn get(&self, org: OrgId, fp: Fingerprint) -> Option<DedupEntry> {
         self.find(org, fp)
             .and_then(|i| self.slots[i].map(|s| s.entry))
     }
 
     fn insert(&mut self, org: OrgId, fp: Fingerprint, location: BlockAddr) -> bool {
-        if self.find(org, fp).is_some() {
-            return false;
-        }
         if (self.len + 1) * 10 > self.slots.len() * 7 {
             self.grow();
         }
+        // One pass: a match means present; the first hole is where it goes.
         let mut i = self.home(org, fp);
-        while self.slots[i].is_some() {
+        while let Some(s) = &self.slots[i] {
+            if s.fp == fp && s.org == org {
+                return false;
+            }
             i = (i + 1) & self.mask;
         }
         self.slots[i] = Some(Slot {
