@@ -166,17 +166,16 @@ impl Meta {
                 }
             }
             Record::FileCreate { ino, fs, name } => {
+                // Idempotent: inode numbers are never reused, so a create
+                // seen twice must not empty the file.
                 self.next_ino = self.next_ino.max(ino + 1);
-                self.inodes.insert(
-                    *ino,
-                    Inode {
-                        ino: *ino,
-                        fs: *fs,
-                        name: name.clone(),
-                        size: 0,
-                        blocks: BTreeMap::new(),
-                    },
-                );
+                self.inodes.entry(*ino).or_insert_with(|| Inode {
+                    ino: *ino,
+                    fs: *fs,
+                    name: name.clone(),
+                    size: 0,
+                    blocks: BTreeMap::new(),
+                });
             }
             Record::FileUnlink { ino } => {
                 if let Some(inode) = self.inodes.remove(ino) {

@@ -25,6 +25,7 @@ use flint_dataplane::bdev::{BlockDevice, Completion, IoCmd, QpairOptions, QueueP
 use flint_dataplane::reactor::Core;
 use flint_dataplane::{Error as DpError, IoError};
 
+use crate::codec::Writer;
 use crate::format::{self, FormatError, Layout, Superblock, CHECKPOINT_MAGIC, JOURNAL_MAGIC};
 use crate::meta::{self, BlockRef, FsId, FsMeta, Ino, Meta, Record, StripeMeta, MAX_NAME};
 use crate::pipeline::checksum::{Checksummer, Xxh3Sum, SEED_CHUNK};
@@ -331,6 +332,8 @@ pub struct Store {
     rbuf: Option<Scratch>,
     /// Reused buffer for compressed blocks.
     cbuf: Vec<u8>,
+    /// Reused aligned buffer a sealed stripe is written from.
+    wbuf: Option<Scratch>,
     /// Erasure codecs by (k, m), for rebuilds.
     codecs: HashMap<(u8, u8), Codec>,
 }
@@ -389,6 +392,24 @@ fn run_io(devs: &mut [Option<Dev>], cmds: &[(usize, IoCmd)]) -> Vec<Result<u32, 
         .into_iter()
         .map(|r| r.unwrap_or(Err(IoError::Device { errno: libc::EIO })))
         .collect()
+}
+
+/// A journal entry's payload: a record count, then the records (the
+/// layout [`meta::decode_batch`] reads).
+fn batch_payload(count: u32, records: &[u8]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u32(count);
+    w.buf.extend_from_slice(records);
+    w.buf
+}
+
+/// Copies a sealed stripe's chunks, contiguous, into `buf`.
+fn copy_chunks(s: &SealedStripe<'_>, buf: &mut Scratch) {
+    let mut at = 0;
+    for c in &s.chunks {
+        buf.0.as_mut_slice()[at..at + c.len()].copy_from_slice(c);
+        at += c.len();
+    }
 }
 
 /// Runs one command on one queue pair and waits for it.
@@ -599,6 +620,7 @@ impl Store {
             ckpt_slot: 0,
             rbuf: None,
             cbuf: Vec::new(),
+            wbuf: None,
             codecs: HashMap::new(),
             repairs: RepairStats::default(),
         };
@@ -1099,6 +1121,15 @@ impl Store {
         Ok(out)
     }
 
+    /// The reused stripe write buffer, large enough for `width` chunks.
+    fn stripe_buffer(&mut self, width: usize) -> Result<Scratch> {
+        let len = width * self.layout.chunk_blocks as usize * 4096;
+        match self.wbuf.take() {
+            Some(b) if b.0.len >= len => Ok(b),
+            _ => Scratch::new(len),
+        }
+    }
+
     /// Puts one block into a file system's open stripe with `op`: reserves
     /// space first (for the open stripe, and for the next one if this block
     /// could seal it, so a full device is an error before anything is
@@ -1118,23 +1149,21 @@ impl Store {
             self.writer(fs)?.next = Some(slots);
         }
         let mut w = self.writers.remove(&fs).expect("writer exists");
-        let mut sealed: Option<(u64, Vec<Vec<u8>>, Vec<u64>)> = None;
+        let mut wbuf = self.stripe_buffer(k + m)?;
+        let mut sealed: Option<(u64, Vec<u64>)> = None;
         let placed = {
             let mut reader = StoreReader { store: self, fs };
             op(&mut w.pipeline, &mut reader, &mut |s: SealedStripe<'_>| {
-                sealed = Some((
-                    s.id,
-                    s.chunks.iter().map(|c| c.to_vec()).collect(),
-                    s.checksums.to_vec(),
-                ));
+                copy_chunks(&s, &mut wbuf);
+                sealed = Some((s.id, s.checksums.to_vec()));
             })
         };
         let mut res = Ok(placed);
-        if let Some((id, chunks, sums)) = sealed {
+        if let Some((id, sums)) = sealed {
             let slots = w.reserved.take();
             w.reserved = w.next.take();
             if let Err(e) = match slots {
-                Some(slots) => self.write_stripe(fs, id, k, m, &chunks, sums, slots),
+                Some(slots) => self.write_stripe(fs, id, k, m, &wbuf, sums, slots),
                 None => Err(StoreError::Invalid {
                     reason: format!("stripe {id} sealed without reserved space"),
                 }),
@@ -1142,6 +1171,7 @@ impl Store {
                 res = Err(e);
             }
         }
+        self.wbuf = Some(wbuf);
         self.writers.insert(fs, w);
         res
     }
@@ -1230,27 +1260,21 @@ impl Store {
         id: u64,
         k: usize,
         m: usize,
-        chunks: &[Vec<u8>],
+        buf: &Scratch,
         sums: Vec<u64>,
         slots: Vec<(u16, u64)>,
     ) -> Result<()> {
         let cs = self.layout.chunk_blocks as usize * 4096;
-        let mut bufs = Vec::with_capacity(chunks.len());
-        for c in chunks {
-            let mut b = Scratch::new(cs)?;
-            b.0.as_mut_slice()[..cs].copy_from_slice(c);
-            bufs.push(b);
-        }
         let cmds: Vec<(usize, IoCmd)> = slots
             .iter()
-            .zip(&bufs)
-            .map(|(&(d, slot), b)| {
+            .enumerate()
+            .map(|(i, &(d, slot))| {
                 (
                     usize::from(d),
                     IoCmd::write(
                         self.layout.slot_lba(slot),
                         self.layout.chunk_blocks as u32,
-                        b.0.as_ptr(),
+                        buf.0.as_ptr().wrapping_add(i * cs),
                         0,
                     ),
                 )
@@ -1625,19 +1649,17 @@ impl Store {
                 (usize::from(f.k), usize::from(f.m))
             };
             let mut w = self.writers.remove(&fs).expect("listed above");
-            let mut sealed: Option<(u64, Vec<Vec<u8>>, Vec<u64>)> = None;
+            let mut wbuf = self.stripe_buffer(k + m)?;
+            let mut sealed: Option<(u64, Vec<u64>)> = None;
             w.pipeline.seal(&mut |s: SealedStripe<'_>| {
-                sealed = Some((
-                    s.id,
-                    s.chunks.iter().map(|c| c.to_vec()).collect(),
-                    s.checksums.to_vec(),
-                ));
+                copy_chunks(&s, &mut wbuf);
+                sealed = Some((s.id, s.checksums.to_vec()));
             });
             let res = match sealed {
-                Some((id, chunks, sums)) => match w.reserved.take() {
+                Some((id, sums)) => match w.reserved.take() {
                     Some(slots) => {
                         w.reserved = w.next.take();
-                        self.write_stripe(fs, id, k, m, &chunks, sums, slots)
+                        self.write_stripe(fs, id, k, m, &wbuf, sums, slots)
                     }
                     None => Err(StoreError::Invalid {
                         reason: format!("stripe {id} sealed without reserved space"),
@@ -1645,6 +1667,7 @@ impl Store {
                 },
                 None => Ok(()),
             };
+            self.wbuf = Some(wbuf);
             self.writers.insert(fs, w);
             res?;
         }
@@ -1697,26 +1720,38 @@ impl Store {
     fn journal(&mut self, batch: &[Record]) -> Result<()> {
         let bs = self.layout.block_size as usize;
         let limit = (self.layout.journal_blocks as usize / 4).max(1) * bs;
-        // Split big batches; stripe records come first, so every prefix is
-        // a consistent state.
-        let mut start = 0;
-        while start < batch.len() {
-            let mut end = start + 1;
-            while end < batch.len() && meta::encode_batch(&batch[start..=end]).len() + 64 < limit {
-                end += 1;
+        // Group the records into entries of at most `limit` bytes (stripe
+        // records come first, so every prefix of entries is consistent).
+        let mut entries: Vec<Vec<u8>> = Vec::new();
+        let (mut body, mut count) = (Writer::default(), 0u32);
+        for r in batch {
+            let mut one = Writer::default();
+            meta::encode_record(&mut one, r);
+            if count > 0 && 4 + body.buf.len() + one.buf.len() + 64 > limit {
+                entries.push(batch_payload(count, &body.buf));
+                body.buf.clear();
+                count = 0;
             }
-            let payload = meta::encode_batch(&batch[start..end]);
+            body.buf.extend_from_slice(&one.buf);
+            count += 1;
+        }
+        if count > 0 {
+            entries.push(batch_payload(count, &body.buf));
+        }
+        let total: u64 = entries
+            .iter()
+            .map(|p| format::record_blocks(p.len(), bs))
+            .sum();
+        if self.head + total > self.layout.journal_blocks {
+            // The ring cannot take the whole batch. A checkpoint of the
+            // whole state replaces it: the state already includes the batch,
+            // and all data it refers to is durable. (Writing part of the
+            // batch, checkpointing, then the rest would let replay apply
+            // older records on top of the newer checkpoint.)
+            return self.checkpoint();
+        }
+        for payload in entries {
             let blocks = format::record_blocks(payload.len(), bs);
-            if blocks > self.layout.journal_blocks / 2 {
-                return Err(StoreError::NoSpace {
-                    what:
-                        "a metadata change is larger than the journal; format with a larger journal"
-                            .into(),
-                });
-            }
-            if self.head + blocks > self.layout.journal_blocks {
-                self.checkpoint()?;
-            }
             self.seq += 1;
             let rec = format::encode_record(JOURNAL_MAGIC, self.seq, &payload, bs);
             let mut buf = Scratch::new(rec.len())?;
@@ -1724,7 +1759,6 @@ impl Store {
             let lba = self.layout.journal_start + self.head;
             self.write_everywhere(lba, &buf, rec.len() / bs, "journal write")?;
             self.head += blocks;
-            start = end;
         }
         Ok(())
     }
@@ -1757,7 +1791,11 @@ impl Store {
     pub fn checkpoint(&mut self) -> Result<()> {
         let bs = self.layout.block_size as usize;
         let payload = self.meta.encode();
-        let rec = format::encode_record(CHECKPOINT_MAGIC, self.seq, &payload, bs);
+        // A checkpoint takes a sequence number of its own, so no two
+        // checkpoints ever share one: recovery must never be able to pick an
+        // older state of equal number (whose freed slots were reused since).
+        let seq = self.seq + 1;
+        let rec = format::encode_record(CHECKPOINT_MAGIC, seq, &payload, bs);
         if rec.len() as u64 > self.layout.checkpoint_blocks * bs as u64 {
             return Err(StoreError::NoSpace {
                 what: format!(
@@ -1771,6 +1809,7 @@ impl Store {
         let slot = self.ckpt_slot ^ 1;
         let lba = self.layout.checkpoint_lba(slot);
         self.write_everywhere(lba, &buf, rec.len() / bs, "checkpoint write")?;
+        self.seq = seq;
         self.ckpt_slot = slot;
         self.head = 0;
         Ok(())
@@ -1880,6 +1919,53 @@ impl Store {
                 plain as f64 / stored as f64
             },
         }
+    }
+
+    /// Checks the metadata's invariants: every block reference names a
+    /// stripe that exists, no chunk slot is claimed twice or also free, and
+    /// every stripe's chunks are on distinct devices. Returns what is wrong.
+    pub fn fsck(&self) -> Vec<String> {
+        let mut bad = Vec::new();
+        let mut owner: HashMap<(u16, u64), u64> = HashMap::new();
+        for s in self.meta.stripes.values() {
+            let mut devs: Vec<u16> = s.chunks.iter().map(|c| c.0).collect();
+            devs.sort_unstable();
+            devs.dedup();
+            if devs.len() != s.chunks.len() {
+                bad.push(format!("stripe {} has two chunks on one device", s.id));
+            }
+            for &c in &s.chunks {
+                if let Some(other) = owner.insert(c, s.id) {
+                    bad.push(format!(
+                        "slot {c:?} is claimed by stripes {other} and {}",
+                        s.id
+                    ));
+                }
+                if self
+                    .free
+                    .get(usize::from(c.0))
+                    .is_some_and(|f| f.contains(&c.1))
+                {
+                    bad.push(format!("slot {c:?} of stripe {} is also free", s.id));
+                }
+            }
+        }
+        for i in self.meta.inodes.values() {
+            for (idx, b) in &i.blocks {
+                let open = self.writers.get(&i.fs).is_some_and(|w| {
+                    w.pipeline.open_stripe() == b.addr.stripe
+                        && w.pipeline.has_open_data()
+                        && w.pipeline.open_bytes(&b.addr).is_some()
+                });
+                if !open && !self.meta.stripes.contains_key(&b.addr.stripe) {
+                    bad.push(format!(
+                        "file {} block {idx} refers to missing stripe {}",
+                        i.ino, b.addr.stripe
+                    ));
+                }
+            }
+        }
+        bad
     }
 
     /// Share of chunk slots free, 0.0 to 1.0.

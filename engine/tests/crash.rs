@@ -42,6 +42,8 @@ fn child(dir: &Path, round: u64) -> ! {
     let name = format!("round{round}");
     let ino = e.call(move |s| s.create(fs, &name)).unwrap();
     let mut rng = Rng(round * 7919 + 13);
+    // End the test harness's "test <name> ... " line first.
+    println!();
     let mut off = 0u64;
     let mut unacked = Vec::new();
     loop {
@@ -100,7 +102,7 @@ fn acknowledged_writes_survive_sigkill() {
             let mut lines = Vec::new();
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("ACK ") {
+                if let Some(rest) = line.find("ACK ").map(|i| &line[i + 4..]) {
                     let v: Vec<u64> = rest.split(' ').filter_map(|x| x.parse().ok()).collect();
                     if v.len() == 4 {
                         lines.push((v[0], v[1], v[2] as usize, v[3]));

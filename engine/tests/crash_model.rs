@@ -86,6 +86,9 @@ fn child(dir: &Path, round: u64) -> ! {
         .map(|&i| e.call(move |s| Ok(s.stat(i)?.size)).unwrap())
         .collect();
     let mut rng = Rng(round * 104_729 + 3);
+    // The test harness has printed "test <name> ... " without a newline;
+    // end that line so the first operation's line is not glued to it.
+    println!();
     loop {
         let file = rng.below(FILES as u64) as usize;
         let ino = inos[file];
@@ -122,7 +125,7 @@ fn child(dir: &Path, round: u64) -> ! {
 }
 
 fn parse(line: &str) -> Option<Op> {
-    let v: Vec<&str> = line.split(' ').collect();
+    let v: Vec<&str> = line[line.find("OP ")?..].split(' ').collect();
     let n = |i: usize| v.get(i).and_then(|x| x.parse::<u64>().ok());
     match *v.get(1)? {
         "W" => Some(Op::Write {
@@ -194,7 +197,7 @@ fn crashes_keep_acknowledged_state_and_lose_only_a_suffix() {
         // Acknowledged: every operation before the last SYNCED.
         let mut pending: Vec<Op> = Vec::new();
         for line in &lines {
-            if line == "SYNCED" {
+            if line.ends_with("SYNCED") {
                 for op in pending.drain(..) {
                     apply(&mut state, &op);
                     total_ops += 1;
@@ -206,6 +209,11 @@ fn crashes_keep_acknowledged_state_and_lose_only_a_suffix() {
         let devs = file_devices(dir.path(), DEVICES, DEVICE_MIB);
         let e = engine();
         e.open(present(&devs)).unwrap();
+        let problems = e.call(|s| Ok(s.fsck())).unwrap();
+        assert!(
+            problems.is_empty(),
+            "round {round}: after recovery: {problems:?}"
+        );
         let actual: Vec<Vec<u8>> = inos
             .iter()
             .map(|&ino| e.call(move |s| s.read(ino, 0, usize::MAX >> 1)).unwrap())

@@ -3,6 +3,7 @@
 //! tested for real: `EIO` on a block range, short transfers, a device that
 //! has gone away. Rules can change while I/O runs.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::{BlockDevice, Completion, DoneQueue, Geometry, IoCmd, Opcode, QpairOptions, QueuePair};
@@ -31,9 +32,21 @@ pub struct Rule {
 }
 
 /// The shared set of rules of a faulty device.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FaultPlan {
     rules: RwLock<Vec<Rule>>,
+    /// Commands still allowed before everything fails (a power cut at an
+    /// exact I/O); negative = unlimited.
+    budget: AtomicI64,
+}
+
+impl Default for FaultPlan {
+    fn default() -> Self {
+        FaultPlan {
+            rules: RwLock::new(Vec::new()),
+            budget: AtomicI64::new(-1),
+        }
+    }
 }
 
 impl FaultPlan {
@@ -53,14 +66,27 @@ impl FaultPlan {
         });
     }
 
-    /// Removes every rule.
+    /// Removes every rule and any budget.
     pub fn clear(&self) {
         if let Ok(mut r) = self.rules.write() {
             r.clear();
         }
+        self.budget.store(-1, Ordering::SeqCst);
+    }
+
+    /// Lets `n` more commands through (on every device sharing this plan),
+    /// then fails all of them with `EIO`: a power cut at an exact point.
+    pub fn fail_after(&self, n: i64) {
+        self.budget.store(n, Ordering::SeqCst);
     }
 
     fn check(&self, cmd: &IoCmd) -> Option<Fault> {
+        if self.budget.load(Ordering::SeqCst) >= 0
+            && self.budget.fetch_sub(1, Ordering::SeqCst) <= 0
+        {
+            self.budget.store(0, Ordering::SeqCst);
+            return Some(Fault::Errno(libc::EIO));
+        }
         let rules = self.rules.read().ok()?;
         let end = cmd.lba + u64::from(cmd.blocks.max(1));
         rules
@@ -89,6 +115,14 @@ impl FaultyDevice {
             }),
             plan,
         )
+    }
+}
+
+impl FaultyDevice {
+    /// Wraps `inner` under an existing plan (so several devices can share
+    /// one, e.g. one power-cut budget).
+    pub fn wrap_shared(inner: Arc<dyn BlockDevice>, plan: Arc<FaultPlan>) -> Arc<Self> {
+        Arc::new(FaultyDevice { inner, plan })
     }
 }
 
