@@ -101,7 +101,7 @@ pub fn main(mut a: Args) -> Result<(), String> {
     }
     let raw = raw_reads(devs[0].clone(), (dev_mib << 20) / 4096, secs)?;
 
-    let e = Engine::start(&reactor()).map_err(|e| e.to_string())?;
+    let mut e = Engine::start(&reactor()).map_err(|e| e.to_string())?;
     e.format(devs.clone(), StoreConfig::default(), true)
         .map_err(|e| e.to_string())?;
     e.open(devs.iter().cloned().map(Some).collect())

@@ -28,7 +28,7 @@ fn main() -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let reactor = ReactorConfig::default();
     let devs = devices(&dir)?;
-    let e = Engine::start(&reactor).map_err(|e| e.to_string())?;
+    let mut e = Engine::start(&reactor).map_err(|e| e.to_string())?;
     match e.format(devs.clone(), StoreConfig::default(), false) {
         Ok(()) => println!("formatted 6 devices under {}", dir.display()),
         Err(StoreError::AlreadyFormatted { .. }) => {
@@ -89,7 +89,7 @@ fn main() -> Result<(), String> {
     // Restart with one device missing: everything still reads back.
     let mut some: Vec<Option<Arc<dyn BlockDevice>>> = devs.iter().cloned().map(Some).collect();
     some[2] = None;
-    let e = Engine::start(&reactor).map_err(|e| e.to_string())?;
+    let mut e = Engine::start(&reactor).map_err(|e| e.to_string())?;
     e.open(some).map_err(|e| e.to_string())?;
     for (ino, name, data) in &files {
         let (ino, len) = (*ino, data.len());

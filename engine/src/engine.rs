@@ -1,38 +1,54 @@
-//! The engine on its reactors: today one [`Store`] owned by reactor 0,
-//! reached from any thread by sending it work.
+//! The engine on its reactors: one [`Store`] per shard, each owned by the
+//! reactor the [`ShardMap`] assigns it to, reached from any thread by
+//! sending it work.
 //!
-//! Sharding the namespace and the dedup index over every reactor (the
-//! design's share-nothing layout) builds on this: each shard's owner core
-//! will hold its own slice, and requests for a shard travel to its owner
-//! as messages, exactly as calls travel to reactor 0 here.
+//! File systems exist on every shard under the same id. A file lives on the
+//! shard its name hashes to, and its inode number carries that shard, so
+//! every request for it goes straight to the owner reactor as a message.
+//! `sync`, listings and space figures go to every shard.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use flint_dataplane::bdev::BlockDevice;
-use flint_dataplane::reactor::{ReactorConfig, ReactorSet};
+use flint_dataplane::reactor::{Core, ReactorConfig, ReactorSet};
 
-use crate::store::{Store, StoreConfig, StoreError};
+use crate::control::ShardMap;
+use crate::meta::{FsId, FsMeta, Ino};
+use crate::store::{SpaceStats, Stat, Store, StoreConfig, StoreError};
+
+/// Engine errors: the store's, or the reactor's.
+pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Free-space share under which the timer collects garbage.
 const GC_BELOW: f64 = 0.25;
 /// Stripes one timer tick may collect.
 const GC_STEP: usize = 4;
 
+/// The shards a reactor owns.
+#[derive(Default)]
+struct Shards(HashMap<u32, Store>);
+
 /// A running engine.
 pub struct Engine {
     set: ReactorSet,
+    map: ShardMap,
 }
 
-/// Engine errors: the store's, or the reactor's.
-pub type Result<T> = std::result::Result<T, StoreError>;
+fn shards_of(core: &mut Core) -> &mut Shards {
+    if core.local::<Shards>().is_none() {
+        core.set_local(Shards::default());
+    }
+    core.local::<Shards>().expect("set above")
+}
 
 impl Engine {
     /// Starts the reactors (no store yet).
     pub fn start(reactor: &ReactorConfig) -> Result<Engine> {
-        Ok(Engine {
-            set: ReactorSet::start(reactor)?,
-        })
+        let set = ReactorSet::start(reactor)?;
+        let map = ShardMap::new(1, set.len());
+        Ok(Engine { set, map })
     }
 
     /// Formats devices as a new engine.
@@ -46,8 +62,9 @@ impl Engine {
             .call(0, move |core| Store::format(core, &devices, cfg, force))?
     }
 
-    /// Opens (and recovers) the engine on `devices`; `None` = missing.
-    pub fn open(&self, devices: Vec<Option<Arc<dyn BlockDevice>>>) -> Result<()> {
+    /// Opens (and recovers) every shard of the engine on `devices`;
+    /// `None` = missing.
+    pub fn open(&mut self, devices: Vec<Option<Arc<dyn BlockDevice>>>) -> Result<()> {
         self.open_with(devices, None)
     }
 
@@ -57,55 +74,243 @@ impl Engine {
     /// runs one step of garbage collection when free space falls below a
     /// quarter, so space comes back without stalling foreground I/O.
     pub fn open_with(
-        &self,
+        &mut self,
         devices: Vec<Option<Arc<dyn BlockDevice>>>,
         seal_every: Option<Duration>,
     ) -> Result<()> {
-        self.set.call(0, move |core| {
-            let store = Store::open(core, &devices)?;
-            core.set_local(Some(store));
-            if let Some(period) = seal_every {
-                core.add_periodic(period, |core| {
-                    if let Some(Some(store)) = core.local::<Option<Store>>() {
-                        if store.free_fraction() < GC_BELOW {
-                            if let Err(e) = store.gc(GC_STEP) {
-                                tracing::warn!(error = %e, "background garbage collection failed");
+        // Shard 0 tells how many shards the engine was formatted with.
+        let devs = devices.clone();
+        let shards = self.set.call(0, move |core| -> Result<u32> {
+            let store = Store::open_shard(core, &devs, 0)?;
+            let n = store.shards();
+            shards_of(core).0.insert(0, store);
+            Ok(n)
+        })??;
+        self.map = ShardMap::new(shards, self.set.len());
+        let mut pending = Vec::new();
+        for shard in 1..shards {
+            let devs = devices.clone();
+            let owner = self.map.owner(shard);
+            pending.push(self.set.run_on(owner, move |core| -> Result<()> {
+                let store = Store::open_shard(core, &devs, shard)?;
+                shards_of(core).0.insert(shard, store);
+                Ok(())
+            })?);
+        }
+        for p in pending {
+            p.wait()??;
+        }
+        if let Some(period) = seal_every {
+            for reactor in 0..self.set.len().min(shards as usize) {
+                self.set.call(reactor, move |core| {
+                    core.add_periodic(period, |core| {
+                        for store in shards_of(core).0.values_mut() {
+                            if store.free_fraction() < GC_BELOW {
+                                if let Err(e) = store.gc(GC_STEP) {
+                                    tracing::warn!(error = %e, "background garbage collection failed");
+                                }
+                            }
+                            if store.has_unsynced() {
+                                if let Err(e) = store.sync() {
+                                    tracing::error!(error = %e, "periodic seal failed");
+                                }
                             }
                         }
-                        if store.has_unsynced() {
-                            if let Err(e) = store.sync() {
-                                tracing::error!(error = %e, "periodic seal failed");
-                            }
-                        }
-                    }
-                });
+                    });
+                })?;
             }
-            Ok(())
+        }
+        Ok(())
+    }
+
+    /// The shard map in force.
+    pub fn shard_map(&self) -> &ShardMap {
+        &self.map
+    }
+
+    /// Runs `f` on the store of `shard`, on its owner reactor.
+    pub fn call_shard<R: Send + 'static>(
+        &self,
+        shard: u32,
+        f: impl FnOnce(&mut Store) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.set.call(self.map.owner(shard), move |core| {
+            match shards_of(core).0.get_mut(&shard) {
+                Some(store) => f(store),
+                None => Err(StoreError::NotFound {
+                    what: format!("shard {shard} (open the engine first)"),
+                }),
+            }
         })?
     }
 
-    /// Runs `f` on the store, on its reactor.
+    /// Runs `f` on shard 0's store (the whole engine when it has one shard).
     pub fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        self.set
-            .call(0, move |core| match core.local::<Option<Store>>() {
-                Some(Some(store)) => f(store),
-                _ => Err(StoreError::NotFound {
-                    what: "open engine (open the devices first)".into(),
-                }),
-            })?
+        self.call_shard(0, f)
     }
 
-    /// Syncs and checkpoints, then stops the reactors.
+    /// Runs `f` on every shard at once; results by shard.
+    pub fn broadcast<R: Send + 'static>(
+        &self,
+        f: impl Fn(&mut Store) -> Result<R> + Send + Sync + Clone + 'static,
+    ) -> Result<Vec<R>> {
+        let mut pending = Vec::new();
+        for shard in 0..self.map.shards() {
+            let f = f.clone();
+            pending.push(self.set.run_on(self.map.owner(shard), move |core| {
+                match shards_of(core).0.get_mut(&shard) {
+                    Some(store) => f(store),
+                    None => Err(StoreError::NotFound {
+                        what: format!("shard {shard}"),
+                    }),
+                }
+            })?);
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        let mut first_err = None;
+        for p in pending {
+            match p.wait()? {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Creates a file system on every shard under one id.
+    pub fn fs_create(
+        &self,
+        name: &str,
+        k: u8,
+        m: u8,
+        reduction: bool,
+        capacity: u64,
+    ) -> Result<FsId> {
+        let id = self
+            .broadcast(|s| Ok(s.next_fs_id()))?
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+        let name = name.to_string();
+        self.broadcast(move |s| s.fs_create_as(id, &name, k, m, reduction, capacity))?;
+        Ok(id)
+    }
+
+    /// File systems (from shard 0; every shard holds the same ones), with
+    /// the bytes their files hold across all shards.
+    pub fn fs_list(&self) -> Result<Vec<(FsMeta, u64)>> {
+        let per_shard = self.broadcast(|s| Ok(s.fs_list()))?;
+        let mut out: Vec<(FsMeta, u64)> = per_shard.first().cloned().unwrap_or_default();
+        for (fs, used) in out.iter_mut() {
+            *used = per_shard
+                .iter()
+                .flatten()
+                .filter(|(f, _)| f.id == fs.id)
+                .map(|(_, u)| u)
+                .sum();
+        }
+        Ok(out)
+    }
+
+    /// A file system by name.
+    pub fn fs_by_name(&self, name: &str) -> Result<Option<FsId>> {
+        let name = name.to_string();
+        self.call(move |s| Ok(s.fs_by_name(&name)))
+    }
+
+    /// Creates a file on the shard its name maps to.
+    pub fn create(&self, fs: FsId, name: &str) -> Result<Ino> {
+        let shard = self.map.shard_of_name(fs, name);
+        let name = name.to_string();
+        self.call_shard(shard, move |s| s.create(fs, &name))
+    }
+
+    /// A file by name.
+    pub fn lookup(&self, fs: FsId, name: &str) -> Result<Option<Ino>> {
+        let shard = self.map.shard_of_name(fs, name);
+        let name = name.to_string();
+        self.call_shard(shard, move |s| Ok(s.lookup(fs, &name)))
+    }
+
+    /// Writes `data` at `offset` of a file.
+    pub fn write(&self, ino: Ino, offset: u64, data: Vec<u8>) -> Result<()> {
+        self.call_shard(self.map.shard_of_ino(ino), move |s| {
+            s.write(ino, offset, &data)
+        })
+    }
+
+    /// Reads up to `len` bytes at `offset` of a file.
+    pub fn read(&self, ino: Ino, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.call_shard(self.map.shard_of_ino(ino), move |s| {
+            s.read(ino, offset, len)
+        })
+    }
+
+    /// Sets a file's size.
+    pub fn truncate(&self, ino: Ino, size: u64) -> Result<()> {
+        self.call_shard(self.map.shard_of_ino(ino), move |s| s.truncate(ino, size))
+    }
+
+    /// Removes a file.
+    pub fn unlink(&self, ino: Ino) -> Result<()> {
+        self.call_shard(self.map.shard_of_ino(ino), move |s| s.unlink(ino))
+    }
+
+    /// A file's attributes.
+    pub fn stat(&self, ino: Ino) -> Result<Stat> {
+        self.call_shard(self.map.shard_of_ino(ino), move |s| s.stat(ino))
+    }
+
+    /// The files of a file system, from every shard.
+    pub fn list(&self, fs: FsId) -> Result<Vec<Stat>> {
+        let mut all: Vec<Stat> = self.broadcast(move |s| Ok(s.list(fs)))?.concat();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    /// Makes everything written so far durable, on every shard.
+    pub fn sync(&self) -> Result<()> {
+        self.broadcast(|s| s.sync()).map(|_| ())
+    }
+
+    /// Space figures summed over the shards.
+    pub fn space(&self) -> Result<SpaceStats> {
+        let parts = self.broadcast(|s| Ok(s.space()))?;
+        let mut t = SpaceStats::default();
+        let (mut dd, mut cc) = (0.0, 0.0);
+        for p in &parts {
+            t.logical += p.logical;
+            t.physical += p.physical;
+            t.capacity += p.capacity;
+            dd += p.dedup_ratio * p.logical as f64;
+            cc += p.compression_ratio * p.logical as f64;
+        }
+        let w = (t.logical as f64).max(1.0);
+        t.dedup_ratio = if t.logical == 0 { 1.0 } else { dd / w };
+        t.compression_ratio = if t.logical == 0 { 1.0 } else { cc / w };
+        Ok(t)
+    }
+
+    /// Syncs and checkpoints every shard, then stops the reactors.
     pub fn close(self) -> Result<()> {
-        let r = self.call(|s| {
+        let r = self.broadcast(|s| {
             s.sync()?;
             s.checkpoint()
         });
-        let _ = self.set.call(0, |core| core.set_local(None::<Store>));
+        for reactor in 0..self.set.len() {
+            let _ = self
+                .set
+                .call(reactor, |core| core.set_local(Shards::default()));
+        }
         self.set.shutdown();
-        r
+        r.map(|_| ())
     }
 }

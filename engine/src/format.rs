@@ -88,10 +88,16 @@ pub struct Layout {
     pub checkpoint_start: u64,
     /// Blocks per checkpoint slot.
     pub checkpoint_blocks: u64,
+    /// Distance from checkpoint slot A to slot B.
+    pub checkpoint_stride: u64,
     /// First block of chunk slot 0.
     pub data_start: u64,
     /// Chunk slots.
     pub slots: u64,
+    /// Shards the metadata regions and chunk slots are divided among.
+    pub shards: u32,
+    /// The shard this view belongs to (0 for the whole-device layout).
+    pub shard: u32,
 }
 
 impl Layout {
@@ -102,7 +108,13 @@ impl Layout {
         chunk_size: u32,
         journal_blocks: u64,
         checkpoint_blocks: u64,
+        shards: u32,
     ) -> Result<Self, FormatError> {
+        if shards == 0 || shards > 256 {
+            return Err(FormatError::Geometry {
+                reason: format!("{shards} shards: use 1 to 256"),
+            });
+        }
         if chunk_size == 0 || !chunk_size.is_multiple_of(block_size) {
             return Err(FormatError::Geometry {
                 reason: format!(
@@ -115,11 +127,15 @@ impl Layout {
         let meta_end = checkpoint_start + 2 * checkpoint_blocks;
         let data_start = meta_end.next_multiple_of(chunk_blocks);
         let slots = blocks.saturating_sub(data_start) / chunk_blocks;
-        if slots == 0 || journal_blocks < 8 || checkpoint_blocks < 2 {
+        if slots < u64::from(shards)
+            || journal_blocks / u64::from(shards) < 8
+            || checkpoint_blocks / u64::from(shards) < 2
+        {
             return Err(FormatError::Geometry {
                 reason: format!(
                     "a device of {blocks} blocks cannot hold a {journal_blocks}-block journal, \
-                     two {checkpoint_blocks}-block checkpoints and one chunk; use larger devices"
+                     two {checkpoint_blocks}-block checkpoints and a chunk for each of {shards} \
+                     shards; use larger devices or fewer shards"
                 ),
             });
         }
@@ -130,9 +146,40 @@ impl Layout {
             journal_blocks,
             checkpoint_start,
             checkpoint_blocks,
+            checkpoint_stride: checkpoint_blocks,
             data_start,
             slots,
+            shards,
+            shard: 0,
         })
+    }
+
+    /// The view of one shard: its slice of the journal and of both
+    /// checkpoint slots; it owns the chunk slots `slot % shards == shard`.
+    pub fn for_shard(&self, shard: u32) -> Layout {
+        let n = u64::from(self.shards);
+        let s = u64::from(shard);
+        let jper = self.journal_blocks / n;
+        let cper = self.checkpoint_blocks / n;
+        Layout {
+            journal_start: self.journal_start + s * jper,
+            journal_blocks: jper,
+            checkpoint_start: self.checkpoint_start + s * cper,
+            checkpoint_blocks: cper,
+            checkpoint_stride: self.checkpoint_stride,
+            shard,
+            ..*self
+        }
+    }
+
+    /// Whether this view's shard owns chunk slot `slot`.
+    pub fn owns(&self, slot: u64) -> bool {
+        slot % u64::from(self.shards) == u64::from(self.shard)
+    }
+
+    /// Chunk slots this view's shard owns on one device.
+    pub fn owned_slots(&self) -> u64 {
+        (0..self.slots).filter(|s| self.owns(*s)).count() as u64
     }
 
     /// First block of chunk slot `slot`.
@@ -142,7 +189,7 @@ impl Layout {
 
     /// First block of checkpoint slot `which` (0 or 1).
     pub fn checkpoint_lba(&self, which: u64) -> u64 {
-        self.checkpoint_start + which * self.checkpoint_blocks
+        self.checkpoint_start + which * self.checkpoint_stride
     }
 }
 
@@ -167,6 +214,8 @@ pub struct Superblock {
     pub journal_blocks: u64,
     /// Blocks per checkpoint slot.
     pub checkpoint_blocks: u64,
+    /// Shards (reactors' stores) the engine was formatted for.
+    pub shards: u32,
 }
 
 impl Superblock {
@@ -183,7 +232,8 @@ impl Superblock {
             .u32(self.chunk_size)
             .u64(self.blocks)
             .u64(self.journal_blocks)
-            .u64(self.checkpoint_blocks);
+            .u64(self.checkpoint_blocks)
+            .u32(self.shards);
         let sum = Xxh3Sum.checksum(SEED_META, &w.buf);
         w.u64(sum);
         w.buf.resize(self.block_size as usize, 0);
@@ -210,6 +260,7 @@ impl Superblock {
             blocks: r.u64("blocks")?,
             journal_blocks: r.u64("journal blocks")?,
             checkpoint_blocks: r.u64("checkpoint blocks")?,
+            shards: r.u32("shards")?,
         };
         let end = 8 + r.pos();
         let sum = r.u64("checksum")?;
@@ -232,6 +283,7 @@ impl Superblock {
             self.chunk_size,
             self.journal_blocks,
             self.checkpoint_blocks,
+            self.shards,
         )
     }
 }
@@ -306,6 +358,7 @@ mod tests {
             blocks: 1 << 18,
             journal_blocks: 1024,
             checkpoint_blocks: 256,
+            shards: 2,
         }
     }
 
@@ -315,13 +368,13 @@ mod tests {
         assert_eq!(b.len(), 4096);
         assert_eq!(Superblock::decode(&b).unwrap(), sb());
         assert_eq!(Superblock::decode(&[0u8; 4096]), Err(FormatError::NotFlint));
-        // 84 bytes of fields and an 8-byte checksum; the rest is padding.
-        for i in 8..92 {
+        // 88 bytes of fields and an 8-byte checksum; the rest is padding.
+        for i in 8..96 {
             let mut bad = b.clone();
             bad[i] ^= 0x40;
             assert!(Superblock::decode(&bad).is_err(), "flip at {i} accepted");
         }
-        for cut in 0..92 {
+        for cut in 0..96 {
             assert!(Superblock::decode(&b[..cut]).is_err());
         }
         let mut newer = b.clone();
@@ -340,7 +393,14 @@ mod tests {
         assert_eq!(l.checkpoint_lba(1), 1281);
         assert!(l.data_start >= 1537 && l.data_start.is_multiple_of(32));
         assert!(l.slot_lba(l.slots - 1) + l.chunk_blocks <= 1 << 18);
-        assert!(Layout::new(100, 4096, 128 << 10, 1024, 256).is_err());
+        assert!(Layout::new(100, 4096, 128 << 10, 1024, 256, 1).is_err());
+        // Shards split the metadata regions and own alternate slots.
+        let s1 = l.for_shard(1);
+        assert_eq!(s1.journal_start, 1 + 512);
+        assert_eq!(s1.journal_blocks, 512);
+        assert_eq!(s1.checkpoint_lba(0), 1025 + 128);
+        assert_eq!(s1.checkpoint_lba(1), 1281 + 128);
+        assert!(s1.owns(3) && !s1.owns(4) && l.for_shard(0).owns(4));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod control;
 pub mod engine;
 pub mod format;
 pub mod meta;

@@ -47,6 +47,9 @@ pub struct StoreConfig {
     pub journal_blocks: u64,
     /// Blocks per checkpoint slot.
     pub checkpoint_blocks: u64,
+    /// Shards: independent stores (one per reactor) that divide the
+    /// journal, the checkpoint slots and the chunk slots among them.
+    pub shards: u32,
 }
 
 impl Default for StoreConfig {
@@ -55,6 +58,7 @@ impl Default for StoreConfig {
             chunk_size: 128 << 10,
             journal_blocks: 4096,
             checkpoint_blocks: 4096,
+            shards: 1,
         }
     }
 }
@@ -467,6 +471,7 @@ impl Store {
                 cfg.chunk_size,
                 cfg.journal_blocks,
                 cfg.checkpoint_blocks,
+                cfg.shards,
             )
             .map_err(|error| StoreError::Format {
                 device: d.name().into(),
@@ -490,6 +495,7 @@ impl Store {
                 blocks: g.blocks,
                 journal_blocks: cfg.journal_blocks,
                 checkpoint_blocks: cfg.checkpoint_blocks,
+                shards: cfg.shards,
             };
             let layout = sb.layout().map_err(|error| StoreError::Format {
                 device: d.name().into(),
@@ -500,23 +506,20 @@ impl Store {
             let sbb = sb.encode();
             let mut sbuf = Scratch::new(4096)?;
             sbuf.0.as_mut_slice()[..4096].copy_from_slice(&sbb);
-            let cmds = [
-                (
+            // Every shard: an empty checkpoint in slot A, slot B and the
+            // journal head zeroed.
+            let mut cmds = Vec::new();
+            for shard in 0..cfg.shards {
+                let l = layout.for_shard(shard);
+                let blocks = (empty.len() / 4096) as u32;
+                cmds.push((
                     i,
-                    IoCmd::write(
-                        layout.checkpoint_lba(0),
-                        (empty.len() / 4096) as u32,
-                        ck.0.as_ptr(),
-                        0,
-                    ),
-                ),
-                (
-                    i,
-                    IoCmd::write(layout.checkpoint_lba(1), 1, zero.0.as_ptr(), 0),
-                ),
-                (i, IoCmd::write(layout.journal_start, 1, zero.0.as_ptr(), 0)),
-                (i, IoCmd::flush(0)),
-            ];
+                    IoCmd::write(l.checkpoint_lba(0), blocks, ck.0.as_ptr(), 0),
+                ));
+                cmds.push((i, IoCmd::write(l.checkpoint_lba(1), 1, zero.0.as_ptr(), 0)));
+                cmds.push((i, IoCmd::write(l.journal_start, 1, zero.0.as_ptr(), 0)));
+            }
+            cmds.push((i, IoCmd::flush(0)));
             for r in run_io(&mut devs, &cmds) {
                 r.map_err(io_err(d.name(), "write metadata"))?;
             }
@@ -539,6 +542,17 @@ impl Store {
     /// Opens the engine on `devices` (in any order; `None` = missing) and
     /// recovers its state. Missing or unreadable devices are run degraded.
     pub fn open(core: &mut Core, devices: &[Option<Arc<dyn BlockDevice>>]) -> Result<Store> {
+        Self::open_shard(core, devices, 0)
+    }
+
+    /// Opens shard `shard` of the engine on `devices` and recovers it. Each
+    /// shard is an independent store over its own slice of the journal, the
+    /// checkpoint slots and the chunk slots; it lives on one reactor.
+    pub fn open_shard(
+        core: &mut Core,
+        devices: &[Option<Arc<dyn BlockDevice>>],
+        shard: u32,
+    ) -> Result<Store> {
         let scratch = Scratch::new(4096)?;
         let mut found: Vec<(Superblock, Arc<dyn BlockDevice>)> = Vec::new();
         for d in devices.iter().flatten() {
@@ -575,6 +589,7 @@ impl Store {
                 || sb.journal_blocks != first.journal_blocks
                 || sb.checkpoint_blocks != first.checkpoint_blocks
                 || sb.blocks != first.blocks
+                || sb.shards != first.shards
             {
                 return Err(StoreError::Mismatch {
                     reason: format!("device {} belongs to another engine or geometry", d.name()),
@@ -586,10 +601,21 @@ impl Store {
                 });
             }
         }
-        let layout = first.layout().map_err(|error| StoreError::Format {
-            device: "superblock".into(),
-            error,
-        })?;
+        if shard >= first.shards {
+            return Err(StoreError::Invalid {
+                reason: format!(
+                    "shard {shard} does not exist; the engine was formatted with {} shards",
+                    first.shards
+                ),
+            });
+        }
+        let layout = first
+            .layout()
+            .map_err(|error| StoreError::Format {
+                device: "superblock".into(),
+                error,
+            })?
+            .for_shard(shard);
         let mut devs: Vec<Option<Dev>> = Vec::with_capacity(count);
         for (i, d) in slots.iter().enumerate() {
             match d {
@@ -758,7 +784,10 @@ impl Store {
     /// writers with their dedup indexes, from the metadata.
     fn rebuild_derived(&mut self) -> Result<()> {
         let n = self.devs.len();
-        self.free = (0..n).map(|_| (0..self.layout.slots).collect()).collect();
+        let layout = self.layout;
+        self.free = (0..n)
+            .map(|_| (0..layout.slots).filter(|s| layout.owns(*s)).collect())
+            .collect();
         for s in self.meta.stripes.values() {
             for &(d, slot) in &s.chunks {
                 if let Some(f) = self.free.get_mut(usize::from(d)) {
@@ -824,9 +853,9 @@ impl Store {
                 block_size: BLOCK,
                 reduction: f.reduction,
             };
-            // Stripe ids are unique per file system: the id space of file
-            // system f is f << 40 .. (f + 1) << 40.
-            let base = u64::from(fs) << 40;
+            // Stripe ids are unique per shard and file system: shard s,
+            // file system f use (s << 56 | f << 40) .. + 2^40.
+            let base = (u64::from(self.layout.shard) << 56) | (u64::from(fs) << 40);
             let next = self
                 .meta
                 .stripes
@@ -969,6 +998,46 @@ impl Store {
         Ok(id)
     }
 
+    /// Creates a file system with a given id (every shard of an engine
+    /// holds the same file systems under the same ids).
+    pub fn fs_create_as(
+        &mut self,
+        id: FsId,
+        name: &str,
+        k: u8,
+        m: u8,
+        reduction: bool,
+        capacity: u64,
+    ) -> Result<FsId> {
+        if self.meta.fss.contains_key(&id) {
+            return Err(StoreError::Exists {
+                what: format!("file system {id}"),
+            });
+        }
+        if self.meta.next_fs > id {
+            return Err(StoreError::Invalid {
+                reason: format!("file system id {id} is behind this shard's next id"),
+            });
+        }
+        self.meta.next_fs = id;
+        self.fs_create(name, k, m, reduction, capacity)
+    }
+
+    /// The next free file system id.
+    pub fn next_fs_id(&self) -> FsId {
+        self.meta.next_fs
+    }
+
+    /// This store's shard.
+    pub fn shard(&self) -> u32 {
+        self.layout.shard
+    }
+
+    /// Shards the engine was formatted with.
+    pub fn shards(&self) -> u32 {
+        self.layout.shards
+    }
+
     /// File systems.
     pub fn fs_list(&self) -> Vec<(FsMeta, u64)> {
         self.meta
@@ -1011,7 +1080,9 @@ impl Store {
                 what: format!("file {name}"),
             });
         }
-        let ino = self.meta.next_ino.max(1);
+        // Inode numbers carry their shard in the low byte, so any core can
+        // route a request for a file to its owner.
+        let ino = (((self.meta.next_ino >> 8) + 1) << 8) | u64::from(self.layout.shard);
         self.record(Record::FileCreate {
             ino,
             fs,
@@ -1907,7 +1978,7 @@ impl Store {
         SpaceStats {
             logical: self.meta.inodes.values().map(|i| i.size).sum(),
             physical: used_slots * cs,
-            capacity: self.layout.slots * self.devs.len() as u64 * cs,
+            capacity: self.layout.owned_slots() * self.devs.len() as u64 * cs,
             dedup_ratio: if distinct.is_empty() {
                 1.0
             } else {
@@ -1970,7 +2041,7 @@ impl Store {
 
     /// Share of chunk slots free, 0.0 to 1.0.
     pub fn free_fraction(&self) -> f64 {
-        let total = self.layout.slots * self.devs.len() as u64;
+        let total = self.layout.owned_slots() * self.devs.len() as u64;
         let free: u64 = self.free.iter().map(|f| f.len() as u64).sum();
         if total == 0 {
             0.0

@@ -33,7 +33,7 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 
 fn child(dir: &Path, round: u64) -> ! {
     let devs = file_devices(dir, DEVICES, DEVICE_MIB);
-    let e = engine();
+    let mut e = engine();
     e.open(present(&devs)).expect("child opens the engine");
     let fs = e
         .call(|s| Ok(s.fs_by_name("crash")))
@@ -70,7 +70,7 @@ fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     {
         let devs = file_devices(dir.path(), DEVICES, DEVICE_MIB);
-        let e = engine();
+        let mut e = engine();
         e.format(devs.clone(), small_config(), false).unwrap();
         e.open(present(&devs)).unwrap();
         e.call(|s| s.fs_create("crash", 4, 2, true, 1 << 40))
@@ -126,7 +126,7 @@ fn acknowledged_writes_survive_sigkill() {
         );
 
         let devs = file_devices(dir.path(), DEVICES, DEVICE_MIB);
-        let e = engine();
+        let mut e = engine();
         e.open(present(&devs)).unwrap();
         for &(ino, off, len, seed) in &acked {
             let got = e

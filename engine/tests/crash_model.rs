@@ -68,7 +68,7 @@ fn apply(files: &mut [Vec<u8>], op: &Op) {
 
 fn child(dir: &Path, round: u64) -> ! {
     let devs = file_devices(dir, DEVICES, DEVICE_MIB);
-    let e = engine();
+    let mut e = engine();
     e.open(present(&devs)).expect("child opens the engine");
     let fs = e
         .call(|s| Ok(s.fs_by_name("model")))
@@ -150,7 +150,7 @@ fn crashes_keep_acknowledged_state_and_lose_only_a_suffix() {
     let dir = tempfile::tempdir().unwrap();
     let inos: Vec<u64> = {
         let devs = file_devices(dir.path(), DEVICES, DEVICE_MIB);
-        let e = engine();
+        let mut e = engine();
         e.format(devs.clone(), small_config(), false).unwrap();
         e.open(present(&devs)).unwrap();
         let inos = e
@@ -207,7 +207,7 @@ fn crashes_keep_acknowledged_state_and_lose_only_a_suffix() {
             }
         }
         let devs = file_devices(dir.path(), DEVICES, DEVICE_MIB);
-        let e = engine();
+        let mut e = engine();
         e.open(present(&devs)).unwrap();
         let problems = e.call(|s| Ok(s.fsck())).unwrap();
         assert!(

@@ -71,7 +71,7 @@ fn round_trips_for_every_protection_and_reduction_setting() {
     for (k, m) in [(3u8, 1u8), (4, 2), (7, 2), (8, 2), (7, 4)] {
         for reduction in [true, false] {
             let devs = memory_devices(usize::from(k + m), 24);
-            let e = engine();
+            let mut e = engine();
             e.format(devs.clone(), small_config(), false).unwrap();
             e.open(present(&devs)).unwrap();
             let fs = e
@@ -83,7 +83,7 @@ fn round_trips_for_every_protection_and_reduction_setting() {
             check(&e, &model);
             e.close().unwrap();
             // Everything was synced by close; a fresh engine recovers it.
-            let e = engine();
+            let mut e = engine();
             e.open(present(&devs)).unwrap();
             check(&e, &model);
             workload(&e, fs, &mut rng, &mut model, 60);
@@ -112,7 +112,7 @@ fn unsynced_writes_may_vanish_but_synced_ones_survive_a_crash() {
     e.call(move |s| s.write(ino, 0, &vec![0xEE; 50_000]))
         .unwrap();
     drop(e);
-    let e = engine();
+    let mut e = engine();
     e.open(present(&devs)).unwrap();
     for (&ino, want) in &synced {
         let len = want.len();
@@ -127,7 +127,7 @@ fn unsynced_writes_may_vanish_but_synced_ones_survive_a_crash() {
 #[test]
 fn format_refuses_a_formatted_device_without_force() {
     let devs = memory_devices(3, 16);
-    let e = engine();
+    let mut e = engine();
     e.format(devs.clone(), small_config(), false).unwrap();
     let err = e.format(devs.clone(), small_config(), false).unwrap_err();
     assert!(matches!(err, StoreError::AlreadyFormatted { .. }), "{err}");
@@ -202,7 +202,7 @@ fn a_restart_with_a_device_missing_reads_everything() {
     let mut some = present(&devs);
     some[2] = None;
     some[4] = None;
-    let e = engine();
+    let mut e = engine();
     e.open(some).unwrap();
     check(&e, &model);
 }
@@ -238,7 +238,7 @@ fn bit_rot_is_detected_repaired_and_healed() {
             .unwrap();
         f.write_all_at(b"ROT!ROT!", off).unwrap();
     }
-    let e = engine();
+    let mut e = engine();
     e.open(present(&devs)).unwrap();
     let got = e.call(move |s| s.read(ino, 0, 200_000)).unwrap();
     assert!(got == data, "rotted blocks are rebuilt from parity");
@@ -256,7 +256,7 @@ fn bit_rot_is_detected_repaired_and_healed() {
 #[test]
 fn full_devices_and_full_file_systems_are_clean_errors() {
     let devs = memory_devices(3, 8);
-    let e = engine();
+    let mut e = engine();
     e.format(devs.clone(), small_config(), false).unwrap();
     e.open(present(&devs)).unwrap();
     let fs = e
@@ -346,7 +346,7 @@ fn dedup_shares_identical_blocks_and_frees_them_with_the_last_reference() {
 #[test]
 fn the_seal_timer_makes_writes_durable_without_fsync() {
     let devs = memory_devices(4, 24);
-    let e = engine();
+    let mut e = engine();
     e.format(devs.clone(), small_config(), false).unwrap();
     e.open_with(present(&devs), Some(std::time::Duration::from_millis(5)))
         .unwrap();
@@ -364,7 +364,7 @@ fn the_seal_timer_makes_writes_durable_without_fsync() {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     drop(e); // a crash: no close, no sync
-    let e = engine();
+    let mut e = engine();
     e.open(present(&devs)).unwrap();
     assert_eq!(
         e.call(move |s| s.read(ino, 0, 100)).unwrap(),
@@ -404,7 +404,7 @@ fn garbage_collection_compacts_half_dead_stripes_and_keeps_every_byte() {
     assert_eq!(after.logical, before.logical);
     check(&e, &model);
     e.close().unwrap();
-    let e = engine();
+    let mut e = engine();
     e.open(present(&devs)).unwrap();
     check(&e, &model);
     // Dedup references survived the move: dropping one copy keeps the other.
@@ -417,7 +417,7 @@ fn garbage_collection_compacts_half_dead_stripes_and_keeps_every_byte() {
 #[test]
 fn background_gc_reclaims_space_so_overwrites_never_run_out() {
     let devs = memory_devices(3, 8);
-    let e = engine();
+    let mut e = engine();
     e.format(devs.clone(), small_config(), false).unwrap();
     e.open_with(present(&devs), Some(std::time::Duration::from_millis(5)))
         .unwrap();

@@ -16,6 +16,7 @@ pub fn small_config() -> StoreConfig {
         chunk_size: 64 << 10,
         journal_blocks: 256,
         checkpoint_blocks: 512,
+        shards: 1,
     }
 }
 
@@ -55,7 +56,7 @@ pub fn file_devices(dir: &Path, n: usize, mib: u64) -> Vec<Arc<dyn BlockDevice>>
 /// A freshly formatted and opened engine on `devs` with one file system
 /// "data" of protection k+m.
 pub fn fresh(devs: &[Arc<dyn BlockDevice>], k: u8, m: u8, reduction: bool) -> (Engine, u32) {
-    let e = engine();
+    let mut e = engine();
     e.format(devs.to_vec(), small_config(), false).unwrap();
     e.open(present(devs)).unwrap();
     let fs = e
