@@ -5,9 +5,7 @@
 mod common;
 
 use common::{engine, file_devices, present, small_config, Rng};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CHILD: &str = "FLINT_CRASH_CHILD_DIR";
@@ -84,40 +82,25 @@ fn acknowledged_writes_survive_sigkill() {
     let mut acked: Vec<(u64, u64, usize, u64)> = Vec::new();
     let mut rng = Rng(4242);
     for round in 0..rounds {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "acknowledged_writes_survive_sigkill",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, dir.path())
-            .env(ROUND, round.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.find("ACK ").map(|i| &line[i + 4..]) {
-                    let v: Vec<u64> = rest.split(' ').filter_map(|x| x.parse().ok()).collect();
-                    if v.len() == 4 {
-                        lines.push((v[0], v[1], v[2] as usize, v[3]));
-                    }
-                }
-            }
-            lines
-        });
         // Let it get going (engine open takes a moment), then kill it at a
         // random point in its write/sync loop.
         let t0 = Instant::now();
-        std::thread::sleep(Duration::from_millis(150 + rng.below(500)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let lines = reader.join().unwrap();
+        let printed = common::run_and_kill(
+            "acknowledged_writes_survive_sigkill",
+            &[
+                (CHILD, dir.path().display().to_string()),
+                (ROUND, round.to_string()),
+            ],
+            Duration::from_millis(150 + rng.below(500)),
+        );
+        let lines: Vec<(u64, u64, usize, u64)> = printed
+            .iter()
+            .filter_map(|line| {
+                let rest = &line[line.find("ACK ")? + 4..];
+                let v: Vec<u64> = rest.split(' ').filter_map(|x| x.parse().ok()).collect();
+                (v.len() == 4).then(|| (v[0], v[1], v[2] as usize, v[3]))
+            })
+            .collect();
         acked.extend(lines);
         eprintln!(
             "round {round}: killed after {:?}, {} writes acknowledged so far",

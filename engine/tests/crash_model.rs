@@ -8,9 +8,7 @@
 mod common;
 
 use common::{engine, file_devices, present, small_config, Rng};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const CHILD: &str = "FLINT_MODEL_CHILD_DIR";
@@ -170,30 +168,14 @@ fn crashes_keep_acknowledged_state_and_lose_only_a_suffix() {
     let mut rng = Rng(99);
     let mut total_ops = 0;
     for round in 0..rounds {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "crashes_keep_acknowledged_state_and_lose_only_a_suffix",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, dir.path())
-            .env(ROUND, round.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(out)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<String>>()
-        });
-        std::thread::sleep(Duration::from_millis(150 + rng.below(450)));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let lines = reader.join().unwrap();
+        let lines = common::run_and_kill(
+            "crashes_keep_acknowledged_state_and_lose_only_a_suffix",
+            &[
+                (CHILD, dir.path().display().to_string()),
+                (ROUND, round.to_string()),
+            ],
+            Duration::from_millis(150 + rng.below(450)),
+        );
         // Acknowledged: every operation before the last SYNCED.
         let mut pending: Vec<Op> = Vec::new();
         for line in &lines {
