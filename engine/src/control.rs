@@ -10,6 +10,10 @@
 
 use crate::meta::{FsId, Ino};
 
+/// Bytes of a file per range; consecutive ranges live on consecutive shards,
+/// so one large file spreads over every core.
+pub const RANGE_BYTES: u64 = 1 << 20;
+
 /// Shard ownership at one epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardMap {
@@ -58,6 +62,12 @@ impl ShardMap {
         (ino & 0xff) as u32 % self.shards()
     }
 
+    /// The shard holding range `range` (offsets `range * RANGE_BYTES ..`)
+    /// of a file: its home shard for range 0, then the following shards.
+    pub fn shard_of_range(&self, ino: Ino, range: u64) -> u32 {
+        ((u64::from(self.shard_of_ino(ino)) + range) % u64::from(self.shards())) as u32
+    }
+
     /// The shard a new file of this name is created on (and looked up on).
     pub fn shard_of_name(&self, fs: FsId, name: &str) -> u32 {
         let h = xxhash_rust::xxh3::xxh3_64_with_seed(name.as_bytes(), u64::from(fs));
@@ -82,6 +92,9 @@ mod tests {
             seen[map.shard_of_name(1, &format!("file{i}")) as usize] = true;
         }
         assert!(seen.iter().all(|&s| s), "names spread over every shard");
+        assert_eq!(map.shard_of_range(0x1203, 0), 3);
+        assert_eq!(map.shard_of_range(0x1203, 1), 0);
+        assert_eq!(map.shard_of_range(0x1203, 6), 1);
         let moved = map.with_owner(3, 0);
         assert_eq!(moved.epoch(), 2);
         assert_eq!(moved.owner(3), 0);

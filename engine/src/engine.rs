@@ -2,19 +2,22 @@
 //! reactor the [`ShardMap`] assigns it to, reached from any thread by
 //! sending it work.
 //!
-//! File systems exist on every shard under the same id. A file lives on the
+//! File systems exist on every shard under the same id. A file's home is the
 //! shard its name hashes to, and its inode number carries that shard, so
-//! every request for it goes straight to the owner reactor as a message.
-//! `sync`, listings and space figures go to every shard.
+//! requests go straight to the owner reactor as messages. The home holds the
+//! name and the size and the file's first 1 MiB range; range r lives on the
+//! r-th shard after it, so one large file spreads over every core and its
+//! pieces are written and read in parallel. `sync`, listings and space
+//! figures go to every shard.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use flint_dataplane::bdev::BlockDevice;
-use flint_dataplane::reactor::{Core, ReactorConfig, ReactorSet};
+use flint_dataplane::reactor::{Core, Pending, ReactorConfig, ReactorSet};
 
-use crate::control::ShardMap;
+use crate::control::{ShardMap, RANGE_BYTES};
 use crate::meta::{FsId, FsMeta, Ino};
 use crate::store::{SpaceStats, Stat, Store, StoreConfig, StoreError};
 
@@ -100,6 +103,17 @@ impl Engine {
         for p in pending {
             p.wait()??;
         }
+        if shards > 1 {
+            // Pieces of files live on several shards, which recovered on
+            // their own: cut every piece back to its file's size.
+            let homes: HashMap<Ino, u64> = self
+                .broadcast(|s| Ok(s.home_sizes()))?
+                .into_iter()
+                .flatten()
+                .collect();
+            let homes = Arc::new(homes);
+            self.broadcast(move |s| s.reconcile_parts(&homes))?;
+        }
         if let Some(period) = seal_every {
             for reactor in 0..self.set.len().min(shards as usize) {
                 self.set.call(reactor, move |core| {
@@ -144,31 +158,24 @@ impl Engine {
         })?
     }
 
-    /// Runs `f` on shard 0's store (the whole engine when it has one shard).
-    pub fn call<R: Send + 'static>(
+    /// Sends `f` to the store of `shard` without waiting.
+    fn shard_task<R: Send + 'static>(
         &self,
+        shard: u32,
         f: impl FnOnce(&mut Store) -> Result<R> + Send + 'static,
-    ) -> Result<R> {
-        self.call_shard(0, f)
+    ) -> Result<Pending<Result<R>>> {
+        Ok(self.set.run_on(self.map.owner(shard), move |core| {
+            match shards_of(core).0.get_mut(&shard) {
+                Some(store) => f(store),
+                None => Err(StoreError::NotFound {
+                    what: format!("shard {shard} (open the engine first)"),
+                }),
+            }
+        })?)
     }
 
-    /// Runs `f` on every shard at once; results by shard.
-    pub fn broadcast<R: Send + 'static>(
-        &self,
-        f: impl Fn(&mut Store) -> Result<R> + Send + Sync + Clone + 'static,
-    ) -> Result<Vec<R>> {
-        let mut pending = Vec::new();
-        for shard in 0..self.map.shards() {
-            let f = f.clone();
-            pending.push(self.set.run_on(self.map.owner(shard), move |core| {
-                match shards_of(core).0.get_mut(&shard) {
-                    Some(store) => f(store),
-                    None => Err(StoreError::NotFound {
-                        what: format!("shard {shard}"),
-                    }),
-                }
-            })?);
-        }
+    /// Waits for tasks; the first error wins, results in order otherwise.
+    fn join<R>(pending: Vec<Pending<Result<R>>>) -> Result<Vec<R>> {
         let mut out = Vec::with_capacity(pending.len());
         let mut first_err = None;
         for p in pending {
@@ -183,6 +190,40 @@ impl Engine {
             Some(e) => Err(e),
             None => Ok(out),
         }
+    }
+
+    /// Splits `[offset, offset + len)` of a file at range boundaries:
+    /// (shard, offset, length) per piece.
+    fn pieces(&self, ino: Ino, offset: u64, len: u64) -> Vec<(u32, u64, u64)> {
+        let end = offset + len;
+        let mut out = Vec::new();
+        let mut pos = offset;
+        while pos < end {
+            let range = pos / RANGE_BYTES;
+            let hi = end.min((range + 1) * RANGE_BYTES);
+            out.push((self.map.shard_of_range(ino, range), pos, hi - pos));
+            pos = hi;
+        }
+        out
+    }
+
+    /// Runs `f` on shard 0's store (the whole engine when it has one shard).
+    pub fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.call_shard(0, f)
+    }
+
+    /// Runs `f` on every shard at once; results by shard.
+    pub fn broadcast<R: Send + 'static>(
+        &self,
+        f: impl Fn(&mut Store) -> Result<R> + Send + Sync + Clone + 'static,
+    ) -> Result<Vec<R>> {
+        let pending = (0..self.map.shards())
+            .map(|shard| self.shard_task(shard, f.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        Self::join(pending)
     }
 
     /// Creates a file system on every shard under one id.
@@ -240,28 +281,71 @@ impl Engine {
         self.call_shard(shard, move |s| Ok(s.lookup(fs, &name)))
     }
 
-    /// Writes `data` at `offset` of a file.
+    /// Writes `data` at `offset` of a file. Pieces in ranges of other
+    /// shards are written there, in parallel; the home shard then records
+    /// the new size.
     pub fn write(&self, ino: Ino, offset: u64, data: Vec<u8>) -> Result<()> {
-        self.call_shard(self.map.shard_of_ino(ino), move |s| {
-            s.write(ino, offset, &data)
-        })
+        let home = self.map.shard_of_ino(ino);
+        let end = offset + data.len() as u64;
+        let pieces = self.pieces(ino, offset, data.len() as u64);
+        if pieces.iter().all(|p| p.0 == home) {
+            return self.call_shard(home, move |s| s.write(ino, offset, &data));
+        }
+        let fs = self.call_shard(home, move |s| s.check_extend(ino, end))?;
+        let data = Arc::new(data);
+        let tasks = pieces
+            .into_iter()
+            .map(|(shard, off, len)| {
+                let data = data.clone();
+                self.shard_task(shard, move |s| {
+                    let at = (off - offset) as usize;
+                    s.write_part(ino, fs, off, &data[at..at + len as usize])
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::join(tasks)?;
+        self.call_shard(home, move |s| s.extend(ino, end))
     }
 
-    /// Reads up to `len` bytes at `offset` of a file.
+    /// Reads up to `len` bytes at `offset` of a file, from every shard that
+    /// holds a piece of it, in parallel.
     pub fn read(&self, ino: Ino, offset: u64, len: usize) -> Result<Vec<u8>> {
-        self.call_shard(self.map.shard_of_ino(ino), move |s| {
-            s.read(ino, offset, len)
-        })
+        let home = self.map.shard_of_ino(ino);
+        let size = self.stat(ino)?.size;
+        let end = size.min(offset.saturating_add(len as u64));
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let pieces = self.pieces(ino, offset, end - offset);
+        if pieces.iter().all(|p| p.0 == home) {
+            return self.call_shard(home, move |s| s.read(ino, offset, (end - offset) as usize));
+        }
+        let tasks = pieces
+            .into_iter()
+            .map(|(shard, off, len)| {
+                self.shard_task(shard, move |s| s.read_part(ino, off, len as usize))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self::join(tasks)?.concat())
     }
 
-    /// Sets a file's size.
+    /// Sets a file's size, on its home shard and every shard holding a
+    /// piece of it.
     pub fn truncate(&self, ino: Ino, size: u64) -> Result<()> {
-        self.call_shard(self.map.shard_of_ino(ino), move |s| s.truncate(ino, size))
+        self.call_shard(self.map.shard_of_ino(ino), move |s| s.truncate(ino, size))?;
+        if self.map.shards() > 1 {
+            self.broadcast(move |s| s.truncate_part(ino, size))?;
+        }
+        Ok(())
     }
 
-    /// Removes a file.
+    /// Removes a file, with its pieces on every shard.
     pub fn unlink(&self, ino: Ino) -> Result<()> {
-        self.call_shard(self.map.shard_of_ino(ino), move |s| s.unlink(ino))
+        self.call_shard(self.map.shard_of_ino(ino), move |s| s.unlink(ino))?;
+        if self.map.shards() > 1 {
+            self.broadcast(move |s| s.unlink_part(ino))?;
+        }
+        Ok(())
     }
 
     /// A file's attributes.

@@ -19,6 +19,14 @@ pub type Ino = u64;
 /// Longest file or file system name.
 pub const MAX_NAME: usize = 255;
 
+impl Inode {
+    /// Whether this is a part: the blocks this shard holds of a file whose
+    /// name and size live on another shard (its name is empty).
+    pub fn is_part(&self) -> bool {
+        self.name.is_empty()
+    }
+}
+
 /// A file system.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsMeta {
@@ -215,7 +223,7 @@ impl Meta {
     pub fn fs_used(&self, fs: FsId) -> u64 {
         self.inodes
             .values()
-            .filter(|i| i.fs == fs)
+            .filter(|i| i.fs == fs && !i.is_part())
             .map(|i| i.size)
             .sum()
     }

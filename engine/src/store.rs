@@ -1105,7 +1105,7 @@ impl Store {
         self.meta
             .inodes
             .values()
-            .filter(|i| i.fs == fs)
+            .filter(|i| i.fs == fs && !i.is_part())
             .map(|i| self.stat_of(i))
             .collect()
     }
@@ -1393,7 +1393,7 @@ impl Store {
             .ok_or_else(|| StoreError::Invalid {
                 reason: "offset + length overflows".into(),
             })?;
-        if end > st.size {
+        if end > st.size && !self.meta.inodes[&ino].is_part() {
             self.check_capacity(st.fs, end - st.size)?;
         }
         if data.is_empty() {
@@ -1431,6 +1431,104 @@ impl Store {
             .get(&ino)
             .ok_or_else(|| not_found(ino))?
             .size)
+    }
+
+    // ---- parts: this shard's ranges of files homed on other shards -----
+
+    /// Writes a piece of file `ino` (homed on another shard, or here) that
+    /// falls in one of this shard's ranges, creating the part on first use.
+    /// Capacity is the home shard's to check ([`Store::check_extend`]).
+    pub fn write_part(&mut self, ino: Ino, fs: FsId, offset: u64, data: &[u8]) -> Result<()> {
+        if !self.meta.inodes.contains_key(&ino) {
+            self.fs(fs)?;
+            self.record(Record::FileCreate {
+                ino,
+                fs,
+                name: String::new(),
+            });
+        }
+        self.write(ino, offset, data)
+    }
+
+    /// Reads `len` bytes of a file's piece from this shard: zeros where it
+    /// holds nothing.
+    pub fn read_part(&mut self, ino: Ino, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; len];
+        if self.meta.inodes.contains_key(&ino) {
+            self.read_into(ino, offset, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Drops what this shard holds of a file past `size`.
+    pub fn truncate_part(&mut self, ino: Ino, size: u64) -> Result<()> {
+        match self.meta.inodes.get(&ino) {
+            Some(i) if i.is_part() && i.size > size => self.truncate(ino, size),
+            _ => Ok(()),
+        }
+    }
+
+    /// Drops what this shard holds of a removed file.
+    pub fn unlink_part(&mut self, ino: Ino) -> Result<()> {
+        match self.meta.inodes.get(&ino) {
+            Some(i) if i.is_part() => self.unlink(ino),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sizes of the files whose home is this shard.
+    pub fn home_sizes(&self) -> Vec<(Ino, u64)> {
+        self.meta
+            .inodes
+            .values()
+            .filter(|i| !i.is_part())
+            .map(|i| (i.ino, i.size))
+            .collect()
+    }
+
+    /// After a crash: cuts parts back to their file's size on its home
+    /// shard and drops parts of files that no longer exist, so nothing
+    /// written but never made part of the file can surface later.
+    pub fn reconcile_parts(&mut self, homes: &HashMap<Ino, u64>) -> Result<()> {
+        let parts: Vec<(Ino, u64)> = self
+            .meta
+            .inodes
+            .values()
+            .filter(|i| i.is_part())
+            .map(|i| (i.ino, i.size))
+            .collect();
+        for (ino, size) in parts {
+            match homes.get(&ino) {
+                None => self.unlink(ino)?,
+                Some(&home) if size > home => self.truncate(ino, home)?,
+                Some(_) => {}
+            }
+        }
+        self.sync()
+    }
+
+    /// On the home shard: checks that growing file `ino` to `end` bytes fits
+    /// its file system's capacity.
+    pub fn check_extend(&self, ino: Ino, end: u64) -> Result<FsId> {
+        let st = self.stat(ino)?;
+        if end > st.size {
+            self.check_capacity(st.fs, end - st.size)?;
+        }
+        Ok(st.fs)
+    }
+
+    /// On the home shard: records that file `ino` now has at least `end`
+    /// bytes (its pieces were written on other shards).
+    pub fn extend(&mut self, ino: Ino, end: u64) -> Result<()> {
+        let st = self.stat(ino)?;
+        if end > st.size {
+            self.record(Record::Extents {
+                ino,
+                size: end,
+                blocks: Vec::new(),
+            });
+        }
+        Ok(())
     }
 
     /// Reads up to `len` bytes at `offset` (less at the end of the file).
@@ -1976,7 +2074,13 @@ impl Store {
             }
         }
         SpaceStats {
-            logical: self.meta.inodes.values().map(|i| i.size).sum(),
+            logical: self
+                .meta
+                .inodes
+                .values()
+                .filter(|i| !i.is_part())
+                .map(|i| i.size)
+                .sum(),
             physical: used_slots * cs,
             capacity: self.layout.owned_slots() * self.devs.len() as u64 * cs,
             dedup_ratio: if distinct.is_empty() {

@@ -107,3 +107,102 @@ fn files_spread_over_shards_and_survive_restarts_and_crashes() {
     assert_eq!(e.list(fs).unwrap().len(), 11);
     e.close().unwrap();
 }
+
+#[test]
+fn one_large_file_spreads_over_every_shard() {
+    let devs = memory_devices(5, 64);
+    let mut e = two_reactors();
+    e.format(devs.clone(), config(), false).unwrap();
+    e.open(present(&devs)).unwrap();
+    let fs = e.fs_create("ckpt", 3, 2, false, 1 << 40).unwrap();
+    let ino = e.create(fs, "model.ckpt").unwrap();
+    let mut rng = Rng(77);
+    let mut model = vec![0u8; 5 << 20];
+    // Writes of every size, many crossing 1 MiB range boundaries.
+    let mut off = 0usize;
+    while off < model.len() {
+        let len = (1 + rng.below(900_000) as usize).min(model.len() - off);
+        let data = rng.data(len);
+        e.write(ino, off as u64, data.clone()).unwrap();
+        model[off..off + len].copy_from_slice(&data);
+        off += len;
+    }
+    for _ in 0..20 {
+        let off = rng.below(model.len() as u64 - 5000);
+        let data = rng.data(5000);
+        e.write(ino, off, data.clone()).unwrap();
+        model[off as usize..off as usize + 5000].copy_from_slice(&data);
+    }
+    e.sync().unwrap();
+    let held: Vec<u64> = e
+        .broadcast(move |s| Ok(s.stat(ino).map(|st| st.blocks).unwrap_or(0)))
+        .unwrap();
+    assert!(
+        held.iter().all(|&b| b > 0),
+        "every shard holds part of the file: {held:?}"
+    );
+    assert_eq!(held.iter().sum::<u64>(), (5 << 20) / 4096);
+    assert_eq!(e.stat(ino).unwrap().size, 5 << 20);
+    assert!(e.read(ino, 0, 6 << 20).unwrap() == model);
+    let got = e.read(ino, 1_000_000, 2_500_000).unwrap();
+    assert!(got[..] == model[1_000_000..3_500_000]);
+    assert_eq!(
+        e.space().unwrap().logical,
+        5 << 20,
+        "pieces are not counted twice"
+    );
+
+    // Truncation reaches every shard; a restart and a crash keep it.
+    e.truncate(ino, 2_600_000).unwrap();
+    model.truncate(2_600_000);
+    e.sync().unwrap();
+    assert!(e.read(ino, 0, 6 << 20).unwrap() == model);
+    e.close().unwrap();
+    let mut e = two_reactors();
+    e.open(present(&devs)).unwrap();
+    assert!(e.read(ino, 0, 6 << 20).unwrap() == model);
+    e.write(ino, 4 << 20, vec![7; 100_000]).unwrap(); // never synced
+    drop(e);
+    let mut e = two_reactors();
+    e.open(present(&devs)).unwrap();
+    assert!(e.read(ino, 0, 6 << 20).unwrap() == model);
+    let problems: Vec<String> = e.broadcast(|s| Ok(s.fsck())).unwrap().concat();
+    assert!(problems.is_empty(), "{problems:?}");
+    e.unlink(ino).unwrap();
+    e.sync().unwrap();
+    let left: Vec<bool> = e.broadcast(move |s| Ok(s.stat(ino).is_ok())).unwrap();
+    assert!(left.iter().all(|&l| !l), "no shard keeps a piece: {left:?}");
+    assert_eq!(e.space().unwrap().physical, 0);
+    e.close().unwrap();
+}
+
+#[test]
+fn pieces_past_the_size_never_resurface_after_a_crash() {
+    let devs = memory_devices(5, 64);
+    let mut e = two_reactors();
+    e.format(devs.clone(), config(), false).unwrap();
+    e.open(present(&devs)).unwrap();
+    let fs = e.fs_create("data", 3, 2, false, 1 << 40).unwrap();
+    let ino = e.create(fs, "f").unwrap();
+    e.write(ino, 0, vec![1; 100]).unwrap();
+    e.sync().unwrap();
+    // A piece far out is made durable on its shard alone (as its seal timer
+    // would), but the home never records the larger size: a crash.
+    let far = 3 << 20;
+    let shard = e.shard_map().shard_of_range(ino, 3);
+    assert_ne!(shard, e.shard_map().shard_of_ino(ino));
+    e.call_shard(shard, move |s| {
+        s.write_part(ino, fs, far, &[9; 4096])?;
+        s.sync()
+    })
+    .unwrap();
+    drop(e);
+    let mut e = two_reactors();
+    e.open(present(&devs)).unwrap();
+    assert_eq!(e.stat(ino).unwrap().size, 100);
+    // Growing the file later must show a hole there, not the stale piece.
+    e.write(ino, (4 << 20) - 10, vec![2; 10]).unwrap();
+    let got = e.read(ino, far, 4096).unwrap();
+    assert!(got.iter().all(|&b| b == 0), "stale piece resurfaced");
+    e.close().unwrap();
+}
