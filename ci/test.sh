@@ -30,7 +30,7 @@ $bench device --backend uring --path "$tmp/bench.img" --size 64MiB --time 2
 $bench ring --time 1
 $bench ec --time 0.3
 $bench pipeline --size-mib 8
-$bench engine --time 0.3 --size-mib 16
+$bench engine --time 0.3 --size-mib 64
 cargo run --release -q -p flint-engine --features isal --example demo -- "$tmp/demo"
 
 step "all passed"

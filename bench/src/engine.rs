@@ -27,6 +27,59 @@ fn reactor() -> ReactorConfig {
     }
 }
 
+/// Writes a `mib` MiB file of random data in 4 MiB calls through an engine
+/// with `shards` shards on as many reactors (up to the CPUs), then syncs;
+/// returns GB/s.
+fn sharded_write(k: u8, m: u8, mib: u64, shards: u32) -> Result<f64, String> {
+    let n = usize::from(k + m);
+    let dev_mib = (mib * u64::from(k + m) / u64::from(k) / n as u64 * 2 + 64).max(128);
+    let devs: Vec<Arc<dyn BlockDevice>> = (0..n)
+        .map(|i| {
+            let mut s = DeviceSpec::new(&format!("ram{i}"), Backend::Memory);
+            s.size = Some(ByteSize(dev_mib << 20));
+            bdev::open(&s).map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let cpus = flint_dataplane::placement::allowed_cores().map_err(|e| e.to_string())?;
+    let take = (shards as usize).min(cpus.len());
+    let cfg = ReactorConfig {
+        cores: cpus[cpus.len() - take..].to_vec(),
+        ..ReactorConfig::default()
+    };
+    let mut e = Engine::start(&cfg).map_err(|e| e.to_string())?;
+    let store = StoreConfig {
+        shards,
+        ..StoreConfig::default()
+    };
+    e.format(devs.clone(), store, true)
+        .map_err(|e| e.to_string())?;
+    e.open(devs.iter().cloned().map(Some).collect())
+        .map_err(|e| e.to_string())?;
+    let fs = e
+        .fs_create("w", k, m, false, u64::MAX)
+        .map_err(|e| e.to_string())?;
+    let ino = e.create(fs, "big").map_err(|e| e.to_string())?;
+    let mut rng = Rng::new(9);
+    let chunks: Vec<Vec<u8>> = (0..4)
+        .map(|_| {
+            let mut c = vec![0u8; 4 << 20];
+            for w in c.chunks_mut(8) {
+                w.copy_from_slice(&rng.next().to_le_bytes());
+            }
+            c
+        })
+        .collect();
+    let t0 = Instant::now();
+    for i in 0..mib / 4 {
+        e.write(ino, i * (4 << 20), chunks[(i % 4) as usize].clone())
+            .map_err(|e| e.to_string())?;
+    }
+    e.sync().map_err(|e| e.to_string())?;
+    let gbps = (mib << 20) as f64 / t0.elapsed().as_secs_f64() / 1e9;
+    let _ = e.close();
+    Ok(gbps)
+}
+
 /// Raw QD1 4 KiB random reads on one device: the ceiling for the store.
 fn raw_reads(dev: Arc<dyn BlockDevice>, span_blocks: u64, secs: f64) -> Result<f64, String> {
     let set = ReactorSet::start(&reactor()).map_err(|e| e.to_string())?;
@@ -127,11 +180,19 @@ pub fn main(mut a: Args) -> Result<(), String> {
     plans[1].fail_all();
     let degraded = store_reads(&e, ino, blocks, secs)?;
     let _ = e.close();
+    let shards = flint_dataplane::placement::allowed_cores()
+        .map(|c| c.len())
+        .unwrap_or(1)
+        .max(2) as u32;
+    let write_one = sharded_write(k, m, mib * 2, 1)?;
+    let write_many = sharded_write(k, m, mib * 2, shards)?;
 
     if json {
         let v = serde_json::json!({"bench": "engine", "k": k, "m": m, "mib": mib,
             "raw_device_iops": raw, "healthy_iops": healthy, "degraded_iops": degraded,
-            "healthy_vs_raw": healthy / raw, "degraded_vs_healthy": degraded / healthy});
+            "healthy_vs_raw": healthy / raw, "degraded_vs_healthy": degraded / healthy,
+            "write_gbps_1_shard": write_one, "shards": shards,
+            "write_gbps_sharded": write_many});
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
@@ -153,6 +214,22 @@ pub fn main(mut a: Args) -> Result<(), String> {
         "store, one device gone (vs healthy)".into(),
         format!("{degraded:.0}"),
         ratio(degraded, healthy),
+    ]);
+    print!("{t}");
+    println!(
+        "engine: {} MiB file written in 4 MiB calls, {k}+{m}, no reduction, then synced",
+        mib * 2
+    );
+    let mut t = Table::new(&["engine", "GB/s", "ratio"]);
+    t.row(vec![
+        "1 shard on 1 reactor".into(),
+        format!("{write_one:.2}"),
+        "1.00x".into(),
+    ]);
+    t.row(vec![
+        format!("{shards} shards on {shards} reactors"),
+        format!("{write_many:.2}"),
+        ratio(write_many, write_one),
     ]);
     print!("{t}");
     Ok(())

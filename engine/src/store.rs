@@ -38,6 +38,9 @@ use crate::pipeline::{
 /// Logical block size of files.
 pub const BLOCK: usize = 4096;
 
+/// Largest single device command the store issues.
+const MAX_IO: usize = 1 << 20;
+
 /// Store settings fixed at format time.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreConfig {
@@ -1943,8 +1946,18 @@ impl Store {
     ) -> Result<()> {
         let ids: Vec<usize> = self.healthy().collect();
         let mut cmds = Vec::new();
+        // Commands of at most 1 MiB, the smallest transfer limit a device
+        // may have (large checkpoints and journal entries exceed it).
+        let per = (MAX_IO / self.layout.block_size as usize).max(1);
         for &d in &ids {
-            cmds.push((d, IoCmd::write(lba, blocks as u32, buf.0.as_ptr(), 0)));
+            for start in (0..blocks).step_by(per) {
+                let n = per.min(blocks - start);
+                let p = buf
+                    .0
+                    .as_ptr()
+                    .wrapping_add(start * self.layout.block_size as usize);
+                cmds.push((d, IoCmd::write(lba + start as u64, n as u32, p, 0)));
+            }
         }
         let results = run_io(&mut self.devs, &cmds);
         for ((d, _), r) in cmds.iter().zip(results) {
