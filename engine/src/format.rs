@@ -43,6 +43,11 @@ pub enum FormatError {
     Checksum,
     /// The structure is malformed.
     Decode(DecodeError),
+    /// No intact copy of a structure is left on any device.
+    Damaged {
+        /// What is damaged.
+        what: &'static str,
+    },
     /// The geometry cannot hold the layout.
     Geometry {
         /// What does not fit.
@@ -60,6 +65,10 @@ impl fmt::Display for FormatError {
             ),
             FormatError::Checksum => write!(f, "checksum mismatch"),
             FormatError::Decode(e) => write!(f, "{e}"),
+            FormatError::Damaged { what } => write!(
+                f,
+                "the {what} is damaged on every device; restore the devices from a backup or reformat"
+            ),
             FormatError::Geometry { reason } => write!(f, "{reason}"),
         }
     }

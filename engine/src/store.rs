@@ -731,8 +731,10 @@ impl Store {
         }
         let Some((ck_seq, ck_slot, meta)) = best else {
             return Err(StoreError::Format {
-                device: "all".into(),
-                error: FormatError::Checksum,
+                device: "every device".into(),
+                error: FormatError::Damaged {
+                    what: "metadata checkpoint",
+                },
             });
         };
         // Journal records after it, from every device.
