@@ -70,6 +70,15 @@ fn power_cuts_with_four_shards_keep_acknowledged_state() {
 }
 
 fn power_cuts(shards: u32, seed: u64) {
+    // FLINT_POWER_SEED and FLINT_POWER_ROUNDS widen the search locally.
+    let seed = std::env::var("FLINT_POWER_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(seed);
+    let rounds: usize = std::env::var("FLINT_POWER_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
     let plan = Arc::new(FaultPlan::default());
     let devs: Vec<Arc<dyn BlockDevice>> = memory_devices(5, 32)
         .into_iter()
@@ -90,7 +99,7 @@ fn power_cuts(shards: u32, seed: u64) {
     let mut rng = Rng(seed);
     let mut acked: Vec<Vec<u8>> = vec![Vec::new(); 3];
     let mut cur = acked.clone();
-    for round in 0..40 {
+    for round in 0..rounds {
         let budget = rng.below(1500) as i64;
         plan.fail_after(budget);
         let mut pending: Vec<Op> = Vec::new();
