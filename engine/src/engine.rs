@@ -37,6 +37,7 @@ struct Shards(HashMap<u32, Store>);
 pub struct Engine {
     set: ReactorSet,
     map: ShardMap,
+    devices: Vec<Option<Arc<dyn BlockDevice>>>,
 }
 
 fn shards_of(core: &mut Core) -> &mut Shards {
@@ -51,7 +52,11 @@ impl Engine {
     pub fn start(reactor: &ReactorConfig) -> Result<Engine> {
         let set = ReactorSet::start(reactor)?;
         let map = ShardMap::new(1, set.len());
-        Ok(Engine { set, map })
+        Ok(Engine {
+            set,
+            map,
+            devices: Vec::new(),
+        })
     }
 
     /// Formats devices as a new engine.
@@ -81,6 +86,7 @@ impl Engine {
         devices: Vec<Option<Arc<dyn BlockDevice>>>,
         seal_every: Option<Duration>,
     ) -> Result<()> {
+        self.devices = devices.clone();
         // Shard 0 tells how many shards the engine was formatted with.
         let devs = devices.clone();
         let shards = self.set.call(0, move |core| -> Result<u32> {
@@ -140,6 +146,56 @@ impl Engine {
     /// The shard map in force.
     pub fn shard_map(&self) -> &ShardMap {
         &self.map
+    }
+
+    /// Moves `shard` to `reactor` (rebalancing, or draining a core): the
+    /// shard is made durable on its owner and dropped there, recovered from
+    /// the devices on the new reactor, and the map is published with the
+    /// next epoch. Exclusive access means no request is routed by the old
+    /// map meanwhile.
+    pub fn move_shard(&mut self, shard: u32, reactor: usize) -> Result<()> {
+        if shard >= self.map.shards() || reactor >= self.set.len() {
+            return Err(StoreError::Invalid {
+                reason: format!(
+                    "cannot move shard {shard} to reactor {reactor}: the engine has {} shards \
+                     and {} reactors",
+                    self.map.shards(),
+                    self.set.len()
+                ),
+            });
+        }
+        let from = self.map.owner(shard);
+        if from == reactor {
+            return Ok(());
+        }
+        self.set.call(from, move |core| -> Result<()> {
+            let shards = shards_of(core);
+            let Some(mut store) = shards.0.remove(&shard) else {
+                return Err(StoreError::NotFound {
+                    what: format!("shard {shard}"),
+                });
+            };
+            let r = store.sync().and_then(|()| store.checkpoint());
+            if r.is_err() {
+                shards.0.insert(shard, store);
+            }
+            r
+        })??;
+        let devs = self.devices.clone();
+        self.set.call(reactor, move |core| -> Result<()> {
+            let store = Store::open_shard(core, &devs, shard)?;
+            shards_of(core).0.insert(shard, store);
+            Ok(())
+        })??;
+        self.map = self.map.with_owner(shard, reactor);
+        tracing::info!(
+            shard,
+            from,
+            to = reactor,
+            epoch = self.map.epoch(),
+            "shard moved"
+        );
+        Ok(())
     }
 
     /// Runs `f` on the store of `shard`, on its owner reactor.

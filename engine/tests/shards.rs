@@ -206,3 +206,41 @@ fn pieces_past_the_size_never_resurface_after_a_crash() {
     assert!(got.iter().all(|&b| b == 0), "stale piece resurfaced");
     e.close().unwrap();
 }
+
+#[test]
+fn shards_move_between_reactors_with_a_new_epoch() {
+    let devs = memory_devices(5, 64);
+    let mut e = two_reactors();
+    e.format(devs.clone(), config(), false).unwrap();
+    e.open(present(&devs)).unwrap();
+    let fs = e.fs_create("data", 3, 2, true, 1 << 40).unwrap();
+    let mut model = BTreeMap::new();
+    for i in 0..8 {
+        let ino = e.create(fs, &format!("f{i}")).unwrap();
+        let data = vec![i as u8 + 1; 300_000 + i * 1000];
+        e.write(ino, 0, data.clone()).unwrap();
+        model.insert(ino, data);
+    }
+    let epoch = e.shard_map().epoch();
+    // Move every shard onto reactor 0, then one back.
+    for shard in 0..4 {
+        e.move_shard(shard, 0).unwrap();
+    }
+    assert!((0..4).all(|s| e.shard_map().owner(s) == 0));
+    assert!(e.shard_map().epoch() > epoch);
+    check(&e, &model);
+    e.move_shard(2, 1).unwrap();
+    assert_eq!(e.shard_map().owner(2), 1);
+    for (&ino, data) in model.iter_mut() {
+        data.extend_from_slice(&[0x5A; 10_000]);
+        let at = data.len() as u64 - 10_000;
+        e.write(ino, at, vec![0x5A; 10_000]).unwrap();
+    }
+    check(&e, &model);
+    assert!(e.move_shard(9, 0).is_err(), "no such shard");
+    assert!(e.move_shard(0, 7).is_err(), "no such reactor");
+    e.close().unwrap();
+    let mut e = two_reactors();
+    e.open(present(&devs)).unwrap();
+    check(&e, &model);
+}
