@@ -30,7 +30,7 @@ use crate::format::{self, FormatError, Layout, Superblock, CHECKPOINT_MAGIC, JOU
 use crate::meta::{self, BlockRef, FsId, FsMeta, Ino, Meta, Record, StripeMeta, MAX_NAME};
 use crate::pipeline::checksum::{Checksummer, Xxh3Sum, SEED_CHUNK};
 use crate::pipeline::compress::{Compressor, Lz4Probe};
-use crate::pipeline::ec::{best_kernel, Codec, EcError};
+use crate::pipeline::ec::{best_kernel, Codec, EcError, Prepared};
 use crate::pipeline::{
     BlockAddr, BlockReader, PipelineConfig, Placed, SealedStripe, Stages, WritePipeline, SECTOR,
 };
@@ -237,6 +237,9 @@ type PlaceOp<'a> = dyn FnMut(
     ) -> (BlockAddr, u128)
     + 'a;
 
+/// (k, m, chunks read, chunk rebuilt): one loss pattern's decoder.
+type DecoderKey = (u8, u8, Vec<usize>, usize);
+
 /// One reference to a stored block: (file, logical block, where).
 type BlockUse = (Ino, u64, BlockRef);
 
@@ -343,6 +346,8 @@ pub struct Store {
     wbuf: Option<Scratch>,
     /// Erasure codecs by (k, m), for rebuilds.
     codecs: HashMap<(u8, u8), Codec>,
+    /// Prepared decoders by (k, m, present chunks, wanted chunk).
+    decoders: HashMap<DecoderKey, Box<dyn Prepared>>,
 }
 
 fn io_err(device: &str, op: &'static str) -> impl FnOnce(IoError) -> StoreError {
@@ -651,6 +656,7 @@ impl Store {
             cbuf: Vec::new(),
             wbuf: None,
             codecs: HashMap::new(),
+            decoders: HashMap::new(),
             repairs: RepairStats::default(),
         };
         store.recover()?;
@@ -1783,17 +1789,23 @@ impl Store {
                 reason: format!("only {got} of the {k} chunks needed are readable"),
             });
         }
-        let codec = match self.codecs.entry((s.k, s.m)) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(Codec::new(k, m, best_kernel()).map_err(ec_err)?)
-            }
-        };
-        let view: Vec<Option<&[u8]>> = have.iter().map(|h| h.as_deref()).collect();
+        // Decoders are cached per loss pattern: a device that stays gone
+        // costs one matrix inversion, not one per read.
+        let present: Vec<usize> = (0..k + m).filter(|&i| have[i].is_some()).collect();
+        let key = (s.k, s.m, present.clone(), c);
+        if !self.decoders.contains_key(&key) {
+            let codec = match self.codecs.entry((s.k, s.m)) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(Codec::new(k, m, best_kernel()).map_err(ec_err)?)
+                }
+            };
+            let decoder = codec.decoder(&present, &[c]).map_err(ec_err)?;
+            self.decoders.insert(key.clone(), decoder);
+        }
+        let inputs: Vec<&[u8]> = have.iter().flatten().map(|h| &h[..]).collect();
         let mut out = vec![0u8; (s1 - s0) * SECTOR];
-        codec
-            .reconstruct(&view, &[c], &mut [&mut out[..]])
-            .map_err(ec_err)?;
+        self.decoders[&key].apply(&inputs, &mut [&mut out[..]]);
         let per = self.layout.chunk_blocks as usize;
         for (i, sector) in out.chunks(SECTOR).enumerate() {
             if Xxh3Sum.checksum(SEED_CHUNK, sector) != s.sums[c * per + s0 + i] {

@@ -190,16 +190,24 @@ impl Codec {
         }
         let inputs: Vec<&[u8]> = present.iter().filter_map(|&i| chunks[i]).collect();
         Self::same_len(&inputs, out)?;
-        let inv = self
-            .matrix
-            .select(&present)
-            .invert()
-            .ok_or(EcError::Shape {
-                what: "survivor matrix is singular",
-            })?;
-        let decode = self.matrix.select(want).mul(&inv);
-        self.kernel.prepare(&decode).apply(&inputs, out);
+        self.decoder(&present, want)?.apply(&inputs, out);
         Ok(())
+    }
+
+    /// The prepared matrix that rebuilds chunks `want` from the k chunks
+    /// `present` (in that order), for callers that cache it per loss pattern.
+    pub fn decoder(&self, present: &[usize], want: &[usize]) -> Result<Box<dyn Prepared>, EcError> {
+        let n = self.k + self.m;
+        if present.len() != self.k || present.iter().chain(want).any(|&i| i >= n) {
+            return Err(EcError::Shape {
+                what: "a decoder needs k present chunks and wanted chunks below k+m",
+            });
+        }
+        let inv = self.matrix.select(present).invert().ok_or(EcError::Shape {
+            what: "survivor matrix is singular",
+        })?;
+        let decode = self.matrix.select(want).mul(&inv);
+        Ok(self.kernel.prepare(&decode))
     }
 }
 
