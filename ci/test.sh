@@ -19,6 +19,20 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "tests"
 cargo test --workspace --all-features
 
+step "C ABI: build libflint.so, compile the C example with cc, run it"
+cargo build --release -p flint-capi --features isal
+capi_tmp=$(mktemp -d /var/tmp/flint-capi.XXXXXX)
+cc -Wall -Wextra -Werror -O2 -I ffi/capi/include ffi/capi/examples/capi_demo.c \
+  -L target/release -lflint -o "$capi_tmp/capi_demo"
+LD_LIBRARY_PATH=target/release "$capi_tmp/capi_demo" "$capi_tmp"
+exported=$(nm -D --defined-only target/release/libflint.so | awk '{print $3}' | grep -v '^FLINT_' | sort | tr '\n' ' ')
+expected=$(sed -n 's/^ *\(flint_[a-z_]*\);$/\1/p' ffi/capi/flint.map | sort | tr '\n' ' ')
+if [ "$exported" != "$expected" ]; then
+  echo "libflint.so exports [$exported], flint.map lists [$expected]" >&2
+  exit 1
+fi
+rm -rf "$capi_tmp"
+
 step "benchmark smoke runs"
 cargo build --release -p flint-bench --features isal
 bench=target/release/flint-bench

@@ -214,8 +214,9 @@ impl Engine {
         })?
     }
 
-    /// Sends `f` to the store of `shard` without waiting.
-    fn shard_task<R: Send + 'static>(
+    /// Sends `f` to the store of `shard` without waiting; the result comes
+    /// back through the returned handle (asynchronous callers poll it).
+    pub fn shard_task<R: Send + 'static>(
         &self,
         shard: u32,
         f: impl FnOnce(&mut Store) -> Result<R> + Send + 'static,

@@ -1,0 +1,108 @@
+/*
+ * flint.h - Flint's C ABI: an embedded Flint engine in your process.
+ *
+ * Every function returns 0 (or a byte count) on success and a negated errno
+ * on failure; the errors each function can return are listed with it.
+ * Handles are opaque. Options structs carry their own size so they can grow:
+ * set `size = sizeof(struct ...)`. Link with -lflint.
+ */
+#ifndef FLINT_H
+#define FLINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* An open engine. */
+typedef struct flint_engine flint_engine;
+
+/* Options for flint_engine_open. */
+struct flint_engine_opts {
+    size_t size;                      /* sizeof(struct flint_engine_opts) */
+    const char *const *device_paths;  /* files or block devices (io_uring, O_DIRECT) */
+    uint32_t device_count;            /* number of paths */
+    uint64_t device_bytes;            /* create/extend files to this size; 0: use as they are */
+    int format;                       /* nonzero: format the devices first */
+    int force;                        /* nonzero: format over an existing Flint engine */
+};
+
+/* Opens an embedded engine on the devices (one reactor, one shard).
+ * Returns 0 and sets *out, or:
+ *   -EINVAL  bad options (NULL pointers, no devices, size too small)
+ *   -EEXIST  format requested but a device holds an engine and force is 0
+ *   -ENOENT  a device path does not exist and device_bytes is 0
+ *   -EIO     a device could not be opened, read or written
+ */
+int flint_engine_open(const struct flint_engine_opts *opts, flint_engine **out);
+
+/* Makes everything durable and closes the engine; the handle is freed.
+ * Returns 0, or -EINVAL (NULL), -EIO (the final sync failed; data written
+ * before the last successful flint_fsync is safe). */
+int flint_engine_close(flint_engine *eng);
+
+/* Creates a file system with k data + m parity chunks per stripe.
+ * Returns 0 and sets *fs_out, or -EINVAL (bad name or k+m larger than the
+ * devices), -EEXIST (name taken), -EIO. */
+int flint_fs_create(flint_engine *eng, const char *name, uint8_t k, uint8_t m,
+                    int reduction, uint64_t capacity, uint32_t *fs_out);
+
+/* Opens a file by name, creating it if `create` is nonzero.
+ * Returns 0 and sets *ino_out, or -ENOENT (no such file or file system),
+ * -EINVAL (bad name), -EIO. */
+int flint_file_open(flint_engine *eng, uint32_t fs, const char *name, int create,
+                    uint64_t *ino_out);
+
+/* Gets a file's size. Returns 0, or -ENOENT, -EINVAL. */
+int flint_file_stat(flint_engine *eng, uint64_t ino, uint64_t *size_out);
+
+/* Writes len bytes at offset. Durable after flint_fsync.
+ * Returns len, or -ENOENT, -ENOSPC (device or file system full), -EINVAL,
+ * -EIO. */
+int64_t flint_write(flint_engine *eng, uint64_t ino, uint64_t offset,
+                    const void *buf, size_t len);
+
+/* Reads up to len bytes at offset. Returns the bytes read (0 at or past the
+ * end), or -ENOENT, -EINVAL, -EIO (data lost beyond what parity can
+ * rebuild). */
+int64_t flint_read(flint_engine *eng, uint64_t ino, uint64_t offset, void *buf,
+                   size_t len);
+
+/* Makes every write so far durable (data, parity and metadata).
+ * Returns 0, or -EIO, -ENOSPC. */
+int flint_fsync(flint_engine *eng);
+
+/* Asynchronous I/O. */
+enum flint_op { FLINT_OP_READ = 0, FLINT_OP_WRITE = 1, FLINT_OP_FSYNC = 2 };
+
+struct flint_io {
+    size_t size;      /* sizeof(struct flint_io) */
+    int op;           /* enum flint_op */
+    uint64_t ino;     /* read and write */
+    uint64_t offset;  /* read and write */
+    void *buf;        /* read and write: must stay valid until completed */
+    size_t len;       /* read and write */
+    void *cb_arg;     /* returned in the completion */
+};
+
+struct flint_completion {
+    void *cb_arg;     /* the submitted cb_arg */
+    int64_t result;   /* as the blocking call would return */
+};
+
+/* Queues an operation. Returns 0, or -EINVAL (bad op or size), -EAGAIN
+ * (the engine's queue is full: poll, then retry), -EOPNOTSUPP (reads and
+ * writes on an engine formatted with several shards). */
+int flint_submit(flint_engine *eng, const struct flint_io *io);
+
+/* Collects up to max finished operations into out, without blocking.
+ * Returns how many, or -EINVAL. */
+int flint_poll(flint_engine *eng, struct flint_completion *out, int max);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FLINT_H */

@@ -1,0 +1,493 @@
+//! # libflint — Flint's C ABI
+//!
+//! An embedded engine behind opaque handles, declared in the checked-in
+//! `include/flint.h` and exported by the explicit list in `flint.map`.
+//! Every function returns 0 (or a byte count) or a negated errno; none
+//! unwinds into C (panics become `-EIO`); every pointer is checked.
+//!
+//! Asynchronous operations go to the engine's reactor as messages
+//! ([`Engine::shard_task`]); `flint_poll` collects the finished ones
+//! without blocking.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flint_dataplane::bdev::{self, Backend, BlockDevice, DeviceSpec};
+use flint_dataplane::config::ByteSize;
+use flint_dataplane::reactor::{Pending, ReactorConfig};
+use flint_dataplane::IoError;
+use flint_engine::engine::Engine;
+use flint_engine::store::{StoreConfig, StoreError};
+
+/// Most operations in flight per engine before `flint_submit` says -EAGAIN.
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// `struct flint_engine_opts` (flint.h).
+#[repr(C)]
+pub struct FlintEngineOpts {
+    size: usize,
+    device_paths: *const *const c_char,
+    device_count: u32,
+    device_bytes: u64,
+    format: c_int,
+    force: c_int,
+}
+
+/// `struct flint_io` (flint.h).
+#[repr(C)]
+pub struct FlintIo {
+    size: usize,
+    op: c_int,
+    ino: u64,
+    offset: u64,
+    buf: *mut c_void,
+    len: usize,
+    cb_arg: *mut c_void,
+}
+
+/// `struct flint_completion` (flint.h).
+#[repr(C)]
+pub struct FlintCompletion {
+    cb_arg: *mut c_void,
+    result: i64,
+}
+
+/// The opaque `flint_engine`.
+pub struct FlintEngine {
+    engine: Engine,
+    in_flight: Vec<(usize, Pending<Result<i64, StoreError>>)>,
+}
+
+/// A caller's buffer, carried to the reactor. The C contract (flint.h)
+/// keeps it valid and untouched until the operation completes.
+struct CBuf(*mut u8, usize);
+// SAFETY: the pointer is only dereferenced on the reactor while the caller
+// guarantees exclusive validity (see flint_submit in flint.h).
+unsafe impl Send for CBuf {}
+
+fn errno(e: &StoreError) -> i32 {
+    let io = |e: &IoError| e.errno();
+    -match e {
+        StoreError::NoSpace { .. } => libc::ENOSPC,
+        StoreError::NotFound { .. } => libc::ENOENT,
+        StoreError::Exists { .. } | StoreError::AlreadyFormatted { .. } => libc::EEXIST,
+        StoreError::Invalid { .. } | StoreError::Mismatch { .. } => libc::EINVAL,
+        StoreError::Io { error, .. } => io(error),
+        _ => libc::EIO,
+    }
+}
+
+/// Runs `f`, turning a panic into -EIO so nothing unwinds into C.
+fn guard<T>(fail: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fail)
+}
+
+/// # Safety
+/// `s` is NULL or a NUL-terminated string.
+unsafe fn c_str<'a>(s: *const c_char) -> Option<&'a str> {
+    if s.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL and NUL-terminated per the caller.
+    unsafe { CStr::from_ptr(s) }.to_str().ok()
+}
+
+fn open_devices(paths: &[String], bytes: u64) -> Result<Vec<Arc<dyn BlockDevice>>, i32> {
+    paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut spec = DeviceSpec::new(&format!("dev{i}"), Backend::Uring);
+            spec.path = Some(p.into());
+            spec.size = (bytes > 0).then_some(ByteSize(bytes));
+            bdev::open(&spec).map_err(|e| match e {
+                flint_dataplane::Error::DeviceOpen { source, .. } => {
+                    -source.raw_os_error().unwrap_or(libc::EIO)
+                }
+                flint_dataplane::Error::Config { .. } | flint_dataplane::Error::Geometry { .. } => {
+                    -libc::EINVAL
+                }
+                _ => -libc::EIO,
+            })
+        })
+        .collect()
+}
+
+/// Opens an embedded engine; see flint.h.
+///
+/// # Safety
+/// `opts` points to a `struct flint_engine_opts` whose `device_paths` holds
+/// `device_count` NUL-terminated strings; `out` is a valid pointer.
+#[no_mangle]
+pub unsafe extern "C" fn flint_engine_open(
+    opts: *const FlintEngineOpts,
+    out: *mut *mut FlintEngine,
+) -> c_int {
+    guard(-libc::EIO, || {
+        if opts.is_null() || out.is_null() {
+            return -libc::EINVAL;
+        }
+        // SAFETY: non-NULL; the caller passes a valid options struct.
+        let o = unsafe { &*opts };
+        if o.size < std::mem::size_of::<FlintEngineOpts>()
+            || o.device_paths.is_null()
+            || o.device_count == 0
+        {
+            return -libc::EINVAL;
+        }
+        let mut paths = Vec::new();
+        for i in 0..o.device_count as usize {
+            // SAFETY: device_paths holds device_count entries.
+            let p = unsafe { *o.device_paths.add(i) };
+            // SAFETY: each entry is NULL or NUL-terminated.
+            match unsafe { c_str(p) } {
+                Some(s) => paths.push(s.to_string()),
+                None => return -libc::EINVAL,
+            }
+        }
+        let devs = match open_devices(&paths, o.device_bytes) {
+            Ok(d) => d,
+            Err(e) => return e,
+        };
+        let cpus = flint_dataplane::placement::allowed_cores().unwrap_or_default();
+        let cfg = ReactorConfig {
+            cores: cpus.last().map(|c| vec![*c]).unwrap_or_default(),
+            pin: false,
+            ..ReactorConfig::default()
+        };
+        let mut engine = match Engine::start(&cfg) {
+            Ok(e) => e,
+            Err(e) => return errno(&e),
+        };
+        if o.format != 0 {
+            if let Err(e) = engine.format(devs.clone(), StoreConfig::default(), o.force != 0) {
+                return errno(&e);
+            }
+        }
+        if let Err(e) = engine.open(devs.into_iter().map(Some).collect()) {
+            return errno(&e);
+        }
+        let handle = Box::new(FlintEngine {
+            engine,
+            in_flight: Vec::new(),
+        });
+        // SAFETY: `out` is valid per the caller.
+        unsafe { *out = Box::into_raw(handle) };
+        0
+    })
+}
+
+/// Closes an engine; see flint.h.
+///
+/// # Safety
+/// `eng` came from `flint_engine_open` and is not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn flint_engine_close(eng: *mut FlintEngine) -> c_int {
+    guard(-libc::EIO, || {
+        if eng.is_null() {
+            return -libc::EINVAL;
+        }
+        // SAFETY: the handle came from Box::into_raw in flint_engine_open.
+        let h = unsafe { Box::from_raw(eng) };
+        for (_, p) in h.in_flight {
+            let _ = p.wait();
+        }
+        match h.engine.close() {
+            Ok(()) => 0,
+            Err(e) => errno(&e),
+        }
+    })
+}
+
+/// # Safety
+/// `eng` is NULL or a live handle.
+unsafe fn handle<'a>(eng: *mut FlintEngine) -> Option<&'a mut FlintEngine> {
+    // SAFETY: a live handle from flint_engine_open, used by one thread at a
+    // time per the C contract.
+    unsafe { eng.as_mut() }
+}
+
+/// Creates a file system; see flint.h.
+///
+/// # Safety
+/// `eng` is a live handle, `name` a NUL-terminated string, `fs_out` valid.
+#[no_mangle]
+pub unsafe extern "C" fn flint_fs_create(
+    eng: *mut FlintEngine,
+    name: *const c_char,
+    k: u8,
+    m: u8,
+    reduction: c_int,
+    capacity: u64,
+    fs_out: *mut u32,
+) -> c_int {
+    guard(-libc::EIO, || {
+        // SAFETY: per the function's contract.
+        let (Some(h), Some(name)) = (unsafe { handle(eng) }, unsafe { c_str(name) }) else {
+            return -libc::EINVAL;
+        };
+        if fs_out.is_null() {
+            return -libc::EINVAL;
+        }
+        match h.engine.fs_create(name, k, m, reduction != 0, capacity) {
+            Ok(fs) => {
+                // SAFETY: checked non-NULL above.
+                unsafe { *fs_out = fs };
+                0
+            }
+            Err(e) => errno(&e),
+        }
+    })
+}
+
+/// Opens (or creates) a file; see flint.h.
+///
+/// # Safety
+/// `eng` is a live handle, `name` a NUL-terminated string, `ino_out` valid.
+#[no_mangle]
+pub unsafe extern "C" fn flint_file_open(
+    eng: *mut FlintEngine,
+    fs: u32,
+    name: *const c_char,
+    create: c_int,
+    ino_out: *mut u64,
+) -> c_int {
+    guard(-libc::EIO, || {
+        // SAFETY: per the function's contract.
+        let (Some(h), Some(name)) = (unsafe { handle(eng) }, unsafe { c_str(name) }) else {
+            return -libc::EINVAL;
+        };
+        if ino_out.is_null() {
+            return -libc::EINVAL;
+        }
+        let ino = match h.engine.lookup(fs, name) {
+            Ok(Some(ino)) => Ok(ino),
+            Ok(None) if create != 0 => h.engine.create(fs, name),
+            Ok(None) => return -libc::ENOENT,
+            Err(e) => Err(e),
+        };
+        match ino {
+            Ok(ino) => {
+                // SAFETY: checked non-NULL above.
+                unsafe { *ino_out = ino };
+                0
+            }
+            Err(e) => errno(&e),
+        }
+    })
+}
+
+/// Gets a file's size; see flint.h.
+///
+/// # Safety
+/// `eng` is a live handle and `size_out` valid.
+#[no_mangle]
+pub unsafe extern "C" fn flint_file_stat(
+    eng: *mut FlintEngine,
+    ino: u64,
+    size_out: *mut u64,
+) -> c_int {
+    guard(-libc::EIO, || {
+        // SAFETY: per the function's contract.
+        let Some(h) = (unsafe { handle(eng) }) else {
+            return -libc::EINVAL;
+        };
+        if size_out.is_null() {
+            return -libc::EINVAL;
+        }
+        match h.engine.stat(ino) {
+            Ok(st) => {
+                // SAFETY: checked non-NULL above.
+                unsafe { *size_out = st.size };
+                0
+            }
+            Err(e) => errno(&e),
+        }
+    })
+}
+
+/// Writes; see flint.h.
+///
+/// # Safety
+/// `eng` is a live handle and `buf` holds `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn flint_write(
+    eng: *mut FlintEngine,
+    ino: u64,
+    offset: u64,
+    buf: *const c_void,
+    len: usize,
+) -> i64 {
+    guard(-i64::from(libc::EIO), || {
+        // SAFETY: per the function's contract.
+        let Some(h) = (unsafe { handle(eng) }) else {
+            return -i64::from(libc::EINVAL);
+        };
+        if buf.is_null() && len > 0 {
+            return -i64::from(libc::EINVAL);
+        }
+        // SAFETY: `buf` holds `len` bytes per the contract (or len is 0).
+        let data = if len == 0 {
+            Vec::new()
+        } else {
+            unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }.to_vec()
+        };
+        match h.engine.write(ino, offset, data) {
+            Ok(()) => len as i64,
+            Err(e) => i64::from(errno(&e)),
+        }
+    })
+}
+
+/// Reads; see flint.h.
+///
+/// # Safety
+/// `eng` is a live handle and `buf` holds `len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn flint_read(
+    eng: *mut FlintEngine,
+    ino: u64,
+    offset: u64,
+    buf: *mut c_void,
+    len: usize,
+) -> i64 {
+    guard(-i64::from(libc::EIO), || {
+        // SAFETY: per the function's contract.
+        let Some(h) = (unsafe { handle(eng) }) else {
+            return -i64::from(libc::EINVAL);
+        };
+        if buf.is_null() && len > 0 {
+            return -i64::from(libc::EINVAL);
+        }
+        match h.engine.read(ino, offset, len) {
+            Ok(got) => {
+                // SAFETY: `buf` holds `len` >= got.len() writable bytes.
+                unsafe { std::ptr::copy_nonoverlapping(got.as_ptr(), buf.cast(), got.len()) };
+                got.len() as i64
+            }
+            Err(e) => i64::from(errno(&e)),
+        }
+    })
+}
+
+/// Makes writes durable; see flint.h.
+///
+/// # Safety
+/// `eng` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn flint_fsync(eng: *mut FlintEngine) -> c_int {
+    guard(-libc::EIO, || {
+        // SAFETY: per the function's contract.
+        let Some(h) = (unsafe { handle(eng) }) else {
+            return -libc::EINVAL;
+        };
+        match h.engine.sync() {
+            Ok(()) => 0,
+            Err(e) => errno(&e),
+        }
+    })
+}
+
+/// Queues an operation; see flint.h.
+///
+/// # Safety
+/// `eng` is a live handle, `io` a valid `struct flint_io` whose buffer stays
+/// valid and untouched until its completion is returned by `flint_poll`.
+#[no_mangle]
+pub unsafe extern "C" fn flint_submit(eng: *mut FlintEngine, io: *const FlintIo) -> c_int {
+    guard(-libc::EIO, || {
+        // SAFETY: per the function's contract.
+        let (Some(h), Some(io)) = (unsafe { handle(eng) }, unsafe { io.as_ref() }) else {
+            return -libc::EINVAL;
+        };
+        if io.size < std::mem::size_of::<FlintIo>()
+            || (io.buf.is_null() && io.len > 0 && io.op != 2)
+        {
+            return -libc::EINVAL;
+        }
+        if h.in_flight.len() >= MAX_IN_FLIGHT {
+            return -libc::EAGAIN;
+        }
+        if io.op != 2 && h.engine.shard_map().shards() > 1 {
+            // Pieces of a file may live on several shards; the asynchronous
+            // path reaches only the home shard so far.
+            return -libc::EOPNOTSUPP;
+        }
+        let (ino, off) = (io.ino, io.offset);
+        let buf = CBuf(io.buf.cast(), io.len);
+        let shard = h.engine.shard_map().shard_of_ino(ino);
+        let task = match io.op {
+            0 => h.engine.shard_task(shard, move |s| {
+                let buf = buf;
+                // SAFETY: the caller keeps `buf` valid and untouched until
+                // completion (flint.h).
+                let out = unsafe { std::slice::from_raw_parts_mut(buf.0, buf.1) };
+                s.read_into(ino, off, out).map(|n| n as i64)
+            }),
+            1 => h.engine.shard_task(shard, move |s| {
+                let buf = buf;
+                // SAFETY: as above.
+                let data = unsafe { std::slice::from_raw_parts(buf.0, buf.1) };
+                s.write(ino, off, data).map(|()| buf.1 as i64)
+            }),
+            2 => h.engine.shard_task(0, |s| s.sync().map(|()| 0)),
+            _ => return -libc::EINVAL,
+        };
+        match task {
+            Ok(p) => {
+                h.in_flight.push((io.cb_arg as usize, p));
+                0
+            }
+            Err(e) => errno(&e),
+        }
+    })
+}
+
+/// Collects finished operations; see flint.h.
+///
+/// # Safety
+/// `eng` is a live handle and `out` holds `max` completions.
+#[no_mangle]
+pub unsafe extern "C" fn flint_poll(
+    eng: *mut FlintEngine,
+    out: *mut FlintCompletion,
+    max: c_int,
+) -> c_int {
+    guard(-libc::EIO, || {
+        // SAFETY: per the function's contract.
+        let Some(h) = (unsafe { handle(eng) }) else {
+            return -libc::EINVAL;
+        };
+        if out.is_null() || max < 0 {
+            return -libc::EINVAL;
+        }
+        let mut n = 0usize;
+        let mut i = 0;
+        while i < h.in_flight.len() && n < max as usize {
+            let done = match h.in_flight[i].1.wait_timeout(Duration::ZERO) {
+                Ok(Some(r)) => Some(r.unwrap_or_else(|e| i64::from(errno(&e)))),
+                Ok(None) => None,
+                Err(_) => Some(-i64::from(libc::EIO)),
+            };
+            match done {
+                Some(result) => {
+                    let (cb, _) = h.in_flight.swap_remove(i);
+                    // SAFETY: `out` holds `max` entries and n < max.
+                    unsafe {
+                        *out.add(n) = FlintCompletion {
+                            cb_arg: cb as *mut c_void,
+                            result,
+                        }
+                    };
+                    n += 1;
+                }
+                None => i += 1,
+            }
+        }
+        n as c_int
+    })
+}
