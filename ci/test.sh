@@ -33,6 +33,18 @@ if [ "$exported" != "$expected" ]; then
 fi
 rm -rf "$capi_tmp"
 
+step "fio engine: build against the installed fio's headers, run the verify jobs"
+fio_src=$(scripts/fio-headers.sh)
+cc -Wall -Werror -O2 -g -D_GNU_SOURCE -fPIC -shared -include "$fio_src/config-host.h" \
+  -I"$fio_src" -I ffi/capi/include -o target/release/libflint_fio.so ffi/fio/flint_fio.c \
+  -L target/release -lflint -Wl,-rpath,"$PWD/target/release"
+export FLINT_FIO=$PWD/target/release/libflint_fio.so FLINT_FIO_SECONDS=2
+fio ffi/fio/jobs/verify.fio --output-format=terse >/dev/null
+fio ffi/fio/jobs/verify-reopen.fio --output-format=terse >/dev/null
+fio ffi/fio/jobs/randread-4k.fio | grep -E 'IOPS|err='
+fio --name=null-baseline --ioengine=null --rw=randread --bs=4k --iodepth=32 --size=128m \
+  --time_based --runtime=2 --thread | grep -E 'IOPS'
+
 step "benchmark smoke runs"
 cargo build --release -p flint-bench --features isal
 bench=target/release/flint-bench

@@ -7,6 +7,9 @@ need=()
 command -v fio >/dev/null 2>&1 || need+=(fio)
 command -v mount >/dev/null 2>&1 || need+=(mount)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v nm >/dev/null 2>&1 || need+=(binutils)
+dpkg -s dpkg-dev >/dev/null 2>&1 || need+=(dpkg-dev)
 [ -e /usr/include/isa-l/erasure_code.h ] || need+=(libisal-dev)
 
 if [ ${#need[@]} -gt 0 ]; then

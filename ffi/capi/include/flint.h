@@ -22,9 +22,12 @@ typedef struct flint_engine flint_engine;
 /* Options for flint_engine_open. */
 struct flint_engine_opts {
     size_t size;                      /* sizeof(struct flint_engine_opts) */
-    const char *const *device_paths;  /* files or block devices (io_uring, O_DIRECT) */
+    const char *const *device_paths;  /* files or block devices (io_uring, O_DIRECT),
+                                         or "ram:NAME" for a RAM device that lives
+                                         as long as the process */
     uint32_t device_count;            /* number of paths */
-    uint64_t device_bytes;            /* create/extend files to this size; 0: use as they are */
+    uint64_t device_bytes;            /* create/extend files to this size (RAM devices:
+                                         required); 0: use files as they are */
     int format;                       /* nonzero: format the devices first */
     int force;                        /* nonzero: format over an existing Flint engine */
 };
@@ -48,6 +51,10 @@ int flint_engine_close(flint_engine *eng);
  * devices), -EEXIST (name taken), -EIO. */
 int flint_fs_create(flint_engine *eng, const char *name, uint8_t k, uint8_t m,
                     int reduction, uint64_t capacity, uint32_t *fs_out);
+
+/* Finds a file system by name. Returns 0 and sets *fs_out, or -ENOENT,
+ * -EINVAL. */
+int flint_fs_lookup(flint_engine *eng, const char *name, uint32_t *fs_out);
 
 /* Opens a file by name, creating it if `create` is nonzero.
  * Returns 0 and sets *ino_out, or -ENOENT (no such file or file system),

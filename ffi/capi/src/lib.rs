@@ -11,9 +11,10 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use flint_dataplane::bdev::{self, Backend, BlockDevice, DeviceSpec};
@@ -96,13 +97,37 @@ unsafe fn c_str<'a>(s: *const c_char) -> Option<&'a str> {
     unsafe { CStr::from_ptr(s) }.to_str().ok()
 }
 
+/// RAM devices by name: they live as long as the process, so an engine
+/// closed and opened again (fio's jobs, for one) finds its data.
+fn ram_devices() -> &'static Mutex<HashMap<String, Arc<dyn BlockDevice>>> {
+    static RAM: OnceLock<Mutex<HashMap<String, Arc<dyn BlockDevice>>>> = OnceLock::new();
+    RAM.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
 fn open_devices(paths: &[String], bytes: u64) -> Result<Vec<Arc<dyn BlockDevice>>, i32> {
     paths
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let mut spec = DeviceSpec::new(&format!("dev{i}"), Backend::Uring);
-            spec.path = Some(p.into());
+            // "ram:NAME" is a RAM device of `bytes`; anything else a path.
+            let mut spec = if let Some(name) = p.strip_prefix("ram:") {
+                let mut ram = ram_devices().lock().map_err(|_| -libc::EIO)?;
+                if let Some(d) = ram.get(name) {
+                    return Ok(d.clone());
+                }
+                if bytes == 0 {
+                    return Err(-libc::EINVAL);
+                }
+                let mut spec = DeviceSpec::new(&format!("ram-{name}"), Backend::Memory);
+                spec.size = Some(ByteSize(bytes));
+                let d = bdev::open(&spec).map_err(|_| -libc::ENOMEM)?;
+                ram.insert(name.to_string(), d.clone());
+                return Ok(d);
+            } else {
+                let mut s = DeviceSpec::new(&format!("dev{i}"), Backend::Uring);
+                s.path = Some(p.into());
+                s
+            };
             spec.size = (bytes > 0).then_some(ByteSize(bytes));
             bdev::open(&spec).map_err(|e| match e {
                 flint_dataplane::Error::DeviceOpen { source, .. } => {
@@ -168,7 +193,9 @@ pub unsafe extern "C" fn flint_engine_open(
                 return errno(&e);
             }
         }
-        if let Err(e) = engine.open(devs.into_iter().map(Some).collect()) {
+        // Group commit and background garbage collection every 20 ms.
+        let seal = Some(Duration::from_millis(20));
+        if let Err(e) = engine.open_with(devs.into_iter().map(Some).collect(), seal) {
             return errno(&e);
         }
         let handle = Box::new(FlintEngine {
@@ -239,6 +266,36 @@ pub unsafe extern "C" fn flint_fs_create(
                 unsafe { *fs_out = fs };
                 0
             }
+            Err(e) => errno(&e),
+        }
+    })
+}
+
+/// Finds a file system by name; see flint.h.
+///
+/// # Safety
+/// `eng` is a live handle, `name` a NUL-terminated string, `fs_out` valid.
+#[no_mangle]
+pub unsafe extern "C" fn flint_fs_lookup(
+    eng: *mut FlintEngine,
+    name: *const c_char,
+    fs_out: *mut u32,
+) -> c_int {
+    guard(-libc::EIO, || {
+        // SAFETY: per the function's contract.
+        let (Some(h), Some(name)) = (unsafe { handle(eng) }, unsafe { c_str(name) }) else {
+            return -libc::EINVAL;
+        };
+        if fs_out.is_null() {
+            return -libc::EINVAL;
+        }
+        match h.engine.fs_by_name(name) {
+            Ok(Some(fs)) => {
+                // SAFETY: checked non-NULL above.
+                unsafe { *fs_out = fs };
+                0
+            }
+            Ok(None) => -libc::ENOENT,
             Err(e) => errno(&e),
         }
     })
