@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flint_dataplane::bdev::BlockDevice;
+use flint_dataplane::park::Waker;
+use flint_dataplane::poller::{poller_fn, PollStatus};
 use flint_dataplane::reactor::{Core, Pending, ReactorConfig, ReactorSet};
 
 use crate::control::{ShardMap, RANGE_BYTES};
@@ -229,6 +231,28 @@ impl Engine {
                 }),
             }
         })?)
+    }
+
+    /// Installs `f` as a poller on the reactor that owns `shard`: every loop
+    /// iteration it gets the shard's store and says whether it did work.
+    /// This is how an embedding client feeds a shard through its own
+    /// lock-free rings, with no allocation or channel per operation. Returns
+    /// the reactor's waker, to call after publishing work.
+    pub fn shard_poller(
+        &self,
+        shard: u32,
+        mut f: impl FnMut(&mut Store) -> bool + Send + 'static,
+    ) -> Result<Waker> {
+        let owner = self.map.owner(shard);
+        self.set.call(owner, move |core| {
+            core.add_poller(poller_fn("shard-client", move |core| {
+                match shards_of(core).0.get_mut(&shard) {
+                    Some(store) => PollStatus::from_work(f(store)),
+                    None => PollStatus::Idle,
+                }
+            }));
+        })?;
+        Ok(self.set.wakers()[owner].clone())
     }
 
     /// Waits for tasks; the first error wins, results in order otherwise.

@@ -5,9 +5,11 @@
 //! Every function returns 0 (or a byte count) or a negated errno; none
 //! unwinds into C (panics become `-EIO`); every pointer is checked.
 //!
-//! Asynchronous operations go to the engine's reactor as messages
-//! ([`Engine::shard_task`]); `flint_poll` collects the finished ones
-//! without blocking.
+//! Asynchronous operations travel on a pair of single-producer rings: the
+//! caller's thread pushes operations, a poller on the engine's reactor
+//! ([`Engine::shard_poller`]) runs them against the store and pushes
+//! completions back, and `flint_poll` drains those without blocking or
+//! allocating.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -19,7 +21,9 @@ use std::time::Duration;
 
 use flint_dataplane::bdev::{self, Backend, BlockDevice, DeviceSpec};
 use flint_dataplane::config::ByteSize;
-use flint_dataplane::reactor::{Pending, ReactorConfig};
+use flint_dataplane::park::Waker;
+use flint_dataplane::reactor::ReactorConfig;
+use flint_dataplane::ring::{ring, Consumer, Producer};
 use flint_dataplane::IoError;
 use flint_engine::engine::Engine;
 use flint_engine::store::{StoreConfig, StoreError};
@@ -57,10 +61,28 @@ pub struct FlintCompletion {
     result: i64,
 }
 
+/// One queued operation, as it travels to the reactor.
+struct Op {
+    op: c_int,
+    ino: u64,
+    offset: u64,
+    buf: CBuf,
+    cb_arg: usize,
+}
+
+/// One finished operation, as it travels back.
+struct Done {
+    cb_arg: usize,
+    result: i64,
+}
+
 /// The opaque `flint_engine`.
 pub struct FlintEngine {
     engine: Engine,
-    in_flight: Vec<(usize, Pending<Result<i64, StoreError>>)>,
+    submit: Producer<Op>,
+    done: Consumer<Done>,
+    waker: Waker,
+    in_flight: usize,
 }
 
 /// A caller's buffer, carried to the reactor. The C contract (flint.h)
@@ -198,9 +220,30 @@ pub unsafe extern "C" fn flint_engine_open(
         if let Err(e) = engine.open_with(devs.into_iter().map(Some).collect(), seal) {
             return errno(&e);
         }
+        let (submit, mut ops) = ring::<Op>(MAX_IN_FLIGHT);
+        let (mut done_tx, done) = ring::<Done>(MAX_IN_FLIGHT);
+        let poller = move |s: &mut flint_engine::store::Store| {
+            let n = ops.pop_batch(64, |op| {
+                let result = run_op(s, &op);
+                // The completion ring is as deep as the submission ring, so
+                // there is always room.
+                let _ = done_tx.push(Done {
+                    cb_arg: op.cb_arg,
+                    result,
+                });
+            });
+            n > 0
+        };
+        let waker = match engine.shard_poller(0, poller) {
+            Ok(w) => w,
+            Err(e) => return errno(&e),
+        };
         let handle = Box::new(FlintEngine {
             engine,
-            in_flight: Vec::new(),
+            submit,
+            done,
+            waker,
+            in_flight: 0,
         });
         // SAFETY: `out` is valid per the caller.
         unsafe { *out = Box::into_raw(handle) };
@@ -219,9 +262,14 @@ pub unsafe extern "C" fn flint_engine_close(eng: *mut FlintEngine) -> c_int {
             return -libc::EINVAL;
         }
         // SAFETY: the handle came from Box::into_raw in flint_engine_open.
-        let h = unsafe { Box::from_raw(eng) };
-        for (_, p) in h.in_flight {
-            let _ = p.wait();
+        let mut h = unsafe { Box::from_raw(eng) };
+        // Let queued operations finish before their buffers go away.
+        while h.in_flight > 0 {
+            let n = h.done.pop_batch(64, drop);
+            h.in_flight -= n;
+            if n == 0 {
+                std::thread::yield_now();
+            }
         }
         match h.engine.close() {
             Ok(()) => 0,
@@ -466,42 +514,49 @@ pub unsafe extern "C" fn flint_submit(eng: *mut FlintEngine, io: *const FlintIo)
         {
             return -libc::EINVAL;
         }
-        if h.in_flight.len() >= MAX_IN_FLIGHT {
-            return -libc::EAGAIN;
+        if !(0..=2).contains(&io.op) {
+            return -libc::EINVAL;
         }
         if io.op != 2 && h.engine.shard_map().shards() > 1 {
             // Pieces of a file may live on several shards; the asynchronous
             // path reaches only the home shard so far.
             return -libc::EOPNOTSUPP;
         }
-        let (ino, off) = (io.ino, io.offset);
-        let buf = CBuf(io.buf.cast(), io.len);
-        let shard = h.engine.shard_map().shard_of_ino(ino);
-        let task = match io.op {
-            0 => h.engine.shard_task(shard, move |s| {
-                let buf = buf;
-                // SAFETY: the caller keeps `buf` valid and untouched until
-                // completion (flint.h).
-                let out = unsafe { std::slice::from_raw_parts_mut(buf.0, buf.1) };
-                s.read_into(ino, off, out).map(|n| n as i64)
-            }),
-            1 => h.engine.shard_task(shard, move |s| {
-                let buf = buf;
-                // SAFETY: as above.
-                let data = unsafe { std::slice::from_raw_parts(buf.0, buf.1) };
-                s.write(ino, off, data).map(|()| buf.1 as i64)
-            }),
-            2 => h.engine.shard_task(0, |s| s.sync().map(|()| 0)),
-            _ => return -libc::EINVAL,
+        let op = Op {
+            op: io.op,
+            ino: io.ino,
+            offset: io.offset,
+            buf: CBuf(io.buf.cast(), io.len),
+            cb_arg: io.cb_arg as usize,
         };
-        match task {
-            Ok(p) => {
-                h.in_flight.push((io.cb_arg as usize, p));
-                0
-            }
-            Err(e) => errno(&e),
+        // At most MAX_IN_FLIGHT operations between submit and poll, so the
+        // completion ring (as deep) can never overflow.
+        if h.in_flight >= MAX_IN_FLIGHT || h.submit.push(op).is_err() {
+            return -libc::EAGAIN;
         }
+        h.in_flight += 1;
+        h.waker.wake();
+        0
     })
+}
+
+/// Runs one queued operation on the store (on its reactor).
+fn run_op(s: &mut flint_engine::store::Store, op: &Op) -> i64 {
+    let r = match op.op {
+        0 => {
+            // SAFETY: the caller keeps the buffer valid and untouched until
+            // this operation's completion is returned (flint.h).
+            let out = unsafe { std::slice::from_raw_parts_mut(op.buf.0, op.buf.1) };
+            s.read_into(op.ino, op.offset, out).map(|n| n as i64)
+        }
+        1 => {
+            // SAFETY: as above.
+            let data = unsafe { std::slice::from_raw_parts(op.buf.0, op.buf.1) };
+            s.write(op.ino, op.offset, data).map(|()| op.buf.1 as i64)
+        }
+        _ => s.sync().map(|()| 0),
+    };
+    r.unwrap_or_else(|e| i64::from(errno(&e)))
 }
 
 /// Collects finished operations; see flint.h.
@@ -523,28 +578,18 @@ pub unsafe extern "C" fn flint_poll(
             return -libc::EINVAL;
         }
         let mut n = 0usize;
-        let mut i = 0;
-        while i < h.in_flight.len() && n < max as usize {
-            let done = match h.in_flight[i].1.wait_timeout(Duration::ZERO) {
-                Ok(Some(r)) => Some(r.unwrap_or_else(|e| i64::from(errno(&e)))),
-                Ok(None) => None,
-                Err(_) => Some(-i64::from(libc::EIO)),
-            };
-            match done {
-                Some(result) => {
-                    let (cb, _) = h.in_flight.swap_remove(i);
-                    // SAFETY: `out` holds `max` entries and n < max.
-                    unsafe {
-                        *out.add(n) = FlintCompletion {
-                            cb_arg: cb as *mut c_void,
-                            result,
-                        }
-                    };
-                    n += 1;
+        h.done.pop_batch(max as usize, |d| {
+            // SAFETY: `out` holds `max` entries and pop_batch hands at most
+            // `max` completions.
+            unsafe {
+                *out.add(n) = FlintCompletion {
+                    cb_arg: d.cb_arg as *mut c_void,
+                    result: d.result,
                 }
-                None => i += 1,
-            }
-        }
+            };
+            n += 1;
+        });
+        h.in_flight -= n;
         n as c_int
     })
 }
