@@ -53,6 +53,110 @@ pub struct BlockRef {
     pub fp: u128,
 }
 
+/// Logical blocks per page of a [`BlockMap`] (1 MiB of 4 KiB blocks).
+const PAGE: u64 = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Page {
+    used: u16,
+    slots: [Option<BlockRef>; PAGE as usize],
+}
+
+/// A file's block map: logical block -> stored block, in 1 MiB pages of
+/// direct slots under an ordered map, so a lookup is one short tree walk and
+/// one array index (reads are on the hot path) while truncation and ordered
+/// iteration stay cheap.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockMap {
+    pages: BTreeMap<u64, Box<Page>>,
+    len: usize,
+}
+
+impl BlockMap {
+    /// The stored block of logical block `idx`.
+    #[inline]
+    pub fn get(&self, idx: &u64) -> Option<&BlockRef> {
+        self.pages.get(&(idx / PAGE))?.slots[(idx % PAGE) as usize].as_ref()
+    }
+
+    /// Whether logical block `idx` is stored.
+    pub fn contains_key(&self, idx: &u64) -> bool {
+        self.get(idx).is_some()
+    }
+
+    /// Maps `idx` to `b`; returns what it mapped to before.
+    pub fn insert(&mut self, idx: u64, b: BlockRef) -> Option<BlockRef> {
+        let page = self.pages.entry(idx / PAGE).or_insert_with(|| {
+            Box::new(Page {
+                used: 0,
+                slots: [None; PAGE as usize],
+            })
+        });
+        let old = page.slots[(idx % PAGE) as usize].replace(b);
+        if old.is_none() {
+            page.used += 1;
+            self.len += 1;
+        }
+        old
+    }
+
+    /// Removes and returns every block at or after `from`.
+    pub fn split_off(&mut self, from: &u64) -> BlockMap {
+        let (first, offset) = (from / PAGE, (from % PAGE) as usize);
+        let mut tail = BlockMap {
+            pages: self.pages.split_off(&(first + 1)),
+            len: 0,
+        };
+        if let Some(page) = self.pages.get_mut(&first) {
+            let mut moved = Box::new(Page {
+                used: 0,
+                slots: [None; PAGE as usize],
+            });
+            for i in offset..PAGE as usize {
+                if let Some(b) = page.slots[i].take() {
+                    moved.slots[i] = Some(b);
+                    moved.used += 1;
+                    page.used -= 1;
+                }
+            }
+            if page.used == 0 {
+                self.pages.remove(&first);
+            }
+            if moved.used > 0 {
+                tail.pages.insert(first, moved);
+            }
+        }
+        tail.len = tail.pages.values().map(|p| usize::from(p.used)).sum();
+        self.len -= tail.len;
+        tail
+    }
+
+    /// Blocks stored.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no block is stored (all holes).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The stored blocks, in logical order.
+    pub fn values(&self) -> impl Iterator<Item = &BlockRef> {
+        self.pages.values().flat_map(|p| p.slots.iter().flatten())
+    }
+
+    /// (logical block, stored block), in logical order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &BlockRef)> {
+        self.pages.iter().flat_map(|(k, p)| {
+            p.slots
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, s)| s.as_ref().map(|b| (k * PAGE + i as u64, b)))
+        })
+    }
+}
+
 /// A file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inode {
@@ -65,7 +169,7 @@ pub struct Inode {
     /// Size in bytes.
     pub size: u64,
     /// Logical block index -> stored block. Holes are absent (read as zero).
-    pub blocks: BTreeMap<u64, BlockRef>,
+    pub blocks: BlockMap,
 }
 
 /// A stripe: k data + m parity chunks on distinct devices.
@@ -182,7 +286,7 @@ impl Meta {
                     fs: *fs,
                     name: name.clone(),
                     size: 0,
-                    blocks: BTreeMap::new(),
+                    blocks: BlockMap::default(),
                 });
             }
             Record::FileUnlink { ino } => {
@@ -255,7 +359,7 @@ impl Meta {
                 &Record::Extents {
                     ino: i.ino,
                     size: i.size,
-                    blocks: i.blocks.iter().map(|(k, v)| (*k, *v)).collect(),
+                    blocks: i.blocks.iter().map(|(k, v)| (k, *v)).collect(),
                 },
             );
         }
@@ -554,6 +658,34 @@ mod tests {
         assert_eq!(back, m);
         m.apply(&Record::FileUnlink { ino: 1 });
         assert!(m.inodes.is_empty());
+    }
+
+    #[test]
+    fn block_map_matches_an_ordered_map() {
+        let mut map = BlockMap::default();
+        let mut model = BTreeMap::new();
+        let mut x = 7u64;
+        for step in 0..20_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let idx = x % 3000;
+            if step % 97 == 0 {
+                let a = map.split_off(&idx);
+                let b = model.split_off(&idx);
+                assert_eq!(a.len(), b.len());
+                assert!(a.iter().map(|(k, v)| (k, *v)).eq(b.into_iter()));
+            } else {
+                assert_eq!(map.insert(idx, addr(step)), model.insert(idx, addr(step)));
+            }
+            assert_eq!(map.len(), model.len());
+            assert_eq!(map.get(&idx), model.get(&idx));
+        }
+        assert!(map
+            .iter()
+            .map(|(k, v)| (k, *v))
+            .eq(model.iter().map(|(k, v)| (*k, *v))));
+        assert!(map.values().eq(model.values()));
     }
 
     #[test]

@@ -1270,7 +1270,7 @@ impl Store {
         let mut live: HashMap<u64, (u64, Vec<BlockUse>)> = HashMap::new();
         let mut seen: std::collections::HashSet<BlockAddr> = std::collections::HashSet::new();
         for i in self.meta.inodes.values() {
-            for (&idx, b) in &i.blocks {
+            for (idx, b) in i.blocks.iter() {
                 if !self.meta.stripes.contains_key(&b.addr.stripe) {
                     continue;
                 }
@@ -2153,7 +2153,7 @@ impl Store {
             }
         }
         for i in self.meta.inodes.values() {
-            for (idx, b) in &i.blocks {
+            for (idx, b) in i.blocks.iter() {
                 let open = self.writers.get(&i.fs).is_some_and(|w| {
                     w.pipeline.open_stripe() == b.addr.stripe
                         && w.pipeline.has_open_data()
