@@ -340,6 +340,8 @@ pub struct Store {
     repairs: RepairStats,
     /// Reused buffer for chunk reads.
     rbuf: Option<Scratch>,
+    /// Reused buffer for the surviving chunks of a rebuild.
+    dbuf: Option<Scratch>,
     /// Reused buffer for compressed blocks.
     cbuf: Vec<u8>,
     /// Reused aligned buffer a sealed stripe is written from.
@@ -653,6 +655,7 @@ impl Store {
             head: 0,
             ckpt_slot: 0,
             rbuf: None,
+            dbuf: None,
             cbuf: Vec::new(),
             wbuf: None,
             codecs: HashMap::new(),
@@ -1725,35 +1728,43 @@ impl Store {
         s0: usize,
         s1: usize,
     ) -> Result<Option<Vec<u8>>> {
-        let (d, slot) = s.chunks[c];
-        let d = usize::from(d);
-        if self.devs[d].as_ref().is_none_or(|x| x.failed) {
-            return Ok(None);
-        }
         let n = s1 - s0;
-        let buf = match self.rbuf.take() {
+        let mut buf = match self.rbuf.take() {
             Some(b) if b.0.len >= n * SECTOR => b,
             _ => Scratch::new(n * SECTOR)?,
         };
-        let lba = self.layout.slot_lba(slot) + s0 as u64;
-        let r = match self.devs[d].as_mut() {
-            Some(dev) => run_one(dev, IoCmd::read(lba, n as u32, buf.0.as_ptr(), 0)),
-            None => Err(IoError::Device {
-                errno: libc::ENODEV,
-            }),
+        let good = self.read_chunk_into(s, c, s0, s1, &mut buf.0.as_mut_slice()[..n * SECTOR]);
+        let out = good.then(|| buf.0.as_slice()[..n * SECTOR].to_vec());
+        self.rbuf = Some(buf);
+        Ok(out)
+    }
+
+    /// Reads sectors `s0..s1` of chunk `c` into `out` (4 KiB-aligned) and
+    /// verifies them; false if the device is gone or a checksum fails.
+    fn read_chunk_into(
+        &mut self,
+        s: &StripeMeta,
+        c: usize,
+        s0: usize,
+        s1: usize,
+        out: &mut [u8],
+    ) -> bool {
+        let (d, slot) = s.chunks[c];
+        let d = usize::from(d);
+        let Some(dev) = self.devs[d].as_mut().filter(|x| !x.failed) else {
+            return false;
         };
-        if r.is_err() {
-            self.rbuf = Some(buf);
+        let lba = self.layout.slot_lba(slot) + s0 as u64;
+        if run_one(dev, IoCmd::read(lba, (s1 - s0) as u32, out.as_mut_ptr(), 0)).is_err() {
             self.mark_failed(d, "chunk read");
-            return Ok(None);
+            return false;
         }
         let per = self.layout.chunk_blocks as usize;
-        let bytes = &buf.0.as_slice()[..n * SECTOR];
-        let bad = bytes
+        match out
             .chunks(SECTOR)
             .enumerate()
-            .find(|(i, sector)| Xxh3Sum.checksum(SEED_CHUNK, sector) != s.sums[c * per + s0 + i]);
-        let out = match bad {
+            .find(|(i, sector)| Xxh3Sum.checksum(SEED_CHUNK, sector) != s.sums[c * per + s0 + i])
+        {
             Some((i, _)) => {
                 tracing::warn!(
                     stripe = s.id,
@@ -1761,37 +1772,43 @@ impl Store {
                     sector = s0 + i,
                     "checksum mismatch"
                 );
-                None
+                false
             }
-            None => Some(bytes.to_vec()),
-        };
-        self.rbuf = Some(buf);
-        Ok(out)
+            None => true,
+        }
     }
 
     /// Rebuilds sectors `s0..s1` of chunk `c` from k verified chunks.
     fn rebuild(&mut self, s: &StripeMeta, c: usize, s0: usize, s1: usize) -> Result<Vec<u8>> {
         let (k, m) = (usize::from(s.k), usize::from(s.m));
-        let mut have: Vec<Option<Vec<u8>>> = vec![None; k + m];
-        let mut got = 0;
+        let len = (s1 - s0) * SECTOR;
+        // Survivors land side by side in one reused aligned buffer.
+        let mut dbuf = match self.dbuf.take() {
+            Some(b) if b.0.len >= k * len => b,
+            _ => Scratch::new(k * len)?,
+        };
+        let mut present = Vec::with_capacity(k);
         for i in (0..k + m).filter(|&i| i != c) {
-            if got == k {
+            if present.len() == k {
                 break;
             }
-            if let Some(b) = self.read_verified(s, i, s0, s1)? {
-                have[i] = Some(b);
-                got += 1;
+            let at = present.len() * len;
+            if self.read_chunk_into(s, i, s0, s1, &mut dbuf.0.as_mut_slice()[at..at + len]) {
+                present.push(i);
             }
         }
-        if got < k {
+        if present.len() < k {
+            self.dbuf = Some(dbuf);
             return Err(StoreError::Unrecoverable {
                 stripe: s.id,
-                reason: format!("only {got} of the {k} chunks needed are readable"),
+                reason: format!(
+                    "only {} of the {k} chunks needed are readable",
+                    present.len()
+                ),
             });
         }
         // Decoders are cached per loss pattern: a device that stays gone
         // costs one matrix inversion, not one per read.
-        let present: Vec<usize> = (0..k + m).filter(|&i| have[i].is_some()).collect();
         let key = (s.k, s.m, present.clone(), c);
         if !self.decoders.contains_key(&key) {
             let codec = match self.codecs.entry((s.k, s.m)) {
@@ -1803,9 +1820,10 @@ impl Store {
             let decoder = codec.decoder(&present, &[c]).map_err(ec_err)?;
             self.decoders.insert(key.clone(), decoder);
         }
-        let inputs: Vec<&[u8]> = have.iter().flatten().map(|h| &h[..]).collect();
-        let mut out = vec![0u8; (s1 - s0) * SECTOR];
+        let inputs: Vec<&[u8]> = dbuf.0.as_slice()[..k * len].chunks(len).collect();
+        let mut out = vec![0u8; len];
         self.decoders[&key].apply(&inputs, &mut [&mut out[..]]);
+        self.dbuf = Some(dbuf);
         let per = self.layout.chunk_blocks as usize;
         for (i, sector) in out.chunks(SECTOR).enumerate() {
             if Xxh3Sum.checksum(SEED_CHUNK, sector) != s.sums[c * per + s0 + i] {
