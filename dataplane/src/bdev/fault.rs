@@ -3,7 +3,7 @@
 //! tested for real: `EIO` on a block range, short transfers, a device that
 //! has gone away. Rules can change while I/O runs.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::{BlockDevice, Completion, DoneQueue, Geometry, IoCmd, Opcode, QpairOptions, QueuePair};
@@ -38,6 +38,9 @@ pub struct FaultPlan {
     /// Commands still allowed before everything fails (a power cut at an
     /// exact I/O); negative = unlimited.
     budget: AtomicI64,
+    /// Whether any rule or budget is set (the common case, none, costs one
+    /// load per command).
+    armed: AtomicBool,
 }
 
 impl Default for FaultPlan {
@@ -45,6 +48,7 @@ impl Default for FaultPlan {
         FaultPlan {
             rules: RwLock::new(Vec::new()),
             budget: AtomicI64::new(-1),
+            armed: AtomicBool::new(false),
         }
     }
 }
@@ -55,6 +59,7 @@ impl FaultPlan {
         if let Ok(mut r) = self.rules.write() {
             r.push(rule);
         }
+        self.armed.store(true, Ordering::SeqCst);
     }
 
     /// Makes every command fail with `EIO`, as a pulled drive would.
@@ -72,15 +77,20 @@ impl FaultPlan {
             r.clear();
         }
         self.budget.store(-1, Ordering::SeqCst);
+        self.armed.store(false, Ordering::SeqCst);
     }
 
     /// Lets `n` more commands through (on every device sharing this plan),
     /// then fails all of them with `EIO`: a power cut at an exact point.
     pub fn fail_after(&self, n: i64) {
         self.budget.store(n, Ordering::SeqCst);
+        self.armed.store(true, Ordering::SeqCst);
     }
 
     fn check(&self, cmd: &IoCmd) -> Option<Fault> {
+        if !self.armed.load(Ordering::Acquire) {
+            return None;
+        }
         if self.budget.load(Ordering::SeqCst) >= 0
             && self.budget.fetch_sub(1, Ordering::SeqCst) <= 0
         {
