@@ -109,6 +109,25 @@ fn guard<T>(fail: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(fail)
 }
 
+/// Stores a successful result through `out`; returns 0, or the negated
+/// errno of the error (or of a NULL `out`).
+///
+/// # Safety
+/// `out` is NULL or valid for a write of `T`.
+unsafe fn put<T>(out: *mut T, r: Result<T, StoreError>) -> c_int {
+    if out.is_null() {
+        return -libc::EINVAL;
+    }
+    match r {
+        Ok(v) => {
+            // SAFETY: non-NULL and valid per the caller.
+            unsafe { out.write(v) };
+            0
+        }
+        Err(e) => errno(&e),
+    }
+}
+
 /// # Safety
 /// `s` is NULL or a NUL-terminated string.
 unsafe fn c_str<'a>(s: *const c_char) -> Option<&'a str> {
@@ -305,17 +324,9 @@ pub unsafe extern "C" fn flint_fs_create(
         let (Some(h), Some(name)) = (unsafe { handle(eng) }, unsafe { c_str(name) }) else {
             return -libc::EINVAL;
         };
-        if fs_out.is_null() {
-            return -libc::EINVAL;
-        }
-        match h.engine.fs_create(name, k, m, reduction != 0, capacity) {
-            Ok(fs) => {
-                // SAFETY: checked non-NULL above.
-                unsafe { *fs_out = fs };
-                0
-            }
-            Err(e) => errno(&e),
-        }
+        let r = h.engine.fs_create(name, k, m, reduction != 0, capacity);
+        // SAFETY: `fs_out` is NULL or valid per the contract.
+        unsafe { put(fs_out, r) }
     })
 }
 
@@ -334,18 +345,13 @@ pub unsafe extern "C" fn flint_fs_lookup(
         let (Some(h), Some(name)) = (unsafe { handle(eng) }, unsafe { c_str(name) }) else {
             return -libc::EINVAL;
         };
-        if fs_out.is_null() {
-            return -libc::EINVAL;
-        }
-        match h.engine.fs_by_name(name) {
-            Ok(Some(fs)) => {
-                // SAFETY: checked non-NULL above.
-                unsafe { *fs_out = fs };
-                0
-            }
-            Ok(None) => -libc::ENOENT,
-            Err(e) => errno(&e),
-        }
+        let r = h.engine.fs_by_name(name).and_then(|fs| {
+            fs.ok_or_else(|| StoreError::NotFound {
+                what: format!("file system {name}"),
+            })
+        });
+        // SAFETY: `fs_out` is NULL or valid per the contract.
+        unsafe { put(fs_out, r) }
     })
 }
 
@@ -366,23 +372,14 @@ pub unsafe extern "C" fn flint_file_open(
         let (Some(h), Some(name)) = (unsafe { handle(eng) }, unsafe { c_str(name) }) else {
             return -libc::EINVAL;
         };
-        if ino_out.is_null() {
-            return -libc::EINVAL;
-        }
-        let ino = match h.engine.lookup(fs, name) {
+        let r = match h.engine.lookup(fs, name) {
             Ok(Some(ino)) => Ok(ino),
             Ok(None) if create != 0 => h.engine.create(fs, name),
             Ok(None) => return -libc::ENOENT,
             Err(e) => Err(e),
         };
-        match ino {
-            Ok(ino) => {
-                // SAFETY: checked non-NULL above.
-                unsafe { *ino_out = ino };
-                0
-            }
-            Err(e) => errno(&e),
-        }
+        // SAFETY: `ino_out` is NULL or valid per the contract.
+        unsafe { put(ino_out, r) }
     })
 }
 
@@ -401,17 +398,9 @@ pub unsafe extern "C" fn flint_file_stat(
         let Some(h) = (unsafe { handle(eng) }) else {
             return -libc::EINVAL;
         };
-        if size_out.is_null() {
-            return -libc::EINVAL;
-        }
-        match h.engine.stat(ino) {
-            Ok(st) => {
-                // SAFETY: checked non-NULL above.
-                unsafe { *size_out = st.size };
-                0
-            }
-            Err(e) => errno(&e),
-        }
+        let r = h.engine.stat(ino).map(|st| st.size);
+        // SAFETY: `size_out` is NULL or valid per the contract.
+        unsafe { put(size_out, r) }
     })
 }
 
