@@ -108,7 +108,20 @@ int main(int argc, char **argv) {
         fprintf(stderr, "async reads returned wrong data\n");
         return 1;
     }
-    /* Errors are negated errnos. */
+    /* Errors are negated errnos: a second engine on the same devices is
+     * refused, so two engines never overwrite each other. */
+    {
+        static char p0[4096];
+        snprintf(p0, sizeof p0, "%s/capi0.img", argv[1]);
+        const char *same[] = {p0};
+        struct flint_engine_opts o3 = {.size = sizeof o3, .device_paths = same,
+                                       .device_count = 1, .device_bytes = 64ull << 20};
+        flint_engine *e3 = NULL;
+        if (flint_engine_open(&o3, &e3) != -EBUSY) {
+            fprintf(stderr, "expected -EBUSY for a device in use\n");
+            return 1;
+        }
+    }
     if (flint_file_open(eng, fs, "missing", 0, &ino) != -ENOENT) {
         fprintf(stderr, "expected -ENOENT\n");
         return 1;

@@ -35,6 +35,7 @@ struct flint_engine_opts {
 /* Opens an embedded engine on the devices (one reactor, one shard).
  * Returns 0 and sets *out, or:
  *   -EINVAL  bad options (NULL pointers, no devices, size too small)
+ *   -EBUSY   a device is already in use by an engine open in this process
  *   -EEXIST  format requested but a device holds an engine and force is 0
  *   -ENOENT  a device path does not exist and device_bytes is 0
  *   -EIO     a device could not be opened, read or written

@@ -79,6 +79,7 @@ struct Done {
 /// The opaque `flint_engine`.
 pub struct FlintEngine {
     engine: Engine,
+    claimed: Vec<String>,
     submit: Producer<Op>,
     done: Consumer<Done>,
     waker: Waker,
@@ -136,6 +137,20 @@ unsafe fn c_str<'a>(s: *const c_char) -> Option<&'a str> {
     }
     // SAFETY: non-NULL and NUL-terminated per the caller.
     unsafe { CStr::from_ptr(s) }.to_str().ok()
+}
+
+/// Devices (paths and RAM names) of the engines open in this process: two
+/// engines on one device would overwrite each other's stripes.
+fn open_devices_in_use() -> &'static Mutex<Vec<String>> {
+    static IN_USE: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    IN_USE.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// Returns devices claimed by an engine that closed (or failed to open).
+fn release_devices(paths: &[String]) {
+    if let Ok(mut in_use) = open_devices_in_use().lock() {
+        in_use.retain(|p| !paths.contains(p));
+    }
 }
 
 /// RAM devices by name: they live as long as the process, so an engine
@@ -215,59 +230,73 @@ pub unsafe extern "C" fn flint_engine_open(
                 None => return -libc::EINVAL,
             }
         }
-        let devs = match open_devices(&paths, o.device_bytes) {
-            Ok(d) => d,
-            Err(e) => return e,
-        };
-        let cpus = flint_dataplane::placement::allowed_cores().unwrap_or_default();
-        let cfg = ReactorConfig {
-            cores: cpus.last().map(|c| vec![*c]).unwrap_or_default(),
-            pin: false,
-            ..ReactorConfig::default()
-        };
-        let mut engine = match Engine::start(&cfg) {
-            Ok(e) => e,
-            Err(e) => return errno(&e),
-        };
-        if o.format != 0 {
-            if let Err(e) = engine.format(devs.clone(), StoreConfig::default(), o.force != 0) {
-                return errno(&e);
+        {
+            let Ok(mut in_use) = open_devices_in_use().lock() else {
+                return -libc::EIO;
+            };
+            if paths.iter().any(|p| in_use.contains(p)) {
+                return -libc::EBUSY;
+            }
+            in_use.extend(paths.iter().cloned());
+        }
+        let opened = open_engine(o, &paths);
+        match opened {
+            Ok(handle) => {
+                // SAFETY: `out` is valid per the caller.
+                unsafe { *out = Box::into_raw(handle) };
+                0
+            }
+            Err(e) => {
+                release_devices(&paths);
+                e
             }
         }
-        // Group commit and background garbage collection every 20 ms.
-        let seal = Some(Duration::from_millis(20));
-        if let Err(e) = engine.open_with(devs.into_iter().map(Some).collect(), seal) {
-            return errno(&e);
-        }
-        let (submit, mut ops) = ring::<Op>(MAX_IN_FLIGHT);
-        let (mut done_tx, done) = ring::<Done>(MAX_IN_FLIGHT);
-        let poller = move |s: &mut flint_engine::store::Store| {
-            let n = ops.pop_batch(64, |op| {
-                let result = run_op(s, &op);
-                // The completion ring is as deep as the submission ring, so
-                // there is always room.
-                let _ = done_tx.push(Done {
-                    cb_arg: op.cb_arg,
-                    result,
-                });
-            });
-            n > 0
-        };
-        let waker = match engine.shard_poller(0, poller) {
-            Ok(w) => w,
-            Err(e) => return errno(&e),
-        };
-        let handle = Box::new(FlintEngine {
-            engine,
-            submit,
-            done,
-            waker,
-            in_flight: 0,
-        });
-        // SAFETY: `out` is valid per the caller.
-        unsafe { *out = Box::into_raw(handle) };
-        0
     })
+}
+
+/// Opens devices and the engine on them, with its client rings.
+fn open_engine(o: &FlintEngineOpts, paths: &[String]) -> Result<Box<FlintEngine>, c_int> {
+    let devs = open_devices(paths, o.device_bytes)?;
+    let cpus = flint_dataplane::placement::allowed_cores().unwrap_or_default();
+    let cfg = ReactorConfig {
+        cores: cpus.last().map(|c| vec![*c]).unwrap_or_default(),
+        pin: false,
+        ..ReactorConfig::default()
+    };
+    let mut engine = Engine::start(&cfg).map_err(|e| errno(&e))?;
+    if o.format != 0 {
+        engine
+            .format(devs.clone(), StoreConfig::default(), o.force != 0)
+            .map_err(|e| errno(&e))?;
+    }
+    // Group commit and background garbage collection every 20 ms.
+    let seal = Some(Duration::from_millis(20));
+    engine
+        .open_with(devs.into_iter().map(Some).collect(), seal)
+        .map_err(|e| errno(&e))?;
+    let (submit, mut ops) = ring::<Op>(MAX_IN_FLIGHT);
+    let (mut done_tx, done) = ring::<Done>(MAX_IN_FLIGHT);
+    let poller = move |s: &mut flint_engine::store::Store| {
+        let n = ops.pop_batch(64, |op| {
+            let result = run_op(s, &op);
+            // The completion ring is as deep as the submission ring, so
+            // there is always room.
+            let _ = done_tx.push(Done {
+                cb_arg: op.cb_arg,
+                result,
+            });
+        });
+        n > 0
+    };
+    let waker = engine.shard_poller(0, poller).map_err(|e| errno(&e))?;
+    Ok(Box::new(FlintEngine {
+        engine,
+        claimed: paths.to_vec(),
+        submit,
+        done,
+        waker,
+        in_flight: 0,
+    }))
 }
 
 /// Closes an engine; see flint.h.
@@ -290,10 +319,13 @@ pub unsafe extern "C" fn flint_engine_close(eng: *mut FlintEngine) -> c_int {
                 std::thread::yield_now();
             }
         }
-        match h.engine.close() {
+        let claimed = std::mem::take(&mut h.claimed);
+        let r = match h.engine.close() {
             Ok(()) => 0,
             Err(e) => errno(&e),
-        }
+        };
+        release_devices(&claimed);
+        r
     })
 }
 
