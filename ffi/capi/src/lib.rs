@@ -436,6 +436,23 @@ pub unsafe extern "C" fn flint_file_stat(
     })
 }
 
+/// The checks every data call makes: a live handle, and a buffer unless
+/// the length is zero.
+///
+/// # Safety
+/// `eng` is NULL or a live handle.
+unsafe fn data_call<'a>(
+    eng: *mut FlintEngine,
+    buf_is_null: bool,
+    len: usize,
+) -> Result<&'a mut FlintEngine, i64> {
+    // SAFETY: forwarded from the caller.
+    match unsafe { handle(eng) } {
+        Some(h) if !(buf_is_null && len > 0) => Ok(h),
+        _ => Err(-i64::from(libc::EINVAL)),
+    }
+}
+
 /// Writes; see flint.h.
 ///
 /// # Safety
@@ -450,12 +467,10 @@ pub unsafe extern "C" fn flint_write(
 ) -> i64 {
     guard(-i64::from(libc::EIO), || {
         // SAFETY: per the function's contract.
-        let Some(h) = (unsafe { handle(eng) }) else {
-            return -i64::from(libc::EINVAL);
+        let h = match unsafe { data_call(eng, buf.is_null(), len) } {
+            Ok(h) => h,
+            Err(e) => return e,
         };
-        if buf.is_null() && len > 0 {
-            return -i64::from(libc::EINVAL);
-        }
         // SAFETY: `buf` holds `len` bytes per the contract (or len is 0).
         let data = if len == 0 {
             Vec::new()
@@ -483,12 +498,10 @@ pub unsafe extern "C" fn flint_read(
 ) -> i64 {
     guard(-i64::from(libc::EIO), || {
         // SAFETY: per the function's contract.
-        let Some(h) = (unsafe { handle(eng) }) else {
-            return -i64::from(libc::EINVAL);
+        let h = match unsafe { data_call(eng, buf.is_null(), len) } {
+            Ok(h) => h,
+            Err(e) => return e,
         };
-        if buf.is_null() && len > 0 {
-            return -i64::from(libc::EINVAL);
-        }
         match h.engine.read(ino, offset, len) {
             Ok(got) => {
                 // SAFETY: `buf` holds `len` >= got.len() writable bytes.
