@@ -68,6 +68,12 @@ impl ShardMap {
         ((u64::from(self.shard_of_ino(ino)) + range) % u64::from(self.shards())) as u32
     }
 
+    /// The shard whose shared pool keeps blocks of this fingerprint: the
+    /// engine-wide dedup index is partitioned over shards by fingerprint.
+    pub fn shard_of_fp(&self, fp: u128) -> u32 {
+        crate::pipeline::dedup::partition(fp, self.shards() as usize) as u32
+    }
+
     /// The shard a new file of this name is created on (and looked up on).
     pub fn shard_of_name(&self, fs: FsId, name: &str) -> u32 {
         let h = xxhash_rust::xxh3::xxh3_64_with_seed(name.as_bytes(), u64::from(fs));

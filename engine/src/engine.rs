@@ -9,8 +9,20 @@
 //! r-th shard after it, so one large file spreads over every core and its
 //! pieces are written and read in parallel. `sync`, listings and space
 //! figures go to every shard.
+//!
+//! Dedup is engine-wide: in a file system that reduces data, every block is
+//! kept in the shared pool of the shard that owns its fingerprint
+//! ([`ShardMap::shard_of_fp`]), which deduplicates it against everything it
+//! stores; the block maps of the file's range shards refer to it by (owner,
+//! key). A write puts blocks on their owners, then maps them on the range
+//! shards; a map record is journaled only after its owners journaled the
+//! blocks, so `sync` runs rounds until every shard's records are durable.
+//! References a durable record dropped are then told to their owners, and
+//! opening the engine recounts every shared block's references from all
+//! block maps (which reclaims whatever a crash left unreferenced).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +33,11 @@ use flint_dataplane::reactor::{Core, Pending, ReactorConfig, ReactorSet};
 
 use crate::control::{ShardMap, RANGE_BYTES};
 use crate::meta::{FsId, FsMeta, Ino};
-use crate::store::{SpaceStats, Stat, Store, StoreConfig, StoreError};
+use crate::meta::BlockRef;
+use crate::pipeline::fingerprint::{Fingerprinter, Xxh3};
+use crate::store::{
+    Journaled, RemoteRead, SharedDrop, SpaceStats, Stat, Store, StoreConfig, StoreError, BLOCK,
+};
 
 /// Engine errors: the store's, or the reactor's.
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -35,11 +51,64 @@ const GC_STEP: usize = 4;
 #[derive(Default)]
 struct Shards(HashMap<u32, Store>);
 
+/// Which reactor owns each shard, readable from reactors (the map's
+/// owners, kept current by [`Engine::move_shard`]).
+struct Routes(Vec<AtomicUsize>);
+
+impl Routes {
+    fn of(map: &ShardMap) -> Arc<Routes> {
+        Arc::new(Routes(
+            (0..map.shards())
+                .map(|s| AtomicUsize::new(map.owner(s)))
+                .collect(),
+        ))
+    }
+
+    fn owner(&self, shard: u32) -> usize {
+        self.0
+            .get(shard as usize)
+            .map_or(0, |a| a.load(Ordering::Acquire))
+    }
+}
+
+/// Sync rounds after which records still waiting mean a shard cannot make
+/// its blocks durable.
+const MAX_SYNC_ROUNDS: usize = 64;
+
 /// A running engine.
 pub struct Engine {
     set: ReactorSet,
     map: ShardMap,
     devices: Vec<Option<Arc<dyn BlockDevice>>>,
+    routes: Arc<Routes>,
+    /// Every shard's journal progress, with more than one shard.
+    peers: Option<Arc<Journaled>>,
+}
+
+/// Delivers dropped shared-block references to their owner's store, on
+/// whichever reactor it is now (forwarding if it moved).
+fn deliver_drops(core: &mut Core, routes: Arc<Routes>, owner: u32, drops: Vec<(FsId, u128)>, hops: u32) {
+    if let Some(store) = shards_of(core).0.get_mut(&owner) {
+        store.drop_shared(&drops);
+        return;
+    }
+    let to = routes.owner(owner);
+    if hops > 4 || to == core.index() {
+        // The owner is not open anywhere: the references stay counted until
+        // the next open recounts them (space leaks, nothing is lost).
+        tracing::warn!(shard = owner, count = drops.len(), "dropped shared references undeliverable");
+        return;
+    }
+    let _ = core.send(to, move |core| deliver_drops(core, routes, owner, drops, hops + 1));
+}
+
+/// Groups dropped references by owner shard.
+fn by_owner(drops: Vec<SharedDrop>) -> HashMap<u32, Vec<(FsId, u128)>> {
+    let mut out: HashMap<u32, Vec<(FsId, u128)>> = HashMap::new();
+    for (owner, fs, key) in drops {
+        out.entry(owner).or_default().push((fs, key));
+    }
+    out
 }
 
 fn shards_of(core: &mut Core) -> &mut Shards {
@@ -55,9 +124,11 @@ impl Engine {
         let set = ReactorSet::start(reactor)?;
         let map = ShardMap::new(1, set.len());
         Ok(Engine {
+            routes: Routes::of(&map),
             set,
             map,
             devices: Vec::new(),
+            peers: None,
         })
     }
 
@@ -111,7 +182,15 @@ impl Engine {
         for p in pending {
             p.wait()??;
         }
+        self.routes = Routes::of(&self.map);
         if shards > 1 {
+            let peers = Journaled::new(shards);
+            self.peers = Some(peers.clone());
+            self.broadcast(move |s| {
+                s.set_peers(peers.clone());
+                Ok(())
+            })?;
+            self.recount_shared()?;
             // Pieces of files live on several shards, which recovered on
             // their own: cut every piece back to its file's size.
             let homes: HashMap<Ino, u64> = self
@@ -120,12 +199,22 @@ impl Engine {
                 .flatten()
                 .collect();
             let homes = Arc::new(homes);
+            // Shared blocks straddling those cuts get their tails zeroed
+            // first (a crash in between repeats it).
+            let h = homes.clone();
+            let tails = self.broadcast(move |s| Ok(s.shared_tails(&h)))?;
+            for (ino, size) in tails.into_iter().flatten() {
+                self.zero_tail(ino, size)?;
+            }
             self.broadcast(move |s| s.reconcile_parts(&homes))?;
+            self.sync()?;
         }
         if let Some(period) = seal_every {
             for reactor in 0..self.set.len().min(shards as usize) {
+                let routes = self.routes.clone();
                 self.set.call(reactor, move |core| {
-                    core.add_periodic(period, |core| {
+                    let mut drops = Vec::new();
+                    core.add_periodic(period, move |core| {
                         for store in shards_of(core).0.values_mut() {
                             if store.free_fraction() < GC_BELOW {
                                 if let Err(e) = store.gc(GC_STEP) {
@@ -137,6 +226,10 @@ impl Engine {
                                     tracing::error!(error = %e, "periodic seal failed");
                                 }
                             }
+                            drops.extend(store.take_drops());
+                        }
+                        for (owner, d) in by_owner(std::mem::take(&mut drops)) {
+                            deliver_drops(core, routes.clone(), owner, d, 0);
                         }
                     });
                 })?;
@@ -170,7 +263,9 @@ impl Engine {
         if from == reactor {
             return Ok(());
         }
-        self.set.call(from, move |core| -> Result<()> {
+        // Nothing may wait on the moving shard's journal, which restarts.
+        self.sync()?;
+        let refs = self.set.call(from, move |core| -> Result<_> {
             let shards = shards_of(core);
             let Some(mut store) = shards.0.remove(&shard) else {
                 return Err(StoreError::NotFound {
@@ -178,18 +273,31 @@ impl Engine {
                 });
             };
             let r = store.sync().and_then(|()| store.checkpoint());
-            if r.is_err() {
-                shards.0.insert(shard, store);
+            match r {
+                Ok(()) => Ok((store.shared_refs(), store.take_drops())),
+                Err(e) => {
+                    shards.0.insert(shard, store);
+                    Err(e)
+                }
             }
-            r
         })??;
+        let (counts, drops) = refs;
         let devs = self.devices.clone();
+        let peers = self.peers.clone();
         self.set.call(reactor, move |core| -> Result<()> {
-            let store = Store::open_shard(core, &devs, shard)?;
+            let mut store = Store::open_shard(core, &devs, shard)?;
+            if let Some(p) = peers {
+                store.set_peers(p);
+                store.set_shared_refs(counts);
+            }
             shards_of(core).0.insert(shard, store);
             Ok(())
         })??;
         self.map = self.map.with_owner(shard, reactor);
+        if let Some(a) = self.routes.0.get(shard as usize) {
+            a.store(reactor, Ordering::Release);
+        }
+        self.deliver(drops)?;
         tracing::info!(
             shard,
             from,
@@ -367,12 +475,22 @@ impl Engine {
     /// the new size.
     pub fn write(&self, ino: Ino, offset: u64, data: Vec<u8>) -> Result<()> {
         let home = self.map.shard_of_ino(ino);
-        let end = offset + data.len() as u64;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| StoreError::Invalid {
+                reason: "offset + length overflows".into(),
+            })?;
         let pieces = self.pieces(ino, offset, data.len() as u64);
+        if self.map.shards() == 1 {
+            return self.call_shard(home, move |s| s.write(ino, offset, &data));
+        }
+        let (fs, size, reduction) = self.call_shard(home, move |s| s.check_extend(ino, end))?;
+        if reduction {
+            return self.write_shared(ino, fs, size, offset, &data);
+        }
         if pieces.iter().all(|p| p.0 == home) {
             return self.call_shard(home, move |s| s.write(ino, offset, &data));
         }
-        let fs = self.call_shard(home, move |s| s.check_extend(ino, end))?;
         let data = Arc::new(data);
         let tasks = pieces
             .into_iter()
@@ -392,28 +510,223 @@ impl Engine {
     /// holds a piece of it, in parallel.
     pub fn read(&self, ino: Ino, offset: u64, len: usize) -> Result<Vec<u8>> {
         let home = self.map.shard_of_ino(ino);
+        if self.map.shards() == 1 {
+            return self.call_shard(home, move |s| s.read(ino, offset, len));
+        }
         let size = self.stat(ino)?.size;
         let end = size.min(offset.saturating_add(len as u64));
         if offset >= end {
             return Ok(Vec::new());
         }
-        let pieces = self.pieces(ino, offset, end - offset);
-        if pieces.iter().all(|p| p.0 == home) {
-            return self.call_shard(home, move |s| s.read(ino, offset, (end - offset) as usize));
-        }
-        let tasks = pieces
+        let tasks = self
+            .pieces(ino, offset, end - offset)
             .into_iter()
             .map(|(shard, off, len)| {
-                self.shard_task(shard, move |s| s.read_part(ino, off, len as usize))
+                self.shard_task(shard, move |s| s.read_part_mapped(ino, off, len as usize))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self::join(tasks)?.concat())
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut remote = Vec::new();
+        for (bytes, rem) in Self::join(tasks)? {
+            let base = out.len();
+            remote.extend(rem.into_iter().map(|r| RemoteRead {
+                at: r.at + base,
+                ..r
+            }));
+            out.extend_from_slice(&bytes);
+        }
+        self.fill_remote(&mut out, remote)?;
+        Ok(out)
+    }
+
+    /// Copies blocks kept in shared pools into a read's output, fetching
+    /// them from their owners in parallel.
+    fn fill_remote(&self, out: &mut [u8], remote: Vec<RemoteRead>) -> Result<()> {
+        let mut per: HashMap<(u32, FsId), Vec<RemoteRead>> = HashMap::new();
+        for r in remote {
+            per.entry((r.owner, r.fs)).or_default().push(r);
+        }
+        let mut tasks = Vec::new();
+        let mut wanted = Vec::new();
+        for ((owner, fs), reads) in per {
+            let keys: Vec<u128> = reads.iter().map(|r| r.key).collect();
+            tasks.push(self.shard_task(owner, move |s| s.read_shared(fs, &keys))?);
+            wanted.push(reads);
+        }
+        for (blocks, reads) in Self::join(tasks)?.into_iter().zip(wanted) {
+            for (r, b) in reads.iter().zip(blocks.chunks(BLOCK)) {
+                out[r.at..r.at + r.len].copy_from_slice(&b[r.skip..r.skip + r.len]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes into a file system that reduces data, on several shards:
+    /// whole blocks (edges read first) go to the shared pools of their
+    /// fingerprints' owners, then the range shards map them.
+    fn write_shared(&self, ino: Ino, fs: FsId, size: u64, offset: u64, data: &[u8]) -> Result<()> {
+        let end = offset + data.len() as u64;
+        let b = BLOCK as u64;
+        let first = offset / b * b;
+        let last = end.div_ceil(b) * b;
+        let mut buf = vec![0u8; (last - first) as usize];
+        if offset > first && first < size {
+            let old = self.read(ino, first, BLOCK)?;
+            buf[..old.len()].copy_from_slice(&old);
+        }
+        if end < last && last - b < size && (last - b > first || offset == first) {
+            let old = self.read(ino, last - b, BLOCK)?;
+            let at = buf.len() - BLOCK;
+            buf[at..at + old.len()].copy_from_slice(&old);
+        }
+        buf[(offset - first) as usize..(end - first) as usize].copy_from_slice(data);
+        self.put_blocks(ino, fs, first, &buf, end)
+    }
+
+    /// Puts whole blocks starting at `start` of a file into the shared
+    /// pools and maps them on the file's range shards; the file then has at
+    /// least `size` bytes.
+    fn put_blocks(&self, ino: Ino, fs: FsId, start: u64, buf: &[u8], size: u64) -> Result<()> {
+        let home = self.map.shard_of_ino(ino);
+        let (refs, needs) = self.put_owners(fs, buf)?;
+        // Phase 2: the range shards map them (journaled once the owners
+        // have journaled the blocks).
+        let mut per_range: HashMap<u32, (Vec<(u64, BlockRef)>, u64)> = HashMap::new();
+        for (i, r) in refs.into_iter().enumerate() {
+            let pos = start + (i * BLOCK) as u64;
+            let shard = self.map.shard_of_range(ino, pos / RANGE_BYTES);
+            let e = per_range.entry(shard).or_default();
+            e.0.push((pos / BLOCK as u64, r));
+            e.1 = e.1.max(size.min(pos + BLOCK as u64));
+        }
+        let home_mapped = per_range.contains_key(&home);
+        let needs = Arc::new(needs);
+        let tasks = per_range
+            .into_iter()
+            .map(|(shard, (blocks, piece_end))| {
+                let needs = needs.clone();
+                let sz = if shard == home { size } else { piece_end };
+                self.shard_task(shard, move |s| s.map_shared(ino, fs, sz, blocks, &needs))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::join(tasks)?;
+        if !home_mapped {
+            self.call_shard(home, move |s| s.extend(ino, size))?;
+        }
+        Ok(())
+    }
+
+    /// Phase 1 of a shared write: every block to the shared pool of its
+    /// fingerprint's owner. Returns each block's reference and, per owner,
+    /// the record a map of them must wait for.
+    fn put_owners(&self, fs: FsId, buf: &[u8]) -> Result<(Vec<BlockRef>, Vec<(u32, u64)>)> {
+        let shards = self.map.shards() as usize;
+        // Phase 1: every block to the owner of its fingerprint.
+        let mut per_owner: Vec<(Vec<usize>, Vec<u8>)> = vec![(Vec::new(), Vec::new()); shards];
+        for (i, block) in buf.chunks(BLOCK).enumerate() {
+            let owner = self.map.shard_of_fp(Xxh3.fingerprint(block)) as usize;
+            per_owner[owner].0.push(i);
+            per_owner[owner].1.extend_from_slice(block);
+        }
+        let mut tasks = Vec::new();
+        let mut owners = Vec::new();
+        for (owner, (idxs, bytes)) in per_owner.into_iter().enumerate() {
+            if idxs.is_empty() {
+                continue;
+            }
+            tasks.push(self.shard_task(owner as u32, move |s| s.put_shared(fs, &bytes))?);
+            owners.push((owner as u32, idxs));
+        }
+        let mut refs = vec![BlockRef::remote(0, 0); buf.len() / BLOCK];
+        let mut needs = Vec::new();
+        for ((keys, need), (owner, idxs)) in Self::join(tasks)?.into_iter().zip(owners) {
+            for (i, key) in idxs.into_iter().zip(keys) {
+                refs[i] = BlockRef::remote(owner, key);
+            }
+            needs.push((owner, need));
+        }
+        Ok((refs, needs))
+    }
+
+    /// Zeroes the bytes past `size` (the file's size) of the block
+    /// straddling it, rewriting the block, so a later extension of the file
+    /// reads zeros there.
+    fn zero_tail(&self, ino: Ino, size: u64) -> Result<()> {
+        let b = BLOCK as u64;
+        let bstart = size / b * b;
+        if size == bstart {
+            return Ok(());
+        }
+        let home = self.map.shard_of_ino(ino);
+        let (fs, _, _) = self.call_shard(home, move |s| s.check_extend(ino, 0))?;
+        let mut block = self.read(ino, bstart, (size - bstart) as usize)?;
+        block.resize(BLOCK, 0);
+        self.put_blocks(ino, fs, bstart, &block, size)
+    }
+
+    /// Recounts the references to every shard's shared blocks from all
+    /// block maps (on open): blocks nothing refers to leave the pools.
+    fn recount_shared(&self) -> Result<()> {
+        let mut per: Vec<HashMap<(FsId, u128), u64>> =
+            vec![HashMap::new(); self.map.shards() as usize];
+        for refs in self.broadcast(|s| Ok(s.remote_refs()))? {
+            for ((owner, fs, key), n) in refs {
+                if let Some(m) = per.get_mut(owner as usize) {
+                    *m.entry((fs, key)).or_default() += n;
+                }
+            }
+        }
+        let tasks = per
+            .into_iter()
+            .enumerate()
+            .map(|(shard, refs)| self.shard_task(shard as u32, move |s| Ok(s.set_shared_refs(refs))))
+            .collect::<Result<Vec<_>>>()?;
+        let missing: u64 = Self::join(tasks)?.into_iter().sum();
+        if missing > 0 {
+            tracing::error!(missing, "block maps refer to shared blocks their owners lack");
+        }
+        Ok(())
+    }
+
+    /// Tells owners about dropped references to their shared blocks.
+    fn deliver(&self, drops: Vec<SharedDrop>) -> Result<()> {
+        let tasks = by_owner(drops)
+            .into_iter()
+            .map(|(owner, d)| {
+                self.shard_task(owner, move |s| {
+                    s.drop_shared(&d);
+                    Ok(())
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::join(tasks).map(|_| ())
     }
 
     /// Sets a file's size, on its home shard and every shard holding a
     /// piece of it.
     pub fn truncate(&self, ino: Ino, size: u64) -> Result<()> {
-        self.call_shard(self.map.shard_of_ino(ino), move |s| s.truncate(ino, size))?;
+        let home = self.map.shard_of_ino(ino);
+        let b = BLOCK as u64;
+        if self.map.shards() > 1 && !size.is_multiple_of(b) {
+            let (fs, cur, reduction) = self.call_shard(home, move |s| s.check_extend(ino, 0))?;
+            if reduction && size < cur {
+                // The block straddling the new end keeps only the bytes
+                // before it: rewritten here (shards cannot rewrite shared
+                // blocks) and mapped in the same journal as the cut, so a
+                // crash leaves the file either whole or cut.
+                let bstart = size / b * b;
+                let mut block = self.read(ino, bstart, (size - bstart) as usize)?;
+                block.resize(BLOCK, 0);
+                let (refs, needs) = self.put_owners(fs, &block)?;
+                let at = vec![(bstart / b, refs[0])];
+                let range = self.map.shard_of_range(ino, bstart / RANGE_BYTES);
+                self.call_shard(range, move |s| {
+                    s.map_shared(ino, fs, 0, at, &needs)?;
+                    s.truncate(ino, size)
+                })?;
+            }
+        }
+        self.call_shard(home, move |s| s.truncate(ino, size))?;
         if self.map.shards() > 1 {
             self.broadcast(move |s| s.truncate_part(ino, size))?;
         }
@@ -441,34 +754,65 @@ impl Engine {
         Ok(all)
     }
 
-    /// Makes everything written so far durable, on every shard.
+    /// Makes everything written so far durable, on every shard: with
+    /// shared blocks, in rounds until no record written before the call
+    /// waits for another shard's journal; then tells owners about the
+    /// references those records dropped.
     pub fn sync(&self) -> Result<()> {
-        self.broadcast(|s| s.sync()).map(|_| ())
+        if self.map.shards() == 1 {
+            return self.broadcast(|s| s.sync()).map(|_| ());
+        }
+        let mut left: Vec<(u32, u64)> = self
+            .broadcast(|s| {
+                let target = s.pushed();
+                Ok((target, s.sync_to(target)?))
+            })?
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (_, done))| !done)
+            .map(|(shard, (target, _))| (shard as u32, target))
+            .collect();
+        for _ in 0..MAX_SYNC_ROUNDS {
+            if left.is_empty() {
+                break;
+            }
+            let tasks = left
+                .iter()
+                .map(|&(shard, target)| self.shard_task(shard, move |s| s.sync_to(target)))
+                .collect::<Result<Vec<_>>>()?;
+            let done = Self::join(tasks)?;
+            left = left
+                .into_iter()
+                .zip(done)
+                .filter(|(_, d)| !d)
+                .map(|(l, _)| l)
+                .collect();
+        }
+        if let Some(&(shard, _)) = left.first() {
+            return Err(StoreError::Invalid {
+                reason: format!(
+                    "shard {shard}'s records still wait for other shards' journals after \
+                     {MAX_SYNC_ROUNDS} sync rounds"
+                ),
+            });
+        }
+        let drops = self.broadcast(|s| Ok(s.take_drops()))?.concat();
+        self.deliver(drops)
     }
 
     /// Space figures summed over the shards.
     pub fn space(&self) -> Result<SpaceStats> {
         let parts = self.broadcast(|s| Ok(s.space()))?;
-        let mut t = SpaceStats::default();
-        let (mut dd, mut cc) = (0.0, 0.0);
-        for p in &parts {
-            t.logical += p.logical;
-            t.physical += p.physical;
-            t.capacity += p.capacity;
-            dd += p.dedup_ratio * p.logical as f64;
-            cc += p.compression_ratio * p.logical as f64;
-        }
-        let w = (t.logical as f64).max(1.0);
-        t.dedup_ratio = if t.logical == 0 { 1.0 } else { dd / w };
-        t.compression_ratio = if t.logical == 0 { 1.0 } else { cc / w };
-        Ok(t)
+        Ok(SpaceStats::sum(&parts))
     }
 
     /// Syncs and checkpoints every shard, then stops the reactors.
     pub fn close(self) -> Result<()> {
-        let r = self.broadcast(|s| {
-            s.sync()?;
-            s.checkpoint()
+        let r = self.sync().and_then(|()| {
+            self.broadcast(|s| {
+                s.sync()?;
+                s.checkpoint()
+            })
         });
         for reactor in 0..self.set.len() {
             let _ = self

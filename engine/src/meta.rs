@@ -49,7 +49,47 @@ pub struct FsMeta {
 pub struct BlockRef {
     /// The stored block.
     pub addr: BlockAddr,
-    /// Its fingerprint (0 when the file system does not deduplicate).
+    /// Its fingerprint (0 when the file system does not deduplicate); for a
+    /// remote reference, the key of the block in its owner's shared pool.
+    pub fp: u128,
+}
+
+/// The stripe id that marks a remote reference (a block kept in another
+/// shard's shared pool; stripe ids never reach it).
+const REMOTE: u64 = u64::MAX;
+
+impl BlockRef {
+    /// A reference to the block under `key` in the shared pool of shard
+    /// `owner`.
+    pub fn remote(owner: u32, key: u128) -> BlockRef {
+        BlockRef {
+            addr: BlockAddr {
+                stripe: REMOTE,
+                chunk: owner as u16,
+                offset: 0,
+                stored_len: 0,
+                compressed: false,
+            },
+            fp: key,
+        }
+    }
+
+    /// The shard whose shared pool holds this block, for a remote
+    /// reference.
+    #[inline]
+    pub fn owner(&self) -> Option<u32> {
+        (self.addr.stripe == REMOTE).then_some(u32::from(self.addr.chunk))
+    }
+}
+
+/// A block in a shard's shared pool: content-addressed storage that block
+/// maps on every shard refer to by (owner shard, key), so the engine keeps
+/// one copy of a block whichever shard's file range holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shared {
+    /// Where it is stored.
+    pub addr: BlockAddr,
+    /// Its fingerprint when the dedup index holds it (its key then), else 0.
     pub fp: u128,
 }
 
@@ -238,11 +278,37 @@ pub enum Record {
         /// New size.
         size: u64,
     },
+    /// A block entered this shard's shared pool, or moved within it.
+    SharedPut {
+        /// File system (dedup domain).
+        fs: FsId,
+        /// Key other shards' block maps name it by.
+        key: u128,
+        /// The block.
+        block: Shared,
+    },
+    /// No block map refers to a shared block any more.
+    SharedDrop {
+        /// File system.
+        fs: FsId,
+        /// Its key.
+        key: u128,
+    },
 }
 
 /// What applying a record released: blocks no longer referenced by the
 /// file, for dedup reference counting and space accounting.
 pub type Released = Vec<(FsId, BlockRef)>;
+
+impl Shared {
+    /// The block as a reference (what it holds in the stripe and index).
+    pub fn as_ref(&self) -> BlockRef {
+        BlockRef {
+            addr: self.addr,
+            fp: self.fp,
+        }
+    }
+}
 
 /// All metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -259,6 +325,8 @@ pub struct Meta {
     pub next_ino: Ino,
     /// Next stripe id.
     pub next_stripe: u64,
+    /// This shard's shared pool, by (file system, key).
+    pub shared: BTreeMap<(FsId, u128), Shared>,
 }
 
 const BLOCK: u64 = 4096;
@@ -319,6 +387,16 @@ impl Meta {
                     inode.size = *size;
                 }
             }
+            Record::SharedPut { fs, key, block } => {
+                if let Some(old) = self.shared.insert((*fs, *key), *block) {
+                    released.push((*fs, old.as_ref()));
+                }
+            }
+            Record::SharedDrop { fs, key } => {
+                if let Some(old) = self.shared.remove(&(*fs, *key)) {
+                    released.push((*fs, old.as_ref()));
+                }
+            }
         }
         released
     }
@@ -363,6 +441,14 @@ impl Meta {
                 },
             );
         }
+        // The shared pool comes last, so checkpoints without one still
+        // decode.
+        if !self.shared.is_empty() {
+            w.u32(self.shared.len() as u32);
+            for (&(fs, key), &block) in &self.shared {
+                encode_record(&mut w, &Record::SharedPut { fs, key, block });
+            }
+        }
         w.buf
     }
 
@@ -384,6 +470,11 @@ impl Meta {
         for _ in 0..r.count(16, "inode count")? {
             m.apply(&decode_record(&mut r)?);
             m.apply(&decode_record(&mut r)?);
+        }
+        if r.remaining() != 0 {
+            for _ in 0..r.count(8, "shared block count")? {
+                m.apply(&decode_record(&mut r)?);
+            }
         }
         if r.remaining() != 0 {
             return Err(DecodeError {
@@ -466,6 +557,14 @@ pub fn encode_record(w: &mut Writer, rec: &Record) {
         Record::StripeFree { id } => {
             w.u8(8).u64(*id);
         }
+        Record::SharedPut { fs, key, block } => {
+            w.u8(9).u32(*fs).u128(*key);
+            encode_addr(w, &block.addr);
+            w.u128(block.fp);
+        }
+        Record::SharedDrop { fs, key } => {
+            w.u8(10).u32(*fs).u128(*key);
+        }
     }
 }
 
@@ -543,6 +642,18 @@ pub fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
         },
         8 => Record::StripeFree {
             id: r.u64("stripe id")?,
+        },
+        9 => Record::SharedPut {
+            fs: r.u32("fs id")?,
+            key: r.u128("shared key")?,
+            block: Shared {
+                addr: decode_addr(r)?,
+                fp: r.u128("fingerprint")?,
+            },
+        },
+        10 => Record::SharedDrop {
+            fs: r.u32("fs id")?,
+            key: r.u128("shared key")?,
         },
         _ => {
             return Err(DecodeError {
@@ -634,6 +745,28 @@ mod tests {
             },
             Record::Truncate { ino: 1, size: 4096 },
             Record::StripeFree { id: 9 },
+            Record::SharedPut {
+                fs: 0,
+                key: 77,
+                block: Shared {
+                    addr: addr(3).addr,
+                    fp: 77,
+                },
+            },
+            Record::SharedPut {
+                fs: 0,
+                key: 78,
+                block: Shared {
+                    addr: addr(3).addr,
+                    fp: 0,
+                },
+            },
+            Record::SharedDrop { fs: 0, key: 78 },
+            Record::Extents {
+                ino: 1,
+                size: 4096,
+                blocks: vec![(5, BlockRef::remote(3, 99))],
+            },
         ]
     }
 
@@ -647,11 +780,19 @@ mod tests {
         for r in &recs {
             released.extend(m.apply(r));
         }
-        // Overwrite of block 0 released addr(3); truncate released block 2.
-        assert_eq!(released, vec![(0, addr(3)), (0, addr(3))]);
+        // Overwrite of block 0 released addr(3); truncate released block 2;
+        // dropping shared key 78 released its block.
+        let shared78 = BlockRef {
+            addr: addr(3).addr,
+            fp: 0,
+        };
+        assert_eq!(released, vec![(0, addr(3)), (0, addr(3)), (0, shared78)]);
         let ino = &m.inodes[&1];
         assert_eq!(ino.size, 4096);
-        assert_eq!(ino.blocks.len(), 1);
+        assert_eq!(ino.blocks.len(), 2);
+        assert_eq!(ino.blocks.get(&5).unwrap().owner(), Some(3));
+        assert_eq!(ino.blocks.get(&0).unwrap().owner(), None);
+        assert_eq!(m.shared.len(), 1);
         assert_eq!(m.fss[&0].capacity, 2 << 30);
         assert_eq!((m.next_fs, m.next_ino, m.next_stripe), (1, 2, 4));
         let back = Meta::decode(&m.encode()).unwrap();

@@ -244,3 +244,106 @@ fn shards_move_between_reactors_with_a_new_epoch() {
     e.open(present(&devs)).unwrap();
     check(&e, &model);
 }
+
+#[test]
+fn dedup_spans_every_shard_and_reclaims_across_restarts() {
+    let devs = memory_devices(5, 64);
+    let mut e = two_reactors();
+    e.format(devs.clone(), config(), false).unwrap();
+    e.open(present(&devs)).unwrap();
+    let fs = e.fs_create("dd", 3, 2, true, 1 << 40).unwrap();
+    let mut rng = Rng(77);
+    let blocks: Vec<Vec<u8>> = (0..64u32)
+        .map(|i| {
+            let mut b = rng.data(4096);
+            b[..4].copy_from_slice(&i.to_le_bytes());
+            b
+        })
+        .collect();
+    // Eight files homed on several shards, each holding the same 64
+    // distinct blocks in a different order at a different offset (so the
+    // copies sit in different ranges, on different shards' block maps).
+    let mut model = BTreeMap::new();
+    for f in 0..8usize {
+        let ino = e.create(fs, &format!("copy{f}")).unwrap();
+        let mut data = Vec::new();
+        for i in 0..64 {
+            data.extend_from_slice(&blocks[(i + f * 7) % 64]);
+        }
+        let at = (f as u64) * (300 << 10);
+        e.write(ino, at, data.clone()).unwrap();
+        let mut file = vec![0u8; at as usize];
+        file.extend_from_slice(&data);
+        model.insert(ino, file);
+    }
+    let homes: BTreeSet<u32> = model
+        .keys()
+        .map(|&i| e.shard_map().shard_of_ino(i))
+        .collect();
+    assert!(homes.len() >= 2, "files homed on {homes:?}");
+    e.sync().unwrap();
+    check(&e, &model);
+    let space = e.space().unwrap();
+    // 64 distinct blocks (holes are not blocks).
+    assert_eq!(space.stored_blocks, 64, "{space:?}");
+    assert_eq!(space.block_refs, 8 * 64);
+    assert!((space.dedup_ratio - 8.0).abs() < 1e-9);
+    // Every shard keeps part of the one copy.
+    let pools: Vec<usize> = e.broadcast(|s| Ok(s.shared_blocks())).unwrap();
+    assert!(pools.iter().all(|&n| n > 0), "pools {pools:?}");
+    assert_eq!(pools.iter().sum::<usize>(), 64);
+    let problems: Vec<String> = e.broadcast(|s| Ok(s.fsck())).unwrap().concat();
+    assert!(problems.is_empty(), "{problems:?}");
+    e.close().unwrap();
+
+    // A restart recounts references from every shard's maps.
+    let mut e = two_reactors();
+    e.open(present(&devs)).unwrap();
+    check(&e, &model);
+    assert_eq!(e.space().unwrap().stored_blocks, 64);
+    // Removing all copies but one keeps every block; removing the last
+    // frees them all.
+    let inos: Vec<u64> = model.keys().copied().collect();
+    for &ino in &inos[1..] {
+        e.unlink(ino).unwrap();
+        model.remove(&ino);
+    }
+    e.sync().unwrap();
+    check(&e, &model);
+    assert_eq!(e.space().unwrap().stored_blocks, 64);
+    e.unlink(inos[0]).unwrap();
+    e.sync().unwrap();
+    let space = e.space().unwrap();
+    assert_eq!((space.stored_blocks, space.block_refs), (0, 0), "{space:?}");
+    e.sync().unwrap();
+    assert_eq!(e.space().unwrap().physical, 0);
+
+    // A crash after the owners heard of dropped references but before they
+    // journaled the removals, and one before they heard at all: the next
+    // open recounts and reclaims both.
+    let a = e.create(fs, "a").unwrap();
+    e.write(a, 0, blocks.concat()).unwrap();
+    e.sync().unwrap();
+    assert_eq!(e.space().unwrap().stored_blocks, 64);
+    e.unlink(a).unwrap();
+    e.sync().unwrap();
+    drop(e);
+    let mut e = two_reactors();
+    e.open(present(&devs)).unwrap();
+    assert_eq!(e.space().unwrap().stored_blocks, 0);
+    let b = e.create(fs, "b").unwrap();
+    e.write(b, 0, blocks.concat()).unwrap();
+    e.sync().unwrap();
+    e.call_shard(e.shard_map().shard_of_ino(b), move |s| {
+        s.unlink(b)?;
+        s.sync()
+    })
+    .unwrap();
+    drop(e);
+    let mut e = two_reactors();
+    e.open(present(&devs)).unwrap();
+    assert_eq!(e.space().unwrap().stored_blocks, 0);
+    let problems: Vec<String> = e.broadcast(|s| Ok(s.fsck())).unwrap().concat();
+    assert!(problems.is_empty(), "{problems:?}");
+    e.close().unwrap();
+}
