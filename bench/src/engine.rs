@@ -27,10 +27,17 @@ fn reactor() -> ReactorConfig {
     }
 }
 
-/// Writes a `mib` MiB file of random data in 4 MiB calls through an engine
-/// with `shards` shards on as many reactors (up to the CPUs), then syncs;
-/// returns GB/s.
-fn sharded_write(k: u8, m: u8, mib: u64, shards: u32) -> Result<f64, String> {
+/// Writes a `mib` MiB file of random data (four distinct 4 MiB pieces,
+/// repeated) in 4 MiB calls through an engine with `shards` shards on as
+/// many reactors (up to the CPUs), then syncs; returns GB/s and the dedup
+/// ratio the engine reports.
+fn sharded_write(
+    k: u8,
+    m: u8,
+    mib: u64,
+    shards: u32,
+    reduction: bool,
+) -> Result<(f64, f64), String> {
     let n = usize::from(k + m);
     let dev_mib = (mib * u64::from(k + m) / u64::from(k) / n as u64 * 2 + 64).max(128);
     let devs: Vec<Arc<dyn BlockDevice>> = (0..n)
@@ -56,7 +63,7 @@ fn sharded_write(k: u8, m: u8, mib: u64, shards: u32) -> Result<f64, String> {
     e.open(devs.iter().cloned().map(Some).collect())
         .map_err(|e| e.to_string())?;
     let fs = e
-        .fs_create("w", k, m, false, u64::MAX)
+        .fs_create("w", k, m, reduction, u64::MAX)
         .map_err(|e| e.to_string())?;
     let ino = e.create(fs, "big").map_err(|e| e.to_string())?;
     let mut rng = Rng::new(9);
@@ -76,8 +83,9 @@ fn sharded_write(k: u8, m: u8, mib: u64, shards: u32) -> Result<f64, String> {
     }
     e.sync().map_err(|e| e.to_string())?;
     let gbps = (mib << 20) as f64 / t0.elapsed().as_secs_f64() / 1e9;
+    let dedup = e.space().map_err(|e| e.to_string())?.dedup_ratio;
     let _ = e.close();
-    Ok(gbps)
+    Ok((gbps, dedup))
 }
 
 /// Raw QD1 4 KiB random reads on one device: the ceiling for the store.
@@ -184,15 +192,20 @@ pub fn main(mut a: Args) -> Result<(), String> {
         .map(|c| c.len())
         .unwrap_or(1)
         .max(2) as u32;
-    let write_one = sharded_write(k, m, mib * 2, 1)?;
-    let write_many = sharded_write(k, m, mib * 2, shards)?;
+    let (write_one, _) = sharded_write(k, m, mib * 2, 1, false)?;
+    let (write_many, _) = sharded_write(k, m, mib * 2, shards, false)?;
+    let (reduce_one, dedup_one) = sharded_write(k, m, mib * 2, 1, true)?;
+    let (reduce_many, dedup_many) = sharded_write(k, m, mib * 2, shards, true)?;
+    let ideal = (mib * 2) as f64 / 16.0;
 
     if json {
         let v = serde_json::json!({"bench": "engine", "k": k, "m": m, "mib": mib,
             "raw_device_iops": raw, "healthy_iops": healthy, "degraded_iops": degraded,
             "healthy_vs_raw": healthy / raw, "degraded_vs_healthy": degraded / healthy,
             "write_gbps_1_shard": write_one, "shards": shards,
-            "write_gbps_sharded": write_many});
+            "write_gbps_sharded": write_many,
+            "reduced_write_gbps_1_shard": reduce_one, "reduced_write_gbps_sharded": reduce_many,
+            "dedup_1_shard": dedup_one, "dedup_sharded": dedup_many, "dedup_ideal": ideal});
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
@@ -230,6 +243,23 @@ pub fn main(mut a: Args) -> Result<(), String> {
         format!("{shards} shards on {shards} reactors"),
         format!("{write_many:.2}"),
         ratio(write_many, write_one),
+    ]);
+    print!("{t}");
+    println!(
+        "engine: the same with reduction on (4 distinct 4 MiB pieces repeated: ideal dedup {ideal:.1}x)"
+    );
+    let mut t = Table::new(&["engine", "GB/s", "ratio", "dedup"]);
+    t.row(vec![
+        "1 shard on 1 reactor".into(),
+        format!("{reduce_one:.2}"),
+        "1.00x".into(),
+        format!("{dedup_one:.2}x"),
+    ]);
+    t.row(vec![
+        format!("{shards} shards, engine-wide dedup"),
+        format!("{reduce_many:.2}"),
+        ratio(reduce_many, reduce_one),
+        format!("{dedup_many:.2}x"),
     ]);
     print!("{t}");
     Ok(())

@@ -32,8 +32,8 @@ use flint_dataplane::poller::{poller_fn, PollStatus};
 use flint_dataplane::reactor::{Core, Pending, ReactorConfig, ReactorSet};
 
 use crate::control::{ShardMap, RANGE_BYTES};
-use crate::meta::{FsId, FsMeta, Ino};
 use crate::meta::BlockRef;
+use crate::meta::{FsId, FsMeta, Ino};
 use crate::pipeline::fingerprint::{Fingerprinter, Xxh3};
 use crate::store::{
     Journaled, RemoteRead, SharedDrop, SpaceStats, Stat, Store, StoreConfig, StoreError, BLOCK,
@@ -71,6 +71,10 @@ impl Routes {
     }
 }
 
+/// A record's wait: (owner shard, shared-block records it must have
+/// journaled).
+type Need = (u32, u64);
+
 /// Sync rounds after which records still waiting mean a shard cannot make
 /// its blocks durable.
 const MAX_SYNC_ROUNDS: usize = 64;
@@ -87,7 +91,13 @@ pub struct Engine {
 
 /// Delivers dropped shared-block references to their owner's store, on
 /// whichever reactor it is now (forwarding if it moved).
-fn deliver_drops(core: &mut Core, routes: Arc<Routes>, owner: u32, drops: Vec<(FsId, u128)>, hops: u32) {
+fn deliver_drops(
+    core: &mut Core,
+    routes: Arc<Routes>,
+    owner: u32,
+    drops: Vec<(FsId, u128)>,
+    hops: u32,
+) {
     if let Some(store) = shards_of(core).0.get_mut(&owner) {
         store.drop_shared(&drops);
         return;
@@ -96,10 +106,16 @@ fn deliver_drops(core: &mut Core, routes: Arc<Routes>, owner: u32, drops: Vec<(F
     if hops > 4 || to == core.index() {
         // The owner is not open anywhere: the references stay counted until
         // the next open recounts them (space leaks, nothing is lost).
-        tracing::warn!(shard = owner, count = drops.len(), "dropped shared references undeliverable");
+        tracing::warn!(
+            shard = owner,
+            count = drops.len(),
+            "dropped shared references undeliverable"
+        );
         return;
     }
-    let _ = core.send(to, move |core| deliver_drops(core, routes, owner, drops, hops + 1));
+    let _ = core.send(to, move |core| {
+        deliver_drops(core, routes, owner, drops, hops + 1)
+    });
 }
 
 /// Groups dropped references by owner shard.
@@ -619,7 +635,7 @@ impl Engine {
     /// Phase 1 of a shared write: every block to the shared pool of its
     /// fingerprint's owner. Returns each block's reference and, per owner,
     /// the record a map of them must wait for.
-    fn put_owners(&self, fs: FsId, buf: &[u8]) -> Result<(Vec<BlockRef>, Vec<(u32, u64)>)> {
+    fn put_owners(&self, fs: FsId, buf: &[u8]) -> Result<(Vec<BlockRef>, Vec<Need>)> {
         let shards = self.map.shards() as usize;
         // Phase 1: every block to the owner of its fingerprint.
         let mut per_owner: Vec<(Vec<usize>, Vec<u8>)> = vec![(Vec::new(), Vec::new()); shards];
@@ -679,11 +695,16 @@ impl Engine {
         let tasks = per
             .into_iter()
             .enumerate()
-            .map(|(shard, refs)| self.shard_task(shard as u32, move |s| Ok(s.set_shared_refs(refs))))
+            .map(|(shard, refs)| {
+                self.shard_task(shard as u32, move |s| Ok(s.set_shared_refs(refs)))
+            })
             .collect::<Result<Vec<_>>>()?;
         let missing: u64 = Self::join(tasks)?.into_iter().sum();
         if missing > 0 {
-            tracing::error!(missing, "block maps refer to shared blocks their owners lack");
+            tracing::error!(
+                missing,
+                "block maps refer to shared blocks their owners lack"
+            );
         }
         Ok(())
     }

@@ -13,6 +13,15 @@
 //! and replays the journal records after it in sequence order, stopping at
 //! the first gap (a torn tail), then writes a fresh checkpoint.
 //!
+//! In an engine with several shards, a file system that reduces data keeps
+//! its blocks in shared pools ([`Store::put_shared`]): each shard stores the
+//! blocks whose fingerprints it owns, deduplicated against everything it
+//! holds, and block maps on every shard refer to them by (owner, key). A
+//! record referring to another shard's block is journaled only once that
+//! shard has journaled the block's record (records wait in order behind it);
+//! new shared blocks' records never wait, so no two shards can wait on each
+//! other, and a quarter of the journal is kept for them.
+//!
 //! Reads verify the checksum of every 4 KiB sector they touch. A sector on a
 //! failed device or with a bad checksum is rebuilt from the same sectors of
 //! k other chunks and, when its device is healthy, rewritten in place.
@@ -28,9 +37,7 @@ use flint_dataplane::{Error as DpError, IoError};
 
 use crate::codec::Writer;
 use crate::format::{self, FormatError, Layout, Superblock, CHECKPOINT_MAGIC, JOURNAL_MAGIC};
-use crate::meta::{
-    self, BlockRef, FsId, FsMeta, Ino, Meta, Record, Shared, StripeMeta, MAX_NAME,
-};
+use crate::meta::{self, BlockRef, FsId, FsMeta, Ino, Meta, Record, Shared, StripeMeta, MAX_NAME};
 use crate::pipeline::checksum::{Checksummer, Xxh3Sum, SEED_CHUNK};
 use crate::pipeline::compress::{Compressor, Lz4Probe};
 use crate::pipeline::ec::{best_kernel, Codec, EcError, Prepared};
@@ -365,10 +372,10 @@ struct FsWriter {
     next: Option<Vec<(u16, u64)>>,
 }
 
-/// How far every shard of an engine has journaled its records this
-/// session, shared by the engine's stores: a record that refers to another
-/// shard's shared block waits until that shard has journaled the record
-/// that put the block there.
+/// How many shared-block records every shard of an engine has journaled
+/// this session, shared by the engine's stores: a record that refers to
+/// another shard's shared block waits until that shard has journaled the
+/// record that put the block there.
 #[derive(Debug)]
 pub struct Journaled(Vec<AtomicU64>);
 
@@ -1800,7 +1807,10 @@ impl Store {
     pub fn put_shared(&mut self, fs: FsId, data: &[u8]) -> Result<(Vec<u128>, u64)> {
         if !data.len().is_multiple_of(BLOCK) {
             return Err(StoreError::Invalid {
-                reason: format!("shared blocks must be whole 4 KiB blocks, not {} bytes", data.len()),
+                reason: format!(
+                    "shared blocks must be whole 4 KiB blocks, not {} bytes",
+                    data.len()
+                ),
             });
         }
         self.fs(fs)?;
@@ -1830,21 +1840,24 @@ impl Store {
                     fp
                 }
                 _ => {
-                    let key = if fp != 0 && entry.is_none() && !self.dropping.contains_key(&(fs, fp)) {
-                        fp
-                    } else {
-                        // Not deduplicable under its fingerprint (a verified
-                        // collision): a key of its own, from its first
-                        // address, which no other block ever has.
-                        let mut k = (1u128 << 127)
-                            | u128::from(addr.stripe) << 48
-                            | u128::from(addr.chunk) << 32
-                            | u128::from(addr.offset);
-                        while self.meta.shared.contains_key(&(fs, k)) {
-                            k = k.wrapping_add(1 << 96);
-                        }
-                        k
-                    };
+                    let key =
+                        if fp != 0 && entry.is_none() && !self.dropping.contains_key(&(fs, fp)) {
+                            fp
+                        } else {
+                            // Not deduplicable under its fingerprint (a verified
+                            // collision): a key of its own, from its first
+                            // address, which no other block ever has.
+                            let mut k = (1u128 << 127)
+                                | u128::from(addr.stripe) << 48
+                                | u128::from(addr.chunk) << 32
+                                | u128::from(addr.offset);
+                            while self.meta.shared.contains_key(&(fs, k))
+                                || self.dropping.contains_key(&(fs, k))
+                            {
+                                k = k.wrapping_add(1 << 96);
+                            }
+                            k
+                        };
                     *self.refs.entry(addr.stripe).or_default() += 1;
                     let rec = Record::SharedPut {
                         fs,

@@ -119,8 +119,7 @@ fn power_cuts(shards: u32, seed: u64) {
                     // With shared blocks a shard's own sync is not the
                     // engine's durability point: the engine's sync is.
                     let r = if k == 3 {
-                        e.broadcast(|s| s.gc(2).map(|_| ()))
-                            .and_then(|_| e.sync())
+                        e.broadcast(|s| s.gc(2).map(|_| ())).and_then(|_| e.sync())
                     } else {
                         e.sync()
                     };
@@ -184,11 +183,17 @@ fn power_cuts(shards: u32, seed: u64) {
         if !matched {
             for (f, (a, b)) in acked.iter().zip(&actual).enumerate() {
                 let first = a.iter().zip(b.iter()).position(|(x, y)| x != y);
-                eprintln!("DEBUG file {f}: acked {} actual {} first diff {first:?}", a.len(), b.len());
+                eprintln!(
+                    "DEBUG file {f}: acked {} actual {} first diff {first:?}",
+                    a.len(),
+                    b.len()
+                );
             }
             for op in &pending {
                 match op {
-                    Op::Write(f, o, d) => eprintln!("DEBUG pending write f{f} off {o} len {}", d.len()),
+                    Op::Write(f, o, d) => {
+                        eprintln!("DEBUG pending write f{f} off {o} len {}", d.len())
+                    }
                     Op::Truncate(f, s) => eprintln!("DEBUG pending truncate f{f} {s}"),
                 }
             }

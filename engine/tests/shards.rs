@@ -347,3 +347,49 @@ fn dedup_spans_every_shard_and_reclaims_across_restarts() {
     assert!(problems.is_empty(), "{problems:?}");
     e.close().unwrap();
 }
+
+#[test]
+fn seal_timers_make_shared_writes_durable_without_a_sync() {
+    let devs = memory_devices(5, 64);
+    let mut e = two_reactors();
+    e.format(devs.clone(), config(), false).unwrap();
+    e.open(present(&devs)).unwrap();
+    let fs = e.fs_create("t", 3, 2, true, 1 << 40).unwrap();
+    e.sync().unwrap();
+    e.close().unwrap();
+    let mut e = two_reactors();
+    e.open_with(present(&devs), Some(std::time::Duration::from_millis(10)))
+        .unwrap();
+    let mut rng = Rng(5);
+    let mut model = BTreeMap::new();
+    for i in 0..6 {
+        let ino = e.create(fs, &format!("t{i}")).unwrap();
+        let data = rng.data(900_000 + i * 70_000);
+        e.write(ino, 0, data.clone()).unwrap();
+        model.insert(ino, data);
+    }
+    // Overwrites drop references, which the timers deliver to the owners.
+    let first = *model.keys().next().unwrap();
+    e.write(first, 0, vec![3; 200_000]).unwrap();
+    model.get_mut(&first).unwrap()[..200_000].fill(3);
+    // The timers seal, journal in rounds across shards, and deliver drops.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while e
+        .broadcast(|s| Ok(s.has_unsynced()))
+        .unwrap()
+        .contains(&true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timers never caught up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(e);
+    let mut e = two_reactors();
+    e.open(present(&devs)).unwrap();
+    check(&e, &model);
+    let problems: Vec<String> = e.broadcast(|s| Ok(s.fsck())).unwrap().concat();
+    assert!(problems.is_empty(), "{problems:?}");
+    e.close().unwrap();
+}
