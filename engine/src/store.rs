@@ -476,6 +476,9 @@ pub struct Store {
     seq: u64,
     head: u64,
     ckpt_slot: u64,
+    /// Bytes of the last checkpoint's payload plus the journal entries
+    /// since: a bound on what the next checkpoint must hold.
+    meta_bytes: u64,
     repairs: RepairStats,
     /// Reused buffer for chunk reads.
     rbuf: Option<Scratch>,
@@ -805,6 +808,7 @@ impl Store {
             seq: 0,
             head: 0,
             ckpt_slot: 0,
+            meta_bytes: 0,
             rbuf: None,
             dbuf: None,
             cbuf: Vec::new(),
@@ -1620,6 +1624,7 @@ impl Store {
         if data.is_empty() {
             return Ok(());
         }
+        self.check_meta_room()?;
         let first = offset / BLOCK as u64;
         let last = (end - 1) / BLOCK as u64;
         let mut blocks: Vec<(u64, Vec<u8>)> = Vec::with_capacity((last - first + 1) as usize);
@@ -1814,6 +1819,7 @@ impl Store {
             });
         }
         self.fs(fs)?;
+        self.check_meta_room()?;
         let mut keys = Vec::with_capacity(data.len() / BLOCK);
         let mut need = 0;
         for block in data.chunks(BLOCK) {
@@ -2469,8 +2475,33 @@ impl Store {
             .partition(|(n, _)| *n <= done);
         self.drops = later;
         self.ready_drops.extend(now.into_iter().map(|(_, d)| d));
-        if self.head * 2 > self.layout.journal_blocks && self.waits.is_empty() {
+        if (self.head * 2 > self.layout.journal_blocks || self.meta_bytes > self.meta_room() / 2)
+            && self.pending.is_empty()
+        {
             self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes a checkpoint can hold.
+    fn meta_room(&self) -> u64 {
+        (self.layout.checkpoint_blocks * u64::from(self.layout.block_size)).saturating_sub(4096)
+    }
+
+    /// Refuses to take more data when the metadata could outgrow the
+    /// checkpoint area (the next checkpoint, and with it recovery, would
+    /// fail): a clean no-space error while there is still room.
+    fn check_meta_room(&self) -> Result<()> {
+        if self.meta_bytes > self.meta_room() / 10 * 8 {
+            return Err(StoreError::NoSpace {
+                what: format!(
+                    "metadata of shard {} ({} bytes) nears its checkpoint area ({} bytes); \
+                     delete files, or format with larger checkpoints",
+                    self.layout.shard,
+                    self.meta_bytes,
+                    self.meta_room()
+                ),
+            });
         }
         Ok(())
     }
@@ -2567,6 +2598,7 @@ impl Store {
     fn journal(&mut self, entries: Vec<Vec<u8>>) -> Result<()> {
         let bs = self.layout.block_size as usize;
         for payload in entries {
+            self.meta_bytes += payload.len() as u64;
             let blocks = format::record_blocks(payload.len(), bs);
             self.seq += 1;
             let rec = format::encode_record(JOURNAL_MAGIC, self.seq, &payload, bs);
@@ -2652,6 +2684,7 @@ impl Store {
         self.seq = seq;
         self.ckpt_slot = slot;
         self.head = 0;
+        self.meta_bytes = payload.len() as u64;
         Ok(())
     }
 

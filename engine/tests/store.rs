@@ -7,7 +7,7 @@ mod common;
 use common::{engine, file_devices, fresh, memory_devices, present, small_config, Rng};
 use flint_dataplane::bdev::fault::FaultyDevice;
 use flint_dataplane::bdev::BlockDevice;
-use flint_engine::store::{StoreError, BLOCK};
+use flint_engine::store::{StoreConfig, StoreError, BLOCK};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -533,4 +533,48 @@ fn corrupted_metadata_regions_never_panic_and_mirrors_recover() {
     let mut e = engine();
     let err = e.open(present(&devs)).unwrap_err();
     assert!(err.to_string().contains("damaged on every device"), "{err}");
+}
+
+#[test]
+fn a_full_metadata_area_is_a_clean_error_and_survives_a_restart() {
+    let devs = memory_devices(3, 64);
+    let cfg = StoreConfig {
+        checkpoint_blocks: 16,
+        ..small_config()
+    };
+    let mut e = engine();
+    e.format(devs.clone(), cfg, false).unwrap();
+    e.open(present(&devs)).unwrap();
+    let fs = e.fs_create("m", 2, 1, false, 1 << 40).unwrap();
+    let ino = e.create(fs, "many").unwrap();
+    // Distinct 4 KiB writes, each one more block map entry, synced often.
+    let mut n = 0u64;
+    let err = loop {
+        let r = e.write(ino, n * 4096, vec![n as u8; 4096]);
+        if n.is_multiple_of(16) {
+            e.sync().unwrap();
+        }
+        match r {
+            Ok(()) => n += 1,
+            Err(err) => break err,
+        }
+        assert!(n < 100_000, "the metadata area never filled");
+    };
+    assert!(err.to_string().contains("checkpoint area"), "{err}");
+    e.sync().unwrap();
+    e.close().unwrap();
+    // It still opens, and everything accepted reads back.
+    let mut e = engine();
+    e.open(present(&devs)).unwrap();
+    let got = e.read(ino, 0, (n * 4096) as usize).unwrap();
+    assert!(got
+        .chunks(4096)
+        .enumerate()
+        .all(|(i, c)| c.iter().all(|&b| b == i as u8)));
+    // Freeing metadata lets writes resume.
+    e.truncate(ino, 4096).unwrap();
+    e.sync().unwrap();
+    e.write(ino, 4096, vec![7; 4096]).unwrap();
+    e.sync().unwrap();
+    e.close().unwrap();
 }
