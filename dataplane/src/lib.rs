@@ -19,6 +19,8 @@
 //!   when hugepages are reserved.
 //! - [`bdev`]: the block device trait and queue pairs, with the `uring`,
 //!   `memory` and `null` backends.
+//! - [`nic`]: frame ports the data protocol runs on (kernel UDP now, DPDK
+//!   with the same frames), and a lossy wrapper for tests.
 //! - [`clock`]: the TSC clock the hot path reads; [`node`] and [`config`]:
 //!   the `[reactor]`, `[memory]` and `[[device]]` tables of a config file.
 //!
@@ -36,6 +38,7 @@ pub mod corering;
 pub mod error;
 pub mod mempool;
 pub mod mesh;
+pub mod nic;
 pub mod node;
 pub mod park;
 pub mod placement;

@@ -466,6 +466,46 @@ impl Engine {
         Ok(out)
     }
 
+    /// Organizations (kept by shard 0).
+    pub fn orgs(&self) -> Result<Vec<crate::meta::Org>> {
+        self.call(|s| Ok(s.orgs()))
+    }
+
+    /// Creates an organization with a fresh key, durably.
+    pub fn org_create(&self, name: &str) -> Result<crate::meta::Org> {
+        let name = name.to_string();
+        self.call(move |s| {
+            let o = s.org_create(&name)?;
+            s.sync()?;
+            Ok(o)
+        })
+    }
+
+    /// The organization owning a file system.
+    pub fn fs_owner(&self, fs: FsId) -> Result<Option<crate::meta::OrgId>> {
+        self.call(move |s| Ok(s.fs_owner(fs)))
+    }
+
+    /// Gives a file system to an organization, durably.
+    pub fn fs_set_owner(&self, fs: FsId, org: crate::meta::OrgId) -> Result<()> {
+        self.call(move |s| {
+            s.fs_set_owner(fs, org)?;
+            s.sync()
+        })
+    }
+
+    /// Deletes a file system and every file in it, on every shard, durably.
+    pub fn fs_delete(&self, fs: FsId) -> Result<()> {
+        self.broadcast(move |s| s.fs_delete(fs))?;
+        self.sync()
+    }
+
+    /// Sets a file system's capacity, on every shard, durably.
+    pub fn fs_resize(&self, fs: FsId, capacity: u64) -> Result<()> {
+        self.broadcast(move |s| s.fs_resize(fs, capacity))?;
+        self.sync()
+    }
+
     /// A file system by name.
     pub fn fs_by_name(&self, name: &str) -> Result<Option<FsId>> {
         let name = name.to_string();

@@ -12,5 +12,6 @@ pub mod control;
 pub mod engine;
 pub mod format;
 pub mod meta;
+pub mod net;
 pub mod pipeline;
 pub mod store;

@@ -294,6 +294,35 @@ pub enum Record {
         /// Its key.
         key: u128,
     },
+    /// An organization was created (kept by shard 0).
+    OrgCreate(Org),
+    /// A file system was given to an organization (kept by shard 0).
+    FsOwner {
+        /// File system.
+        fs: FsId,
+        /// Organization.
+        org: OrgId,
+    },
+    /// A file system was deleted (its files first, by their own records).
+    FsDelete {
+        /// File system.
+        fs: FsId,
+    },
+}
+
+/// An organization id.
+pub type OrgId = u32;
+
+/// An organization: a tenant whose sessions authenticate with its key and
+/// reach only its file systems.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Org {
+    /// Id (from 1).
+    pub id: OrgId,
+    /// Name.
+    pub name: String,
+    /// The secret its clients prove they hold.
+    pub key: [u8; 32],
 }
 
 /// What applying a record released: blocks no longer referenced by the
@@ -327,6 +356,10 @@ pub struct Meta {
     pub next_stripe: u64,
     /// This shard's shared pool, by (file system, key).
     pub shared: BTreeMap<(FsId, u128), Shared>,
+    /// Organizations by id (shard 0).
+    pub orgs: BTreeMap<OrgId, Org>,
+    /// The organization owning each file system (shard 0; absent: none).
+    pub fs_owner: BTreeMap<FsId, OrgId>,
 }
 
 const BLOCK: u64 = 4096;
@@ -397,6 +430,16 @@ impl Meta {
                     released.push((*fs, old.as_ref()));
                 }
             }
+            Record::OrgCreate(o) => {
+                self.orgs.insert(o.id, o.clone());
+            }
+            Record::FsOwner { fs, org } => {
+                self.fs_owner.insert(*fs, *org);
+            }
+            Record::FsDelete { fs } => {
+                self.fss.remove(fs);
+                self.fs_owner.remove(fs);
+            }
         }
         released
     }
@@ -441,13 +484,18 @@ impl Meta {
                 },
             );
         }
-        // The shared pool comes last, so checkpoints without one still
-        // decode.
-        if !self.shared.is_empty() {
-            w.u32(self.shared.len() as u32);
-            for (&(fs, key), &block) in &self.shared {
-                encode_record(&mut w, &Record::SharedPut { fs, key, block });
-            }
+        // Then the rest, as plain records (a reader applies them in order).
+        let mut rest: Vec<Record> = Vec::new();
+        for (&(fs, key), &block) in &self.shared {
+            rest.push(Record::SharedPut { fs, key, block });
+        }
+        rest.extend(self.orgs.values().cloned().map(Record::OrgCreate));
+        for (&fs, &org) in &self.fs_owner {
+            rest.push(Record::FsOwner { fs, org });
+        }
+        w.u32(rest.len() as u32);
+        for r in &rest {
+            encode_record(&mut w, r);
         }
         w.buf
     }
@@ -471,8 +519,9 @@ impl Meta {
             m.apply(&decode_record(&mut r)?);
             m.apply(&decode_record(&mut r)?);
         }
+        // (Checkpoints of earlier versions end here.)
         if r.remaining() != 0 {
-            for _ in 0..r.count(8, "shared block count")? {
+            for _ in 0..r.count(2, "record count")? {
                 m.apply(&decode_record(&mut r)?);
             }
         }
@@ -565,6 +614,16 @@ pub fn encode_record(w: &mut Writer, rec: &Record) {
         Record::SharedDrop { fs, key } => {
             w.u8(10).u32(*fs).u128(*key);
         }
+        Record::OrgCreate(o) => {
+            w.u8(11).u32(o.id).str(&o.name);
+            w.buf.extend_from_slice(&o.key);
+        }
+        Record::FsOwner { fs, org } => {
+            w.u8(12).u32(*fs).u32(*org);
+        }
+        Record::FsDelete { fs } => {
+            w.u8(13).u32(*fs);
+        }
     }
 }
 
@@ -655,6 +714,16 @@ pub fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
             fs: r.u32("fs id")?,
             key: r.u128("shared key")?,
         },
+        11 => Record::OrgCreate(Org {
+            id: r.u32("org id")?,
+            name: r.str(MAX_NAME, "org name")?,
+            key: r.take(32, "org key")?.try_into().expect("32 bytes"),
+        }),
+        12 => Record::FsOwner {
+            fs: r.u32("fs id")?,
+            org: r.u32("org id")?,
+        },
+        13 => Record::FsDelete { fs: r.u32("fs id")? },
         _ => {
             return Err(DecodeError {
                 what: "record kind",
@@ -762,6 +831,12 @@ mod tests {
                 },
             },
             Record::SharedDrop { fs: 0, key: 78 },
+            Record::OrgCreate(Org {
+                id: 1,
+                name: "acme".into(),
+                key: [7; 32],
+            }),
+            Record::FsOwner { fs: 0, org: 1 },
             Record::Extents {
                 ino: 1,
                 size: 4096,

@@ -138,6 +138,20 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The negated errno a C caller or a client sees for this error.
+    pub fn errno(&self) -> i32 {
+        -match self {
+            StoreError::NoSpace { .. } => libc::ENOSPC,
+            StoreError::NotFound { .. } => libc::ENOENT,
+            StoreError::Exists { .. } | StoreError::AlreadyFormatted { .. } => libc::EEXIST,
+            StoreError::Invalid { .. } | StoreError::Mismatch { .. } => libc::EINVAL,
+            StoreError::Io { error, .. } => error.errno(),
+            _ => libc::EIO,
+        }
+    }
+}
+
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -1272,6 +1286,69 @@ impl Store {
             .values()
             .find(|f| f.name == name)
             .map(|f| f.id)
+    }
+
+    /// Deletes a file system with every file (and part of one) it has on
+    /// this shard.
+    pub fn fs_delete(&mut self, fs: FsId) -> Result<()> {
+        self.fs(fs)?;
+        let inos: Vec<Ino> = self
+            .meta
+            .inodes
+            .values()
+            .filter(|i| i.fs == fs)
+            .map(|i| i.ino)
+            .collect();
+        for ino in inos {
+            self.record(Record::FileUnlink { ino });
+        }
+        if let Some(w) = self.writers.remove(&fs) {
+            for (d, slot) in w.reserved.into_iter().chain(w.next).flatten() {
+                self.free[usize::from(d)].insert(slot);
+            }
+        }
+        self.record(Record::FsDelete { fs });
+        Ok(())
+    }
+
+    /// Creates an organization with a fresh random key (shard 0 keeps
+    /// them).
+    pub fn org_create(&mut self, name: &str) -> Result<meta::Org> {
+        check_name(name)?;
+        if self.meta.orgs.values().any(|o| o.name == name) {
+            return Err(StoreError::Exists {
+                what: format!("organization {name}"),
+            });
+        }
+        let org = meta::Org {
+            id: self.meta.orgs.keys().next_back().map_or(1, |k| k + 1),
+            name: name.to_string(),
+            key: crate::net::auth::random(),
+        };
+        self.record(Record::OrgCreate(org.clone()));
+        Ok(org)
+    }
+
+    /// Organizations.
+    pub fn orgs(&self) -> Vec<meta::Org> {
+        self.meta.orgs.values().cloned().collect()
+    }
+
+    /// Gives a file system to an organization.
+    pub fn fs_set_owner(&mut self, fs: FsId, org: meta::OrgId) -> Result<()> {
+        self.fs(fs)?;
+        if !self.meta.orgs.contains_key(&org) {
+            return Err(StoreError::NotFound {
+                what: format!("organization {org}"),
+            });
+        }
+        self.record(Record::FsOwner { fs, org });
+        Ok(())
+    }
+
+    /// The organization owning a file system, if any.
+    pub fn fs_owner(&self, fs: FsId) -> Option<meta::OrgId> {
+        self.meta.fs_owner.get(&fs).copied()
     }
 
     // ---- files --------------------------------------------------------

@@ -24,7 +24,6 @@ use flint_dataplane::config::ByteSize;
 use flint_dataplane::park::Waker;
 use flint_dataplane::reactor::ReactorConfig;
 use flint_dataplane::ring::{ring, Consumer, Producer};
-use flint_dataplane::IoError;
 use flint_engine::engine::Engine;
 use flint_engine::store::{StoreConfig, StoreError};
 
@@ -94,15 +93,7 @@ struct CBuf(*mut u8, usize);
 unsafe impl Send for CBuf {}
 
 fn errno(e: &StoreError) -> i32 {
-    let io = |e: &IoError| e.errno();
-    -match e {
-        StoreError::NoSpace { .. } => libc::ENOSPC,
-        StoreError::NotFound { .. } => libc::ENOENT,
-        StoreError::Exists { .. } | StoreError::AlreadyFormatted { .. } => libc::EEXIST,
-        StoreError::Invalid { .. } | StoreError::Mismatch { .. } => libc::EINVAL,
-        StoreError::Io { error, .. } => io(error),
-        _ => libc::EIO,
-    }
+    e.errno()
 }
 
 /// Runs `f`, turning a panic into -EIO so nothing unwinds into C.

@@ -1,0 +1,94 @@
+//! The kernel UDP port: one datagram per frame on a `std` UDP socket.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use super::Port;
+
+/// A kernel UDP socket as a [`Port`].
+#[derive(Debug)]
+pub struct UdpPort {
+    sock: UdpSocket,
+}
+
+impl UdpPort {
+    /// Binds `addr` (port 0 picks a free one). A port in use is an
+    /// `AddrInUse` error naming the address.
+    pub fn bind(addr: SocketAddr) -> io::Result<UdpPort> {
+        let sock = UdpSocket::bind(addr).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot bind UDP {addr}: {e}"))
+        })?;
+        // Room for a window of multi-packet messages in flight.
+        set_buffer(&sock, libc::SO_RCVBUF, 8 << 20);
+        set_buffer(&sock, libc::SO_SNDBUF, 8 << 20);
+        Ok(UdpPort { sock })
+    }
+}
+
+fn set_buffer(sock: &UdpSocket, opt: libc::c_int, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket descriptor and a c_int option value of the
+    // size passed; the kernel copies it and keeps no pointer.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+impl Port for UdpPort {
+    fn send(&self, frame: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.sock.send_to(frame, to).map(|_| ())
+    }
+
+    fn recv(
+        &self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> io::Result<Option<(usize, SocketAddr)>> {
+        // A zero timeout would mean "block" to the socket.
+        let t = timeout.map(|t| t.max(Duration::from_micros(1)));
+        self.sock.set_read_timeout(t)?;
+        match self.sock.recv_from(buf) {
+            Ok((n, from)) => Ok(Some((n, from))),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_cross_loopback_and_a_taken_port_is_named() {
+        let a = UdpPort::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let b = UdpPort::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        a.send(b"frame", b.local_addr().unwrap()).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = b
+            .recv(&mut buf, Some(Duration::from_secs(2)))
+            .unwrap()
+            .unwrap();
+        assert_eq!((&buf[..n], from), (&b"frame"[..], a.local_addr().unwrap()));
+        assert!(b
+            .recv(&mut buf, Some(Duration::from_millis(5)))
+            .unwrap()
+            .is_none());
+        let err = UdpPort::bind(a.local_addr().unwrap()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    }
+}

@@ -1,0 +1,9 @@
+//! The data protocol: the wire format ([`wire`]), session authentication
+//! ([`auth`]), the server ([`server`]) and the client ([`client`]). It runs
+//! over any [`flint_dataplane::nic::Port`]: kernel UDP now, DPDK with the
+//! same frames.
+
+pub mod auth;
+pub mod client;
+pub mod server;
+pub mod wire;

@@ -1,0 +1,687 @@
+//! The data protocol's server: sessions authenticated per organization,
+//! requests reassembled from their packets, executed on the engine by a
+//! pool of workers, and answered; responses are kept until the client
+//! acknowledges them, so a retransmitted request gets the same answer
+//! without running twice.
+//!
+//! One receive thread owns the port's receive side and the session table;
+//! workers run requests (which wait on the engine's reactors) and send the
+//! responses. Every frame that fails a check — malformed, from an unknown or
+//! expired session, replayed, over the session's credits, from the wrong
+//! address — is dropped and counted, never trusted.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use flint_dataplane::nic::{Port, MAX_FRAME};
+use hdrhistogram::Histogram;
+
+use super::auth::{self, Key};
+use super::wire::{self, hello, FileStat, FrameError, Header, Kind, Partial, Request};
+use crate::codec::Writer;
+use crate::engine::Engine;
+use crate::meta::{FsId, Ino, OrgId};
+use crate::store::StoreError;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Requests a session may have in flight.
+    pub credits: u16,
+    /// Largest frame sent or received.
+    pub max_frame: usize,
+    /// A session idle this long expires.
+    pub idle: Duration,
+    /// Threads running requests.
+    pub workers: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            credits: 64,
+            max_frame: wire::DEFAULT_FRAME,
+            idle: Duration::from_secs(60),
+            workers: 4,
+        }
+    }
+}
+
+/// What the server counted (all monotonic).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Frames received.
+    pub frames_in: AtomicU64,
+    /// Frames sent.
+    pub frames_out: AtomicU64,
+    /// Requests run.
+    pub requests: AtomicU64,
+    /// Sessions opened.
+    pub sessions: AtomicU64,
+    /// Frames dropped as malformed (bad magic, length, checksum...).
+    pub malformed: AtomicU64,
+    /// Frames of another protocol version.
+    pub bad_version: AtomicU64,
+    /// Handshakes whose proof was wrong (a wrong key or organization).
+    pub auth_failures: AtomicU64,
+    /// Frames for a session that does not exist or expired.
+    pub unknown_session: AtomicU64,
+    /// Frames for a session from another address than the one that opened
+    /// it.
+    pub wrong_peer: AtomicU64,
+    /// Requests already answered and acknowledged (replays).
+    pub replayed: AtomicU64,
+    /// Requests past the session's credits.
+    pub over_credits: AtomicU64,
+    /// Requests whose message does not parse.
+    pub bad_request: AtomicU64,
+    /// Requests for another organization's files or file systems.
+    pub cross_org: AtomicU64,
+    /// Responses sent again for a retransmitted request.
+    pub resent: AtomicU64,
+}
+
+impl Counters {
+    /// (name, value) of every counter.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("frames_in", g(&self.frames_in)),
+            ("frames_out", g(&self.frames_out)),
+            ("requests", g(&self.requests)),
+            ("sessions", g(&self.sessions)),
+            ("malformed", g(&self.malformed)),
+            ("bad_version", g(&self.bad_version)),
+            ("auth_failures", g(&self.auth_failures)),
+            ("unknown_session", g(&self.unknown_session)),
+            ("wrong_peer", g(&self.wrong_peer)),
+            ("replayed", g(&self.replayed)),
+            ("over_credits", g(&self.over_credits)),
+            ("bad_request", g(&self.bad_request)),
+            ("cross_org", g(&self.cross_org)),
+            ("resent", g(&self.resent)),
+        ]
+    }
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Per-operation figures: count, bytes, latency.
+#[derive(Debug, Clone)]
+pub struct OpStat {
+    /// Operations.
+    pub count: u64,
+    /// Bytes read or written.
+    pub bytes: u64,
+    /// Latency in microseconds.
+    pub latency: Histogram<u64>,
+}
+
+/// Per-operation statistics of the server.
+#[derive(Debug, Default)]
+pub struct OpStats(Mutex<BTreeMap<&'static str, OpStat>>);
+
+impl OpStats {
+    fn record(&self, op: &'static str, bytes: u64, us: u64) {
+        let Ok(mut m) = self.0.lock() else { return };
+        let s = m.entry(op).or_insert_with(|| OpStat {
+            count: 0,
+            bytes: 0,
+            latency: Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds"),
+        });
+        s.count += 1;
+        s.bytes += bytes;
+        let _ = s.latency.record(us.max(1));
+    }
+
+    /// A copy of every operation's figures.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, OpStat> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+/// What a session may touch: its organization's file systems, and the
+/// files it opened or was allowed before.
+struct Ctx {
+    org: OrgId,
+    files: Mutex<HashSet<Ino>>,
+}
+
+struct Session {
+    peer: SocketAddr,
+    org: Option<(OrgId, Key)>,
+    org_name: String,
+    client_nonce: [u8; 16],
+    server_nonce: [u8; 16],
+    open: bool,
+    last: Instant,
+    max_frame: usize,
+    ctx: Arc<Ctx>,
+    /// Requests being reassembled.
+    partial: HashMap<u64, Partial>,
+    /// Requests running.
+    busy: HashSet<u64>,
+    /// Responses not yet acknowledged, with the times each was sent.
+    done: BTreeMap<u64, (Arc<Vec<u8>>, usize)>,
+    /// Every request below this one is acknowledged.
+    floor: u64,
+}
+
+struct Job {
+    session: u64,
+    request: u64,
+    peer: SocketAddr,
+    frame: usize,
+    msg: Vec<u8>,
+    ctx: Arc<Ctx>,
+}
+
+struct Shared {
+    engine: Arc<Engine>,
+    port: Arc<dyn Port>,
+    cfg: ServerConfig,
+    sessions: Mutex<HashMap<u64, Session>>,
+    counters: Counters,
+    stats: OpStats,
+    stop: AtomicBool,
+}
+
+/// A running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+/// Sessions still being opened, at most (older ones are forgotten).
+const MAX_PENDING: usize = 4096;
+
+impl Server {
+    /// Starts serving `engine` on `port`.
+    pub fn start(engine: Arc<Engine>, port: Arc<dyn Port>, cfg: ServerConfig) -> std::io::Result<Server> {
+        let addr = port.local_addr()?;
+        let shared = Arc::new(Shared {
+            engine,
+            port,
+            cfg: ServerConfig {
+                max_frame: cfg.max_frame.clamp(wire::MIN_FRAME, MAX_FRAME),
+                credits: cfg.credits.max(1),
+                workers: cfg.workers.max(1),
+                ..cfg
+            },
+            sessions: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            stats: OpStats::default(),
+            stop: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut threads = Vec::new();
+        for i in 0..shared.cfg.workers {
+            let (s, rx) = (shared.clone(), rx.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("flint-worker-{i}"))
+                    .spawn(move || worker(&s, &rx))?,
+            );
+        }
+        let s = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("flint-rx".into())
+                .spawn(move || receive(&s, tx))?,
+        );
+        Ok(Server {
+            shared,
+            threads,
+            addr,
+        })
+    }
+
+    /// The address clients reach it on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's counters.
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// Per-operation statistics.
+    pub fn stats(&self) -> &OpStats {
+        &self.shared.stats
+    }
+
+    /// Sessions open now.
+    pub fn sessions(&self) -> usize {
+        self.shared
+            .sessions
+            .lock()
+            .map(|m| m.values().filter(|s| s.open).count())
+            .unwrap_or(0)
+    }
+
+    /// Stops taking frames, finishes the requests already received, and
+    /// returns once every worker is done.
+    pub fn stop(self) {
+        self.shared.stop.store(true, Ordering::Release);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn send(s: &Shared, kind: Kind, session: u64, request: u64, msg: &[u8], frame: usize, to: SocketAddr) {
+    send_from(s, kind, session, request, msg, frame, 0, to)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_from(
+    s: &Shared,
+    kind: Kind,
+    session: u64,
+    request: u64,
+    msg: &[u8],
+    frame: usize,
+    start: usize,
+    to: SocketAddr,
+) {
+    let mut buf = Vec::with_capacity(frame);
+    wire::packets_from(kind, session, request, 0, msg, frame, start, &mut buf, |f| {
+        if s.port.send(f, to).is_ok() {
+            bump(&s.counters.frames_out);
+        }
+    });
+}
+
+fn reject(s: &Shared, session: u64, request: u64, code: i32, why: &str, to: SocketAddr) {
+    send(s, Kind::Reject, session, request, &hello::reject(code, why), wire::MIN_FRAME, to);
+}
+
+/// The receive loop: frames in, sessions kept, requests handed to workers.
+fn receive(s: &Shared, jobs: mpsc::Sender<Job>) {
+    let mut buf = vec![0u8; MAX_FRAME];
+    let mut last_sweep = Instant::now();
+    while !s.stop.load(Ordering::Acquire) {
+        if last_sweep.elapsed() > Duration::from_secs(1) {
+            sweep(s);
+            last_sweep = Instant::now();
+        }
+        let (n, from) = match s.port.recv(&mut buf, Some(Duration::from_millis(50))) {
+            Ok(Some(x)) => x,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "receive failed");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        bump(&s.counters.frames_in);
+        let (h, off, payload) = match wire::decode(&buf[..n]) {
+            Ok(x) => x,
+            Err(FrameError::Version) => {
+                bump(&s.counters.bad_version);
+                continue;
+            }
+            Err(_) => {
+                bump(&s.counters.malformed);
+                continue;
+            }
+        };
+        match h.kind {
+            Kind::Hello if h.pkts == 1 => on_hello(s, &h, payload, from),
+            Kind::Auth if h.pkts == 1 => on_auth(s, &h, payload, from),
+            Kind::Request => {
+                if let Some(job) = on_request(s, &h, off, payload, from) {
+                    let _ = jobs.send(job);
+                }
+            }
+            _ => bump(&s.counters.malformed),
+        }
+    }
+}
+
+/// Forgets idle sessions.
+fn sweep(s: &Shared) {
+    let idle = s.cfg.idle;
+    if let Ok(mut m) = s.sessions.lock() {
+        m.retain(|_, x| x.last.elapsed() < idle || !x.busy.is_empty());
+    }
+}
+
+fn on_hello(s: &Shared, h: &Header, payload: &[u8], from: SocketAddr) {
+    let Ok(hi) = hello::Hello::decode(payload) else {
+        bump(&s.counters.malformed);
+        return;
+    };
+    // An unknown organization gets a challenge too (with a key nobody
+    // has), so probing cannot tell which organizations exist.
+    let org = s
+        .engine
+        .orgs()
+        .ok()
+        .and_then(|orgs| orgs.into_iter().find(|o| o.name == hi.org))
+        .map(|o| (o.id, o.key));
+    let id = u64::from_le_bytes(auth::random());
+    let server_nonce: [u8; 16] = auth::random();
+    let max_frame = (hi.max_frame as usize).clamp(wire::MIN_FRAME, s.cfg.max_frame);
+    let Ok(mut m) = s.sessions.lock() else { return };
+    if m.values().filter(|x| !x.open).count() >= MAX_PENDING {
+        let oldest = m
+            .iter()
+            .filter(|(_, x)| !x.open)
+            .min_by_key(|(_, x)| x.last)
+            .map(|(k, _)| *k);
+        if let Some(k) = oldest {
+            m.remove(&k);
+        }
+    }
+    m.insert(
+        id,
+        Session {
+            peer: from,
+            org,
+            org_name: hi.org,
+            client_nonce: hi.nonce,
+            server_nonce,
+            open: false,
+            last: Instant::now(),
+            max_frame,
+            ctx: Arc::new(Ctx {
+                org: org.map_or(0, |o| o.0),
+                files: Mutex::new(HashSet::new()),
+            }),
+            partial: HashMap::new(),
+            busy: HashSet::new(),
+            done: BTreeMap::new(),
+            floor: 1,
+        },
+    );
+    drop(m);
+    send(s, Kind::Challenge, id, h.request, &server_nonce, wire::MIN_FRAME, from);
+}
+
+fn on_auth(s: &Shared, h: &Header, payload: &[u8], from: SocketAddr) {
+    let Ok(mut m) = s.sessions.lock() else { return };
+    let Some(x) = m.get_mut(&h.session).filter(|x| !x.open && x.peer == from) else {
+        drop(m);
+        bump(&s.counters.unknown_session);
+        return;
+    };
+    let ok = x.org.is_some_and(|(_, key)| {
+        let want = hello::client_proof(&key, &x.org_name, &x.client_nonce, &x.server_nonce, h.session);
+        auth::same(&want, payload)
+    });
+    if !ok {
+        m.remove(&h.session);
+        drop(m);
+        bump(&s.counters.auth_failures);
+        reject(s, h.session, h.request, -libc::EACCES, "authentication failed", from);
+        return;
+    }
+    let key = x.org.expect("checked above").1;
+    x.open = true;
+    x.last = Instant::now();
+    let w = hello::Welcome {
+        proof: hello::server_proof(&key, &x.client_nonce, &x.server_nonce, h.session),
+        credits: s.cfg.credits,
+        max_frame: s.cfg.max_frame as u32,
+        idle_ms: s.cfg.idle.as_millis().min(u128::from(u32::MAX)) as u32,
+    };
+    drop(m);
+    bump(&s.counters.sessions);
+    send(s, Kind::Welcome, h.session, h.request, &w.encode(), wire::MIN_FRAME, from);
+}
+
+fn on_request(s: &Shared, h: &Header, off: usize, payload: &[u8], from: SocketAddr) -> Option<Job> {
+    let Ok(mut m) = s.sessions.lock() else {
+        return None;
+    };
+    let Some(x) = m.get_mut(&h.session).filter(|x| x.open) else {
+        drop(m);
+        bump(&s.counters.unknown_session);
+        reject(s, h.session, h.request, -libc::ESTALE, "unknown or expired session", from);
+        return None;
+    };
+    if x.peer != from {
+        bump(&s.counters.wrong_peer);
+        return None;
+    }
+    x.last = Instant::now();
+    if h.ack > x.floor {
+        x.floor = h.ack.min(h.request.saturating_add(1));
+        let floor = x.floor;
+        x.done = x.done.split_off(&floor);
+        x.partial.retain(|r, _| *r >= floor);
+    }
+    if h.request < x.floor {
+        bump(&s.counters.replayed);
+        return None;
+    }
+    if let Some((resp, tries)) = x.done.get_mut(&h.request) {
+        // A retransmission: the same answer again (for every packet of a
+        // retransmitted request: requests of several packets have one-packet
+        // answers), starting at another packet each time.
+        let (resp, start) = (resp.clone(), *tries * 3);
+        *tries += 1;
+        let frame = x.max_frame;
+        drop(m);
+        bump(&s.counters.resent);
+        send_from(s, Kind::Response, h.session, h.request, &resp, frame, start, from);
+        return None;
+    }
+    if x.busy.contains(&h.request) {
+        return None;
+    }
+    if h.request >= x.floor + u64::from(s.cfg.credits) {
+        bump(&s.counters.over_credits);
+        return None;
+    }
+    let part = x.partial.entry(h.request).or_insert_with(|| Partial::new(h));
+    match part.add(h, off, payload) {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(_) => {
+            x.partial.remove(&h.request);
+            bump(&s.counters.malformed);
+            return None;
+        }
+    }
+    let msg = x.partial.remove(&h.request).map(|p| p.buf).unwrap_or_default();
+    x.busy.insert(h.request);
+    Some(Job {
+        session: h.session,
+        request: h.request,
+        peer: from,
+        frame: x.max_frame,
+        msg,
+        ctx: x.ctx.clone(),
+    })
+}
+
+fn worker(s: &Shared, jobs: &Mutex<mpsc::Receiver<Job>>) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let t0 = Instant::now();
+        let (op, bytes, status, body) = match Request::decode(&job.msg) {
+            Ok(req) => run(s, &job.ctx, req),
+            Err(_) => {
+                bump(&s.counters.bad_request);
+                ("invalid", 0, -libc::EINVAL, Vec::new())
+            }
+        };
+        bump(&s.counters.requests);
+        s.stats.record(op, bytes, t0.elapsed().as_micros() as u64);
+        let mut msg = Vec::with_capacity(body.len() + 4);
+        wire::encode_response(status, &body, &mut msg);
+        let msg = Arc::new(msg);
+        if let Ok(mut m) = s.sessions.lock() {
+            if let Some(x) = m.get_mut(&job.session) {
+                x.busy.remove(&job.request);
+                if job.request >= x.floor {
+                    x.done.insert(job.request, (msg.clone(), 1));
+                }
+            }
+        }
+        send(s, Kind::Response, job.session, job.request, &msg, job.frame, job.peer);
+    }
+}
+
+type Outcome = (&'static str, u64, i32, Vec<u8>);
+
+fn err(op: &'static str, e: &StoreError) -> Outcome {
+    (op, 0, e.errno(), Vec::new())
+}
+
+/// Whether the session may touch file `ino`: a file of its organization.
+fn allowed(s: &Shared, ctx: &Ctx, ino: Ino) -> Result<(), i32> {
+    if ctx.files.lock().map(|f| f.contains(&ino)).unwrap_or(false) {
+        return Ok(());
+    }
+    let st = s.engine.stat(ino).map_err(|e| e.errno())?;
+    owned(s, ctx, st.fs)?;
+    if let Ok(mut f) = ctx.files.lock() {
+        f.insert(ino);
+    }
+    Ok(())
+}
+
+fn owned(s: &Shared, ctx: &Ctx, fs: FsId) -> Result<(), i32> {
+    match s.engine.fs_owner(fs) {
+        Ok(Some(org)) if org == ctx.org => Ok(()),
+        Ok(_) => {
+            bump(&s.counters.cross_org);
+            Err(-libc::EACCES)
+        }
+        Err(e) => Err(e.errno()),
+    }
+}
+
+fn fs_of_org(s: &Shared, ctx: &Ctx, name: &str) -> Result<FsId, i32> {
+    let fs = s
+        .engine
+        .fs_by_name(name)
+        .map_err(|e| e.errno())?
+        .ok_or(-libc::ENOENT)?;
+    owned(s, ctx, fs)?;
+    Ok(fs)
+}
+
+fn run(s: &Shared, ctx: &Ctx, req: Request) -> Outcome {
+    let e = &s.engine;
+    let ino_of = |r: &Request| match r {
+        Request::Read { ino, .. }
+        | Request::Write { ino, .. }
+        | Request::Stat { ino }
+        | Request::Unlink { ino }
+        | Request::Truncate { ino, .. } => Some(*ino),
+        _ => None,
+    };
+    if let Some(ino) = ino_of(&req) {
+        if let Err(code) = allowed(s, ctx, ino) {
+            return ("denied", 0, code, Vec::new());
+        }
+    }
+    match req {
+        Request::Open { create, fs, name } => {
+            let fs = match fs_of_org(s, ctx, &fs) {
+                Ok(f) => f,
+                Err(code) => return ("open", 0, code, Vec::new()),
+            };
+            let ino = match e.lookup(fs, &name) {
+                Ok(Some(i)) => Ok(i),
+                Ok(None) if create => e.create(fs, &name),
+                Ok(None) => return ("open", 0, -libc::ENOENT, Vec::new()),
+                Err(er) => Err(er),
+            };
+            match ino.and_then(|i| e.stat(i).map(|st| (i, st.size))) {
+                Ok((ino, size)) => {
+                    if let Ok(mut f) = ctx.files.lock() {
+                        f.insert(ino);
+                    }
+                    let mut w = Writer::default();
+                    w.u64(ino).u64(size);
+                    ("open", 0, 0, w.buf)
+                }
+                Err(er) => err("open", &er),
+            }
+        }
+        Request::Read { ino, offset, len } => match e.read(ino, offset, len as usize) {
+            Ok(data) => ("read", data.len() as u64, 0, data),
+            Err(er) => err("read", &er),
+        },
+        Request::Write { ino, offset, data } => {
+            let n = data.len() as u64;
+            match e.write(ino, offset, data) {
+                Ok(()) => ("write", n, 0, Vec::new()),
+                Err(er) => err("write", &er),
+            }
+        }
+        Request::Sync => match e.sync() {
+            Ok(()) => ("sync", 0, 0, Vec::new()),
+            Err(er) => err("sync", &er),
+        },
+        Request::Stat { ino } => match e.stat(ino) {
+            Ok(st) => {
+                let mut w = Writer::default();
+                FileStat {
+                    ino,
+                    size: st.size,
+                    blocks: st.blocks,
+                    name: st.name,
+                }
+                .encode(&mut w);
+                ("stat", 0, 0, w.buf)
+            }
+            Err(er) => err("stat", &er),
+        },
+        Request::List { fs } => {
+            let fs = match fs_of_org(s, ctx, &fs) {
+                Ok(f) => f,
+                Err(code) => return ("list", 0, code, Vec::new()),
+            };
+            match e.list(fs) {
+                Ok(files) => {
+                    let mut w = Writer::default();
+                    w.u32(files.len() as u32);
+                    for f in files {
+                        FileStat {
+                            ino: f.ino,
+                            size: f.size,
+                            blocks: f.blocks,
+                            name: f.name,
+                        }
+                        .encode(&mut w);
+                    }
+                    ("list", 0, 0, w.buf)
+                }
+                Err(er) => err("list", &er),
+            }
+        }
+        Request::Unlink { ino } => match e.unlink(ino) {
+            Ok(()) => {
+                if let Ok(mut f) = ctx.files.lock() {
+                    f.remove(&ino);
+                }
+                ("unlink", 0, 0, Vec::new())
+            }
+            Err(er) => err("unlink", &er),
+        },
+        Request::Truncate { ino, size } => match e.truncate(ino, size) {
+            Ok(()) => ("truncate", 0, 0, Vec::new()),
+            Err(er) => err("truncate", &er),
+        },
+    }
+}

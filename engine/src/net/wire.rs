@@ -1,0 +1,707 @@
+//! The data protocol's wire format, version 1 (described for implementers
+//! in `PROTOCOL.md` beside this file).
+//!
+//! Every frame is one datagram: a 48-byte header, then up to
+//! `max_frame - 48` bytes of one message. A message larger than one frame
+//! is split into packets of equal size (the last may be shorter) that share
+//! a request id. Parsing never trusts a length: every field is checked, and
+//! a frame that fails any check is an [`FrameError`] the receiver counts and
+//! drops.
+
+use crate::codec::{DecodeError, Reader, Writer};
+
+/// "FLNT", little-endian.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"FLNT");
+/// Wire format version.
+pub const VERSION: u8 = 1;
+/// Header bytes.
+pub const HEADER: usize = 48;
+/// Largest message (a request or response, all its packets together).
+pub const MAX_MESSAGE: usize = (16 << 20) + 4096;
+/// Largest single read or write a request may carry.
+pub const MAX_IO: usize = 16 << 20;
+/// Default frame size: a jumbo Ethernet frame's UDP payload.
+pub const DEFAULT_FRAME: usize = 8_972;
+/// Smallest frame a peer may ask for.
+pub const MIN_FRAME: usize = 512;
+
+/// What a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Client: opens a session for an organization.
+    Hello = 1,
+    /// Server: a nonce to prove the key against, and the session id.
+    Challenge = 2,
+    /// Client: the proof.
+    Auth = 3,
+    /// Server: the session is open (with the server's own proof).
+    Welcome = 4,
+    /// Client: a request message (or one packet of it).
+    Request = 5,
+    /// Server: a response message (or one packet of it).
+    Response = 6,
+    /// Server: the session or request is refused.
+    Reject = 7,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Hello,
+            2 => Kind::Challenge,
+            3 => Kind::Auth,
+            4 => Kind::Welcome,
+            5 => Kind::Request,
+            6 => Kind::Response,
+            7 => Kind::Reject,
+            _ => return None,
+        })
+    }
+}
+
+/// A frame's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// What the frame carries.
+    pub kind: Kind,
+    /// Session id (0 in a Hello).
+    pub session: u64,
+    /// Request id (the message's, shared by its packets).
+    pub request: u64,
+    /// Client: every request below this id has its response (the server
+    /// may forget them). Server: unused (0).
+    pub ack: u64,
+    /// This packet's index in its message.
+    pub pkt: u16,
+    /// Packets in the message.
+    pub pkts: u16,
+    /// The whole message's length.
+    pub msg_len: u32,
+}
+
+/// Why a frame was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// Shorter than a header.
+    Truncated,
+    /// Not a Flint frame.
+    Magic,
+    /// Another version of the protocol.
+    Version,
+    /// Unknown frame kind.
+    Kind,
+    /// A length or packet field that does not add up.
+    Length,
+    /// The checksum does not match (damaged in flight).
+    Checksum,
+}
+
+impl FrameError {
+    /// A short name, for counters.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameError::Truncated => "truncated",
+            FrameError::Magic => "magic",
+            FrameError::Version => "version",
+            FrameError::Kind => "kind",
+            FrameError::Length => "length",
+            FrameError::Checksum => "checksum",
+        }
+    }
+}
+
+fn check(frame: &[u8]) -> u32 {
+    // Checksum of the frame with its checksum field (44..48) taken as zero.
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&frame[..44]);
+    h.update(&[0; 4]);
+    h.update(&frame[HEADER..]);
+    h.digest() as u32
+}
+
+/// Encodes one packet: `payload` is bytes `[off, off + payload.len())` of a
+/// `msg_len`-byte message.
+pub fn encode(h: &Header, payload: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&MAGIC.to_le_bytes());
+    out.push(VERSION);
+    out.push(h.kind as u8);
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&h.session.to_le_bytes());
+    out.extend_from_slice(&h.request.to_le_bytes());
+    out.extend_from_slice(&h.ack.to_le_bytes());
+    out.extend_from_slice(&h.pkt.to_le_bytes());
+    out.extend_from_slice(&h.pkts.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&h.msg_len.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(payload);
+    let c = check(out);
+    out[44..48].copy_from_slice(&c.to_le_bytes());
+}
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Parses a frame: its header, and its payload with the payload's offset in
+/// the message.
+pub fn decode(frame: &[u8]) -> Result<(Header, usize, &[u8]), FrameError> {
+    if frame.len() < HEADER {
+        return Err(FrameError::Truncated);
+    }
+    if le32(frame, 0) != MAGIC {
+        return Err(FrameError::Magic);
+    }
+    if frame[4] != VERSION {
+        return Err(FrameError::Version);
+    }
+    let kind = Kind::from_u8(frame[5]).ok_or(FrameError::Kind)?;
+    let h = Header {
+        kind,
+        session: le64(frame, 8),
+        request: le64(frame, 16),
+        ack: le64(frame, 24),
+        pkt: le16(frame, 32),
+        pkts: le16(frame, 34),
+        msg_len: le32(frame, 40),
+    };
+    let len = le32(frame, 36) as usize;
+    let msg_len = h.msg_len as usize;
+    let pkts = usize::from(h.pkts);
+    let pkt = usize::from(h.pkt);
+    if len != frame.len() - HEADER || pkts == 0 || pkt >= pkts || msg_len > MAX_MESSAGE {
+        return Err(FrameError::Length);
+    }
+    // Packets but the last carry equal shares; the last the rest.
+    let off = if pkt + 1 < pkts {
+        pkt * len
+    } else {
+        msg_len.checked_sub(len).ok_or(FrameError::Length)?
+    };
+    let whole = if pkts == 1 {
+        len == msg_len
+    } else if pkt + 1 < pkts {
+        len > 0 && (pkts - 1) * len < msg_len && msg_len <= pkts * len
+    } else {
+        len <= msg_len
+    };
+    if !whole || off + len > msg_len {
+        return Err(FrameError::Length);
+    }
+    if le32(frame, 44) != check(frame) {
+        return Err(FrameError::Checksum);
+    }
+    Ok((h, off, &frame[HEADER..]))
+}
+
+/// Splits a message into packets of at most `max_frame` bytes each and
+/// hands each encoded frame to `send`.
+#[allow(clippy::too_many_arguments)]
+pub fn packets(
+    kind: Kind,
+    session: u64,
+    request: u64,
+    ack: u64,
+    msg: &[u8],
+    max_frame: usize,
+    buf: &mut Vec<u8>,
+    send: impl FnMut(&[u8]),
+) {
+    packets_from(kind, session, request, ack, msg, max_frame, 0, buf, send)
+}
+
+/// Like [`packets`], starting at packet `start` and wrapping around: a
+/// retransmission starts elsewhere each time, so loss that recurs at the
+/// same position of every burst cannot starve one packet forever.
+#[allow(clippy::too_many_arguments)]
+pub fn packets_from(
+    kind: Kind,
+    session: u64,
+    request: u64,
+    ack: u64,
+    msg: &[u8],
+    max_frame: usize,
+    start: usize,
+    buf: &mut Vec<u8>,
+    mut send: impl FnMut(&[u8]),
+) {
+    let per = max_frame.saturating_sub(HEADER).max(1);
+    let pkts = msg.len().div_ceil(per).max(1);
+    for n in 0..pkts {
+        let i = (n + start) % pkts;
+        let part = &msg[(i * per).min(msg.len())..((i + 1) * per).min(msg.len())];
+        let h = Header {
+            kind,
+            session,
+            request,
+            ack,
+            pkt: i as u16,
+            pkts: pkts as u16,
+            msg_len: msg.len() as u32,
+        };
+        encode(&h, part, buf);
+        send(buf);
+    }
+}
+
+/// A message being reassembled from its packets.
+#[derive(Debug)]
+pub struct Partial {
+    /// The message bytes so far.
+    pub buf: Vec<u8>,
+    got: Vec<bool>,
+    missing: usize,
+}
+
+impl Partial {
+    /// An empty message of `h.msg_len` bytes in `h.pkts` packets.
+    pub fn new(h: &Header) -> Partial {
+        Partial {
+            buf: vec![0; h.msg_len as usize],
+            got: vec![false; usize::from(h.pkts)],
+            missing: usize::from(h.pkts),
+        }
+    }
+
+    /// Adds a packet; returns whether the message is complete. A packet
+    /// that does not fit this message (another length or packet count) is
+    /// refused.
+    pub fn add(&mut self, h: &Header, off: usize, payload: &[u8]) -> Result<bool, FrameError> {
+        let pkt = usize::from(h.pkt);
+        if h.msg_len as usize != self.buf.len() || usize::from(h.pkts) != self.got.len() {
+            return Err(FrameError::Length);
+        }
+        if !self.got[pkt] {
+            self.buf[off..off + payload.len()].copy_from_slice(payload);
+            self.got[pkt] = true;
+            self.missing -= 1;
+        }
+        Ok(self.missing == 0)
+    }
+}
+
+/// Longest file system or file name on the wire.
+pub const MAX_NAME: usize = 255;
+
+/// A request message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Opens (optionally creating) a file of a file system.
+    Open {
+        /// Create it if missing.
+        create: bool,
+        /// File system name.
+        fs: String,
+        /// File name.
+        name: String,
+    },
+    /// Reads `len` bytes at `offset`.
+    Read {
+        /// File.
+        ino: u64,
+        /// Offset.
+        offset: u64,
+        /// Bytes.
+        len: u32,
+    },
+    /// Writes `data` at `offset`.
+    Write {
+        /// File.
+        ino: u64,
+        /// Offset.
+        offset: u64,
+        /// Bytes.
+        data: Vec<u8>,
+    },
+    /// Makes every acknowledged write durable.
+    Sync,
+    /// A file's attributes.
+    Stat {
+        /// File.
+        ino: u64,
+    },
+    /// The files of a file system.
+    List {
+        /// File system name.
+        fs: String,
+    },
+    /// Removes a file.
+    Unlink {
+        /// File.
+        ino: u64,
+    },
+    /// Sets a file's size.
+    Truncate {
+        /// File.
+        ino: u64,
+        /// New size.
+        size: u64,
+    },
+}
+
+impl Request {
+    /// Encodes the request.
+    pub fn encode(&self, w: &mut Writer) {
+        match self {
+            Request::Open { create, fs, name } => {
+                w.u8(1).u8(u8::from(*create)).str(fs).str(name);
+            }
+            Request::Read { ino, offset, len } => {
+                w.u8(2).u64(*ino).u64(*offset).u32(*len);
+            }
+            Request::Write { ino, offset, data } => {
+                w.u8(3).u64(*ino).u64(*offset);
+                w.buf.extend_from_slice(data);
+            }
+            Request::Sync => {
+                w.u8(4);
+            }
+            Request::Stat { ino } => {
+                w.u8(5).u64(*ino);
+            }
+            Request::List { fs } => {
+                w.u8(6).str(fs);
+            }
+            Request::Unlink { ino } => {
+                w.u8(7).u64(*ino);
+            }
+            Request::Truncate { ino, size } => {
+                w.u8(8).u64(*ino).u64(*size);
+            }
+        }
+    }
+
+    /// Decodes a request message.
+    pub fn decode(msg: &[u8]) -> Result<Request, DecodeError> {
+        let mut r = Reader::new(msg);
+        let req = match r.u8("op")? {
+            1 => Request::Open {
+                create: r.u8("create")? != 0,
+                fs: r.str(MAX_NAME, "file system name")?,
+                name: r.str(MAX_NAME, "file name")?,
+            },
+            2 => {
+                let ino = r.u64("ino")?;
+                let offset = r.u64("offset")?;
+                let len = r.u32("length")?;
+                if len as usize > MAX_IO {
+                    return Err(DecodeError { what: "read length" });
+                }
+                Request::Read { ino, offset, len }
+            }
+            3 => {
+                let ino = r.u64("ino")?;
+                let offset = r.u64("offset")?;
+                let n = r.remaining();
+                let data = r.take(n, "data")?.to_vec();
+                Request::Write { ino, offset, data }
+            }
+            4 => Request::Sync,
+            5 => Request::Stat { ino: r.u64("ino")? },
+            6 => Request::List {
+                fs: r.str(MAX_NAME, "file system name")?,
+            },
+            7 => Request::Unlink { ino: r.u64("ino")? },
+            8 => Request::Truncate {
+                ino: r.u64("ino")?,
+                size: r.u64("size")?,
+            },
+            _ => return Err(DecodeError { what: "op" }),
+        };
+        if r.remaining() != 0 {
+            return Err(DecodeError {
+                what: "request length",
+            });
+        }
+        Ok(req)
+    }
+}
+
+/// A file's attributes on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStat {
+    /// Inode number.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Logical blocks stored.
+    pub blocks: u64,
+    /// Name.
+    pub name: String,
+}
+
+impl FileStat {
+    /// Encodes it.
+    pub fn encode(&self, w: &mut Writer) {
+        w.u64(self.ino).u64(self.size).u64(self.blocks).str(&self.name);
+    }
+
+    /// Decodes one.
+    pub fn decode(r: &mut Reader<'_>) -> Result<FileStat, DecodeError> {
+        Ok(FileStat {
+            ino: r.u64("ino")?,
+            size: r.u64("size")?,
+            blocks: r.u64("blocks")?,
+            name: r.str(MAX_NAME, "file name")?,
+        })
+    }
+}
+
+/// A response: a status (0, or a negated errno) and the body.
+pub fn encode_response(status: i32, body: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&status.to_le_bytes());
+    out.extend_from_slice(body);
+}
+
+/// Splits a response message into status and body.
+pub fn decode_response(msg: &[u8]) -> Result<(i32, &[u8]), DecodeError> {
+    if msg.len() < 4 {
+        return Err(DecodeError { what: "status" });
+    }
+    Ok((
+        i32::from_le_bytes(msg[..4].try_into().expect("4 bytes")),
+        &msg[4..],
+    ))
+}
+
+/// The handshake messages.
+pub mod hello {
+    use super::*;
+
+    /// Client's opening: organization, nonce, largest frame it takes.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Hello {
+        /// Organization name.
+        pub org: String,
+        /// Client nonce.
+        pub nonce: [u8; 16],
+        /// Largest frame the client receives.
+        pub max_frame: u32,
+    }
+
+    impl Hello {
+        /// Encodes it.
+        pub fn encode(&self) -> Vec<u8> {
+            let mut w = Writer::default();
+            w.str(&self.org);
+            w.buf.extend_from_slice(&self.nonce);
+            w.u32(self.max_frame);
+            w.buf
+        }
+
+        /// Decodes it.
+        pub fn decode(msg: &[u8]) -> Result<Hello, DecodeError> {
+            let mut r = Reader::new(msg);
+            let org = r.str(MAX_NAME, "organization")?;
+            let nonce = r.take(16, "nonce")?.try_into().expect("16 bytes");
+            let max_frame = r.u32("max frame")?;
+            if r.remaining() != 0 {
+                return Err(DecodeError { what: "hello length" });
+            }
+            Ok(Hello {
+                org,
+                nonce,
+                max_frame,
+            })
+        }
+    }
+
+    /// The proof a client sends: HMAC over both nonces and the session.
+    pub fn client_proof(
+        key: &[u8],
+        org: &str,
+        client: &[u8; 16],
+        server: &[u8; 16],
+        session: u64,
+    ) -> [u8; 32] {
+        crate::net::auth::hmac(
+            key,
+            &[
+                b"flint-auth-v1",
+                org.as_bytes(),
+                client,
+                server,
+                &session.to_le_bytes(),
+            ],
+        )
+    }
+
+    /// The proof the server answers with (so the client knows it holds the
+    /// key too).
+    pub fn server_proof(key: &[u8], client: &[u8; 16], server: &[u8; 16], session: u64) -> [u8; 32] {
+        crate::net::auth::hmac(
+            key,
+            &[b"flint-welcome-v1", client, server, &session.to_le_bytes()],
+        )
+    }
+
+    /// The server's welcome: its proof and the session's terms.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Welcome {
+        /// The server's proof.
+        pub proof: [u8; 32],
+        /// Requests the client may have in flight.
+        pub credits: u16,
+        /// Largest frame the server receives.
+        pub max_frame: u32,
+        /// Idle milliseconds after which the session expires.
+        pub idle_ms: u32,
+    }
+
+    impl Welcome {
+        /// Encodes it.
+        pub fn encode(&self) -> Vec<u8> {
+            let mut w = Writer::default();
+            w.buf.extend_from_slice(&self.proof);
+            w.u16(self.credits).u32(self.max_frame).u32(self.idle_ms);
+            w.buf
+        }
+
+        /// Decodes it.
+        pub fn decode(msg: &[u8]) -> Result<Welcome, DecodeError> {
+            let mut r = Reader::new(msg);
+            let proof = r.take(32, "proof")?.try_into().expect("32 bytes");
+            let w = Welcome {
+                proof,
+                credits: r.u16("credits")?,
+                max_frame: r.u32("max frame")?,
+                idle_ms: r.u32("idle timeout")?,
+            };
+            if r.remaining() != 0 {
+                return Err(DecodeError {
+                    what: "welcome length",
+                });
+            }
+            Ok(w)
+        }
+    }
+
+    /// A refusal: a code (negated errno) and a message.
+    pub fn reject(code: i32, why: &str) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u32(code as u32).str(why);
+        w.buf
+    }
+
+    /// Decodes a refusal.
+    pub fn decode_reject(msg: &[u8]) -> Result<(i32, String), DecodeError> {
+        let mut r = Reader::new(msg);
+        Ok((r.u32("code")? as i32, r.str(4096, "reason")?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(msg: &[u8], frame: usize) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut frames = Vec::new();
+        packets(Kind::Request, 7, 9, 3, msg, frame, &mut buf, |f| {
+            frames.push(f.to_vec())
+        });
+        // Deliver out of order, with a duplicate.
+        frames.reverse();
+        frames.push(frames[0].clone());
+        let mut p: Option<Partial> = None;
+        let mut done = false;
+        for f in &frames {
+            let (h, off, payload) = decode(f).unwrap();
+            assert_eq!((h.session, h.request, h.ack), (7, 9, 3));
+            assert!(f.len() <= frame.max(HEADER + 1));
+            let part = p.get_or_insert_with(|| Partial::new(&h));
+            done = part.add(&h, off, payload).unwrap();
+        }
+        assert!(done);
+        p.unwrap().buf
+    }
+
+    #[test]
+    fn messages_split_and_reassemble_at_any_size() {
+        for len in [0usize, 1, 100, 463, 464, 465, 5000, 100_000] {
+            let msg: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            for frame in [512, 1500, DEFAULT_FRAME] {
+                assert_eq!(roundtrip(&msg, frame), msg, "len {len} frame {frame}");
+            }
+        }
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let reqs = [
+            Request::Open {
+                create: true,
+                fs: "data".into(),
+                name: "a".into(),
+            },
+            Request::Read {
+                ino: 5,
+                offset: 4096,
+                len: 8192,
+            },
+            Request::Write {
+                ino: 5,
+                offset: 1,
+                data: vec![1, 2, 3],
+            },
+            Request::Sync,
+            Request::Stat { ino: 9 },
+            Request::List { fs: "x".into() },
+            Request::Unlink { ino: 3 },
+            Request::Truncate { ino: 3, size: 10 },
+        ];
+        for r in reqs {
+            let mut w = Writer::default();
+            r.encode(&mut w);
+            assert_eq!(Request::decode(&w.buf).unwrap(), r);
+            for cut in 0..w.buf.len() {
+                if !matches!(r, Request::Write { .. }) || cut < 17 {
+                    assert!(Request::decode(&w.buf[..cut]).is_err(), "{r:?} cut {cut}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_frames_are_refused_with_a_reason() {
+        let mut buf = Vec::new();
+        let mut f = Vec::new();
+        packets(Kind::Request, 1, 2, 0, b"hello", 512, &mut buf, |x| {
+            f = x.to_vec()
+        });
+        assert!(decode(&f).is_ok());
+        assert_eq!(decode(&f[..10]).unwrap_err(), FrameError::Truncated);
+        let mut bad = f.clone();
+        bad[0] ^= 1;
+        assert_eq!(decode(&bad).unwrap_err(), FrameError::Magic);
+        let mut bad = f.clone();
+        bad[4] = 9;
+        assert_eq!(decode(&bad).unwrap_err(), FrameError::Version);
+        let mut bad = f.clone();
+        bad[5] = 99;
+        assert_eq!(decode(&bad).unwrap_err(), FrameError::Kind);
+        let mut bad = f.clone();
+        bad.push(0);
+        assert_eq!(decode(&bad).unwrap_err(), FrameError::Length);
+        let mut bad = f.clone();
+        *bad.last_mut().unwrap() ^= 0x40;
+        assert_eq!(decode(&bad).unwrap_err(), FrameError::Checksum);
+        // Every byte flipped somewhere: an error or a frame, never a panic.
+        for i in 0..f.len() {
+            for bit in 0..8 {
+                let mut bad = f.clone();
+                bad[i] ^= 1 << bit;
+                let _ = decode(&bad);
+            }
+        }
+    }
+}
