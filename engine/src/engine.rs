@@ -466,6 +466,56 @@ impl Engine {
         Ok(out)
     }
 
+    /// Every device: health and errors as the worst shard sees them,
+    /// capacity and free space summed over shards.
+    pub fn devices(&self) -> Result<Vec<crate::store::DeviceReport>> {
+        let per = self.broadcast(|s| Ok(s.device_report()))?;
+        let mut out = per.first().cloned().unwrap_or_default();
+        for shard in per.iter().skip(1) {
+            for (o, d) in out.iter_mut().zip(shard) {
+                o.healthy &= d.healthy;
+                o.errors += d.errors;
+                o.capacity += d.capacity;
+                o.free += d.free;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Repair counters summed over shards.
+    pub fn repairs(&self) -> Result<crate::store::RepairStats> {
+        let per = self.broadcast(|s| Ok(s.repairs()))?;
+        let mut t = crate::store::RepairStats::default();
+        for r in per {
+            t.degraded_reads += r.degraded_reads;
+            t.healed_sectors += r.healed_sectors;
+        }
+        Ok(t)
+    }
+
+    /// Scrubs every shard (in parallel); `done` is told after each.
+    pub fn scrub(&self, mut done: impl FnMut(u32)) -> Result<crate::store::ScrubReport> {
+        let tasks = (0..self.map.shards())
+            .map(|s| self.shard_task(s, |st| st.scrub()))
+            .collect::<Result<Vec<_>>>()?;
+        let mut t = crate::store::ScrubReport::default();
+        for (i, p) in tasks.into_iter().enumerate() {
+            let r = p.wait()??;
+            t.stripes += r.stripes;
+            t.repaired_sectors += r.repaired_sectors;
+            t.relocated_chunks += r.relocated_chunks;
+            t.unprotected_chunks += r.unprotected_chunks;
+            t.unrecoverable += r.unrecoverable;
+            done(i as u32 + 1);
+        }
+        Ok(t)
+    }
+
+    /// Reactor counters, per reactor.
+    pub fn reactor_stats(&self) -> Vec<flint_dataplane::stats::CoreStatsSnapshot> {
+        self.set.stats()
+    }
+
     /// Organizations (kept by shard 0).
     pub fn orgs(&self) -> Result<Vec<crate::meta::Org>> {
         self.call(|s| Ok(s.orgs()))

@@ -7,6 +7,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod appliance;
 pub mod codec;
 pub mod control;
 pub mod engine;

@@ -723,7 +723,9 @@ pub fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
             fs: r.u32("fs id")?,
             org: r.u32("org id")?,
         },
-        13 => Record::FsDelete { fs: r.u32("fs id")? },
+        13 => Record::FsDelete {
+            fs: r.u32("fs id")?,
+        },
         _ => {
             return Err(DecodeError {
                 what: "record kind",

@@ -256,6 +256,25 @@ impl SpaceStats {
     }
 }
 
+/// One device as a shard sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceReport {
+    /// Index in the engine.
+    pub index: usize,
+    /// Name.
+    pub name: String,
+    /// Opened (not missing).
+    pub present: bool,
+    /// Present and not failed.
+    pub healthy: bool,
+    /// I/O errors seen.
+    pub errors: u64,
+    /// Chunk-slot bytes (this shard's share).
+    pub capacity: u64,
+    /// Of which free.
+    pub free: u64,
+}
+
 /// What a scrub found and did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScrubReport {
@@ -316,6 +335,7 @@ struct Dev {
     name: String,
     qp: Box<dyn QueuePair>,
     failed: bool,
+    errors: u64,
 }
 
 /// A 4 KiB-aligned buffer for device I/O.
@@ -789,6 +809,7 @@ impl Store {
                     name: d.name().to_string(),
                     qp: d.queue_pair(core, &QpairOptions { depth: 64 })?,
                     failed: false,
+                    errors: 0,
                 })),
                 None => {
                     tracing::warn!(index = i, "engine device missing; running degraded");
@@ -882,6 +903,7 @@ impl Store {
 
     fn mark_failed(&mut self, d: usize, what: &str) {
         if let Some(dev) = self.devs.get_mut(d).and_then(|x| x.as_mut()) {
+            dev.errors += 1;
             if !dev.failed {
                 tracing::error!(device = %dev.name, op = what, "device failed; running degraded");
                 dev.failed = true;
@@ -2976,6 +2998,27 @@ impl Store {
             .collect()
     }
 
+    /// Every device as this shard sees it: health, errors, and this
+    /// shard's share of its chunk slots (total and free, in bytes).
+    pub fn device_report(&self) -> Vec<DeviceReport> {
+        let cs = self.layout.chunk_blocks * 4096;
+        self.devs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| DeviceReport {
+                index: i,
+                name: d
+                    .as_ref()
+                    .map_or_else(|| format!("device {i}"), |d| d.name.clone()),
+                present: d.is_some(),
+                healthy: d.as_ref().is_some_and(|d| !d.failed),
+                errors: d.as_ref().map_or(0, |d| d.errors),
+                capacity: self.layout.owned_slots() * cs,
+                free: self.free.get(i).map_or(0, |f| f.len() as u64) * cs,
+            })
+            .collect()
+    }
+
     /// The engine's uuid.
     pub fn uuid(&self) -> u128 {
         self.uuid
@@ -3010,6 +3053,7 @@ fn open_qpairs(core: &mut Core, devices: &[Arc<dyn BlockDevice>]) -> Result<Vec<
                 name: d.name().to_string(),
                 qp: d.queue_pair(core, &QpairOptions { depth: 64 })?,
                 failed: false,
+                errors: 0,
             }))
         })
         .collect()

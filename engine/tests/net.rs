@@ -75,7 +75,11 @@ fn serve(r: &Rig, port: Arc<dyn Port>, idle: Duration) -> Server {
 #[test]
 fn every_operation_round_trips_and_large_messages_span_packets() {
     let r = rig();
-    let srv = serve(&r, Arc::new(UdpPort::bind(loopback()).unwrap()), Duration::from_secs(60));
+    let srv = serve(
+        &r,
+        Arc::new(UdpPort::bind(loopback()).unwrap()),
+        Duration::from_secs(60),
+    );
     let mut c = Client::connect(srv.addr(), "acme", &r.acme, ClientConfig::default()).unwrap();
     let (ino, size) = c.open("data", "f", true).unwrap();
     assert_eq!(size, 0);
@@ -89,11 +93,19 @@ fn every_operation_round_trips_and_large_messages_span_packets() {
     c.sync().unwrap();
     assert_eq!(c.stat(ino).unwrap().size, 3 << 20);
     assert_eq!(c.open("data", "f", false).unwrap(), (ino, 3 << 20));
-    let names: Vec<String> = c.list("data").unwrap().into_iter().map(|f| f.name).collect();
+    let names: Vec<String> = c
+        .list("data")
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
     assert_eq!(names, vec!["f".to_string()]);
     c.truncate(ino, 10).unwrap();
     assert_eq!(c.read(ino, 0, 100).unwrap(), want[..10].to_vec());
-    assert_eq!(c.open("data", "missing", false).unwrap_err().errno(), -libc::ENOENT);
+    assert_eq!(
+        c.open("data", "missing", false).unwrap_err().errno(),
+        -libc::ENOENT
+    );
     c.unlink(ino).unwrap();
     assert!(c.list("data").unwrap().is_empty());
     // Many requests in flight at once, completed by tag.
@@ -117,7 +129,10 @@ fn every_operation_round_trips_and_large_messages_span_packets() {
         }
     }
     let back = c.read(ino, 0, 32 * 4096).unwrap();
-    assert!(back.chunks(4096).enumerate().all(|(i, b)| b.iter().all(|&x| x == i as u8)));
+    assert!(back
+        .chunks(4096)
+        .enumerate()
+        .all(|(i, b)| b.iter().all(|&x| x == i as u8)));
     assert!(srv.counters().requests.load(Ordering::Relaxed) > 40);
     srv.stop();
 }
@@ -160,7 +175,11 @@ fn loss_both_ways_is_recovered_by_retransmission() {
 #[test]
 fn wrong_keys_and_other_organizations_are_refused_and_counted() {
     let r = rig();
-    let srv = serve(&r, Arc::new(UdpPort::bind(loopback()).unwrap()), Duration::from_secs(60));
+    let srv = serve(
+        &r,
+        Arc::new(UdpPort::bind(loopback()).unwrap()),
+        Duration::from_secs(60),
+    );
     let quick = ClientConfig {
         timeout: Duration::from_secs(2),
         ..ClientConfig::default()
@@ -180,7 +199,10 @@ fn wrong_keys_and_other_organizations_are_refused_and_counted() {
     let (ino, _) = a.open("data", "secret", true).unwrap();
     a.write(ino, 0, b"acme only").unwrap();
     let mut g = Client::connect(srv.addr(), "globex", &r.globex, quick).unwrap();
-    assert_eq!(g.open("data", "secret", false).unwrap_err().errno(), -libc::EACCES);
+    assert_eq!(
+        g.open("data", "secret", false).unwrap_err().errno(),
+        -libc::EACCES
+    );
     assert_eq!(g.read(ino, 0, 9).unwrap_err().errno(), -libc::EACCES);
     assert_eq!(g.write(ino, 0, b"x").unwrap_err().errno(), -libc::EACCES);
     assert_eq!(g.list("data").unwrap_err().errno(), -libc::EACCES);
@@ -193,7 +215,11 @@ fn wrong_keys_and_other_organizations_are_refused_and_counted() {
 #[test]
 fn malformed_replayed_and_foreign_frames_are_dropped_and_counted() {
     let r = rig();
-    let srv = serve(&r, Arc::new(UdpPort::bind(loopback()).unwrap()), Duration::from_secs(60));
+    let srv = serve(
+        &r,
+        Arc::new(UdpPort::bind(loopback()).unwrap()),
+        Duration::from_secs(60),
+    );
     let mut c = Client::connect(srv.addr(), "acme", &r.acme, ClientConfig::default()).unwrap();
     let (ino, _) = c.open("data", "f", true).unwrap();
     c.write(ino, 0, b"before").unwrap();
@@ -239,7 +265,16 @@ fn malformed_replayed_and_foreign_frames_are_dropped_and_counted() {
     assert!(n("unknown_session") >= 1);
     // The session's frames forged from another address are dropped.
     let mut forged = Vec::new();
-    wire::packets(Kind::Request, c.session_id(), 1, 0, b"\x04", 512, &mut forged, |_| {});
+    wire::packets(
+        Kind::Request,
+        c.session_id(),
+        1,
+        0,
+        b"\x04",
+        512,
+        &mut forged,
+        |_| {},
+    );
     raw.send_to(&forged, to).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(n("wrong_peer"), 1);
@@ -264,7 +299,11 @@ fn expired_sessions_and_server_restarts_reconnect_transparently() {
     c.sync().unwrap();
     srv.stop();
     // A new server on the same address (a restart): the session is gone.
-    let srv = serve(&r, Arc::new(UdpPort::bind(addr).unwrap()), Duration::from_secs(60));
+    let srv = serve(
+        &r,
+        Arc::new(UdpPort::bind(addr).unwrap()),
+        Duration::from_secs(60),
+    );
     assert_eq!(c.read(ino, 0, 6).unwrap(), b"onetwo");
     assert_eq!(c.stats().reconnects, 2);
     srv.stop();

@@ -16,9 +16,8 @@ impl UdpPort {
     /// Binds `addr` (port 0 picks a free one). A port in use is an
     /// `AddrInUse` error naming the address.
     pub fn bind(addr: SocketAddr) -> io::Result<UdpPort> {
-        let sock = UdpSocket::bind(addr).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot bind UDP {addr}: {e}"))
-        })?;
+        let sock = UdpSocket::bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {addr}: {e}")))?;
         // Room for a window of multi-packet messages in flight.
         set_buffer(&sock, libc::SO_RCVBUF, 8 << 20);
         set_buffer(&sock, libc::SO_SNDBUF, 8 << 20);
@@ -56,7 +55,12 @@ impl Port for UdpPort {
         self.sock.set_read_timeout(t)?;
         match self.sock.recv_from(buf) {
             Ok((n, from)) => Ok(Some((n, from))),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Ok(None)
             }
             Err(e) => Err(e),

@@ -164,7 +164,10 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(
-            hex(&sha256(&[b"abcdbcdecdefdefgefghfghighijhi", b"jkijkljklmklmnlmnomnopnopq"])),
+            hex(&sha256(&[
+                b"abcdbcdecdefdefgefghfghighijhi",
+                b"jkijkljklmklmnlmnomnopnopq"
+            ])),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
         );
         let million = vec![b'a'; 1_000_000];

@@ -239,7 +239,12 @@ impl Client {
 
     /// Waits for a single-packet frame of `kind` (or a Reject) for
     /// `session` (any session when 0).
-    fn wait_for(&mut self, kind: Kind, session: u64, until: Instant) -> Result<Option<(u64, Vec<u8>)>> {
+    fn wait_for(
+        &mut self,
+        kind: Kind,
+        session: u64,
+        until: Instant,
+    ) -> Result<Option<(u64, Vec<u8>)>> {
         loop {
             let now = Instant::now();
             if now >= until {
@@ -287,7 +292,8 @@ impl Client {
                 let server_nonce: [u8; 16] = server_nonce
                     .try_into()
                     .map_err(|_| ClientError::Protocol("challenge length"))?;
-                let proof = hello::client_proof(&self.key, &self.org, &nonce, &server_nonce, session);
+                let proof =
+                    hello::client_proof(&self.key, &self.org, &nonce, &server_nonce, session);
                 loop {
                     self.send_one(Kind::Auth, session, &proof)?;
                     let until = (Instant::now() + wait).min(deadline);
@@ -330,14 +336,24 @@ impl Client {
         let (port, server, session) = (&self.port, self.server, self.session);
         let mut res = Ok(());
         let start = f.tries * 3;
-        wire::packets_from(Kind::Request, session, id, floor, &f.msg, self.frame, start, &mut self.sbuf, |p| {
-            if let Err(e) = port.send(p, server) {
-                // A full socket buffer is loss; retransmission recovers it.
-                if e.kind() != io::ErrorKind::WouldBlock {
-                    res = Err(e);
+        wire::packets_from(
+            Kind::Request,
+            session,
+            id,
+            floor,
+            &f.msg,
+            self.frame,
+            start,
+            &mut self.sbuf,
+            |p| {
+                if let Err(e) = port.send(p, server) {
+                    // A full socket buffer is loss; retransmission recovers it.
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        res = Err(e);
+                    }
                 }
-            }
-        });
+            },
+        );
         res.map_err(ClientError::Io)?;
         if let Some(f) = self.flights.get_mut(&id) {
             f.tries += 1;
@@ -399,7 +415,9 @@ impl Client {
         while let Some((n, from)) = got {
             self.on_frame(n, from)?;
             // Drain what else is queued without waiting.
-            got = self.port.recv(&mut self.rbuf, Some(Duration::from_micros(1)))?;
+            got = self
+                .port
+                .recv(&mut self.rbuf, Some(Duration::from_micros(1)))?;
             if !self.done.is_empty() && got.is_none() {
                 break;
             }
@@ -450,7 +468,8 @@ impl Client {
                 }
             }
             Kind::Reject => {
-                let (code, _) = hello::decode_reject(payload).unwrap_or((-libc::EIO, String::new()));
+                let (code, _) =
+                    hello::decode_reject(payload).unwrap_or((-libc::EIO, String::new()));
                 if code == -libc::ESTALE {
                     // The server forgot the session (it restarted, or the
                     // session idled out): open a new one, send again.
@@ -532,9 +551,10 @@ impl Client {
             name: name.into(),
         })?;
         let mut r = Reader::new(&b);
-        let parse = |r: &mut Reader<'_>| -> std::result::Result<(u64, u64), crate::codec::DecodeError> {
-            Ok((r.u64("ino")?, r.u64("size")?))
-        };
+        let parse =
+            |r: &mut Reader<'_>| -> std::result::Result<(u64, u64), crate::codec::DecodeError> {
+                Ok((r.u64("ino")?, r.u64("size")?))
+            };
         parse(&mut r).map_err(|_| ClientError::Protocol("open response"))
     }
 

@@ -200,12 +200,41 @@ pub struct Server {
     addr: SocketAddr,
 }
 
+/// The server's figures, shared with whoever reports them.
+#[derive(Clone)]
+pub struct ServerView(Arc<Shared>);
+
+impl ServerView {
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.0.counters
+    }
+
+    /// Per-operation statistics.
+    pub fn stats(&self) -> &OpStats {
+        &self.0.stats
+    }
+
+    /// Sessions open now.
+    pub fn sessions(&self) -> usize {
+        self.0
+            .sessions
+            .lock()
+            .map(|m| m.values().filter(|s| s.open).count())
+            .unwrap_or(0)
+    }
+}
+
 /// Sessions still being opened, at most (older ones are forgotten).
 const MAX_PENDING: usize = 4096;
 
 impl Server {
     /// Starts serving `engine` on `port`.
-    pub fn start(engine: Arc<Engine>, port: Arc<dyn Port>, cfg: ServerConfig) -> std::io::Result<Server> {
+    pub fn start(
+        engine: Arc<Engine>,
+        port: Arc<dyn Port>,
+        cfg: ServerConfig,
+    ) -> std::io::Result<Server> {
         let addr = port.local_addr()?;
         let shared = Arc::new(Shared {
             engine,
@@ -262,11 +291,13 @@ impl Server {
 
     /// Sessions open now.
     pub fn sessions(&self) -> usize {
-        self.shared
-            .sessions
-            .lock()
-            .map(|m| m.values().filter(|s| s.open).count())
-            .unwrap_or(0)
+        self.view().sessions()
+    }
+
+    /// A handle on the server's figures that outlives [`Server::stop`]
+    /// (for the management API).
+    pub fn view(&self) -> ServerView {
+        ServerView(self.shared.clone())
     }
 
     /// Stops taking frames, finishes the requests already received, and
@@ -279,7 +310,15 @@ impl Server {
     }
 }
 
-fn send(s: &Shared, kind: Kind, session: u64, request: u64, msg: &[u8], frame: usize, to: SocketAddr) {
+fn send(
+    s: &Shared,
+    kind: Kind,
+    session: u64,
+    request: u64,
+    msg: &[u8],
+    frame: usize,
+    to: SocketAddr,
+) {
     send_from(s, kind, session, request, msg, frame, 0, to)
 }
 
@@ -295,15 +334,33 @@ fn send_from(
     to: SocketAddr,
 ) {
     let mut buf = Vec::with_capacity(frame);
-    wire::packets_from(kind, session, request, 0, msg, frame, start, &mut buf, |f| {
-        if s.port.send(f, to).is_ok() {
-            bump(&s.counters.frames_out);
-        }
-    });
+    wire::packets_from(
+        kind,
+        session,
+        request,
+        0,
+        msg,
+        frame,
+        start,
+        &mut buf,
+        |f| {
+            if s.port.send(f, to).is_ok() {
+                bump(&s.counters.frames_out);
+            }
+        },
+    );
 }
 
 fn reject(s: &Shared, session: u64, request: u64, code: i32, why: &str, to: SocketAddr) {
-    send(s, Kind::Reject, session, request, &hello::reject(code, why), wire::MIN_FRAME, to);
+    send(
+        s,
+        Kind::Reject,
+        session,
+        request,
+        &hello::reject(code, why),
+        wire::MIN_FRAME,
+        to,
+    );
 }
 
 /// The receive loop: frames in, sessions kept, requests handed to workers.
@@ -406,7 +463,15 @@ fn on_hello(s: &Shared, h: &Header, payload: &[u8], from: SocketAddr) {
         },
     );
     drop(m);
-    send(s, Kind::Challenge, id, h.request, &server_nonce, wire::MIN_FRAME, from);
+    send(
+        s,
+        Kind::Challenge,
+        id,
+        h.request,
+        &server_nonce,
+        wire::MIN_FRAME,
+        from,
+    );
 }
 
 fn on_auth(s: &Shared, h: &Header, payload: &[u8], from: SocketAddr) {
@@ -417,14 +482,27 @@ fn on_auth(s: &Shared, h: &Header, payload: &[u8], from: SocketAddr) {
         return;
     };
     let ok = x.org.is_some_and(|(_, key)| {
-        let want = hello::client_proof(&key, &x.org_name, &x.client_nonce, &x.server_nonce, h.session);
+        let want = hello::client_proof(
+            &key,
+            &x.org_name,
+            &x.client_nonce,
+            &x.server_nonce,
+            h.session,
+        );
         auth::same(&want, payload)
     });
     if !ok {
         m.remove(&h.session);
         drop(m);
         bump(&s.counters.auth_failures);
-        reject(s, h.session, h.request, -libc::EACCES, "authentication failed", from);
+        reject(
+            s,
+            h.session,
+            h.request,
+            -libc::EACCES,
+            "authentication failed",
+            from,
+        );
         return;
     }
     let key = x.org.expect("checked above").1;
@@ -438,7 +516,15 @@ fn on_auth(s: &Shared, h: &Header, payload: &[u8], from: SocketAddr) {
     };
     drop(m);
     bump(&s.counters.sessions);
-    send(s, Kind::Welcome, h.session, h.request, &w.encode(), wire::MIN_FRAME, from);
+    send(
+        s,
+        Kind::Welcome,
+        h.session,
+        h.request,
+        &w.encode(),
+        wire::MIN_FRAME,
+        from,
+    );
 }
 
 fn on_request(s: &Shared, h: &Header, off: usize, payload: &[u8], from: SocketAddr) -> Option<Job> {
@@ -448,7 +534,14 @@ fn on_request(s: &Shared, h: &Header, off: usize, payload: &[u8], from: SocketAd
     let Some(x) = m.get_mut(&h.session).filter(|x| x.open) else {
         drop(m);
         bump(&s.counters.unknown_session);
-        reject(s, h.session, h.request, -libc::ESTALE, "unknown or expired session", from);
+        reject(
+            s,
+            h.session,
+            h.request,
+            -libc::ESTALE,
+            "unknown or expired session",
+            from,
+        );
         return None;
     };
     if x.peer != from {
@@ -475,7 +568,16 @@ fn on_request(s: &Shared, h: &Header, off: usize, payload: &[u8], from: SocketAd
         let frame = x.max_frame;
         drop(m);
         bump(&s.counters.resent);
-        send_from(s, Kind::Response, h.session, h.request, &resp, frame, start, from);
+        send_from(
+            s,
+            Kind::Response,
+            h.session,
+            h.request,
+            &resp,
+            frame,
+            start,
+            from,
+        );
         return None;
     }
     if x.busy.contains(&h.request) {
@@ -485,7 +587,10 @@ fn on_request(s: &Shared, h: &Header, off: usize, payload: &[u8], from: SocketAd
         bump(&s.counters.over_credits);
         return None;
     }
-    let part = x.partial.entry(h.request).or_insert_with(|| Partial::new(h));
+    let part = x
+        .partial
+        .entry(h.request)
+        .or_insert_with(|| Partial::new(h));
     match part.add(h, off, payload) {
         Ok(true) => {}
         Ok(false) => return None,
@@ -495,7 +600,11 @@ fn on_request(s: &Shared, h: &Header, off: usize, payload: &[u8], from: SocketAd
             return None;
         }
     }
-    let msg = x.partial.remove(&h.request).map(|p| p.buf).unwrap_or_default();
+    let msg = x
+        .partial
+        .remove(&h.request)
+        .map(|p| p.buf)
+        .unwrap_or_default();
     x.busy.insert(h.request);
     Some(Job {
         session: h.session,
@@ -535,7 +644,15 @@ fn worker(s: &Shared, jobs: &Mutex<mpsc::Receiver<Job>>) {
                 }
             }
         }
-        send(s, Kind::Response, job.session, job.request, &msg, job.frame, job.peer);
+        send(
+            s,
+            Kind::Response,
+            job.session,
+            job.request,
+            &msg,
+            job.frame,
+            job.peer,
+        );
     }
 }
 

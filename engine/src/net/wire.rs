@@ -393,7 +393,9 @@ impl Request {
                 let offset = r.u64("offset")?;
                 let len = r.u32("length")?;
                 if len as usize > MAX_IO {
-                    return Err(DecodeError { what: "read length" });
+                    return Err(DecodeError {
+                        what: "read length",
+                    });
                 }
                 Request::Read { ino, offset, len }
             }
@@ -441,7 +443,10 @@ pub struct FileStat {
 impl FileStat {
     /// Encodes it.
     pub fn encode(&self, w: &mut Writer) {
-        w.u64(self.ino).u64(self.size).u64(self.blocks).str(&self.name);
+        w.u64(self.ino)
+            .u64(self.size)
+            .u64(self.blocks)
+            .str(&self.name);
     }
 
     /// Decodes one.
@@ -505,7 +510,9 @@ pub mod hello {
             let nonce = r.take(16, "nonce")?.try_into().expect("16 bytes");
             let max_frame = r.u32("max frame")?;
             if r.remaining() != 0 {
-                return Err(DecodeError { what: "hello length" });
+                return Err(DecodeError {
+                    what: "hello length",
+                });
             }
             Ok(Hello {
                 org,
@@ -537,7 +544,12 @@ pub mod hello {
 
     /// The proof the server answers with (so the client knows it holds the
     /// key too).
-    pub fn server_proof(key: &[u8], client: &[u8; 16], server: &[u8; 16], session: u64) -> [u8; 32] {
+    pub fn server_proof(
+        key: &[u8],
+        client: &[u8; 16],
+        server: &[u8; 16],
+        session: u64,
+    ) -> [u8; 32] {
         crate::net::auth::hmac(
             key,
             &[b"flint-welcome-v1", client, server, &session.to_le_bytes()],

@@ -1,0 +1,654 @@
+//! The `flint` command line: `serve` and `format` run here; everything else
+//! talks to a running node's management API (or, for `put`/`get`/`ls`, its
+//! data protocol). Human tables by default, `--json` everywhere, a progress
+//! bar on long work, a non-zero exit and one clear line on every failure.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::config::ApplianceConfig;
+use super::serve::{self, ServeOptions};
+use crate::net::auth;
+use crate::net::client::{Client, ClientConfig};
+
+/// Usage text.
+pub const USAGE: &str = "\
+flint — Flint storage node and its management CLI
+
+USAGE: flint [--config FILE] [--addr HOST:PORT] [--token TOKEN] [--json] COMMAND
+
+Node:
+  serve [--init] [--format [--force]]   run a node (SIGTERM: drain, checkpoint, exit 0)
+  format [--force]                      format the config's devices as a new engine
+Management (over the API at --addr, or the config's server.mgmt_addr):
+  status                                node, space, sessions
+  device list                           devices: health, errors, capacity
+  fs create NAME --k K --m M --capacity SIZE --org ORG [--no-reduction]
+  fs list | fs update NAME --capacity SIZE | fs delete NAME
+  org create NAME                       prints the new organization's key (once)
+  org list
+  stats [--watch]                       per-operation counts and latency, protocol counters
+  events [--since N]                    events and alerts
+  scrub                                 verify every stripe, rebuild onto healthy devices
+Data (over the protocol at the config's server.data_addr):
+  put FS/NAME FILE | get FS/NAME [FILE] | ls FS   (--org ORG --key-file F, default the config's first [[org]])
+
+The token comes from --token, $FLINT_TOKEN or the config's server.token.
+";
+
+struct Opts {
+    config: Option<PathBuf>,
+    addr: Option<String>,
+    token: Option<String>,
+    json: bool,
+    args: Vec<String>,
+}
+
+fn parse(argv: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        config: None,
+        addr: None,
+        token: std::env::var("FLINT_TOKEN").ok(),
+        json: false,
+        args: Vec::new(),
+    };
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "--config" | "-c" => o.config = Some(PathBuf::from(val("--config")?)),
+            "--addr" => o.addr = Some(val("--addr")?),
+            "--token" => o.token = Some(val("--token")?),
+            "--json" => o.json = true,
+            _ => o.args.push(a.clone()),
+        }
+    }
+    Ok(o)
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main(argv: &[String]) -> i32 {
+    match run(argv) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("flint: {e}");
+            1
+        }
+    }
+}
+
+fn flag(args: &mut Vec<String>, name: &str) -> bool {
+    match args.iter().position(|a| a == name) {
+        Some(i) => {
+            args.remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
+fn value(args: &mut Vec<String>, name: &str) -> Result<Option<String>, String> {
+    match args.iter().position(|a| a == name) {
+        Some(i) if i + 1 < args.len() => {
+            let v = args.remove(i + 1);
+            args.remove(i);
+            Ok(Some(v))
+        }
+        Some(_) => Err(format!("{name} needs a value")),
+        None => Ok(None),
+    }
+}
+
+fn run(argv: &[String]) -> Result<(), String> {
+    let mut o = parse(argv)?;
+    let cfg = match &o.config {
+        Some(p) => Some(ApplianceConfig::load(p).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    if o.token.is_none() {
+        o.token = cfg.as_ref().and_then(|c| c.server.token.clone());
+    }
+    let mut args = std::mem::take(&mut o.args);
+    if args.is_empty() || args[0] == "help" || args[0] == "--help" || args[0] == "-h" {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    let cmd = args.remove(0);
+    let need_cfg = || {
+        cfg.as_ref()
+            .ok_or_else(|| format!("`flint {cmd}` needs --config FILE"))
+    };
+    match cmd.as_str() {
+        "serve" => {
+            let opts = ServeOptions {
+                init: flag(&mut args, "--init"),
+                format: flag(&mut args, "--format"),
+                force: flag(&mut args, "--force"),
+            };
+            no_more(&args)?;
+            init_logging();
+            serve::serve(need_cfg()?, opts)
+        }
+        "format" => {
+            let force = flag(&mut args, "--force");
+            no_more(&args)?;
+            serve::format(need_cfg()?, force, !o.json)?;
+            if o.json {
+                println!("{}", json!({"formatted": true}));
+            }
+            Ok(())
+        }
+        "put" | "get" | "ls" => data_cmd(&o, cfg.as_ref(), &cmd, args),
+        _ => {
+            let addr = match (&o.addr, &cfg) {
+                (Some(a), _) => a.clone(),
+                (None, Some(c)) => c.server.mgmt_addr.clone(),
+                (None, None) => "127.0.0.1:7480".to_string(),
+            };
+            let api = Api {
+                addr,
+                token: o.token.clone(),
+            };
+            mgmt_cmd(&api, o.json, &cmd, args)
+        }
+    }
+}
+
+fn no_more(args: &[String]) -> Result<(), String> {
+    match args.first() {
+        Some(a) => Err(format!("unexpected argument `{a}` (see flint help)")),
+        None => Ok(()),
+    }
+}
+
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+struct Api {
+    addr: String,
+    token: Option<String>,
+}
+
+impl Api {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let addr: SocketAddr = self
+            .addr
+            .parse()
+            .map_err(|_| format!("`{}` is not an address like 127.0.0.1:7480", self.addr))?;
+        let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| {
+            format!("cannot reach the management API at {addr}: {e} (is `flint serve` running?)")
+        })?;
+        conn.set_read_timeout(Some(Duration::from_secs(600))).ok();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let auth = self
+            .token
+            .as_ref()
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let mut resp = Vec::new();
+        conn.read_to_end(&mut resp).map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&resp);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or("malformed response from the API")?;
+        let code: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or("malformed response from the API")?;
+        let v: Value = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
+        if code >= 400 {
+            let why = v.get("error").and_then(Value::as_str).unwrap_or(body);
+            return Err(format!("{why} (HTTP {code})"));
+        }
+        Ok(v)
+    }
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_uppercase()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn bytes(v: &Value) -> String {
+    let n = v.as_u64().unwrap_or(0) as f64;
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut x = n;
+    let mut u = 0;
+    while x >= 1024.0 && u + 1 < units.len() {
+        x /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n:.0} B")
+    } else {
+        format!("{x:.1} {}", units[u])
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(x) => x.clone(),
+        Value::Null => "-".into(),
+        x => x.to_string(),
+    }
+}
+
+fn progress(done: u64, total: u64, what: &str) {
+    let total = total.max(1);
+    let filled = (done * 20 / total) as usize;
+    eprint!(
+        "\r{what} [{}{}] {done}/{total}",
+        "#".repeat(filled),
+        ".".repeat(20 - filled.min(20))
+    );
+    let _ = std::io::stderr().flush();
+}
+
+fn mgmt_cmd(api: &Api, json_out: bool, cmd: &str, mut args: Vec<String>) -> Result<(), String> {
+    let sub =
+        |args: &mut Vec<String>| -> Option<String> { (!args.is_empty()).then(|| args.remove(0)) };
+    let print = |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    match (cmd, sub(&mut args).as_deref()) {
+        ("status", None) => {
+            let v = api.call("GET", "/v1/status", None)?;
+            if json_out {
+                print(&v);
+            } else {
+                let sp = &v["space"];
+                println!("flint {} up {}s", s(&v["version"]), s(&v["uptime_s"]));
+                println!(
+                    "shards {} on {} reactors (map epoch {}), {} sessions",
+                    s(&v["shards"]),
+                    s(&v["reactors"]),
+                    s(&v["epoch"]),
+                    s(&v["sessions"])
+                );
+                println!(
+                    "devices {}/{} healthy",
+                    s(&v["devices_healthy"]),
+                    s(&v["devices"])
+                );
+                println!(
+                    "space: {} logical, {} physical of {}, dedup {:.2}x, compression {:.2}x",
+                    bytes(&sp["logical"]),
+                    bytes(&sp["physical"]),
+                    bytes(&sp["capacity"]),
+                    sp["dedup_ratio"].as_f64().unwrap_or(1.0),
+                    sp["compression_ratio"].as_f64().unwrap_or(1.0)
+                );
+            }
+            Ok(())
+        }
+        ("device", Some("list")) => {
+            let v = api.call("GET", "/v1/devices", None)?;
+            if json_out {
+                print(&v);
+                return Ok(());
+            }
+            let rows = v
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|d| {
+                    vec![
+                        s(&d["index"]),
+                        s(&d["name"]),
+                        if d["healthy"].as_bool() == Some(true) {
+                            "healthy".into()
+                        } else if d["present"].as_bool() == Some(true) {
+                            "FAILED".into()
+                        } else {
+                            "MISSING".into()
+                        },
+                        s(&d["errors"]),
+                        bytes(&d["capacity"]),
+                        bytes(&d["free"]),
+                    ]
+                })
+                .collect();
+            table(&["#", "name", "state", "errors", "capacity", "free"], rows);
+            Ok(())
+        }
+        ("fs", Some("list")) => {
+            let v = api.call("GET", "/v1/fs", None)?;
+            if json_out {
+                print(&v);
+                return Ok(());
+            }
+            let rows = v
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|f| {
+                    vec![
+                        s(&f["name"]),
+                        format!("{}+{}", s(&f["k"]), s(&f["m"])),
+                        if f["reduction"].as_bool() == Some(true) {
+                            "on"
+                        } else {
+                            "off"
+                        }
+                        .into(),
+                        bytes(&f["used"]),
+                        bytes(&f["capacity"]),
+                        s(&f["org"]),
+                    ]
+                })
+                .collect();
+            table(
+                &["name", "protection", "reduction", "used", "capacity", "org"],
+                rows,
+            );
+            Ok(())
+        }
+        ("fs", Some("create")) => {
+            let name = sub(&mut args).ok_or("fs create needs a NAME")?;
+            let k = value(&mut args, "--k")?.ok_or("fs create needs --k")?;
+            let m = value(&mut args, "--m")?.ok_or("fs create needs --m")?;
+            let cap =
+                value(&mut args, "--capacity")?.ok_or("fs create needs --capacity (e.g. 10GiB)")?;
+            let org = value(&mut args, "--org")?.ok_or("fs create needs --org")?;
+            let reduction = !flag(&mut args, "--no-reduction");
+            no_more(&args)?;
+            let k: u64 = k.parse().map_err(|_| "--k must be a number")?;
+            let m: u64 = m.parse().map_err(|_| "--m must be a number")?;
+            let v = api.call(
+                "POST",
+                "/v1/fs",
+                Some(json!({"name": name, "k": k, "m": m, "capacity": cap, "org": org, "reduction": reduction})),
+            )?;
+            if json_out {
+                print(&v);
+            } else {
+                println!(
+                    "file system {name} created ({k}+{m}, reduction {})",
+                    if reduction { "on" } else { "off" }
+                );
+            }
+            Ok(())
+        }
+        ("fs", Some("update")) => {
+            let name = sub(&mut args).ok_or("fs update needs a NAME")?;
+            let cap = value(&mut args, "--capacity")?.ok_or("fs update needs --capacity")?;
+            no_more(&args)?;
+            let v = api.call(
+                "PATCH",
+                &format!("/v1/fs/{name}"),
+                Some(json!({"capacity": cap})),
+            )?;
+            if json_out {
+                print(&v);
+            } else {
+                println!("file system {name}: capacity {cap}");
+            }
+            Ok(())
+        }
+        ("fs", Some("delete")) => {
+            let name = sub(&mut args).ok_or("fs delete needs a NAME")?;
+            no_more(&args)?;
+            let v = api.call("DELETE", &format!("/v1/fs/{name}"), None)?;
+            if json_out {
+                print(&v);
+            } else {
+                println!("file system {name} deleted");
+            }
+            Ok(())
+        }
+        ("org", Some("create")) => {
+            let name = sub(&mut args).ok_or("org create needs a NAME")?;
+            no_more(&args)?;
+            let v = api.call("POST", "/v1/orgs", Some(json!({"name": name})))?;
+            if json_out {
+                print(&v);
+            } else {
+                println!("organization {name} created; its key (shown once, keep it secret):");
+                println!("{}", s(&v["key"]));
+            }
+            Ok(())
+        }
+        ("org", Some("list")) => {
+            let v = api.call("GET", "/v1/orgs", None)?;
+            if json_out {
+                print(&v);
+                return Ok(());
+            }
+            let rows = v
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|o| vec![s(&o["id"]), s(&o["name"])])
+                .collect();
+            table(&["id", "name"], rows);
+            Ok(())
+        }
+        ("stats", None) => {
+            let watch = flag(&mut args, "--watch");
+            no_more(&args)?;
+            loop {
+                let v = api.call("GET", "/v1/stats", None)?;
+                if json_out {
+                    print(&v);
+                } else {
+                    let mut rows = Vec::new();
+                    if let Some(ops) = v["ops"].as_object() {
+                        for (op, x) in ops {
+                            rows.push(vec![
+                                op.clone(),
+                                s(&x["count"]),
+                                bytes(&x["bytes"]),
+                                format!("{} us", s(&x["p50_us"])),
+                                format!("{} us", s(&x["p99_us"])),
+                                format!("{} us", s(&x["p999_us"])),
+                            ]);
+                        }
+                    }
+                    table(&["op", "count", "bytes", "p50", "p99", "p99.9"], rows);
+                    if let Some(c) = v["protocol"].as_object() {
+                        let line: Vec<String> = c
+                            .iter()
+                            .filter(|(_, n)| n.as_u64() != Some(0))
+                            .map(|(k, n)| format!("{k}={n}"))
+                            .collect();
+                        println!("protocol: {}", line.join(" "));
+                    }
+                }
+                if !watch {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_secs(2));
+                println!();
+            }
+        }
+        ("events", None) => {
+            let since = value(&mut args, "--since")?.unwrap_or_else(|| "0".into());
+            no_more(&args)?;
+            let v = api.call("GET", &format!("/v1/events?since={since}"), None)?;
+            if json_out {
+                print(&v);
+                return Ok(());
+            }
+            let rows = v
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|e| {
+                    vec![
+                        s(&e["seq"]),
+                        s(&e["time"]),
+                        s(&e["level"]),
+                        s(&e["kind"]),
+                        s(&e["message"]),
+                    ]
+                })
+                .collect();
+            table(&["seq", "time", "level", "kind", "message"], rows);
+            Ok(())
+        }
+        ("scrub", None) => {
+            no_more(&args)?;
+            let v = api.call("POST", "/v1/scrub", None)?;
+            let id = v["job"].as_u64().ok_or("the API did not return a job")?;
+            loop {
+                let j = api.call("GET", &format!("/v1/jobs/{id}"), None)?;
+                if !json_out {
+                    progress(
+                        j["done"].as_u64().unwrap_or(0),
+                        j["total"].as_u64().unwrap_or(1),
+                        "scrub",
+                    );
+                }
+                match j["state"].as_str() {
+                    Some("done") => {
+                        if json_out {
+                            print(&j);
+                        } else {
+                            eprintln!();
+                            println!("{}", s(&j["message"]));
+                        }
+                        return Ok(());
+                    }
+                    Some("failed") => {
+                        eprintln!();
+                        return Err(format!("scrub failed: {}", s(&j["message"])));
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        }
+        (c, sc) => Err(format!(
+            "unknown command `{c}{}` (see flint help)",
+            sc.map(|x| format!(" {x}")).unwrap_or_default()
+        )),
+    }
+}
+
+fn data_cmd(
+    o: &Opts,
+    cfg: Option<&ApplianceConfig>,
+    cmd: &str,
+    mut args: Vec<String>,
+) -> Result<(), String> {
+    let cfg =
+        cfg.ok_or_else(|| format!("`flint {cmd}` needs --config FILE (for the data address)"))?;
+    let org_arg = value(&mut args, "--org")?;
+    let key_arg = value(&mut args, "--key-file")?.map(PathBuf::from);
+    let org = org_arg
+        .or_else(|| cfg.orgs.first().map(|x| x.name.clone()))
+        .ok_or("no organization: pass --org")?;
+    let key_file = key_arg
+        .or_else(|| {
+            cfg.orgs
+                .iter()
+                .find(|x| x.name == org)
+                .map(|x| x.key_file.clone())
+        })
+        .ok_or("no key: pass --key-file")?;
+    let key_text = std::fs::read_to_string(&key_file)
+        .map_err(|e| format!("cannot read key file {}: {e}", key_file.display()))?;
+    let key = auth::key_from_hex(&key_text)
+        .ok_or_else(|| format!("{} does not hold a 64-hex-digit key", key_file.display()))?;
+    let addr = cfg.data_addr().map_err(|e| e.to_string())?;
+    let mut c =
+        Client::connect(addr, &org, &key, ClientConfig::default()).map_err(|e| e.to_string())?;
+    let target = if args.is_empty() {
+        return Err(format!("`flint {cmd}` needs a target (see flint help)"));
+    } else {
+        args.remove(0)
+    };
+    match cmd {
+        "ls" => {
+            let files = c.list(&target).map_err(|e| format!("{target}: {e}"))?;
+            if o.json {
+                let v: Vec<Value> = files
+                    .iter()
+                    .map(|f| json!({"ino": f.ino, "name": f.name, "size": f.size}))
+                    .collect();
+                println!("{}", Value::Array(v));
+            } else {
+                table(
+                    &["name", "size"],
+                    files
+                        .iter()
+                        .map(|f| vec![f.name.clone(), bytes(&json!(f.size))])
+                        .collect(),
+                );
+            }
+            Ok(())
+        }
+        "put" => {
+            let (fs, name) = target.split_once('/').ok_or("the target is FS/NAME")?;
+            let file = args.first().ok_or("put needs a FILE")?;
+            let data = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
+            let (ino, _) = c
+                .open(fs, name, true)
+                .map_err(|e| format!("{target}: {e}"))?;
+            c.truncate(ino, 0).map_err(|e| e.to_string())?;
+            for (i, chunk) in data.chunks(1 << 20).enumerate() {
+                c.write(ino, (i << 20) as u64, chunk)
+                    .map_err(|e| e.to_string())?;
+            }
+            c.sync().map_err(|e| e.to_string())?;
+            println!("{target}: {} bytes written and synced", data.len());
+            Ok(())
+        }
+        _ => {
+            let (fs, name) = target.split_once('/').ok_or("the target is FS/NAME")?;
+            let (ino, size) = c
+                .open(fs, name, false)
+                .map_err(|e| format!("{target}: {e}"))?;
+            let mut out = Vec::with_capacity(size as usize);
+            while (out.len() as u64) < size {
+                let n = (size - out.len() as u64).min(1 << 20) as usize;
+                out.extend(
+                    c.read(ino, out.len() as u64, n)
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            match args.first() {
+                Some(f) => std::fs::write(f, &out).map_err(|e| format!("{f}: {e}"))?,
+                None => std::io::stdout()
+                    .write_all(&out)
+                    .map_err(|e| e.to_string())?,
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! `flint serve` and `flint format`.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flint_dataplane::bdev::{self, BlockDevice};
+use flint_dataplane::mempool::{DmaRegion, HugePages};
+use flint_dataplane::nic::udp::UdpPort;
+
+use super::config::ApplianceConfig;
+use super::events::{Events, Level, Watch};
+use super::mgmt::{Mgmt, Node};
+use crate::engine::Engine;
+use crate::net::server::{Server, ServerConfig};
+use crate::store::{StoreConfig, StoreError};
+
+/// How `serve` treats unformatted devices.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServeOptions {
+    /// Format devices that carry no Flint superblock (first run).
+    pub init: bool,
+    /// Format before serving even if they do (needs `force` for devices of
+    /// another engine).
+    pub format: bool,
+    /// Overwrite devices that belong to another engine.
+    pub force: bool,
+}
+
+/// Opens the config's devices (creating file-backed ones).
+pub fn open_devices(cfg: &ApplianceConfig) -> Result<Vec<Arc<dyn BlockDevice>>, String> {
+    cfg.devices
+        .iter()
+        .map(|d| {
+            if let Some(dir) = d.path.as_ref().and_then(|p| p.parent()) {
+                if d.size.is_some() && !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        format!(
+                            "device.{}.path: cannot create {}: {e}",
+                            d.name,
+                            dir.display()
+                        )
+                    })?;
+                }
+            }
+            bdev::open(d).map_err(|e| format!("device.{}: {e}", d.name))
+        })
+        .collect()
+}
+
+fn store_config(cfg: &ApplianceConfig, reactors: usize) -> StoreConfig {
+    StoreConfig {
+        chunk_size: cfg.engine.chunk_size.0 as u32,
+        journal_blocks: cfg.engine.journal_blocks,
+        checkpoint_blocks: cfg.engine.checkpoint_blocks,
+        shards: if cfg.engine.shards == 0 {
+            reactors as u32
+        } else {
+            cfg.engine.shards
+        },
+    }
+}
+
+fn check_hugepages(cfg: &ApplianceConfig) -> Result<(), String> {
+    if cfg.memory.hugepages == HugePages::Require {
+        DmaRegion::new(2 << 20, HugePages::Require).map_err(|e| {
+            format!(
+                "memory.hugepages = \"require\" but none can be had ({e}); reserve some \
+                 (echo 512 > /proc/sys/vm/nr_hugepages) or set hugepages = \"auto\""
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Formats the config's devices as a new engine, with a progress bar.
+pub fn format(cfg: &ApplianceConfig, force: bool, progress: bool) -> Result<(), String> {
+    let devs = open_devices(cfg)?;
+    let engine = Engine::start(&cfg.reactor).map_err(|e| e.to_string())?;
+    let sc = store_config(cfg, engine.reactor_stats().len());
+    if progress {
+        eprint!("formatting {} devices ({} shards) ", devs.len(), sc.shards);
+        let _ = std::io::stderr().flush();
+    }
+    let r = engine.format(devs, sc, force).map_err(|e| match e {
+        StoreError::AlreadyFormatted { device } => format!(
+            "device {device} already holds a Flint engine; pass --force to overwrite it (its data is lost)"
+        ),
+        e => e.to_string(),
+    });
+    if progress {
+        eprintln!(
+            "{}",
+            if r.is_ok() {
+                "[##########] done"
+            } else {
+                "failed"
+            }
+        );
+    }
+    let _ = engine.close();
+    r
+}
+
+/// Blocks SIGTERM and SIGINT in this thread (and the threads it starts),
+/// so [`wait_for_signal`] receives them.
+pub fn block_signals() {
+    // SAFETY: plain libc calls on a local, initialised signal set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Waits until SIGTERM or SIGINT arrives (they must be blocked first).
+pub fn wait_for_signal() -> i32 {
+    // SAFETY: as above; sigwait writes the signal number into `sig`.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let mut sig = 0;
+        libc::sigwait(&set, &mut sig);
+        sig
+    }
+}
+
+/// Runs a node until SIGTERM/SIGINT: stops taking requests, drains, makes
+/// everything durable and checkpoints, then returns.
+pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
+    block_signals();
+    check_hugepages(cfg)?;
+    let data = cfg.data_addr().map_err(|e| e.to_string())?;
+    let mgmt_addr = cfg.mgmt_addr().map_err(|e| e.to_string())?;
+    // Bind first: a port in use is a config error, before devices are
+    // touched.
+    let port = UdpPort::bind(data).map_err(|e| {
+        format!("config: server.data_addr: {e}; stop the other server or choose another port")
+    })?;
+    let devs = open_devices(cfg)?;
+    let mut engine = Engine::start(&cfg.reactor).map_err(|e| e.to_string())?;
+    let reactors = engine.reactor_stats().len();
+    if opts.format {
+        engine
+            .format(devs.clone(), store_config(cfg, reactors), opts.force)
+            .map_err(|e| format!("format: {e}"))?;
+    }
+    let seal = Some(Duration::from_millis(cfg.engine.seal_ms.max(1)));
+    let present: Vec<Option<Arc<dyn BlockDevice>>> = devs.iter().cloned().map(Some).collect();
+    let blank = |e: &StoreError| {
+        matches!(
+            e,
+            StoreError::Format {
+                error: crate::format::FormatError::NotFlint,
+                ..
+            }
+        ) || matches!(e, StoreError::Mismatch { reason } if reason.contains("no device with a Flint superblock"))
+    };
+    match engine.open_with(present.clone(), seal) {
+        Ok(()) => {}
+        Err(e) if opts.init && blank(&e) => {
+            // First start. Formatting refuses if any device holds an
+            // engine, so --init never overwrites data.
+            tracing::info!(devices = devs.len(), "first start: formatting the devices");
+            engine
+                .format(devs.clone(), store_config(cfg, reactors), false)
+                .map_err(|e| match e {
+                    StoreError::AlreadyFormatted { device } => format!(
+                        "device {device} holds a Flint engine but others do not; not formatting \
+                         (replace or remove the blank devices, or `flint format --force`)"
+                    ),
+                    e => format!("format: {e}"),
+                })?;
+            engine.open_with(present, seal).map_err(|e| e.to_string())?;
+        }
+        Err(e) if blank(&e) => {
+            return Err(format!(
+                "{e} (run `flint format --config <file>`, or `flint serve --init` on a first start)"
+            ));
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    let events = Arc::new(Events::default());
+    provision(&engine, cfg, &events)?;
+    let engine = Arc::new(engine);
+    let server = Server::start(
+        engine.clone(),
+        Arc::new(port),
+        ServerConfig {
+            credits: cfg.server.credits,
+            max_frame: cfg.server.max_frame,
+            idle: Duration::from_secs(cfg.server.idle_s.max(1)),
+            workers: cfg.server.workers,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let node = Arc::new(Node::new(
+        engine.clone(),
+        server.view(),
+        events.clone(),
+        cfg.server.token.clone().filter(|t| !t.is_empty()),
+    ));
+    let mgmt = Mgmt::start(mgmt_addr, node).map_err(|e| {
+        format!("config: server.mgmt_addr: cannot listen on {mgmt_addr}: {e}; stop the other server or choose another port")
+    })?;
+    // The monitor: device health, degraded reads, capacity.
+    let stop = Arc::new(AtomicBool::new(false));
+    let monitor = {
+        let (engine, events, stop) = (engine.clone(), events.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("flint-monitor".into())
+            .spawn(move || {
+                let mut w = Watch::default();
+                while !stop.load(Ordering::Acquire) {
+                    w.look(&engine, &events);
+                    for _ in 0..10 {
+                        if stop.load(Ordering::Acquire) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?
+    };
+    events.push(
+        Level::Info,
+        "started",
+        format!(
+            "serving {} devices, {} shards on {} reactors; data on udp://{}, management on http://{}",
+            devs.len(),
+            engine.shard_map().shards(),
+            reactors,
+            server.addr(),
+            mgmt.addr()
+        ),
+    );
+    println!(
+        "flint: serving; data udp://{} management http://{}",
+        server.addr(),
+        mgmt.addr()
+    );
+    let sig = wait_for_signal();
+    events.push(
+        Level::Info,
+        "stopping",
+        format!("signal {sig}: draining and checkpointing"),
+    );
+    mgmt.stop();
+    server.stop();
+    stop.store(true, Ordering::Release);
+    let _ = monitor.join();
+    drop(events);
+    let engine = match Arc::try_unwrap(engine) {
+        Ok(e) => e,
+        Err(_) => return Err("internal: the engine is still in use at shutdown".into()),
+    };
+    engine
+        .close()
+        .map_err(|e| format!("final checkpoint failed: {e}"))?;
+    tracing::info!("stopped cleanly");
+    println!("flint: stopped cleanly");
+    Ok(())
+}
+
+/// Creates the config's organizations (writing their keys) and file
+/// systems, if they do not exist yet.
+fn provision(engine: &Engine, cfg: &ApplianceConfig, events: &Events) -> Result<(), String> {
+    let orgs = engine.orgs().map_err(|e| e.to_string())?;
+    for o in &cfg.orgs {
+        if orgs.iter().any(|x| x.name == o.name) {
+            continue;
+        }
+        let org = engine.org_create(&o.name).map_err(|e| e.to_string())?;
+        write_key(&o.key_file, &org.key)?;
+        events.push(
+            Level::Info,
+            "org_created",
+            format!(
+                "organization {} created; its key is in {}",
+                o.name,
+                o.key_file.display()
+            ),
+        );
+    }
+    let orgs = engine.orgs().map_err(|e| e.to_string())?;
+    for f in &cfg.filesystems {
+        if engine
+            .fs_by_name(&f.name)
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            continue;
+        }
+        let org = orgs.iter().find(|o| o.name == f.org).ok_or_else(|| {
+            format!(
+                "config: filesystem.{}.org: no organization {}",
+                f.name, f.org
+            )
+        })?;
+        let id = engine
+            .fs_create(&f.name, f.k, f.m, f.reduction, f.capacity.0)
+            .map_err(|e| format!("config: filesystem.{}: {e}", f.name))?;
+        engine.fs_set_owner(id, org.id).map_err(|e| e.to_string())?;
+        events.push(
+            Level::Info,
+            "fs_created",
+            format!(
+                "file system {} ({}+{}) created for {}",
+                f.name, f.k, f.m, f.org
+            ),
+        );
+    }
+    engine.sync().map_err(|e| e.to_string())
+}
+
+fn write_key(path: &std::path::Path, key: &crate::net::auth::Key) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write key file {}: {e}", path.display()))?;
+    writeln!(f, "{}", crate::net::auth::key_to_hex(key)).map_err(|e| e.to_string())
+}
