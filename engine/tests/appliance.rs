@@ -1,0 +1,191 @@
+//! `flint serve` and the `flint` CLI as a user runs them: first start with
+//! `--init`, management commands, data put/get over the protocol, SIGTERM
+//! (exit 0 after a checkpoint), SIGKILL (recovery), restarts, refused
+//! formats, config errors that name their key, ports in use, tokens.
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const FLINT: &str = env!("CARGO_BIN_EXE_flint");
+
+fn free_ports() -> (u16, u16) {
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let t = TcpListener::bind("127.0.0.1:0").unwrap();
+    (u.local_addr().unwrap().port(), t.local_addr().unwrap().port())
+}
+
+fn config(dir: &Path, extra_server: &str) -> std::path::PathBuf {
+    let (data, mgmt) = free_ports();
+    let mut text = format!(
+        "[reactor]\npoll_mode = \"adaptive\"\npin = false\n\
+         [engine]\njournal_blocks = 1024\ncheckpoint_blocks = 1024\n\
+         [server]\ndata_addr = \"127.0.0.1:{data}\"\nmgmt_addr = \"127.0.0.1:{mgmt}\"\n{extra_server}\n\
+         [[org]]\nname = \"team\"\nkey_file = \"{d}/team.key\"\n\
+         [[filesystem]]\nname = \"data\"\nk = 2\nm = 1\ncapacity = \"1GiB\"\norg = \"team\"\n",
+        d = dir.display()
+    );
+    for i in 0..4 {
+        text += &format!(
+            "[[device]]\nname = \"f{i}\"\nbackend = \"uring\"\npath = \"{}/f{i}.img\"\nsize = \"96MiB\"\n",
+            dir.display()
+        );
+    }
+    let p = dir.join("node.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn flint(cfg: &Path, args: &[&str]) -> Output {
+    Command::new(FLINT)
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(cfg: &Path, args: &[&str]) -> String {
+    let out = flint(cfg, args);
+    assert!(
+        out.status.success(),
+        "flint {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn start(cfg: &Path, args: &[&str]) -> Child {
+    let child = Command::new(FLINT)
+        .arg("--config")
+        .arg(cfg)
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !flint(cfg, &["status", "--json"]).status.success() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the node never came up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+#[test]
+fn a_node_serves_restarts_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    // Not formatted yet: serve without --init says what to do.
+    let out = flint(&cfg, &["serve"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--init"));
+
+    let node = start(&cfg, &["--init"]);
+    let status: serde_json::Value = serde_json::from_str(&ok(&cfg, &["status", "--json"])).unwrap();
+    assert_eq!(status["devices_healthy"], 4);
+    let fs: serde_json::Value = serde_json::from_str(&ok(&cfg, &["fs", "list", "--json"])).unwrap();
+    assert_eq!(fs[0]["name"], "data");
+    assert_eq!(fs[0]["org"], "team");
+    assert!(ok(&cfg, &["device", "list"]).contains("healthy"));
+    // Data over the protocol, authenticated with the org's key file.
+    let file = dir.path().join("in.bin");
+    let data: Vec<u8> = (0..2_500_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    ok(&cfg, &["put", "data/blob", file.to_str().unwrap()]);
+    let back = dir.path().join("out.bin");
+    ok(&cfg, &["get", "data/blob", back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == data);
+    // Management.
+    let org: serde_json::Value =
+        serde_json::from_str(&ok(&cfg, &["org", "create", "acme", "--json"])).unwrap();
+    assert_eq!(org["key"].as_str().unwrap().len(), 64);
+    ok(&cfg, &["fs", "create", "scratch", "--k", "2", "--m", "2", "--capacity", "64MiB", "--org", "acme"]);
+    ok(&cfg, &["fs", "update", "scratch", "--capacity", "128MiB"]);
+    let out = flint(&cfg, &["fs", "create", "wide", "--k", "4", "--m", "2", "--capacity", "1GiB", "--org", "acme"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("k + m <= 4"));
+    ok(&cfg, &["fs", "delete", "scratch"]);
+    let stats: serde_json::Value = serde_json::from_str(&ok(&cfg, &["stats", "--json"])).unwrap();
+    assert!(stats["ops"]["write"]["count"].as_u64().unwrap() >= 1);
+    assert!(ok(&cfg, &["scrub"]).contains("stripes checked"));
+    let events = ok(&cfg, &["events"]);
+    assert!(events.contains("started") && events.contains("fs_deleted"), "{events}");
+    // A second node on the same ports is refused with the key named.
+    let out = flint(&cfg, &["serve"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.data_addr"));
+    // SIGTERM: drain, checkpoint, exit 0.
+    signal(&node, libc::SIGTERM);
+    let out = node.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped cleanly"));
+    // Formatting a formatted engine needs --force.
+    let out = flint(&cfg, &["format"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+
+    // Restart; then SIGKILL after an acknowledged (synced) put.
+    let node = start(&cfg, &[]);
+    ok(&cfg, &["get", "data/blob", back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == data);
+    let mut data2 = data.clone();
+    data2.reverse();
+    std::fs::write(&file, &data2).unwrap();
+    ok(&cfg, &["put", "data/blob2", file.to_str().unwrap()]);
+    signal(&node, libc::SIGKILL);
+    let _ = node.wait_with_output();
+    let node = start(&cfg, &[]);
+    ok(&cfg, &["get", "data/blob2", back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == data2);
+    assert!(ok(&cfg, &["ls", "data"]).contains("blob2"));
+    signal(&node, libc::SIGTERM);
+    assert!(node.wait_with_output().unwrap().status.success());
+}
+
+#[test]
+fn config_errors_and_tokens_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "token = \"s3cret\"");
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&bad, text.replace("[engine]", "[engine]\nshard = 3")).unwrap();
+    let out = flint(&bad, &["serve"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("shard") && err.contains("config"), "{err}");
+    std::fs::write(&bad, text.replace("k = 2\nm = 1", "k = 4\nm = 2")).unwrap();
+    let err = String::from_utf8_lossy(&flint(&bad, &["serve"]).stderr).to_string();
+    assert!(err.contains("filesystem.data") && err.contains("needs 6 devices"), "{err}");
+    std::fs::write(&bad, text.replace("size = \"96MiB\"\n", "")).unwrap();
+    let err = String::from_utf8_lossy(&flint(&bad, &["serve"]).stderr).to_string();
+    assert!(err.contains("device.f0.path") && err.contains("does not exist"), "{err}");
+
+    let node = start(&cfg, &["--init"]);
+    let out = flint(&cfg, &["--token", "wrong", "status"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token"));
+    let out = Command::new(FLINT)
+        .env("FLINT_TOKEN", "s3cret")
+        .args(["--addr", &toml_value(&text, "mgmt_addr"), "status"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    signal(&node, libc::SIGTERM);
+    assert!(node.wait_with_output().unwrap().status.success());
+}
+
+fn toml_value(text: &str, key: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string()
+}
