@@ -34,6 +34,10 @@ struct flint_fio_options {
     unsigned int k;
     unsigned int m;
     char *fs;
+    char *mode;
+    char *addr;
+    char *org;
+    char *key_file;
 };
 
 static struct fio_option options[] = {
@@ -61,6 +65,22 @@ static struct fio_option options[] = {
      .off1 = offsetof(struct flint_fio_options, fs), .def = "fio",
      .help = "File system holding the job's files (created if missing)",
      .category = FIO_OPT_C_ENGINE, .group = FIO_OPT_G_INVALID},
+    {.name = "flint_mode", .lname = "Flint mode", .type = FIO_OPT_STR_STORE,
+     .off1 = offsetof(struct flint_fio_options, mode), .def = "embedded",
+     .help = "embedded (the engine in fio) or remote (a client of flint serve)",
+     .category = FIO_OPT_C_ENGINE, .group = FIO_OPT_G_INVALID},
+    {.name = "flint_addr", .lname = "Flint appliance address", .type = FIO_OPT_STR_STORE,
+     .off1 = offsetof(struct flint_fio_options, addr), .def = "127.0.0.1:7400",
+     .help = "remote: the appliance's data address", .category = FIO_OPT_C_ENGINE,
+     .group = FIO_OPT_G_INVALID},
+    {.name = "flint_org", .lname = "Flint organization", .type = FIO_OPT_STR_STORE,
+     .off1 = offsetof(struct flint_fio_options, org), .def = "default",
+     .help = "remote: organization to open the session as", .category = FIO_OPT_C_ENGINE,
+     .group = FIO_OPT_G_INVALID},
+    {.name = "flint_key_file", .lname = "Flint key file", .type = FIO_OPT_STR_STORE,
+     .off1 = offsetof(struct flint_fio_options, key_file),
+     .help = "remote: file holding the organization's key", .category = FIO_OPT_C_ENGINE,
+     .group = FIO_OPT_G_INVALID},
     {.name = NULL},
 };
 
@@ -72,9 +92,45 @@ struct flint_fio {
     unsigned int depth;
 };
 
+static int flint_fio_init_remote(struct thread_data *td, struct flint_fio_options *o)
+{
+    if (!o->key_file || !*o->key_file) {
+        log_err("flint: remote mode needs flint_key_file (the organization's key)\n");
+        return 1;
+    }
+    struct flint_connect_opts opts = {
+        .size = sizeof opts, .addr = o->addr, .org = o->org, .key_file = o->key_file};
+    struct flint_fio *d = calloc(1, sizeof(*d));
+    int rc = flint_connect(&opts, &d->eng);
+    if (rc < 0) {
+        log_err("flint: cannot connect to %s as %s: %s\n", o->addr, o->org, strerror(-rc));
+        free(d);
+        return 1;
+    }
+    rc = flint_fs_lookup(d->eng, o->fs, &d->fs);
+    if (rc < 0) {
+        log_err("flint: file system %s on %s: %s (create it with `flint fs create`)\n", o->fs,
+                o->addr, strerror(-rc));
+        flint_engine_close(d->eng);
+        free(d);
+        return 1;
+    }
+    d->depth = td->o.iodepth ? td->o.iodepth : 1;
+    d->events = calloc(d->depth, sizeof(*d->events));
+    d->comps = calloc(d->depth, sizeof(*d->comps));
+    td->io_ops_data = d;
+    return 0;
+}
+
 static int flint_fio_init(struct thread_data *td)
 {
     struct flint_fio_options *o = td->eo;
+    if (o->mode && strcmp(o->mode, "remote") == 0)
+        return flint_fio_init_remote(td, o);
+    if (o->mode && strcmp(o->mode, "embedded") != 0) {
+        log_err("flint: flint_mode is embedded or remote, not %s\n", o->mode);
+        return 1;
+    }
     if (!o->devices || !*o->devices) {
         log_err("flint: set flint_devices (':'-separated paths, or ram:NAME)\n");
         return 1;
@@ -213,7 +269,9 @@ static int flint_fio_getevents(struct thread_data *td, unsigned int min, unsigne
     if (max > d->depth)
         max = d->depth;
     while (got < max) {
-        int n = flint_poll(d->eng, d->comps, (int)(max - got));
+        /* Wait (up to 1 ms at a time) only while fio needs more events. */
+        int n = got < min ? flint_wait(d->eng, d->comps, (int)(max - got), 1000)
+                          : flint_poll(d->eng, d->comps, (int)(max - got));
         if (n < 0)
             return n;
         for (int i = 0; i < n; i++) {

@@ -1,5 +1,6 @@
 /*
- * flint.h - Flint's C ABI: an embedded Flint engine in your process.
+ * flint.h - Flint's C ABI: an embedded Flint engine in your process, or a
+ * client of a running appliance (`flint serve`) behind the same calls.
  *
  * Every function returns 0 (or a byte count) on success and a negated errno
  * on failure; the errors each function can return are listed with it.
@@ -42,19 +43,42 @@ struct flint_engine_opts {
  */
 int flint_engine_open(const struct flint_engine_opts *opts, flint_engine **out);
 
-/* Makes everything durable and closes the engine; the handle is freed.
+/* Options for flint_connect. */
+struct flint_connect_opts {
+    size_t size;           /* sizeof(struct flint_connect_opts) */
+    const char *addr;      /* the appliance's data address, "127.0.0.1:7400" */
+    const char *org;       /* organization name */
+    const char *key_hex;   /* its key, 64 hex digits; or NULL to read key_file */
+    const char *key_file;  /* a file holding the key (as `flint org create` prints it) */
+};
+
+/* Opens a session with a running appliance as an organization, proving the
+ * key by challenge-response (the key never crosses the network). The handle
+ * takes every call below; file systems are the appliance's (flint_fs_create
+ * is -EOPNOTSUPP: create them with `flint fs create`).
+ * Returns 0 and sets *out, or:
+ *   -EINVAL     bad options (NULL, malformed address or key)
+ *   -ENOENT     key_file does not exist
+ *   -EACCES     wrong key or unknown organization
+ *   -ETIMEDOUT  no appliance answered
+ *   -EPROTO     the appliance could not prove it holds the key
+ */
+int flint_connect(const struct flint_connect_opts *opts, flint_engine **out);
+
+/* Makes everything durable and closes the engine (or, for a remote handle,
+ * waits for operations in flight and ends the session); the handle is freed.
  * Returns 0, or -EINVAL (NULL), -EIO (the final sync failed; data written
  * before the last successful flint_fsync is safe). */
 int flint_engine_close(flint_engine *eng);
 
 /* Creates a file system with k data + m parity chunks per stripe.
  * Returns 0 and sets *fs_out, or -EINVAL (bad name or k+m larger than the
- * devices), -EEXIST (name taken), -EIO. */
+ * devices), -EEXIST (name taken), -EIO, -EOPNOTSUPP (remote handle). */
 int flint_fs_create(flint_engine *eng, const char *name, uint8_t k, uint8_t m,
                     int reduction, uint64_t capacity, uint32_t *fs_out);
 
 /* Finds a file system by name. Returns 0 and sets *fs_out, or -ENOENT,
- * -EINVAL. */
+ * -EINVAL, -EACCES (remote: another organization's). */
 int flint_fs_lookup(flint_engine *eng, const char *name, uint32_t *fs_out);
 
 /* Opens a file by name, creating it if `create` is nonzero.
@@ -101,13 +125,21 @@ struct flint_completion {
 };
 
 /* Queues an operation. Returns 0, or -EINVAL (bad op or size), -EAGAIN
- * (the engine's queue is full: poll, then retry), -EOPNOTSUPP (reads and
- * writes on an engine formatted with several shards). */
+ * (the engine's queue, or a remote session's credits, are full: poll, then
+ * retry), -EOPNOTSUPP (reads and writes on an embedded engine formatted with
+ * several shards). Remote handles copy a write's data at submission. */
 int flint_submit(flint_engine *eng, const struct flint_io *io);
 
 /* Collects up to max finished operations into out, without blocking.
  * Returns how many, or -EINVAL. */
 int flint_poll(flint_engine *eng, struct flint_completion *out, int max);
+
+/* Like flint_poll, but waits up to timeout_us microseconds for the first
+ * completion (remote handles sleep in the socket meanwhile). Returns how
+ * many (0 on timeout), or -EINVAL, or a remote session's error (-ETIMEDOUT,
+ * -EACCES...). */
+int flint_wait(flint_engine *eng, struct flint_completion *out, int max,
+               uint64_t timeout_us);
 
 #ifdef __cplusplus
 }

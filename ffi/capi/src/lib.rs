@@ -10,6 +10,10 @@
 //! ([`Engine::shard_poller`]) runs them against the store and pushes
 //! completions back, and `flint_poll` drains those without blocking or
 //! allocating.
+//!
+//! The same handle can instead be a client of a running appliance
+//! (`flint_connect`): the same calls then travel over the data protocol
+//! ([`flint_engine::net::client`]), many in flight at once.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -25,6 +29,8 @@ use flint_dataplane::park::Waker;
 use flint_dataplane::reactor::ReactorConfig;
 use flint_dataplane::ring::{ring, Consumer, Producer};
 use flint_engine::engine::Engine;
+use flint_engine::net::client::{Client, ClientConfig, ClientError};
+use flint_engine::net::wire::Request;
 use flint_engine::store::{StoreConfig, StoreError};
 
 /// Most operations in flight per engine before `flint_submit` says -EAGAIN.
@@ -75,14 +81,43 @@ struct Done {
     result: i64,
 }
 
-/// The opaque `flint_engine`.
-pub struct FlintEngine {
+/// `struct flint_connect_opts` (flint.h).
+#[repr(C)]
+pub struct FlintConnectOpts {
+    size: usize,
+    addr: *const c_char,
+    org: *const c_char,
+    key_hex: *const c_char,
+    key_file: *const c_char,
+}
+
+/// The opaque `flint_engine`: an embedded engine, or a client of an
+/// appliance.
+pub enum FlintEngine {
+    /// The engine in this process.
+    Local(Local),
+    /// A session with a running `flint serve`.
+    Remote(Remote),
+}
+
+/// An embedded engine and its client rings.
+pub struct Local {
     engine: Engine,
     claimed: Vec<String>,
     submit: Producer<Op>,
     done: Consumer<Done>,
     waker: Waker,
     in_flight: usize,
+}
+
+/// A remote session: file system names stand behind the ids handed out,
+/// asynchronous reads remember where their data goes.
+pub struct Remote {
+    client: Client,
+    fs_names: Vec<String>,
+    pending: HashMap<u64, (Op, usize)>,
+    next_tag: u64,
+    ready: Vec<Done>,
 }
 
 /// A caller's buffer, carried to the reactor. The C contract (flint.h)
@@ -280,14 +315,76 @@ fn open_engine(o: &FlintEngineOpts, paths: &[String]) -> Result<Box<FlintEngine>
         n > 0
     };
     let waker = engine.shard_poller(0, poller).map_err(|e| errno(&e))?;
-    Ok(Box::new(FlintEngine {
+    Ok(Box::new(FlintEngine::Local(Local {
         engine,
         claimed: paths.to_vec(),
         submit,
         done,
         waker,
         in_flight: 0,
-    }))
+    })))
+}
+
+/// Connects to an appliance; see flint.h.
+///
+/// # Safety
+/// `opts` points to a `struct flint_connect_opts` of valid strings (or
+/// NULLs where allowed); `out` is a valid pointer.
+#[no_mangle]
+pub unsafe extern "C" fn flint_connect(
+    opts: *const FlintConnectOpts,
+    out: *mut *mut FlintEngine,
+) -> c_int {
+    guard(-libc::EIO, || {
+        if opts.is_null() || out.is_null() {
+            return -libc::EINVAL;
+        }
+        // SAFETY: non-NULL; the caller passes a valid options struct.
+        let o = unsafe { &*opts };
+        if o.size < std::mem::size_of::<FlintConnectOpts>() {
+            return -libc::EINVAL;
+        }
+        // SAFETY: each string is NULL or NUL-terminated per the contract.
+        let (addr, org, hex, file) = unsafe {
+            (c_str(o.addr), c_str(o.org), c_str(o.key_hex), c_str(o.key_file))
+        };
+        let (Some(addr), Some(org)) = (addr, org) else {
+            return -libc::EINVAL;
+        };
+        let Ok(addr) = addr.parse() else {
+            return -libc::EINVAL;
+        };
+        let text = match (hex, file) {
+            (Some(h), _) => h.to_string(),
+            (None, Some(f)) => match std::fs::read_to_string(f) {
+                Ok(t) => t,
+                Err(e) => return -e.raw_os_error().unwrap_or(libc::EIO),
+            },
+            (None, None) => return -libc::EINVAL,
+        };
+        let Some(key) = flint_engine::net::auth::key_from_hex(&text) else {
+            return -libc::EINVAL;
+        };
+        match Client::connect(addr, org, &key, ClientConfig::default()) {
+            Ok(client) => {
+                let h = Box::new(FlintEngine::Remote(Remote {
+                    client,
+                    fs_names: Vec::new(),
+                    pending: HashMap::new(),
+                    next_tag: 1,
+                    ready: Vec::new(),
+                }));
+                // SAFETY: `out` is valid per the caller.
+                unsafe { *out = Box::into_raw(h) };
+                0
+            }
+            Err(e) => e.errno(),
+        }
+    })
+}
+
+fn cerr(e: &ClientError) -> i32 {
+    e.errno()
 }
 
 /// Closes an engine; see flint.h.
@@ -301,7 +398,20 @@ pub unsafe extern "C" fn flint_engine_close(eng: *mut FlintEngine) -> c_int {
             return -libc::EINVAL;
         }
         // SAFETY: the handle came from Box::into_raw in flint_engine_open.
-        let mut h = unsafe { Box::from_raw(eng) };
+        let h = unsafe { Box::from_raw(eng) };
+        let mut h = match *h {
+            FlintEngine::Local(l) => l,
+            FlintEngine::Remote(mut r) => {
+                // Let operations in flight finish before their buffers go.
+                while !r.pending.is_empty() {
+                    if remote_poll(&mut r, Duration::from_millis(100)).is_err() {
+                        break;
+                    }
+                    r.ready.clear();
+                }
+                return 0;
+            }
+        };
         // Let queued operations finish before their buffers go away.
         while h.in_flight > 0 {
             let n = h.done.pop_batch(64, drop);
@@ -347,6 +457,10 @@ pub unsafe extern "C" fn flint_fs_create(
         let (Some(h), Some(name)) = (unsafe { handle(eng) }, unsafe { c_str(name) }) else {
             return -libc::EINVAL;
         };
+        let FlintEngine::Local(h) = h else {
+            // An appliance's file systems are created by its operator.
+            return -libc::EOPNOTSUPP;
+        };
         let r = h.engine.fs_create(name, k, m, reduction != 0, capacity);
         // SAFETY: `fs_out` is NULL or valid per the contract.
         unsafe { put(fs_out, r) }
@@ -368,13 +482,36 @@ pub unsafe extern "C" fn flint_fs_lookup(
         let (Some(h), Some(name)) = (unsafe { handle(eng) }, unsafe { c_str(name) }) else {
             return -libc::EINVAL;
         };
-        let r = h.engine.fs_by_name(name).and_then(|fs| {
-            fs.ok_or_else(|| StoreError::NotFound {
-                what: format!("file system {name}"),
-            })
-        });
-        // SAFETY: `fs_out` is NULL or valid per the contract.
-        unsafe { put(fs_out, r) }
+        match h {
+            FlintEngine::Local(h) => {
+                let r = h.engine.fs_by_name(name).and_then(|fs| {
+                    fs.ok_or_else(|| StoreError::NotFound {
+                        what: format!("file system {name}"),
+                    })
+                });
+                // SAFETY: `fs_out` is NULL or valid per the contract.
+                unsafe { put(fs_out, r) }
+            }
+            FlintEngine::Remote(r) => {
+                if fs_out.is_null() {
+                    return -libc::EINVAL;
+                }
+                // Listing it proves it exists and the session may use it.
+                if let Err(e) = r.client.list(name) {
+                    return cerr(&e);
+                }
+                let id = match r.fs_names.iter().position(|n| n == name) {
+                    Some(i) => i,
+                    None => {
+                        r.fs_names.push(name.to_string());
+                        r.fs_names.len() - 1
+                    }
+                };
+                // SAFETY: non-NULL and valid per the contract.
+                unsafe { fs_out.write(id as u32) };
+                0
+            }
+        }
     })
 }
 
@@ -395,11 +532,22 @@ pub unsafe extern "C" fn flint_file_open(
         let (Some(h), Some(name)) = (unsafe { handle(eng) }, unsafe { c_str(name) }) else {
             return -libc::EINVAL;
         };
-        let r = match h.engine.lookup(fs, name) {
-            Ok(Some(ino)) => Ok(ino),
-            Ok(None) if create != 0 => h.engine.create(fs, name),
-            Ok(None) => return -libc::ENOENT,
-            Err(e) => Err(e),
+        let r = match h {
+            FlintEngine::Local(h) => match h.engine.lookup(fs, name) {
+                Ok(Some(ino)) => Ok(ino),
+                Ok(None) if create != 0 => h.engine.create(fs, name),
+                Ok(None) => return -libc::ENOENT,
+                Err(e) => Err(e),
+            },
+            FlintEngine::Remote(r) => {
+                let Some(fs_name) = r.fs_names.get(fs as usize) else {
+                    return -libc::ENOENT;
+                };
+                match r.client.open(fs_name, name, create != 0) {
+                    Ok((ino, _)) => Ok(ino),
+                    Err(e) => return cerr(&e),
+                }
+            }
         };
         // SAFETY: `ino_out` is NULL or valid per the contract.
         unsafe { put(ino_out, r) }
@@ -421,7 +569,13 @@ pub unsafe extern "C" fn flint_file_stat(
         let Some(h) = (unsafe { handle(eng) }) else {
             return -libc::EINVAL;
         };
-        let r = h.engine.stat(ino).map(|st| st.size);
+        let r = match h {
+            FlintEngine::Local(h) => h.engine.stat(ino).map(|st| st.size),
+            FlintEngine::Remote(r) => match r.client.stat(ino) {
+                Ok(st) => Ok(st.size),
+                Err(e) => return cerr(&e),
+            },
+        };
         // SAFETY: `size_out` is NULL or valid per the contract.
         unsafe { put(size_out, r) }
     })
@@ -464,13 +618,19 @@ pub unsafe extern "C" fn flint_write(
         };
         // SAFETY: `buf` holds `len` bytes per the contract (or len is 0).
         let data = if len == 0 {
-            Vec::new()
+            &[][..]
         } else {
-            unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }.to_vec()
+            unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }
         };
-        match h.engine.write(ino, offset, data) {
-            Ok(()) => len as i64,
-            Err(e) => i64::from(errno(&e)),
+        match h {
+            FlintEngine::Local(h) => match h.engine.write(ino, offset, data.to_vec()) {
+                Ok(()) => len as i64,
+                Err(e) => i64::from(errno(&e)),
+            },
+            FlintEngine::Remote(r) => match r.client.write(ino, offset, data) {
+                Ok(()) => len as i64,
+                Err(e) => i64::from(cerr(&e)),
+            },
         }
     })
 }
@@ -493,13 +653,18 @@ pub unsafe extern "C" fn flint_read(
             Ok(h) => h,
             Err(e) => return e,
         };
-        match h.engine.read(ino, offset, len) {
+        let got = match h {
+            FlintEngine::Local(h) => h.engine.read(ino, offset, len).map_err(|e| errno(&e)),
+            FlintEngine::Remote(r) => r.client.read(ino, offset, len).map_err(|e| cerr(&e)),
+        };
+        match got {
             Ok(got) => {
-                // SAFETY: `buf` holds `len` >= got.len() writable bytes.
-                unsafe { std::ptr::copy_nonoverlapping(got.as_ptr(), buf.cast(), got.len()) };
-                got.len() as i64
+                let n = got.len().min(len);
+                // SAFETY: `buf` holds `len` >= n writable bytes.
+                unsafe { std::ptr::copy_nonoverlapping(got.as_ptr(), buf.cast(), n) };
+                n as i64
             }
-            Err(e) => i64::from(errno(&e)),
+            Err(e) => i64::from(e),
         }
     })
 }
@@ -515,9 +680,15 @@ pub unsafe extern "C" fn flint_fsync(eng: *mut FlintEngine) -> c_int {
         let Some(h) = (unsafe { handle(eng) }) else {
             return -libc::EINVAL;
         };
-        match h.engine.sync() {
-            Ok(()) => 0,
-            Err(e) => errno(&e),
+        match h {
+            FlintEngine::Local(h) => match h.engine.sync() {
+                Ok(()) => 0,
+                Err(e) => errno(&e),
+            },
+            FlintEngine::Remote(r) => match r.client.sync() {
+                Ok(()) => 0,
+                Err(e) => cerr(&e),
+            },
         }
     })
 }
@@ -542,11 +713,6 @@ pub unsafe extern "C" fn flint_submit(eng: *mut FlintEngine, io: *const FlintIo)
         if !(0..=2).contains(&io.op) {
             return -libc::EINVAL;
         }
-        if io.op != 2 && h.engine.shard_map().shards() > 1 {
-            // Pieces of a file may live on several shards; the asynchronous
-            // path reaches only the home shard so far.
-            return -libc::EOPNOTSUPP;
-        }
         let op = Op {
             op: io.op,
             ino: io.ino,
@@ -554,15 +720,79 @@ pub unsafe extern "C" fn flint_submit(eng: *mut FlintEngine, io: *const FlintIo)
             buf: CBuf(io.buf.cast(), io.len),
             cb_arg: io.cb_arg as usize,
         };
-        // At most MAX_IN_FLIGHT operations between submit and poll, so the
-        // completion ring (as deep) can never overflow.
-        if h.in_flight >= MAX_IN_FLIGHT || h.submit.push(op).is_err() {
-            return -libc::EAGAIN;
+        match h {
+            FlintEngine::Local(h) => {
+                if io.op != 2 && h.engine.shard_map().shards() > 1 {
+                    // Pieces of a file may live on several shards; the
+                    // asynchronous path reaches only the home shard so far.
+                    return -libc::EOPNOTSUPP;
+                }
+                // At most MAX_IN_FLIGHT operations between submit and poll,
+                // so the completion ring (as deep) can never overflow.
+                if h.in_flight >= MAX_IN_FLIGHT || h.submit.push(op).is_err() {
+                    return -libc::EAGAIN;
+                }
+                h.in_flight += 1;
+                h.waker.wake();
+                0
+            }
+            FlintEngine::Remote(r) => {
+                let req = match op.op {
+                    0 => Request::Read {
+                        ino: op.ino,
+                        offset: op.offset,
+                        len: op.buf.1.min(u32::MAX as usize) as u32,
+                    },
+                    1 => Request::Write {
+                        ino: op.ino,
+                        offset: op.offset,
+                        // SAFETY: the buffer holds len bytes per the contract.
+                        data: unsafe { std::slice::from_raw_parts(op.buf.0, op.buf.1) }.to_vec(),
+                    },
+                    _ => Request::Sync,
+                };
+                let tag = r.next_tag;
+                match r.client.submit(&req, tag) {
+                    Ok(()) => {
+                        r.next_tag += 1;
+                        let len = op.buf.1;
+                        r.pending.insert(tag, (op, len));
+                        0
+                    }
+                    Err(ClientError::Busy) => -libc::EAGAIN,
+                    Err(e) => cerr(&e),
+                }
+            }
         }
-        h.in_flight += 1;
-        h.waker.wake();
-        0
     })
+}
+
+/// Receives remote completions for up to `wait`, copying read data into
+/// the callers' buffers.
+fn remote_poll(r: &mut Remote, wait: Duration) -> Result<(), ClientError> {
+    for c in r.client.poll(wait)? {
+        let Some((op, len)) = r.pending.remove(&c.tag) else {
+            continue;
+        };
+        let result = if c.status < 0 {
+            i64::from(c.status)
+        } else if op.op == 0 {
+            let n = c.body.len().min(len);
+            // SAFETY: the caller keeps the buffer (len bytes) valid until
+            // this completion is returned (flint.h).
+            unsafe { std::ptr::copy_nonoverlapping(c.body.as_ptr(), op.buf.0, n) };
+            n as i64
+        } else if op.op == 1 {
+            len as i64
+        } else {
+            0
+        };
+        r.ready.push(Done {
+            cb_arg: op.cb_arg,
+            result,
+        });
+    }
+    Ok(())
 }
 
 /// Runs one queued operation on the store (on its reactor).
@@ -584,6 +814,37 @@ fn run_op(s: &mut flint_engine::store::Store, op: &Op) -> i64 {
     r.unwrap_or_else(|e| i64::from(errno(&e)))
 }
 
+/// Hands up to `max` finished operations to `out`; returns how many.
+///
+/// # Safety
+/// `out` holds `max` completions.
+unsafe fn collect(h: &mut FlintEngine, out: *mut FlintCompletion, max: usize) -> usize {
+    let mut n = 0usize;
+    let mut emit = |d: Done| {
+        // SAFETY: `out` holds `max` entries and at most `max` are written.
+        unsafe {
+            *out.add(n) = FlintCompletion {
+                cb_arg: d.cb_arg as *mut c_void,
+                result: d.result,
+            }
+        };
+        n += 1;
+    };
+    match h {
+        FlintEngine::Local(h) => {
+            h.done.pop_batch(max, emit);
+            h.in_flight -= n;
+        }
+        FlintEngine::Remote(r) => {
+            let take = r.ready.len().min(max);
+            for d in r.ready.drain(..take) {
+                emit(d);
+            }
+        }
+    }
+    n
+}
+
 /// Collects finished operations; see flint.h.
 ///
 /// # Safety
@@ -594,6 +855,22 @@ pub unsafe extern "C" fn flint_poll(
     out: *mut FlintCompletion,
     max: c_int,
 ) -> c_int {
+    // SAFETY: forwarded per the function's contract.
+    unsafe { flint_wait(eng, out, max, 0) }
+}
+
+/// Collects finished operations, waiting up to `timeout_us` for the first;
+/// see flint.h.
+///
+/// # Safety
+/// `eng` is a live handle and `out` holds `max` completions.
+#[no_mangle]
+pub unsafe extern "C" fn flint_wait(
+    eng: *mut FlintEngine,
+    out: *mut FlintCompletion,
+    max: c_int,
+    timeout_us: u64,
+) -> c_int {
     guard(-libc::EIO, || {
         // SAFETY: per the function's contract.
         let Some(h) = (unsafe { handle(eng) }) else {
@@ -602,19 +879,22 @@ pub unsafe extern "C" fn flint_poll(
         if out.is_null() || max < 0 {
             return -libc::EINVAL;
         }
-        let mut n = 0usize;
-        h.done.pop_batch(max as usize, |d| {
-            // SAFETY: `out` holds `max` entries and pop_batch hands at most
-            // `max` completions.
-            unsafe {
-                *out.add(n) = FlintCompletion {
-                    cb_arg: d.cb_arg as *mut c_void,
-                    result: d.result,
+        let deadline = std::time::Instant::now() + Duration::from_micros(timeout_us);
+        loop {
+            if let FlintEngine::Remote(r) = h {
+                if r.ready.is_empty() && !r.pending.is_empty() {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if let Err(e) = remote_poll(r, left) {
+                        return cerr(&e);
+                    }
                 }
-            };
-            n += 1;
-        });
-        h.in_flight -= n;
-        n as c_int
+            }
+            // SAFETY: `out` holds `max` completions.
+            let n = unsafe { collect(h, out, max as usize) };
+            if n > 0 || std::time::Instant::now() >= deadline {
+                return n as c_int;
+            }
+            std::thread::yield_now();
+        }
     })
 }
