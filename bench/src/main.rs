@@ -10,6 +10,8 @@
 //! - `flint-bench ec`: erasure-code encoding beside ISA-L.
 //! - `flint-bench pipeline`: the write pipeline beside its raw codecs.
 //! - `flint-bench engine`: store reads beside raw device reads.
+//! - `flint-bench remote`: the data protocol over loopback beside a UDP
+//!   echo, and remote sequential I/O beside the engine in-process.
 
 mod args;
 mod device;
@@ -17,6 +19,7 @@ mod ec;
 mod engine;
 mod fio;
 mod pipeline;
+mod remote;
 mod report;
 mod ring;
 mod rng;
@@ -48,6 +51,8 @@ USAGE:
       --dataset random|text|mixed|all (all)
   flint-bench engine [options]   store 4 KiB random reads, healthy and degraded
       --time SECS --k N --m N --size-mib N (2 4 2 64) --json
+  flint-bench remote [options]   protocol reads vs UDP echo; remote vs embedded 1 MiB I/O
+      --time SECS --qd N --shards N --size-mib N --workers N (3 32 1 64 4) --json
 ";
 
 fn main() {
@@ -74,6 +79,7 @@ fn main() {
         "ec" => ec::main(a),
         "pipeline" => pipeline::main(a),
         "engine" => engine::main(a),
+        "remote" => remote::main(a),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

@@ -13,7 +13,10 @@ const FLINT: &str = env!("CARGO_BIN_EXE_flint");
 fn free_ports() -> (u16, u16) {
     let u = UdpSocket::bind("127.0.0.1:0").unwrap();
     let t = TcpListener::bind("127.0.0.1:0").unwrap();
-    (u.local_addr().unwrap().port(), t.local_addr().unwrap().port())
+    (
+        u.local_addr().unwrap().port(),
+        t.local_addr().unwrap().port(),
+    )
 }
 
 fn config(dir: &Path, extra_server: &str) -> std::path::PathBuf {
@@ -68,7 +71,10 @@ fn start(cfg: &Path, args: &[&str]) -> Child {
         .unwrap();
     let t0 = Instant::now();
     while !flint(cfg, &["status", "--json"]).status.success() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "the node never came up");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the node never came up"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     child
@@ -97,7 +103,9 @@ fn a_node_serves_restarts_and_stops_cleanly() {
     assert!(ok(&cfg, &["device", "list"]).contains("healthy"));
     // Data over the protocol, authenticated with the org's key file.
     let file = dir.path().join("in.bin");
-    let data: Vec<u8> = (0..2_500_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..2_500_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(&file, &data).unwrap();
     ok(&cfg, &["put", "data/blob", file.to_str().unwrap()]);
     let back = dir.path().join("out.bin");
@@ -107,9 +115,39 @@ fn a_node_serves_restarts_and_stops_cleanly() {
     let org: serde_json::Value =
         serde_json::from_str(&ok(&cfg, &["org", "create", "acme", "--json"])).unwrap();
     assert_eq!(org["key"].as_str().unwrap().len(), 64);
-    ok(&cfg, &["fs", "create", "scratch", "--k", "2", "--m", "2", "--capacity", "64MiB", "--org", "acme"]);
+    ok(
+        &cfg,
+        &[
+            "fs",
+            "create",
+            "scratch",
+            "--k",
+            "2",
+            "--m",
+            "2",
+            "--capacity",
+            "64MiB",
+            "--org",
+            "acme",
+        ],
+    );
     ok(&cfg, &["fs", "update", "scratch", "--capacity", "128MiB"]);
-    let out = flint(&cfg, &["fs", "create", "wide", "--k", "4", "--m", "2", "--capacity", "1GiB", "--org", "acme"]);
+    let out = flint(
+        &cfg,
+        &[
+            "fs",
+            "create",
+            "wide",
+            "--k",
+            "4",
+            "--m",
+            "2",
+            "--capacity",
+            "1GiB",
+            "--org",
+            "acme",
+        ],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("k + m <= 4"));
     ok(&cfg, &["fs", "delete", "scratch"]);
@@ -117,7 +155,10 @@ fn a_node_serves_restarts_and_stops_cleanly() {
     assert!(stats["ops"]["write"]["count"].as_u64().unwrap() >= 1);
     assert!(ok(&cfg, &["scrub"]).contains("stripes checked"));
     let events = ok(&cfg, &["events"]);
-    assert!(events.contains("started") && events.contains("fs_deleted"), "{events}");
+    assert!(
+        events.contains("started") && events.contains("fs_deleted"),
+        "{events}"
+    );
     // A second node on the same ports is refused with the key named.
     let out = flint(&cfg, &["serve"]);
     assert!(!out.status.success());
@@ -163,10 +204,16 @@ fn config_errors_and_tokens_are_clear() {
     assert!(err.contains("shard") && err.contains("config"), "{err}");
     std::fs::write(&bad, text.replace("k = 2\nm = 1", "k = 4\nm = 2")).unwrap();
     let err = String::from_utf8_lossy(&flint(&bad, &["serve"]).stderr).to_string();
-    assert!(err.contains("filesystem.data") && err.contains("needs 6 devices"), "{err}");
+    assert!(
+        err.contains("filesystem.data") && err.contains("needs 6 devices"),
+        "{err}"
+    );
     std::fs::write(&bad, text.replace("size = \"96MiB\"\n", "")).unwrap();
     let err = String::from_utf8_lossy(&flint(&bad, &["serve"]).stderr).to_string();
-    assert!(err.contains("device.f0.path") && err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("device.f0.path") && err.contains("does not exist"),
+        "{err}"
+    );
 
     let node = start(&cfg, &["--init"]);
     let out = flint(&cfg, &["--token", "wrong", "status"]);

@@ -21,6 +21,10 @@ impl UdpPort {
         // Room for a window of multi-packet messages in flight.
         set_buffer(&sock, libc::SO_RCVBUF, 8 << 20);
         set_buffer(&sock, libc::SO_SNDBUF, 8 << 20);
+        // Never block in the socket: waiting is ppoll's, whose timeout is
+        // exact (a socket's receive timeout rounds up to a scheduler tick,
+        // which would add milliseconds to every "anything else queued?").
+        sock.set_nonblocking(true)?;
         Ok(UdpPort { sock })
     }
 }
@@ -50,20 +54,51 @@ impl Port for UdpPort {
         buf: &mut [u8],
         timeout: Option<Duration>,
     ) -> io::Result<Option<(usize, SocketAddr)>> {
-        // A zero timeout would mean "block" to the socket.
-        let t = timeout.map(|t| t.max(Duration::from_micros(1)));
-        self.sock.set_read_timeout(t)?;
-        match self.sock.recv_from(buf) {
-            Ok((n, from)) => Ok(Some((n, from))),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(None)
+        use std::os::fd::AsRawFd;
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            match self.sock.recv_from(buf) {
+                Ok((n, from)) => return Ok(Some((n, from))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
-            Err(e) => Err(e),
+            let left = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    Some(left)
+                }
+                None => None,
+            };
+            let ts = left.map(|l| libc::timespec {
+                tv_sec: l.as_secs() as libc::time_t,
+                tv_nsec: libc::c_long::from(l.subsec_nanos() as i32),
+            });
+            let mut pfd = libc::pollfd {
+                fd: self.sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; the timespec (if any) outlives the
+            // call; the signal mask is left alone (NULL).
+            let r = unsafe {
+                libc::ppoll(
+                    &mut pfd,
+                    1,
+                    ts.as_ref()
+                        .map_or(std::ptr::null(), |t| t as *const libc::timespec),
+                    std::ptr::null(),
+                )
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
         }
     }
 

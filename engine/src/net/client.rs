@@ -415,9 +415,7 @@ impl Client {
         while let Some((n, from)) = got {
             self.on_frame(n, from)?;
             // Drain what else is queued without waiting.
-            got = self
-                .port
-                .recv(&mut self.rbuf, Some(Duration::from_micros(1)))?;
+            got = self.port.recv(&mut self.rbuf, Some(Duration::ZERO))?;
             if !self.done.is_empty() && got.is_none() {
                 break;
             }

@@ -364,7 +364,7 @@ fn reject(s: &Shared, session: u64, request: u64, code: i32, why: &str, to: Sock
 }
 
 /// The receive loop: frames in, sessions kept, requests handed to workers.
-fn receive(s: &Shared, jobs: mpsc::Sender<Job>) {
+fn receive(s: &Arc<Shared>, jobs: mpsc::Sender<Job>) {
     let mut buf = vec![0u8; MAX_FRAME];
     let mut last_sweep = Instant::now();
     while !s.stop.load(Ordering::Acquire) {
@@ -398,7 +398,9 @@ fn receive(s: &Shared, jobs: mpsc::Sender<Job>) {
             Kind::Auth if h.pkts == 1 => on_auth(s, &h, payload, from),
             Kind::Request => {
                 if let Some(job) = on_request(s, &h, off, payload, from) {
-                    let _ = jobs.send(job);
+                    if let Some(job) = dispatch_direct(s, job) {
+                        let _ = jobs.send(job);
+                    }
                 }
             }
             _ => bump(&s.counters.malformed),
@@ -624,36 +626,84 @@ fn worker(s: &Shared, jobs: &Mutex<mpsc::Receiver<Job>>) {
         };
         let Ok(job) = job else { return };
         let t0 = Instant::now();
-        let (op, bytes, status, body) = match Request::decode(&job.msg) {
+        let outcome = match Request::decode(&job.msg) {
             Ok(req) => run(s, &job.ctx, req),
             Err(_) => {
                 bump(&s.counters.bad_request);
                 ("invalid", 0, -libc::EINVAL, Vec::new())
             }
         };
-        bump(&s.counters.requests);
-        s.stats.record(op, bytes, t0.elapsed().as_micros() as u64);
-        let mut msg = Vec::with_capacity(body.len() + 4);
-        wire::encode_response(status, &body, &mut msg);
-        let msg = Arc::new(msg);
-        if let Ok(mut m) = s.sessions.lock() {
-            if let Some(x) = m.get_mut(&job.session) {
-                x.busy.remove(&job.request);
-                if job.request >= x.floor {
-                    x.done.insert(job.request, (msg.clone(), 1));
-                }
+        finish(s, &job, outcome, t0);
+    }
+}
+
+/// Records a finished request, keeps its answer until acknowledged, and
+/// sends it.
+fn finish(s: &Shared, job: &Job, (op, bytes, status, body): Outcome, t0: Instant) {
+    bump(&s.counters.requests);
+    s.stats.record(op, bytes, t0.elapsed().as_micros() as u64);
+    let mut msg = Vec::with_capacity(body.len() + 4);
+    wire::encode_response(status, &body, &mut msg);
+    let msg = Arc::new(msg);
+    if let Ok(mut m) = s.sessions.lock() {
+        if let Some(x) = m.get_mut(&job.session) {
+            x.busy.remove(&job.request);
+            if job.request >= x.floor {
+                x.done.insert(job.request, (msg.clone(), 1));
             }
         }
-        send(
-            s,
-            Kind::Response,
-            job.session,
-            job.request,
-            &msg,
-            job.frame,
-            job.peer,
-        );
     }
+    send(
+        s,
+        Kind::Response,
+        job.session,
+        job.request,
+        &msg,
+        job.frame,
+        job.peer,
+    );
+}
+
+/// The fast path: a read of a file the session may touch, on an engine of
+/// one shard, runs on the shard's reactor and is answered from there — no
+/// worker thread in between. Gives the job back when it does not qualify.
+fn dispatch_direct(s: &Arc<Shared>, job: Job) -> Option<Job> {
+    if s.engine.shard_map().shards() != 1 || job.msg.first() != Some(&2) {
+        return Some(job);
+    }
+    let Ok(Request::Read { ino, offset, len }) = Request::decode(&job.msg) else {
+        return Some(job);
+    };
+    let known = job
+        .ctx
+        .files
+        .lock()
+        .map(|f| f.contains(&ino))
+        .unwrap_or(false);
+    if !known {
+        return Some(job);
+    }
+    let t0 = Instant::now();
+    let shared = s.clone();
+    let (session, request) = (job.session, job.request);
+    let sent = s.engine.shard_task(0, move |store| {
+        let outcome = match store.read(ino, offset, len as usize) {
+            Ok(data) => ("read", data.len() as u64, 0, data),
+            Err(e) => ("read", 0, e.errno(), Vec::new()),
+        };
+        finish(&shared, &job, outcome, t0);
+        Ok(())
+    });
+    // The task answers by itself; its handle is not needed. A full inbox
+    // drops the request, which the client's retransmission brings back.
+    if sent.is_err() {
+        if let Ok(mut m) = s.sessions.lock() {
+            if let Some(x) = m.get_mut(&session) {
+                x.busy.remove(&request);
+            }
+        }
+    }
+    None
 }
 
 type Outcome = (&'static str, u64, i32, Vec<u8>);

@@ -97,7 +97,7 @@ pub enum FlintEngine {
     /// The engine in this process.
     Local(Local),
     /// A session with a running `flint serve`.
-    Remote(Remote),
+    Remote(Box<Remote>),
 }
 
 /// An embedded engine and its client rings.
@@ -346,7 +346,12 @@ pub unsafe extern "C" fn flint_connect(
         }
         // SAFETY: each string is NULL or NUL-terminated per the contract.
         let (addr, org, hex, file) = unsafe {
-            (c_str(o.addr), c_str(o.org), c_str(o.key_hex), c_str(o.key_file))
+            (
+                c_str(o.addr),
+                c_str(o.org),
+                c_str(o.key_hex),
+                c_str(o.key_file),
+            )
         };
         let (Some(addr), Some(org)) = (addr, org) else {
             return -libc::EINVAL;
@@ -367,13 +372,13 @@ pub unsafe extern "C" fn flint_connect(
         };
         match Client::connect(addr, org, &key, ClientConfig::default()) {
             Ok(client) => {
-                let h = Box::new(FlintEngine::Remote(Remote {
+                let h = Box::new(FlintEngine::Remote(Box::new(Remote {
                     client,
                     fs_names: Vec::new(),
                     pending: HashMap::new(),
                     next_tag: 1,
                     ready: Vec::new(),
-                }));
+                })));
                 // SAFETY: `out` is valid per the caller.
                 unsafe { *out = Box::into_raw(h) };
                 0
