@@ -141,6 +141,15 @@ pub fn encode(h: &Header, payload: &[u8], out: &mut Vec<u8>) {
     out[44..48].copy_from_slice(&c.to_le_bytes());
 }
 
+/// Rewrites a frame's checksum to match its bytes (for tools and fuzzers
+/// that edit frames; a sender never needs it).
+pub fn reseal(frame: &mut [u8]) {
+    if frame.len() >= HEADER {
+        let c = check(frame);
+        frame[44..48].copy_from_slice(&c.to_le_bytes());
+    }
+}
+
 fn le16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
