@@ -45,6 +45,36 @@ fio ffi/fio/jobs/randread-4k.fio | grep -E 'IOPS|err='
 fio --name=null-baseline --ioengine=null --rw=randread --bs=4k --iodepth=32 --size=128m \
   --time_based --runtime=2 --thread | grep -E 'IOPS'
 
+step "appliance: flint serve, the CLI, the C ABI and fio in remote mode"
+cargo build --release -p flint-engine --bin flint
+app=$(mktemp -d /var/tmp/flint-app.XXXXXX)
+sed -e "s#data/#$app/data/#" -e 's#127.0.0.1:7400#127.0.0.1:17400#' -e 's#127.0.0.1:7480#127.0.0.1:17480#' \
+  -e 's#size = "512MiB"#size = "256MiB"#' configs/embedded.toml >"$app/node.toml"
+scripts/appliance.sh start "$app/node.toml" --init
+flint="target/release/flint --config $app/node.toml"
+$flint status
+$flint device list
+$flint fs list
+head -c 3000000 /dev/urandom >"$app/blob"
+$flint put default/blob "$app/blob"
+$flint get default/blob "$app/blob.back"
+cmp "$app/blob" "$app/blob.back"
+cc -Wall -Wextra -Werror -O2 -I ffi/capi/include ffi/capi/examples/capi_remote.c \
+  -L target/release -lflint -o "$app/capi_remote"
+LD_LIBRARY_PATH=target/release "$app/capi_remote" 127.0.0.1:17400 default "$app/data/default.key" default
+export FLINT_ADDR=127.0.0.1:17400 FLINT_ORG=default FLINT_KEY=$app/data/default.key FLINT_FS=default
+fio ffi/fio/jobs/remote-verify.fio --output-format=terse >/dev/null
+fio ffi/fio/jobs/remote-write.fio --output-format=terse >/dev/null
+# Restart the appliance between the write and the verify phase.
+scripts/appliance.sh stop "$app/node.toml"
+scripts/appliance.sh start "$app/node.toml"
+fio ffi/fio/jobs/remote-verify-only.fio --output-format=terse >/dev/null
+fio ffi/fio/jobs/remote-randread-4k.fio | grep -E 'IOPS|err='
+$flint stats
+$flint events
+scripts/appliance.sh stop "$app/node.toml"
+rm -rf "$app"
+
 step "benchmark smoke runs"
 cargo build --release -p flint-bench --features isal
 bench=target/release/flint-bench
@@ -57,6 +87,7 @@ $bench ring --time 1
 $bench ec --time 0.3
 $bench pipeline --size-mib 8
 $bench engine --time 0.3 --size-mib 64
+$bench remote --time 0.5 --size-mib 16
 cargo run --release -q -p flint-engine --features isal --example demo -- "$tmp/demo"
 
 step "all passed"

@@ -1,19 +1,53 @@
 #!/usr/bin/env bash
-# Runs Flint on an embedded default: the engine on six file-backed devices
-# under ./data (a 4+2 file system with dedup and compression, a workload, a
-# restart with a device missing), then the dataplane and engine benchmarks,
-# each beside its baseline (fio's io_uring and null engines, memcpy, ISA-L).
+# Runs Flint's main job on the embedded default: a single-node appliance on
+# six file-backed devices under ./data (configs/embedded.toml), with a short
+# workload through the CLI, the C ABI and fio's remote mode — including a
+# verify across a restart of the appliance — then stops it with SIGTERM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release -p flint-bench --features isal
+cargo build --release -p flint-engine --bin flint
+cargo build --release -p flint-capi --features isal
+fio_src=$(scripts/fio-headers.sh)
+cc -Wall -Werror -O2 -g -D_GNU_SOURCE -fPIC -shared -include "$fio_src/config-host.h" \
+  -I"$fio_src" -I ffi/capi/include -o target/release/libflint_fio.so ffi/fio/flint_fio.c \
+  -L target/release -lflint -Wl,-rpath,"$PWD/target/release"
+cc -O2 -I ffi/capi/include ffi/capi/examples/capi_remote.c -L target/release -lflint \
+  -Wl,-rpath,"$PWD/target/release" -o target/release/capi_remote
+
+cfg=configs/embedded.toml
+flint="target/release/flint --config $cfg"
 mkdir -p data
-cargo run --release -q -p flint-engine --features isal --example demo -- data
-bench=target/release/flint-bench
-$bench device --backend uring --path data/file0.img --size 256MiB --time 5
-$bench device --backend memory --time 3
-$bench device --backend null --time 3
-$bench ring --time 2
-$bench ec
-$bench pipeline --size-mib 64
-$bench engine
+trap 'scripts/appliance.sh stop "$cfg" 2>/dev/null || true' EXIT
+echo "== flint serve --init (formats ./data on the first run; log in $cfg.log)"
+scripts/appliance.sh start "$cfg" --init
+$flint status
+$flint device list
+$flint fs list
+
+echo "== put and get a file over the data protocol"
+head -c 8000000 /dev/urandom >data/sample.bin
+$flint put default/sample.bin data/sample.bin
+$flint get default/sample.bin data/sample.back
+cmp data/sample.bin data/sample.back && echo "read back intact"
+
+echo "== the C ABI in remote mode"
+target/release/capi_remote 127.0.0.1:7400 default data/default.key default
+
+echo "== fio, remote mode: write with crc32c, restart the appliance, verify"
+export FLINT_FIO=$PWD/target/release/libflint_fio.so FLINT_ADDR=127.0.0.1:7400 \
+  FLINT_ORG=default FLINT_KEY=$PWD/data/default.key FLINT_FS=default FLINT_FIO_SECONDS=5
+fio ffi/fio/jobs/remote-write.fio | grep -E 'IOPS|err='
+scripts/appliance.sh stop "$cfg"
+scripts/appliance.sh start "$cfg"
+fio ffi/fio/jobs/remote-verify-only.fio | grep -E 'IOPS|err='
+fio ffi/fio/jobs/remote-randread-4k.fio | grep -E 'IOPS|err=|clat \(|50.00th|99.00th'
+
+echo "== status, stats and events"
+$flint status
+$flint stats
+$flint events
+echo "== SIGTERM: drain, checkpoint, exit 0"
+scripts/appliance.sh stop "$cfg"
+trap - EXIT
+echo "stopped cleanly; benchmarks: scripts/bench.sh"

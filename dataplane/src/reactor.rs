@@ -335,14 +335,14 @@ impl Core {
         while n < 64 {
             match self.remote.inbox.pop() {
                 Some(task) => {
+                    // Counted before it runs: a task may answer its caller,
+                    // who must then see it counted.
+                    self.remote.stats.add_messages(1);
                     task(self);
                     n += 1;
                 }
                 None => break,
             }
-        }
-        if n > 0 {
-            self.remote.stats.add_messages(n);
         }
         n > 0
     }
