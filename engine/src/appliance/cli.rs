@@ -461,25 +461,47 @@ fn mgmt_cmd(api: &Api, json_out: bool, cmd: &str, mut args: Vec<String>) -> Resu
         ("stats", None) => {
             let watch = flag(&mut args, "--watch");
             no_more(&args)?;
+            let mut last: Option<(std::time::Instant, Value)> = None;
             loop {
                 let v = api.call("GET", "/v1/stats", None)?;
                 if json_out {
                     print(&v);
                 } else {
+                    // Rates: since the last look with --watch, else since
+                    // the node started.
+                    let rate = |op: &str, x: &Value, key: &str, per_s: &str| -> f64 {
+                        match &last {
+                            Some((t, prev)) => {
+                                let d = x[key]
+                                    .as_u64()
+                                    .unwrap_or(0)
+                                    .saturating_sub(prev["ops"][op][key].as_u64().unwrap_or(0));
+                                d as f64 / t.elapsed().as_secs_f64().max(1e-3)
+                            }
+                            None => x[per_s].as_f64().unwrap_or(0.0),
+                        }
+                    };
                     let mut rows = Vec::new();
                     if let Some(ops) = v["ops"].as_object() {
                         for (op, x) in ops {
                             rows.push(vec![
                                 op.clone(),
                                 s(&x["count"]),
-                                bytes(&x["bytes"]),
+                                format!("{:.0}/s", rate(op, x, "count", "ops_per_s")),
+                                format!(
+                                    "{}/s",
+                                    bytes(&json!(rate(op, x, "bytes", "bytes_per_s") as u64))
+                                ),
                                 format!("{} us", s(&x["p50_us"])),
                                 format!("{} us", s(&x["p99_us"])),
                                 format!("{} us", s(&x["p999_us"])),
                             ]);
                         }
                     }
-                    table(&["op", "count", "bytes", "p50", "p99", "p99.9"], rows);
+                    table(
+                        &["op", "count", "ops", "throughput", "p50", "p99", "p99.9"],
+                        rows,
+                    );
                     if let Some(c) = v["protocol"].as_object() {
                         let line: Vec<String> = c
                             .iter()
@@ -492,6 +514,7 @@ fn mgmt_cmd(api: &Api, json_out: bool, cmd: &str, mut args: Vec<String>) -> Resu
                 if !watch {
                     return Ok(());
                 }
+                last = Some((std::time::Instant::now(), v));
                 std::thread::sleep(Duration::from_secs(2));
                 println!();
             }

@@ -451,10 +451,12 @@ fn route(node: &Node, req: &Req) -> Answer {
         }
         ("GET", ["v1", "stats"]) => {
             let mut ops = serde_json::Map::new();
+            let up = node.started.elapsed().as_secs_f64().max(1e-3);
             for (op, s) in node.server.stats().snapshot() {
                 ops.insert(
                     op.to_string(),
                     json!({"count": s.count, "bytes": s.bytes,
+                        "ops_per_s": s.count as f64 / up, "bytes_per_s": s.bytes as f64 / up,
                         "p50_us": s.latency.value_at_quantile(0.5),
                         "p99_us": s.latency.value_at_quantile(0.99),
                         "p999_us": s.latency.value_at_quantile(0.999),

@@ -143,6 +143,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "data after reopen wrong\n");
         return 1;
     }
+    CHECK(flint_file_close(eng, again));
+    if (flint_file_close(eng, 999999) != -ENOENT) {
+        fprintf(stderr, "closing a file that does not exist must be -ENOENT\n");
+        return 1;
+    }
     CHECK(flint_engine_close(eng));
     printf("capi_demo: ok\n");
     return 0;

@@ -108,6 +108,7 @@ int main(int argc, char **argv) {
                 return 1;
             }
     CHECK(flint_fsync(eng));
+    CHECK(flint_file_close(eng, ino));
     CHECK(flint_engine_close(eng));
     free(w);
     free(r);

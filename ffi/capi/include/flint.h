@@ -90,6 +90,12 @@ int flint_file_open(flint_engine *eng, uint32_t fs, const char *name, int create
 /* Gets a file's size. Returns 0, or -ENOENT, -EINVAL. */
 int flint_file_stat(flint_engine *eng, uint64_t ino, uint64_t *size_out);
 
+/* Closes a file opened with flint_file_open: the handle keeps no per-file
+ * state, so this checks that the file exists and forgets nothing else.
+ * Writes are durable after flint_fsync, not after close.
+ * Returns 0, or -ENOENT (no such file, e.g. unlinked meanwhile), -EINVAL. */
+int flint_file_close(flint_engine *eng, uint64_t ino);
+
 /* Writes len bytes at offset. Durable after flint_fsync.
  * Returns len, or -ENOENT, -ENOSPC (device or file system full), -EINVAL,
  * -EIO. */

@@ -586,6 +586,18 @@ pub unsafe extern "C" fn flint_file_stat(
     })
 }
 
+/// Closes a file; see flint.h.
+///
+/// # Safety
+/// `eng` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn flint_file_close(eng: *mut FlintEngine, ino: u64) -> c_int {
+    let mut size = 0u64;
+    // SAFETY: forwarded per the function's contract; `size` is a valid
+    // out-pointer.
+    unsafe { flint_file_stat(eng, ino, &mut size) }
+}
+
 /// The checks every data call makes: a live handle, and a buffer unless
 /// the length is zero.
 ///
