@@ -11,6 +11,11 @@ command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v nm >/dev/null 2>&1 || need+=(binutils)
 dpkg -s dpkg-dev >/dev/null 2>&1 || need+=(dpkg-dev)
 [ -e /usr/include/isa-l/erasure_code.h ] || need+=(libisal-dev)
+# DPDK (the `dpdk` features): headers and libraries, libclang for bindgen,
+# iproute2 for the network-namespace tests.
+dpkg -s libdpdk-dev >/dev/null 2>&1 || need+=(libdpdk-dev)
+dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -3,9 +3,11 @@
 //! A [`Port`] moves whole frames (one datagram each) to and from peers
 //! named by their socket address. The kernel UDP port ([`udp`]) is the
 //! fallback transport and the one every machine has; the DPDK port carries
-//! the same frames over NIC rings. [`lossy`] wraps any port and drops every
+//! the same frames over NIC rings (feature `dpdk`: [`dpdk`]). [`lossy`] wraps any port and drops every
 //! Nth frame, to test retransmission.
 
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod lossy;
 pub mod udp;
 

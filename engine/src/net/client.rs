@@ -233,8 +233,12 @@ impl Client {
             msg,
             &mut self.sbuf,
         );
-        self.port.send(&self.sbuf, self.server)?;
-        Ok(())
+        match self.port.send(&self.sbuf, self.server) {
+            // A full queue (or a link not up yet) is loss: the handshake
+            // sends again.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            r => r.map_err(ClientError::Io),
+        }
     }
 
     /// Waits for a single-packet frame of `kind` (or a Reject) for

@@ -1,0 +1,314 @@
+//! The data protocol over DPDK (feature `dpdk`), on the closest real things
+//! these machines have: two processes over `net_memif` (server and client
+//! both DPDK, with loss injected on the client's path), and a DPDK server
+//! on `net_af_packet` bound to a veth in one network namespace answering a
+//! kernel-UDP client in another (the same frames on both transports).
+//! Clear errors too: a second EAL initialisation, a port that does not
+//! exist, more queues than the device has.
+
+#![cfg(feature = "dpdk")]
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flint_dataplane::nic::dpdk::{DpdkConfig, DpdkPort};
+use flint_dataplane::nic::lossy::LossyPort;
+use flint_dataplane::nic::Port;
+use flint_engine::engine::Engine;
+use flint_engine::net::auth;
+use flint_engine::net::client::{Client, ClientConfig};
+use flint_engine::net::server::{Server, ServerConfig};
+
+const ROLE: &str = "FLINT_DPDK_ROLE";
+
+/// A node serving an in-memory engine on `port`; prints `READY <key>`.
+fn serve(port: Arc<dyn Port>, frame: usize) -> ! {
+    let devs: Vec<Arc<dyn flint_dataplane::bdev::BlockDevice>> = (0..3)
+        .map(|i| {
+            let mut s = flint_dataplane::bdev::DeviceSpec::new(
+                &format!("r{i}"),
+                flint_dataplane::bdev::Backend::Memory,
+            );
+            s.size = Some(flint_dataplane::config::ByteSize(64 << 20));
+            flint_dataplane::bdev::open(&s).unwrap()
+        })
+        .collect();
+    let mut e = Engine::start(&flint_dataplane::reactor::ReactorConfig {
+        cores: vec![],
+        pin: false,
+        ..Default::default()
+    })
+    .unwrap();
+    e.format(
+        devs.clone(),
+        flint_engine::store::StoreConfig::default(),
+        false,
+    )
+    .unwrap();
+    e.open(devs.iter().cloned().map(Some).collect()).unwrap();
+    let org = e.org_create("net").unwrap();
+    let fs = e.fs_create("data", 2, 1, true, 1 << 30).unwrap();
+    e.fs_set_owner(fs, org.id).unwrap();
+    let srv = Server::start(
+        Arc::new(e),
+        port,
+        ServerConfig {
+            max_frame: frame,
+            ..ServerConfig::default()
+        },
+    )
+    .unwrap();
+    println!("READY {}", auth::key_to_hex(&org.key));
+    std::thread::sleep(Duration::from_secs(60));
+    srv.stop();
+    std::process::exit(0);
+}
+
+/// A client's workload: a file written in many packets and read back.
+fn workload(c: &mut Client) {
+    let (ino, _) = c.open("data", "over-dpdk", true).unwrap();
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    c.write(ino, 0, &data).unwrap();
+    c.sync().unwrap();
+    assert!(c.read(ino, 0, data.len()).unwrap() == data);
+    for i in 0..50u64 {
+        c.write(ino, i * 4096, &[i as u8; 4096]).unwrap();
+        assert_eq!(c.read(ino, i * 4096, 4096).unwrap(), vec![i as u8; 4096]);
+    }
+    println!("OK retransmits={}", c.stats().retransmits);
+}
+
+fn memif(role: &str, sock: &str) -> DpdkPort {
+    let (ip, udp) = if role == "server" {
+        (Ipv4Addr::new(10, 9, 0, 1), 7400)
+    } else {
+        (Ipv4Addr::new(10, 9, 0, 2), 7401)
+    };
+    DpdkPort::open(DpdkConfig {
+        eal_args: vec![
+            "--no-pci".into(),
+            format!("--file-prefix=flint-{role}-{}", std::process::id()),
+            format!("--vdev=net_memif0,role={role},socket={sock},socket-abstract=no"),
+            "-l".into(),
+            "0".into(),
+        ],
+        ip,
+        udp_port: udp,
+        mtu: 1500,
+        ..DpdkConfig::default()
+    })
+    .unwrap()
+}
+
+fn child(test: &str, env: &[(&str, String)], netns: Option<&str>) -> std::process::Child {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Reads the child's lines until one starts with `prefix`.
+fn wait_line(c: &mut std::process::Child, prefix: &str) -> String {
+    let out = c.stdout.as_mut().unwrap();
+    let mut r = BufReader::new(out);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap() == 0 {
+            panic!("child ended before printing {prefix}");
+        }
+        // (The harness's "test <name> ... " may precede the first line.)
+        if let Some(at) = line.find(prefix) {
+            return line[at + prefix.len()..].trim().to_string();
+        }
+    }
+}
+
+#[test]
+fn server_and_client_over_memif_recover_injected_loss() {
+    let test = "server_and_client_over_memif_recover_injected_loss";
+    match std::env::var(ROLE).as_deref() {
+        Ok("server") => {
+            let p = memif("server", &std::env::var("FLINT_DPDK_SOCK").unwrap());
+            let frame = p.max_frame();
+            serve(Arc::new(p), frame)
+        }
+        Ok("client") => {
+            let p = memif("client", &std::env::var("FLINT_DPDK_SOCK").unwrap());
+            let frame = p.max_frame();
+            let key = auth::key_from_hex(&std::env::var("FLINT_DPDK_KEY").unwrap()).unwrap();
+            // Every 7th frame the client sends is dropped on the path.
+            let lossy = Box::new(LossyPort::new(p, 7));
+            let server: SocketAddr = "10.9.0.1:7400".parse().unwrap();
+            let cfg = ClientConfig {
+                max_frame: frame,
+                ..ClientConfig::default()
+            };
+            let mut c = Client::connect_via(lossy, server, "net", &key, cfg).unwrap();
+            workload(&mut c);
+            assert!(c.stats().retransmits > 0);
+            std::process::exit(0);
+        }
+        _ => {}
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("memif.sock").display().to_string();
+    let mut srv = child(
+        test,
+        &[(ROLE, "server".into()), ("FLINT_DPDK_SOCK", sock.clone())],
+        None,
+    );
+    let key = wait_line(&mut srv, "READY");
+    let mut cli = child(
+        test,
+        &[
+            (ROLE, "client".into()),
+            ("FLINT_DPDK_SOCK", sock),
+            ("FLINT_DPDK_KEY", key),
+        ],
+        None,
+    );
+    let ok = wait_line(&mut cli, "OK");
+    assert!(cli.wait().unwrap().success());
+    let _ = srv.kill();
+    let _ = srv.wait();
+    eprintln!("memif: {ok}");
+}
+
+#[test]
+fn kernel_udp_client_talks_to_a_dpdk_server_on_af_packet() {
+    let test = "kernel_udp_client_talks_to_a_dpdk_server_on_af_packet";
+    match std::env::var(ROLE).as_deref() {
+        Ok("afp-server") => {
+            let p = DpdkPort::open(DpdkConfig {
+                eal_args: vec![
+                    "--no-pci".into(),
+                    format!("--file-prefix=flint-afp-{}", std::process::id()),
+                    format!(
+                        "--vdev=net_af_packet0,iface={}",
+                        std::env::var("FLINT_DPDK_IF").unwrap()
+                    ),
+                    "-l".into(),
+                    "0".into(),
+                ],
+                ip: Ipv4Addr::new(10, 78, 0, 2),
+                udp_port: 7400,
+                mtu: 1500,
+                ..DpdkConfig::default()
+            })
+            .unwrap();
+            let frame = p.max_frame();
+            serve(Arc::new(p), frame)
+        }
+        Ok("udp-client") => {
+            let key = auth::key_from_hex(&std::env::var("FLINT_DPDK_KEY").unwrap()).unwrap();
+            let cfg = ClientConfig {
+                max_frame: 1472,
+                ..ClientConfig::default()
+            };
+            let mut c =
+                Client::connect("10.78.0.2:7400".parse().unwrap(), "net", &key, cfg).unwrap();
+            workload(&mut c);
+            std::process::exit(0);
+        }
+        _ => {}
+    }
+    let id = std::process::id();
+    let (a, b) = (format!("flint-a-{id}"), format!("flint-b-{id}"));
+    let sh = |args: &str| {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(args)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "`{args}` failed (needs root and iproute2)");
+    };
+    sh(&format!("ip netns add {a} && ip netns add {b}"));
+    let cleanup = format!("ip netns del {a}; ip netns del {b}");
+    let r = std::panic::catch_unwind(|| {
+        sh(&format!(
+            "ip link add fva{id} netns {a} type veth peer name fvb{id} netns {b} && \
+             ip -n {a} link set fva{id} up && ip -n {b} link set fvb{id} up && \
+             ip -n {a} link set lo up && ip -n {a} addr add 10.78.0.1/24 dev fva{id}"
+        ));
+        let mut srv = child(
+            test,
+            &[
+                (ROLE, "afp-server".into()),
+                ("FLINT_DPDK_IF", format!("fvb{id}")),
+            ],
+            Some(&b),
+        );
+        let key = wait_line(&mut srv, "READY");
+        let mut cli = child(
+            test,
+            &[(ROLE, "udp-client".into()), ("FLINT_DPDK_KEY", key)],
+            Some(&a),
+        );
+        let ok = wait_line(&mut cli, "OK");
+        assert!(cli.wait().unwrap().success());
+        let _ = srv.kill();
+        let _ = srv.wait();
+        eprintln!("af_packet: {ok}");
+    });
+    let _ = Command::new("sh").arg("-c").arg(&cleanup).status();
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn dpdk_errors_are_clear() {
+    let test = "dpdk_errors_are_clear";
+    if std::env::var(ROLE).as_deref() == Ok("errors") {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("m.sock").display().to_string();
+        let base = vec![
+            "--no-pci".to_string(),
+            format!("--file-prefix=flint-err-{}", std::process::id()),
+            format!("--vdev=net_memif0,role=server,socket={sock},socket-abstract=no"),
+            "-l".into(),
+            "0".into(),
+        ];
+        flint_dataplane::nic::dpdk::eal_init(&base).unwrap();
+        let again = flint_dataplane::nic::dpdk::eal_init(&base).unwrap_err();
+        assert!(again.to_string().contains("already initialised"), "{again}");
+        let missing = DpdkPort::open_port(DpdkConfig {
+            port: 5,
+            ..DpdkConfig::default()
+        })
+        .err()
+        .unwrap();
+        assert!(missing.to_string().contains("no DPDK port 5"), "{missing}");
+        let queues = DpdkPort::open_port(DpdkConfig {
+            rx_queues: 1000,
+            ..DpdkConfig::default()
+        })
+        .err()
+        .unwrap();
+        assert!(queues.to_string().contains("receive queues"), "{queues}");
+        println!("OK");
+        std::process::exit(0);
+    }
+    let mut c = child(test, &[(ROLE, "errors".into())], None);
+    wait_line(&mut c, "OK");
+    assert!(c.wait().unwrap().success());
+}

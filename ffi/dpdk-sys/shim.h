@@ -1,0 +1,17 @@
+/* C shim for DPDK's static-inline functions and macros, which bindgen
+ * cannot bind: each is a one-line wrapper. */
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+struct rte_mbuf;
+struct rte_mempool;
+uint16_t flint_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+uint16_t flint_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+struct rte_mbuf *flint_pktmbuf_alloc(struct rte_mempool *mp);
+void flint_pktmbuf_free(struct rte_mbuf *m);
+void *flint_pktmbuf_mtod(struct rte_mbuf *m);
+char *flint_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
+uint32_t flint_pktmbuf_pkt_len(const struct rte_mbuf *m);
+uint16_t flint_pktmbuf_data_len(const struct rte_mbuf *m);
+uint16_t flint_pktmbuf_nb_segs(const struct rte_mbuf *m);
+int flint_rte_errno(void);
