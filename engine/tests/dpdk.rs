@@ -8,7 +8,7 @@
 
 #![cfg(feature = "dpdk")]
 
-use std::io::{BufRead, BufReader};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -62,7 +62,24 @@ fn serve(port: Arc<dyn Port>, frame: usize) -> ! {
     )
     .unwrap();
     println!("READY {}", auth::key_to_hex(&org.key));
-    std::thread::sleep(Duration::from_secs(60));
+    // Serve until the parent closes stdin or says STOP; then report.
+    let mut line = String::new();
+    let stdin = std::io::stdin();
+    while stdin.read_line(&mut line).map(|n| n > 0).unwrap_or(false) && line.trim() != "STOP" {
+        line.clear();
+    }
+    let n = |k: &str| {
+        srv.counters()
+            .snapshot()
+            .into_iter()
+            .find(|(name, _)| *name == k)
+            .map_or(0, |(_, v)| v)
+    };
+    println!(
+        "COUNTERS malformed={} requests={}",
+        n("malformed"),
+        n("requests")
+    );
     srv.stop();
     std::process::exit(0);
 }
@@ -116,6 +133,7 @@ fn child(test: &str, env: &[(&str, String)], netns: Option<&str>) -> std::proces
         None => Command::new(exe),
     };
     cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     for (k, v) in env {
@@ -126,14 +144,20 @@ fn child(test: &str, env: &[(&str, String)], netns: Option<&str>) -> std::proces
 
 /// Reads the child's lines until one starts with `prefix`.
 fn wait_line(c: &mut std::process::Child, prefix: &str) -> String {
+    use std::io::Read;
     let out = c.stdout.as_mut().unwrap();
-    let mut r = BufReader::new(out);
-    let mut line = String::new();
     loop {
-        line.clear();
-        if r.read_line(&mut line).unwrap() == 0 {
-            panic!("child ended before printing {prefix}");
+        // Byte by byte, so nothing is left buffered for the next call.
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        loop {
+            match out.read(&mut b) {
+                Ok(1) if b[0] == b'\n' => break,
+                Ok(1) => line.push(b[0]),
+                _ => panic!("child ended before printing {prefix}"),
+            }
         }
+        let line = String::from_utf8_lossy(&line).to_string();
         // (The harness's "test <name> ... " may precede the first line.)
         if let Some(at) = line.find(prefix) {
             return line[at + prefix.len()..].trim().to_string();
@@ -187,7 +211,7 @@ fn server_and_client_over_memif_recover_injected_loss() {
     );
     let ok = wait_line(&mut cli, "OK");
     assert!(cli.wait().unwrap().success());
-    let _ = srv.kill();
+    drop(srv.stdin.take());
     let _ = srv.wait();
     eprintln!("memif: {ok}");
 }
@@ -217,8 +241,46 @@ fn kernel_udp_client_talks_to_a_dpdk_server_on_af_packet() {
             let frame = p.max_frame();
             serve(Arc::new(p), frame)
         }
+        Ok("udp-server") => {
+            let p = flint_dataplane::nic::udp::UdpPort::bind("10.78.0.2:7400".parse().unwrap())
+                .unwrap();
+            serve(Arc::new(p), 1472)
+        }
+        Ok("afp-client") => {
+            let p = DpdkPort::open(DpdkConfig {
+                eal_args: vec![
+                    "--no-pci".into(),
+                    format!("--file-prefix=flint-afc-{}", std::process::id()),
+                    format!(
+                        "--vdev=net_af_packet0,iface={}",
+                        std::env::var("FLINT_DPDK_IF").unwrap()
+                    ),
+                    "-l".into(),
+                    "0".into(),
+                ],
+                ip: Ipv4Addr::new(10, 78, 0, 3),
+                udp_port: 7401,
+                mtu: 1500,
+                ..DpdkConfig::default()
+            })
+            .unwrap();
+            let key = auth::key_from_hex(&std::env::var("FLINT_DPDK_KEY").unwrap()).unwrap();
+            let cfg = ClientConfig {
+                max_frame: p.max_frame(),
+                ..ClientConfig::default()
+            };
+            let server = "10.78.0.2:7400".parse().unwrap();
+            let mut c = Client::connect_via(Box::new(p), server, "net", &key, cfg).unwrap();
+            workload(&mut c);
+            std::process::exit(0);
+        }
         Ok("udp-client") => {
             let key = auth::key_from_hex(&std::env::var("FLINT_DPDK_KEY").unwrap()).unwrap();
+            // Malformed datagrams first: the server drops and counts them.
+            let junk = std::net::UdpSocket::bind("10.78.0.1:0").unwrap();
+            for i in 0..200u32 {
+                let _ = junk.send_to(&i.to_le_bytes().repeat(20), "10.78.0.2:7400");
+            }
             let cfg = ClientConfig {
                 max_frame: 1472,
                 ..ClientConfig::default()
@@ -265,9 +327,36 @@ fn kernel_udp_client_talks_to_a_dpdk_server_on_af_packet() {
         );
         let ok = wait_line(&mut cli, "OK");
         assert!(cli.wait().unwrap().success());
-        let _ = srv.kill();
+        writeln!(srv.stdin.as_mut().unwrap(), "STOP").unwrap();
+        let counters = wait_line(&mut srv, "COUNTERS");
+        let malformed: u64 = counters
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("malformed="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(malformed >= 200, "{counters}");
         let _ = srv.wait();
-        eprintln!("af_packet: {ok}");
+        eprintln!("af_packet, kernel client -> DPDK server: {ok}; {counters}");
+
+        // The reverse: a DPDK client on af_packet, a kernel-UDP server.
+        sh(&format!("ip -n {b} addr add 10.78.0.2/24 dev fvb{id}"));
+        let mut srv = child(test, &[(ROLE, "udp-server".into())], Some(&b));
+        let key = wait_line(&mut srv, "READY");
+        let mut cli = child(
+            test,
+            &[
+                (ROLE, "afp-client".into()),
+                ("FLINT_DPDK_IF", format!("fva{id}")),
+                ("FLINT_DPDK_KEY", key),
+            ],
+            Some(&a),
+        );
+        let ok = wait_line(&mut cli, "OK");
+        assert!(cli.wait().unwrap().success());
+        drop(srv.stdin.take());
+        let _ = srv.wait();
+        eprintln!("af_packet, DPDK client -> kernel server: {ok}");
     });
     let _ = Command::new("sh").arg("-c").arg(&cleanup).status();
     if let Err(e) = r {
@@ -311,4 +400,167 @@ fn dpdk_errors_are_clear() {
     let mut c = child(test, &[(ROLE, "errors".into())], None);
     wait_line(&mut c, "OK");
     assert!(c.wait().unwrap().success());
+}
+
+/// An appliance config whose data transport is DPDK on `vdev`.
+fn appliance_config(dir: &std::path::Path, vdev: &str, fallback: bool) -> std::path::PathBuf {
+    let mgmt = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut t = format!(
+        "[reactor]\npin = false\n[engine]\njournal_blocks = 1024\ncheckpoint_blocks = 1024\n\
+         [server]\ndata_addr = \"127.0.0.1:{data}\"\nmgmt_addr = \"127.0.0.1:{mgmt}\"\ntransport = \"dpdk\"\n\
+         [dpdk]\nvdevs = [\"{vdev}\"]\nfile_prefix = \"flint-app-{}\"\nip = \"10.9.0.1\"\nmtu = 1500\n\
+         fallback_to_udp = {fallback}\n\
+         [[org]]\nname = \"net\"\nkey_file = \"{d}/net.key\"\n\
+         [[filesystem]]\nname = \"data\"\nk = 2\nm = 1\ncapacity = \"1GiB\"\norg = \"net\"\n",
+        std::process::id(),
+        d = dir.display()
+    );
+    for i in 0..3 {
+        t += &format!("[[device]]\nname = \"m{i}\"\nbackend = \"memory\"\nsize = \"64MiB\"\n");
+    }
+    let p = dir.join("node.toml");
+    std::fs::write(&p, t).unwrap();
+    p
+}
+
+#[test]
+fn the_appliance_serves_over_dpdk_and_falls_back_only_when_asked() {
+    let test = "the_appliance_serves_over_dpdk_and_falls_back_only_when_asked";
+    if std::env::var(ROLE).as_deref() == Ok("app-client") {
+        let p = memif("client", &std::env::var("FLINT_DPDK_SOCK").unwrap());
+        let frame = p.max_frame();
+        let key = auth::key_from_hex(&std::env::var("FLINT_DPDK_KEY").unwrap()).unwrap();
+        let cfg = ClientConfig {
+            max_frame: frame,
+            ..ClientConfig::default()
+        };
+        let mut c = Client::connect_via(
+            Box::new(p),
+            "10.9.0.1:7400".parse().unwrap(),
+            "net",
+            &key,
+            cfg,
+        )
+        .unwrap();
+        workload(&mut c);
+        std::process::exit(0);
+    }
+    let flint = env!("CARGO_BIN_EXE_flint");
+    let dir = tempfile::tempdir().unwrap();
+    // A vdev DPDK does not know: a clear error, no silent fallback.
+    let bad = appliance_config(dir.path(), "net_nosuchpmd0", false);
+    let out = Command::new(flint)
+        .arg("--config")
+        .arg(&bad)
+        .args(["serve", "--init"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("dpdk") && err.contains("fallback_to_udp"),
+        "{err}"
+    );
+    // Asked to fall back: it serves on kernel UDP.
+    let fb = appliance_config(dir.path(), "net_nosuchpmd0", true);
+    let mut node = Command::new(flint)
+        .arg("--config")
+        .arg(&fb)
+        .args(["serve", "--init"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = |cfg: &std::path::Path| {
+        Command::new(flint)
+            .arg("--config")
+            .arg(cfg)
+            .arg("status")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    let t0 = std::time::Instant::now();
+    while !status(&fb) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "fallback node never came up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let blob = dir.path().join("blob");
+    std::fs::write(&blob, vec![7u8; 100_000]).unwrap();
+    let put = Command::new(flint)
+        .arg("--config")
+        .arg(&fb)
+        .args(["put", "data/x"])
+        .arg(&blob)
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{put:?}");
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(node.id() as i32, libc::SIGTERM) };
+    assert!(node.wait().unwrap().success());
+
+    // DPDK for real: the appliance on a memif server port, a DPDK client
+    // process on the other end.
+    let sock = dir.path().join("app.sock").display().to_string();
+    let cfg = appliance_config(
+        dir.path(),
+        &format!("net_memif0,role=server,socket={sock},socket-abstract=no"),
+        false,
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    // The memif peer sends to UDP port 7400.
+    let text = text.replace(
+        &text
+            .lines()
+            .find(|l| l.starts_with("data_addr"))
+            .unwrap()
+            .to_string(),
+        "data_addr = \"127.0.0.1:7400\"",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("net.key"));
+    let mut node = Command::new(flint)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["serve", "--init", "--format", "--force"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !status(&cfg) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "DPDK node never came up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let key = std::fs::read_to_string(dir.path().join("net.key")).unwrap();
+    let mut cli = child(
+        test,
+        &[
+            (ROLE, "app-client".into()),
+            ("FLINT_DPDK_SOCK", sock),
+            ("FLINT_DPDK_KEY", key.trim().to_string()),
+        ],
+        None,
+    );
+    let ok = wait_line(&mut cli, "OK");
+    assert!(cli.wait().unwrap().success());
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(node.id() as i32, libc::SIGTERM) };
+    assert!(node.wait().unwrap().success());
+    eprintln!("appliance over memif: {ok}");
 }

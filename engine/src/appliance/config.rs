@@ -108,6 +108,93 @@ pub struct ServerSection {
     /// Seconds after which an idle session expires.
     #[serde(default = "default_idle")]
     pub idle_s: u64,
+    /// `udp` (kernel sockets) or `dpdk` (NIC rings, see `[dpdk]`).
+    #[serde(default)]
+    pub transport: Transport,
+}
+
+/// How the data protocol reaches the network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Kernel UDP sockets.
+    #[default]
+    Udp,
+    /// DPDK: the NIC's rings, polled from user space.
+    Dpdk,
+}
+
+/// `[dpdk]`: the EAL and the port, when `server.transport = "dpdk"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkSection {
+    /// Virtual devices (`net_memif0,role=server,socket=...`,
+    /// `net_af_packet0,iface=eth1`).
+    #[serde(default)]
+    pub vdevs: Vec<String>,
+    /// PCI devices to use (the allow-list); empty: no PCI scan.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// EAL file prefix (several DPDK processes on one machine need their
+    /// own).
+    #[serde(default)]
+    pub file_prefix: Option<String>,
+    /// Keep no shared files (one process, no secondaries).
+    #[serde(default)]
+    pub in_memory: bool,
+    /// `va` or `pa`.
+    #[serde(default = "default_iova")]
+    pub iova: String,
+    /// Ethdev port id.
+    #[serde(default)]
+    pub port: u16,
+    /// This node's IPv4 address on the port's link.
+    pub ip: std::net::Ipv4Addr,
+    /// Link MTU (1500, or 9000 for jumbo frames).
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+    /// Serve on kernel UDP instead when DPDK cannot start (off: a DPDK
+    /// failure stops the node).
+    #[serde(default)]
+    pub fallback_to_udp: bool,
+    /// More EAL arguments, passed as they are.
+    #[serde(default)]
+    pub eal_args: Vec<String>,
+}
+
+fn default_iova() -> String {
+    "va".into()
+}
+fn default_mtu() -> u16 {
+    1500
+}
+
+impl DpdkSection {
+    /// The EAL arguments these settings mean.
+    pub fn eal(&self, cores: &[usize]) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(c) = cores.first() {
+            a.extend(["-l".to_string(), c.to_string()]);
+        }
+        if self.allow.is_empty() {
+            a.push("--no-pci".into());
+        }
+        for d in &self.allow {
+            a.extend(["-a".to_string(), d.clone()]);
+        }
+        for v in &self.vdevs {
+            a.push(format!("--vdev={v}"));
+        }
+        if let Some(p) = &self.file_prefix {
+            a.push(format!("--file-prefix={p}"));
+        }
+        if self.in_memory {
+            a.push("--in-memory".into());
+        }
+        a.push(format!("--iova-mode={}", self.iova));
+        a.extend(self.eal_args.iter().cloned());
+        a
+    }
 }
 
 fn default_data() -> String {
@@ -139,6 +226,7 @@ impl Default for ServerSection {
             max_frame: default_frame(),
             workers: default_workers(),
             idle_s: default_idle(),
+            transport: Transport::Udp,
         }
     }
 }
@@ -195,6 +283,9 @@ pub struct ApplianceConfig {
     /// Server settings.
     #[serde(default)]
     pub server: ServerSection,
+    /// DPDK settings (with `server.transport = "dpdk"`).
+    #[serde(default)]
+    pub dpdk: Option<DpdkSection>,
     /// Organizations to create.
     #[serde(default, rename = "org")]
     pub orgs: Vec<OrgSection>,
@@ -293,6 +384,29 @@ impl ApplianceConfig {
                         ),
                     ));
                 }
+            }
+        }
+        if self.server.transport == Transport::Dpdk {
+            let Some(d) = &self.dpdk else {
+                return Err(bad(
+                    "dpdk",
+                    "server.transport = \"dpdk\" needs a [dpdk] table (vdevs or allow, ip)",
+                ));
+            };
+            if d.vdevs.is_empty() && d.allow.is_empty() {
+                return Err(bad(
+                    "dpdk.vdevs",
+                    "name a vdev or a PCI device in dpdk.allow",
+                ));
+            }
+            if d.iova != "va" && d.iova != "pa" {
+                return Err(bad(
+                    "dpdk.iova",
+                    format!("`{}` is neither va nor pa", d.iova),
+                ));
+            }
+            if !(576..=9216).contains(&d.mtu) {
+                return Err(bad("dpdk.mtu", "between 576 and 9216"));
             }
         }
         if self.engine.shards > 255 {

@@ -137,11 +137,9 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
     check_hugepages(cfg)?;
     let data = cfg.data_addr().map_err(|e| e.to_string())?;
     let mgmt_addr = cfg.mgmt_addr().map_err(|e| e.to_string())?;
-    // Bind first: a port in use is a config error, before devices are
-    // touched.
-    let port = UdpPort::bind(data).map_err(|e| {
-        format!("config: server.data_addr: {e}; stop the other server or choose another port")
-    })?;
+    // The transport first: a port in use, or DPDK that cannot start, is a
+    // config error before devices are touched.
+    let (port, max_frame) = transport(cfg, data)?;
     let devs = open_devices(cfg)?;
     let mut engine = Engine::start(&cfg.reactor).map_err(|e| e.to_string())?;
     let reactors = engine.reactor_stats().len();
@@ -190,10 +188,10 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
     let engine = Arc::new(engine);
     let server = Server::start(
         engine.clone(),
-        Arc::new(port),
+        port,
         ServerConfig {
             credits: cfg.server.credits,
-            max_frame: cfg.server.max_frame,
+            max_frame: cfg.server.max_frame.min(max_frame),
             idle: Duration::from_secs(cfg.server.idle_s.max(1)),
             workers: cfg.server.workers,
         },
@@ -266,6 +264,72 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
     tracing::info!("stopped cleanly");
     println!("flint: stopped cleanly");
     Ok(())
+}
+
+/// Opens the data transport: kernel UDP, or DPDK (falling back to UDP only
+/// when the config asks). Returns the port and the largest frame it
+/// carries.
+fn transport(
+    cfg: &ApplianceConfig,
+    data: std::net::SocketAddr,
+) -> Result<(Arc<dyn flint_dataplane::nic::Port>, usize), String> {
+    let udp = || -> Result<(Arc<dyn flint_dataplane::nic::Port>, usize), String> {
+        let p = UdpPort::bind(data).map_err(|e| {
+            format!("config: server.data_addr: {e}; stop the other server or choose another port")
+        })?;
+        Ok((Arc::new(p), flint_dataplane::nic::MAX_FRAME))
+    };
+    if cfg.server.transport == super::config::Transport::Udp {
+        return udp();
+    }
+    let d = cfg
+        .dpdk
+        .as_ref()
+        .ok_or("config: dpdk: missing [dpdk] table")?;
+    let opened = dpdk_port(cfg, d, data.port());
+    match opened {
+        Ok(x) => Ok(x),
+        Err(e) if d.fallback_to_udp => {
+            tracing::warn!(error = %e, "DPDK unavailable; serving on kernel UDP (dpdk.fallback_to_udp)");
+            udp()
+        }
+        Err(e) => Err(format!(
+            "{e} (set dpdk.fallback_to_udp = true to serve on kernel UDP instead)"
+        )),
+    }
+}
+
+#[cfg(feature = "dpdk")]
+fn dpdk_port(
+    cfg: &ApplianceConfig,
+    d: &super::config::DpdkSection,
+    udp_port: u16,
+) -> Result<(Arc<dyn flint_dataplane::nic::Port>, usize), String> {
+    use flint_dataplane::nic::dpdk::{DpdkConfig, DpdkPort};
+    let p = DpdkPort::open(DpdkConfig {
+        eal_args: d.eal(&cfg.reactor.cores),
+        port: d.port,
+        ip: d.ip,
+        udp_port,
+        mtu: d.mtu,
+        rx_queues: 1,
+    })
+    .map_err(|e| format!("dpdk: {e}"))?;
+    let frame = p.max_frame();
+    Ok((Arc::new(p), frame))
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn dpdk_port(
+    _cfg: &ApplianceConfig,
+    _d: &super::config::DpdkSection,
+    _udp_port: u16,
+) -> Result<(Arc<dyn flint_dataplane::nic::Port>, usize), String> {
+    Err(
+        "server.transport = \"dpdk\" but this flint was built without DPDK \
+         (cargo build --release -p flint-engine --features dpdk)"
+            .into(),
+    )
 }
 
 /// Creates the config's organizations (writing their keys) and file
