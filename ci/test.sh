@@ -76,7 +76,7 @@ scripts/appliance.sh stop "$app/node.toml"
 rm -rf "$app"
 
 step "benchmark smoke runs"
-cargo build --release -p flint-bench --features isal
+cargo build --release -p flint-bench --features isal,dpdk
 bench=target/release/flint-bench
 tmp=$(mktemp -d /var/tmp/flint-ci.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
@@ -88,6 +88,7 @@ $bench ec --time 0.3
 $bench pipeline --size-mib 8
 $bench engine --time 0.3 --size-mib 64
 $bench remote --time 0.5 --size-mib 16
+$bench net --time 0.5
 cargo run --release -q -p flint-engine --features isal --example demo -- "$tmp/demo"
 
 step "all passed"

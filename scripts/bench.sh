@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release -p flint-bench --features isal
+cargo build --release -p flint-bench --features isal,dpdk
 mkdir -p data
 bench=target/release/flint-bench
 $bench device --backend uring --path data/bench.img --size 256MiB --time 5
@@ -16,3 +16,4 @@ $bench ec
 $bench pipeline --size-mib 64
 $bench engine
 $bench remote
+$bench net

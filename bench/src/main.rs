@@ -10,6 +10,8 @@
 //! - `flint-bench ec`: erasure-code encoding beside ISA-L.
 //! - `flint-bench pipeline`: the write pipeline beside its raw codecs.
 //! - `flint-bench engine`: store reads beside raw device reads.
+//! - `flint-bench net` (feature `dpdk`): the protocol over DPDK memif beside
+//!   kernel UDP.
 //! - `flint-bench remote`: the data protocol over loopback beside a UDP
 //!   echo, and remote sequential I/O beside the engine in-process.
 
@@ -18,6 +20,8 @@ mod device;
 mod ec;
 mod engine;
 mod fio;
+#[cfg(feature = "dpdk")]
+mod net;
 mod pipeline;
 mod remote;
 mod report;
@@ -51,6 +55,8 @@ USAGE:
       --dataset random|text|mixed|all (all)
   flint-bench engine [options]   store 4 KiB random reads, healthy and degraded
       --time SECS --k N --m N --size-mib N (2 4 2 64) --json
+  flint-bench net [options]      (feature dpdk) the protocol over DPDK memif vs kernel UDP
+      --time SECS (2) --json
   flint-bench remote [options]   protocol reads vs UDP echo; remote vs embedded 1 MiB I/O
       --time SECS --qd N --shards N --size-mib N --workers N (3 32 1 64 4) --json
 ";
@@ -80,6 +86,8 @@ fn main() {
         "pipeline" => pipeline::main(a),
         "engine" => engine::main(a),
         "remote" => remote::main(a),
+        #[cfg(feature = "dpdk")]
+        "net" => net::main(a),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

@@ -49,6 +49,9 @@ fn corpus() -> Vec<Vec<u8>> {
         Request::List { fs: "data".into() },
         Request::Unlink { ino: 7 },
         Request::Truncate { ino: 7, size: 100 },
+        Request::Ping {
+            payload: vec![1; 16],
+        },
     ];
     let mut msgs: Vec<(Kind, Vec<u8>)> = Vec::new();
     for r in reqs {

@@ -541,13 +541,16 @@ impl Port for DpdkPort {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(None);
             }
-            // Poll, then back off a little when idle (adaptive: these
-            // machines have two cores shared with everything else).
+            // Poll; when idle, give the CPU away between polls, and after
+            // a while sleep briefly (adaptive: these machines have two
+            // cores shared with everything else).
             idle += 1;
-            if idle > 64 {
-                std::thread::sleep(Duration::from_micros(20));
-            } else {
+            if idle < 64 {
                 std::hint::spin_loop();
+            } else if idle < 4096 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
             }
         }
     }

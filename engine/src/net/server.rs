@@ -398,7 +398,11 @@ fn receive(s: &Arc<Shared>, jobs: mpsc::Sender<Job>) {
             Kind::Auth if h.pkts == 1 => on_auth(s, &h, payload, from),
             Kind::Request => {
                 if let Some(job) = on_request(s, &h, off, payload, from) {
-                    if let Some(job) = dispatch_direct(s, job) {
+                    if job.msg.first() == Some(&9) {
+                        // Ping: answered here, the payload echoed.
+                        let body = job.msg[1..].to_vec();
+                        finish(s, &job, ("ping", 0, 0, body), Instant::now());
+                    } else if let Some(job) = dispatch_direct(s, job) {
                         let _ = jobs.send(job);
                     }
                 }
@@ -846,6 +850,7 @@ fn run(s: &Shared, ctx: &Ctx, req: Request) -> Outcome {
             }
             Err(er) => err("unlink", &er),
         },
+        Request::Ping { payload } => ("ping", 0, 0, payload),
         Request::Truncate { ino, size } => match e.truncate(ino, size) {
             Ok(()) => ("truncate", 0, 0, Vec::new()),
             Err(er) => err("truncate", &er),

@@ -354,6 +354,12 @@ pub enum Request {
         /// New size.
         size: u64,
     },
+    /// Answered by the server's receive side at once, with the payload
+    /// echoed: the protocol and transport alone (a small RPC).
+    Ping {
+        /// Echoed bytes.
+        payload: Vec<u8>,
+    },
 }
 
 impl Request {
@@ -384,6 +390,10 @@ impl Request {
             }
             Request::Truncate { ino, size } => {
                 w.u8(8).u64(*ino).u64(*size);
+            }
+            Request::Ping { payload } => {
+                w.u8(9);
+                w.buf.extend_from_slice(payload);
             }
         }
     }
@@ -425,6 +435,12 @@ impl Request {
                 ino: r.u64("ino")?,
                 size: r.u64("size")?,
             },
+            9 => {
+                let n = r.remaining();
+                Request::Ping {
+                    payload: r.take(n, "payload")?.to_vec(),
+                }
+            }
             _ => return Err(DecodeError { what: "op" }),
         };
         if r.remaining() != 0 {
@@ -679,13 +695,16 @@ mod tests {
             Request::List { fs: "x".into() },
             Request::Unlink { ino: 3 },
             Request::Truncate { ino: 3, size: 10 },
+            Request::Ping {
+                payload: vec![1, 2],
+            },
         ];
         for r in reqs {
             let mut w = Writer::default();
             r.encode(&mut w);
             assert_eq!(Request::decode(&w.buf).unwrap(), r);
             for cut in 0..w.buf.len() {
-                if !matches!(r, Request::Write { .. }) || cut < 17 {
+                if !matches!(r, Request::Write { .. } | Request::Ping { .. }) || cut < 17 {
                     assert!(Request::decode(&w.buf[..cut]).is_err(), "{r:?} cut {cut}");
                 }
             }
