@@ -101,10 +101,14 @@ impl Rng {
 }
 
 /// Runs this test binary's test `name` as a child process with `env` set,
-/// SIGKILLs it after `after`, and returns every line it printed.
+/// SIGKILLs it `after` it printed its first acknowledgement ("ACK" or
+/// "SYNCED" in a line; or
+/// after 60 s without one: a loaded machine must not turn into rounds that
+/// test nothing), and returns every line it printed.
 pub fn run_and_kill(name: &str, env: &[(&str, String)], after: std::time::Duration) -> Vec<String> {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
+    use std::sync::mpsc;
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", name, "--nocapture", "--test-threads=1"])
         .stdout(Stdio::piped())
@@ -114,12 +118,18 @@ pub fn run_and_kill(name: &str, env: &[(&str, String)], after: std::time::Durati
     }
     let mut child = cmd.spawn().unwrap();
     let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
     let reader = std::thread::spawn(move || {
-        BufReader::new(out)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<String>>()
+        let mut lines = Vec::new();
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains("ACK") || line.contains("SYNCED") {
+                let _ = tx.send(());
+            }
+            lines.push(line);
+        }
+        lines
     });
+    let _ = rx.recv_timeout(std::time::Duration::from_secs(60));
     std::thread::sleep(after);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
