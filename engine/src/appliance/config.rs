@@ -210,7 +210,7 @@ fn default_frame() -> usize {
     crate::net::wire::DEFAULT_FRAME
 }
 fn default_workers() -> usize {
-    4
+    16
 }
 fn default_idle() -> u64 {
     60

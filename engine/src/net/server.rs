@@ -47,7 +47,7 @@ impl Default for ServerConfig {
             credits: 64,
             max_frame: wire::DEFAULT_FRAME,
             idle: Duration::from_secs(60),
-            workers: 4,
+            workers: 16,
         }
     }
 }
