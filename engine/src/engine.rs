@@ -118,6 +118,105 @@ fn deliver_drops(
     });
 }
 
+/// An asynchronous read on its way through the reactors.
+struct AsyncRead {
+    done: Option<Box<dyn FnOnce(Result<Vec<u8>>) + Send>>,
+    size: Option<u64>,
+    piece: Option<(Vec<u8>, Vec<RemoteRead>)>,
+    out: Vec<u8>,
+    fills: usize,
+}
+
+/// Runs `f` on this reactor's store of `shard`.
+fn with_shard<R>(
+    core: &mut Core,
+    shard: u32,
+    f: impl FnOnce(&mut Store) -> Result<R>,
+) -> Result<R> {
+    match shards_of(core).0.get_mut(&shard) {
+        Some(s) => f(s),
+        None => Err(StoreError::NotFound {
+            what: format!("shard {shard} on this reactor (it moved; retry)"),
+        }),
+    }
+}
+
+/// Completes an asynchronous read once (later calls do nothing).
+fn finish_read(st: &std::sync::Mutex<AsyncRead>, r: Result<Vec<u8>>) {
+    let done = st.lock().ok().and_then(|mut g| g.done.take());
+    if let Some(done) = done {
+        done(r);
+    }
+}
+
+/// Once the size and the bytes are in: fetches shared blocks from their
+/// owners, or completes.
+fn continue_read(
+    core: &mut Core,
+    st: &Arc<std::sync::Mutex<AsyncRead>>,
+    routes: &Arc<Routes>,
+    offset: u64,
+    want: u64,
+) {
+    let remote = {
+        let Ok(mut g) = st.lock() else { return };
+        let (Some(size), true) = (g.size, g.piece.is_some()) else {
+            return;
+        };
+        let (bytes, remote) = g.piece.take().expect("checked above");
+        let n = size.min(want).saturating_sub(offset) as usize;
+        g.out = bytes;
+        g.out.truncate(n);
+        let remote: Vec<RemoteRead> = remote
+            .into_iter()
+            .filter(|r| r.at < n)
+            .map(|r| RemoteRead {
+                len: r.len.min(n - r.at),
+                ..r
+            })
+            .collect();
+        let mut per: HashMap<(u32, FsId), Vec<RemoteRead>> = HashMap::new();
+        for r in remote {
+            per.entry((r.owner, r.fs)).or_default().push(r);
+        }
+        g.fills = per.len();
+        per
+    };
+    if remote.is_empty() {
+        let out = st
+            .lock()
+            .map(|mut g| std::mem::take(&mut g.out))
+            .unwrap_or_default();
+        finish_read(st, Ok(out));
+        return;
+    }
+    for ((owner, fs), reads) in remote {
+        let st2 = st.clone();
+        let sent = core.send(routes.owner(owner), move |core| {
+            let keys: Vec<u128> = reads.iter().map(|r| r.key).collect();
+            match with_shard(core, owner, |s| s.read_shared(fs, &keys)) {
+                Ok(blocks) => {
+                    let out = {
+                        let Ok(mut g) = st2.lock() else { return };
+                        for (r, b) in reads.iter().zip(blocks.chunks(BLOCK)) {
+                            g.out[r.at..r.at + r.len].copy_from_slice(&b[r.skip..r.skip + r.len]);
+                        }
+                        g.fills -= 1;
+                        (g.fills == 0).then(|| std::mem::take(&mut g.out))
+                    };
+                    if let Some(out) = out {
+                        finish_read(&st2, Ok(out));
+                    }
+                }
+                Err(e) => finish_read(&st2, Err(e)),
+            }
+        });
+        if let Err(e) = sent {
+            finish_read(st, Err(e.into()));
+        }
+    }
+}
+
 /// Groups dropped references by owner shard.
 fn by_owner(drops: Vec<SharedDrop>) -> HashMap<u32, Vec<(FsId, u128)>> {
     let mut out: HashMap<u32, Vec<(FsId, u128)>> = HashMap::new();
@@ -669,6 +768,78 @@ impl Engine {
         }
         self.fill_remote(&mut out, remote)?;
         Ok(out)
+    }
+
+    /// Reads like [`Engine::read`] without blocking the caller: the read
+    /// travels as tasks from reactor to reactor (the home for the size and
+    /// the range shard for the bytes at once, then the owners of shared
+    /// blocks) and `done` runs on the reactor that finishes it. Reads that
+    /// span ranges are refused (`Invalid`): use [`Engine::read`].
+    pub fn read_async(
+        &self,
+        ino: Ino,
+        offset: u64,
+        len: usize,
+        done: impl FnOnce(Result<Vec<u8>>) + Send + 'static,
+    ) {
+        let home = self.map.shard_of_ino(ino);
+        let state = Arc::new(std::sync::Mutex::new(AsyncRead {
+            done: Some(Box::new(done)),
+            size: None,
+            piece: None,
+            out: Vec::new(),
+            fills: 0,
+        }));
+        let want = offset.saturating_add(len as u64);
+        if len == 0 || offset / RANGE_BYTES != (want - 1) / RANGE_BYTES {
+            finish_read(
+                &state,
+                Err(StoreError::Invalid {
+                    reason: "an asynchronous read must lie within one 1 MiB range".into(),
+                }),
+            );
+            return;
+        }
+        let routes = self.routes.clone();
+        if self.map.shards() == 1 {
+            let st = state.clone();
+            let sent = self.set.send(self.map.owner(home), move |core| {
+                let r = with_shard(core, home, |s| s.read(ino, offset, len));
+                finish_read(&st, r);
+            });
+            if let Err(e) = sent {
+                finish_read(&state, Err(e.into()));
+            }
+            return;
+        }
+        let range = self.map.shard_of_range(ino, offset / RANGE_BYTES);
+        let (st, r2) = (state.clone(), routes.clone());
+        let a = self.set.send(self.map.owner(home), move |core| {
+            match with_shard(core, home, |s| s.stat(ino)) {
+                Ok(stat) => {
+                    if let Ok(mut g) = st.lock() {
+                        g.size = Some(stat.size);
+                    }
+                    continue_read(core, &st, &r2, offset, want);
+                }
+                Err(e) => finish_read(&st, Err(e)),
+            }
+        });
+        let (st, r2) = (state.clone(), routes);
+        let b = self.set.send(self.map.owner(range), move |core| {
+            match with_shard(core, range, |s| s.read_part_mapped(ino, offset, len)) {
+                Ok(p) => {
+                    if let Ok(mut g) = st.lock() {
+                        g.piece = Some(p);
+                    }
+                    continue_read(core, &st, &r2, offset, want);
+                }
+                Err(e) => finish_read(&st, Err(e)),
+            }
+        });
+        if let Err(e) = a.and(b) {
+            finish_read(&state, Err(e.into()));
+        }
     }
 
     /// Copies blocks kept in shared pools into a read's output, fetching

@@ -393,3 +393,36 @@ fn seal_timers_make_shared_writes_durable_without_a_sync() {
     assert!(problems.is_empty(), "{problems:?}");
     e.close().unwrap();
 }
+
+#[test]
+fn asynchronous_reads_match_synchronous_ones() {
+    let devs = memory_devices(5, 64);
+    let mut e = two_reactors();
+    e.format(devs.clone(), config(), false).unwrap();
+    e.open(present(&devs)).unwrap();
+    let fs = e.fs_create("a", 3, 2, true, 1 << 40).unwrap();
+    let ino = e.create(fs, "f").unwrap();
+    let mut rng = Rng(8);
+    let data = rng.data(3 << 20);
+    e.write(ino, 0, data.clone()).unwrap();
+    e.write(ino, 5 << 20, vec![4; 10_000]).unwrap();
+    let size = (5 << 20) + 10_000u64;
+    for _ in 0..200 {
+        let off = rng.below(size + 8192);
+        let range_end = (off / (1 << 20) + 1) << 20;
+        let len = (1 + rng.below(70_000)).min(range_end - off) as usize;
+        let (tx, rx) = std::sync::mpsc::channel();
+        e.read_async(ino, off, len, move |r| tx.send(r).unwrap());
+        let got = rx.recv().unwrap().unwrap();
+        assert_eq!(
+            got,
+            e.read(ino, off, len).unwrap(),
+            "offset {off} len {len}"
+        );
+    }
+    // Across a range boundary it refuses (the synchronous read serves it).
+    let (tx, rx) = std::sync::mpsc::channel();
+    e.read_async(ino, (1 << 20) - 10, 20, move |r| tx.send(r).unwrap());
+    assert!(rx.recv().unwrap().is_err());
+    e.close().unwrap();
+}

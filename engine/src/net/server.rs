@@ -668,16 +668,22 @@ fn finish(s: &Shared, job: &Job, (op, bytes, status, body): Outcome, t0: Instant
     );
 }
 
-/// The fast path: a read of a file the session may touch, on an engine of
-/// one shard, runs on the shard's reactor and is answered from there — no
-/// worker thread in between. Gives the job back when it does not qualify.
+/// The fast path: a read within one 1 MiB range of a file the session may
+/// touch travels through the reactors by itself ([`Engine::read_async`])
+/// and is answered from the reactor that finishes it — no worker thread
+/// waits on it. Gives the job back when it does not qualify.
 fn dispatch_direct(s: &Arc<Shared>, job: Job) -> Option<Job> {
-    if s.engine.shard_map().shards() != 1 || job.msg.first() != Some(&2) {
+    if job.msg.first() != Some(&2) {
         return Some(job);
     }
     let Ok(Request::Read { ino, offset, len }) = Request::decode(&job.msg) else {
         return Some(job);
     };
+    let range = crate::control::RANGE_BYTES;
+    let end = offset.saturating_add(u64::from(len));
+    if len == 0 || offset / range != (end - 1) / range {
+        return Some(job);
+    }
     let known = job
         .ctx
         .files
@@ -689,24 +695,13 @@ fn dispatch_direct(s: &Arc<Shared>, job: Job) -> Option<Job> {
     }
     let t0 = Instant::now();
     let shared = s.clone();
-    let (session, request) = (job.session, job.request);
-    let sent = s.engine.shard_task(0, move |store| {
-        let outcome = match store.read(ino, offset, len as usize) {
+    s.engine.read_async(ino, offset, len as usize, move |r| {
+        let outcome = match r {
             Ok(data) => ("read", data.len() as u64, 0, data),
             Err(e) => ("read", 0, e.errno(), Vec::new()),
         };
         finish(&shared, &job, outcome, t0);
-        Ok(())
     });
-    // The task answers by itself; its handle is not needed. A full inbox
-    // drops the request, which the client's retransmission brings back.
-    if sent.is_err() {
-        if let Ok(mut m) = s.sessions.lock() {
-            if let Some(x) = m.get_mut(&session) {
-                x.busy.remove(&request);
-            }
-        }
-    }
     None
 }
 
