@@ -118,9 +118,12 @@ fn deliver_drops(
     });
 }
 
+/// What an asynchronous read calls when it completes.
+type ReadDone = Box<dyn FnOnce(Result<Vec<u8>>) + Send>;
+
 /// An asynchronous read on its way through the reactors.
 struct AsyncRead {
-    done: Option<Box<dyn FnOnce(Result<Vec<u8>>) + Send>>,
+    done: Option<ReadDone>,
     size: Option<u64>,
     piece: Option<(Vec<u8>, Vec<RemoteRead>)>,
     out: Vec<u8>,
