@@ -23,6 +23,8 @@ use flint_engine::net::client::{Client, ClientConfig};
 use flint_engine::net::server::{Server, ServerConfig};
 
 const ROLE: &str = "FLINT_DPDK_ROLE";
+/// The veth pair's MTU in the af_packet test: jumbo frames end to end.
+const JUMBO: u16 = 9000;
 
 /// A node serving an in-memory engine on `port`; prints `READY <key>`.
 fn serve(port: Arc<dyn Port>, frame: usize) -> ! {
@@ -97,7 +99,11 @@ fn workload(c: &mut Client) {
         c.write(ino, i * 4096, &[i as u8; 4096]).unwrap();
         assert_eq!(c.read(ino, i * 4096, 4096).unwrap(), vec![i as u8; 4096]);
     }
-    println!("OK retransmits={}", c.stats().retransmits);
+    println!(
+        "OK retransmits={} frame={}",
+        c.stats().retransmits,
+        c.max_frame()
+    );
 }
 
 fn memif(role: &str, sock: &str) -> DpdkPort {
@@ -226,7 +232,7 @@ fn kernel_udp_client_talks_to_a_dpdk_server_on_af_packet() {
                     "--no-pci".into(),
                     format!("--file-prefix=flint-afp-{}", std::process::id()),
                     format!(
-                        "--vdev=net_af_packet0,iface={}",
+                        "--vdev=net_af_packet0,iface={},framesz=10240,blocksz=20480",
                         std::env::var("FLINT_DPDK_IF").unwrap()
                     ),
                     "-l".into(),
@@ -234,7 +240,7 @@ fn kernel_udp_client_talks_to_a_dpdk_server_on_af_packet() {
                 ],
                 ip: Ipv4Addr::new(10, 78, 0, 2),
                 udp_port: 7400,
-                mtu: 1500,
+                mtu: JUMBO,
                 ..DpdkConfig::default()
             })
             .unwrap();
@@ -244,7 +250,7 @@ fn kernel_udp_client_talks_to_a_dpdk_server_on_af_packet() {
         Ok("udp-server") => {
             let p = flint_dataplane::nic::udp::UdpPort::bind("10.78.0.2:7400".parse().unwrap())
                 .unwrap();
-            serve(Arc::new(p), 1472)
+            serve(Arc::new(p), usize::from(JUMBO) - 28)
         }
         Ok("afp-client") => {
             let p = DpdkPort::open(DpdkConfig {
@@ -252,7 +258,7 @@ fn kernel_udp_client_talks_to_a_dpdk_server_on_af_packet() {
                     "--no-pci".into(),
                     format!("--file-prefix=flint-afc-{}", std::process::id()),
                     format!(
-                        "--vdev=net_af_packet0,iface={}",
+                        "--vdev=net_af_packet0,iface={},framesz=10240,blocksz=20480",
                         std::env::var("FLINT_DPDK_IF").unwrap()
                     ),
                     "-l".into(),
@@ -260,7 +266,7 @@ fn kernel_udp_client_talks_to_a_dpdk_server_on_af_packet() {
                 ],
                 ip: Ipv4Addr::new(10, 78, 0, 3),
                 udp_port: 7401,
-                mtu: 1500,
+                mtu: JUMBO,
                 ..DpdkConfig::default()
             })
             .unwrap();
@@ -281,8 +287,9 @@ fn kernel_udp_client_talks_to_a_dpdk_server_on_af_packet() {
             for i in 0..200u32 {
                 let _ = junk.send_to(&i.to_le_bytes().repeat(20), "10.78.0.2:7400");
             }
+            // Jumbo frames: 8972-byte datagrams on a 9000-byte MTU.
             let cfg = ClientConfig {
-                max_frame: 1472,
+                max_frame: usize::from(JUMBO) - 28,
                 ..ClientConfig::default()
             };
             let mut c =
@@ -308,7 +315,7 @@ fn kernel_udp_client_talks_to_a_dpdk_server_on_af_packet() {
     let r = std::panic::catch_unwind(|| {
         sh(&format!(
             "ip link add fva{id} netns {a} type veth peer name fvb{id} netns {b} && \
-             ip -n {a} link set fva{id} up && ip -n {b} link set fvb{id} up && \
+             ip -n {a} link set fva{id} up mtu {JUMBO} && ip -n {b} link set fvb{id} up mtu {JUMBO} && \
              ip -n {a} link set lo up && ip -n {a} addr add 10.78.0.1/24 dev fva{id}"
         ));
         let mut srv = child(
@@ -337,6 +344,7 @@ fn kernel_udp_client_talks_to_a_dpdk_server_on_af_packet() {
             .unwrap();
         assert!(malformed >= 200, "{counters}");
         let _ = srv.wait();
+        assert!(ok.contains("frame=8972"), "jumbo frames: {ok}");
         eprintln!("af_packet, kernel client -> DPDK server: {ok}; {counters}");
 
         // The reverse: a DPDK client on af_packet, a kernel-UDP server.
@@ -356,6 +364,7 @@ fn kernel_udp_client_talks_to_a_dpdk_server_on_af_packet() {
         assert!(cli.wait().unwrap().success());
         drop(srv.stdin.take());
         let _ = srv.wait();
+        assert!(ok.contains("frame=8972"), "jumbo frames: {ok}");
         eprintln!("af_packet, DPDK client -> kernel server: {ok}");
     });
     let _ = Command::new("sh").arg("-c").arg(&cleanup).status();

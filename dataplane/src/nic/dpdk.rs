@@ -217,8 +217,11 @@ impl DpdkPort {
                     cfg.port, info.max_rx_queues, cfg.rx_queues
                 )));
             }
-            let room = usize::from(cfg.mtu) + ETH + 4 + sys::RTE_PKTMBUF_HEADROOM as usize;
-            let room = room.max(sys::RTE_MBUF_DEFAULT_BUF_SIZE as usize) as u16;
+            // A whole frame in one segment, with slack for PMDs whose
+            // receive slots carry a header of their own (af_packet's).
+            let data = (usize::from(cfg.mtu) + ETH + 4 + 1024).next_multiple_of(1024);
+            let room = (data + sys::RTE_PKTMBUF_HEADROOM as usize)
+                .max(sys::RTE_MBUF_DEFAULT_BUF_SIZE as usize) as u16;
             let name = CString::new(format!("flint-mbufs-{}", cfg.port)).expect("no NUL");
             let pool = sys::rte_pktmbuf_pool_create(
                 name.as_ptr(),

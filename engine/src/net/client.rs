@@ -214,6 +214,11 @@ impl Client {
         self.session
     }
 
+    /// The largest frame this session sends and receives (negotiated).
+    pub fn max_frame(&self) -> usize {
+        self.frame
+    }
+
     /// Requests in flight now.
     pub fn in_flight(&self) -> usize {
         self.flights.len()
