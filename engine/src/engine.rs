@@ -514,6 +514,37 @@ impl Engine {
         out
     }
 
+    /// Installs `f` as a poller on `reactor`, for a device the reactor
+    /// polls (a NIC queue): called every loop iteration, it says whether it
+    /// did work, or returns `None` when finished (it is then dropped). An
+    /// adaptive reactor that parks is woken every `wake` to poll it (a NIC
+    /// raises no interrupt).
+    pub fn reactor_poller(
+        &self,
+        reactor: usize,
+        wake: Duration,
+        mut f: impl FnMut() -> Option<bool> + Send + 'static,
+    ) -> Result<()> {
+        self.set.call(reactor, move |core| {
+            let timer = Arc::new(std::sync::Mutex::new(None));
+            let t = timer.clone();
+            core.add_poller(poller_fn("nic", move |core| match f() {
+                Some(work) => PollStatus::from_work(work),
+                None => {
+                    if let Some(id) = t.lock().ok().and_then(|mut g| g.take()) {
+                        core.cancel_timer(id);
+                    }
+                    PollStatus::Done
+                }
+            }));
+            let id = core.add_periodic(wake, |_| {});
+            if let Ok(mut g) = timer.lock() {
+                *g = Some(id);
+            };
+        })?;
+        Ok(())
+    }
+
     /// Runs `f` on shard 0's store (the whole engine when it has one shard).
     pub fn call<R: Send + 'static>(
         &self,

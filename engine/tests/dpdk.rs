@@ -107,6 +107,10 @@ fn workload(c: &mut Client) {
 }
 
 fn memif(role: &str, sock: &str) -> DpdkPort {
+    memif_queues(role, sock, 1)
+}
+
+fn memif_queues(role: &str, sock: &str, queues: u16) -> DpdkPort {
     let (ip, udp) = if role == "server" {
         (Ipv4Addr::new(10, 9, 0, 1), 7400)
     } else {
@@ -123,6 +127,7 @@ fn memif(role: &str, sock: &str) -> DpdkPort {
         ip,
         udp_port: udp,
         mtu: 1500,
+        queues,
         ..DpdkConfig::default()
     })
     .unwrap()
@@ -397,12 +402,12 @@ fn dpdk_errors_are_clear() {
         .unwrap();
         assert!(missing.to_string().contains("no DPDK port 5"), "{missing}");
         let queues = DpdkPort::open_port(DpdkConfig {
-            rx_queues: 1000,
+            queues: 1000,
             ..DpdkConfig::default()
         })
         .err()
         .unwrap();
-        assert!(queues.to_string().contains("receive queues"), "{queues}");
+        assert!(queues.to_string().contains("1000 asked for"), "{queues}");
         println!("OK");
         std::process::exit(0);
     }
@@ -445,22 +450,25 @@ fn appliance_config(dir: &std::path::Path, vdev: &str, fallback: bool) -> std::p
 fn the_appliance_serves_over_dpdk_and_falls_back_only_when_asked() {
     let test = "the_appliance_serves_over_dpdk_and_falls_back_only_when_asked";
     if std::env::var(ROLE).as_deref() == Ok("app-client") {
-        let p = memif("client", &std::env::var("FLINT_DPDK_SOCK").unwrap());
+        // Two queue pairs: a session on each, so both of the node's
+        // reactors poll traffic (memif pairs queue i with queue i).
+        let p = Arc::new(memif_queues(
+            "client",
+            &std::env::var("FLINT_DPDK_SOCK").unwrap(),
+            2,
+        ));
         let frame = p.max_frame();
         let key = auth::key_from_hex(&std::env::var("FLINT_DPDK_KEY").unwrap()).unwrap();
-        let cfg = ClientConfig {
-            max_frame: frame,
-            ..ClientConfig::default()
-        };
-        let mut c = Client::connect_via(
-            Box::new(p),
-            "10.9.0.1:7400".parse().unwrap(),
-            "net",
-            &key,
-            cfg,
-        )
-        .unwrap();
-        workload(&mut c);
+        for q in p.queues() {
+            let cfg = ClientConfig {
+                max_frame: frame,
+                timeout: Duration::from_secs(5),
+                ..ClientConfig::default()
+            };
+            let server = "10.9.0.1:7400".parse().unwrap();
+            let mut c = Client::connect_via(Box::new(q), server, "net", &key, cfg).unwrap();
+            workload(&mut c);
+        }
         std::process::exit(0);
     }
     let flint = env!("CARGO_BIN_EXE_flint");

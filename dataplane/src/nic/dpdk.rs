@@ -4,8 +4,12 @@
 //! polled from user space. Frames are exactly the kernel UDP port's, so a
 //! kernel-UDP client talks to a DPDK server and the reverse.
 //!
-//! One rx/tx queue pair, polled by the thread that receives; sends from any
-//! thread take the transmit queue's lock (DPDK queues are single-threaded).
+//! One rx/tx queue pair per reactor (each with its own mbuf pool), spread
+//! by RSS when the device has several; [`DpdkPort::queues`] hands out one
+//! [`Port`] per queue for its reactor to poll. A device with a single queue
+//! gets one, and the receiving side hands work to other cores in software.
+//! Sends from any thread take the queue's transmit lock (DPDK queues are
+//! single-threaded).
 //! ARP: requests for our address are answered and every peer's address is
 //! learned from its frames; a frame to an unknown peer sends an ARP request
 //! and is dropped (the protocol retransmits). IPv4 and UDP checksums are
@@ -40,8 +44,9 @@ pub struct DpdkConfig {
     pub udp_port: u16,
     /// Link MTU (1500; 9000 for jumbo frames).
     pub mtu: u16,
-    /// Receive queues asked for (1: one reactor receives).
-    pub rx_queues: u16,
+    /// Queue pairs (receive and transmit) asked for, one per reactor that
+    /// polls; 0: as many as the device has, up to 64.
+    pub queues: u16,
 }
 
 impl Default for DpdkConfig {
@@ -52,7 +57,7 @@ impl Default for DpdkConfig {
             ip: Ipv4Addr::new(10, 0, 0, 1),
             udp_port: 7400,
             mtu: 9000,
-            rx_queues: 1,
+            queues: 1,
         }
     }
 }
@@ -164,13 +169,18 @@ struct Rx {
     at: usize,
 }
 
+/// One queue pair with its own mbuf pool.
+struct Queue {
+    pool: *mut sys::rte_mempool,
+    rx: Mutex<Rx>,
+    tx: Mutex<()>,
+}
+
 /// A DPDK ethdev port carrying the protocol's frames.
 pub struct DpdkPort {
     cfg: DpdkConfig,
     mac: [u8; 6],
-    pool: *mut sys::rte_mempool,
-    rx: Mutex<Rx>,
-    tx: Mutex<()>,
+    queues: Vec<Queue>,
     arp: Mutex<HashMap<Ipv4Addr, [u8; 6]>>,
     ip_id: AtomicU64,
     /// Counters.
@@ -211,10 +221,17 @@ impl DpdkPort {
             if sys::rte_eth_dev_info_get(cfg.port, &mut info) != 0 {
                 return Err(err("rte_eth_dev_info_get"));
             }
-            if info.max_rx_queues < cfg.rx_queues || info.max_tx_queues < 1 {
+            let most = info.max_rx_queues.min(info.max_tx_queues).max(1);
+            let n = if cfg.queues == 0 {
+                most.min(64)
+            } else {
+                cfg.queues
+            };
+            if n > most {
                 return Err(io::Error::other(format!(
-                    "DPDK port {} has {} receive queues, {} asked for: lower rx_queues or use a NIC with more",
-                    cfg.port, info.max_rx_queues, cfg.rx_queues
+                    "DPDK port {} has {} receive and {} transmit queues, {} asked for: \
+                     ask for fewer queues or use a NIC with more",
+                    cfg.port, info.max_rx_queues, info.max_tx_queues, n
                 )));
             }
             // A whole frame in one segment, with slack for PMDs whose
@@ -222,42 +239,57 @@ impl DpdkPort {
             let data = (usize::from(cfg.mtu) + ETH + 4 + 1024).next_multiple_of(1024);
             let room = (data + sys::RTE_PKTMBUF_HEADROOM as usize)
                 .max(sys::RTE_MBUF_DEFAULT_BUF_SIZE as usize) as u16;
-            let name = CString::new(format!("flint-mbufs-{}", cfg.port)).expect("no NUL");
-            let pool = sys::rte_pktmbuf_pool_create(
-                name.as_ptr(),
-                4095,
-                128,
-                0,
-                room,
-                sys::rte_socket_id() as i32,
-            );
-            if pool.is_null() {
-                return Err(err(
-                    "cannot create the mbuf pool (memory: -m, or hugepages)",
-                ));
+            // An mbuf pool per queue (per core: no sharing on the data path).
+            let mut pools: Vec<*mut sys::rte_mempool> = Vec::new();
+            let free_all = |pools: &[*mut sys::rte_mempool]| {
+                for &p in pools {
+                    sys::rte_mempool_free(p);
+                }
+            };
+            for q in 0..n {
+                let name = CString::new(format!("flint-mbufs-{}-{q}", cfg.port)).expect("no NUL");
+                let pool = sys::rte_pktmbuf_pool_create(
+                    name.as_ptr(),
+                    2047,
+                    128,
+                    0,
+                    room,
+                    sys::rte_socket_id() as i32,
+                );
+                if pool.is_null() {
+                    let e = err("cannot create an mbuf pool (memory: -m, or hugepages)");
+                    free_all(&pools);
+                    return Err(e);
+                }
+                pools.push(pool);
             }
             let mut conf: sys::rte_eth_conf = std::mem::zeroed();
             conf.rxmode.mtu = u32::from(cfg.mtu);
-            if sys::rte_eth_dev_configure(cfg.port, cfg.rx_queues, 1, &conf) != 0 {
+            if n > 1 {
+                // Spread flows over the queues by hash (RSS).
+                conf.rxmode.mq_mode = sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
+                conf.rx_adv_conf.rss_conf.rss_hf = info.flow_type_rss_offloads;
+            }
+            if sys::rte_eth_dev_configure(cfg.port, n, n, &conf) != 0 {
                 // Some PMDs refuse the MTU in configure; try the default.
                 conf.rxmode.mtu = 0;
-                if sys::rte_eth_dev_configure(cfg.port, cfg.rx_queues, 1, &conf) != 0 {
-                    sys::rte_mempool_free(pool);
-                    return Err(err("rte_eth_dev_configure"));
+                if sys::rte_eth_dev_configure(cfg.port, n, n, &conf) != 0 {
+                    let e = err("rte_eth_dev_configure");
+                    free_all(&pools);
+                    return Err(e);
                 }
             }
             let socket = sys::rte_socket_id();
-            for q in 0..cfg.rx_queues {
+            for q in 0..n {
+                let pool = pools[usize::from(q)];
                 if sys::rte_eth_rx_queue_setup(cfg.port, q, 1024, socket, std::ptr::null(), pool)
                     != 0
+                    || sys::rte_eth_tx_queue_setup(cfg.port, q, 1024, socket, std::ptr::null()) != 0
                 {
-                    sys::rte_mempool_free(pool);
-                    return Err(err("rte_eth_rx_queue_setup"));
+                    let e = err("setting up a queue pair");
+                    free_all(&pools);
+                    return Err(e);
                 }
-            }
-            if sys::rte_eth_tx_queue_setup(cfg.port, 0, 1024, socket, std::ptr::null()) != 0 {
-                sys::rte_mempool_free(pool);
-                return Err(err("rte_eth_tx_queue_setup"));
             }
             if sys::rte_eth_dev_set_mtu(cfg.port, cfg.mtu) != 0 {
                 tracing::warn!(
@@ -267,8 +299,9 @@ impl DpdkPort {
                 );
             }
             if sys::rte_eth_dev_start(cfg.port) != 0 {
-                sys::rte_mempool_free(pool);
-                return Err(err("rte_eth_dev_start"));
+                let e = err("rte_eth_dev_start");
+                free_all(&pools);
+                return Err(e);
             }
             let _ = sys::rte_eth_promiscuous_enable(cfg.port);
             // Wait (briefly) for the link: a memif peer may still be
@@ -290,16 +323,21 @@ impl DpdkPort {
             if sys::rte_eth_macaddr_get(cfg.port, &mut mac) != 0 {
                 return Err(err("rte_eth_macaddr_get"));
             }
-            tracing::info!(port = cfg.port, ip = %cfg.ip, mtu = cfg.mtu, "DPDK port up");
+            tracing::info!(port = cfg.port, ip = %cfg.ip, mtu = cfg.mtu, queues = n, "DPDK port up");
             Ok(DpdkPort {
                 mac: mac.addr_bytes,
-                pool,
-                rx: Mutex::new(Rx {
-                    burst: [std::ptr::null_mut(); 32],
-                    n: 0,
-                    at: 0,
-                }),
-                tx: Mutex::new(()),
+                queues: pools
+                    .into_iter()
+                    .map(|pool| Queue {
+                        pool,
+                        rx: Mutex::new(Rx {
+                            burst: [std::ptr::null_mut(); 32],
+                            n: 0,
+                            at: 0,
+                        }),
+                        tx: Mutex::new(()),
+                    })
+                    .collect(),
                 arp: Mutex::new(HashMap::new()),
                 ip_id: AtomicU64::new(1),
                 stats: DpdkStats::default(),
@@ -319,16 +357,33 @@ impl DpdkPort {
         self.mac
     }
 
-    /// Sends one Ethernet frame built by `fill` (given the frame to write).
-    fn transmit(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> io::Result<()> {
-        let _g = self
+    /// Queue pairs.
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// One [`Port`] per queue pair, for the reactor that polls it.
+    pub fn queues(self: &std::sync::Arc<Self>) -> Vec<DpdkQueue> {
+        (0..self.queues.len())
+            .map(|q| DpdkQueue {
+                port: self.clone(),
+                q,
+            })
+            .collect()
+    }
+
+    /// Sends one Ethernet frame built by `fill` (given the frame to write)
+    /// on queue `q`.
+    fn transmit(&self, q: usize, len: usize, fill: impl FnOnce(&mut [u8])) -> io::Result<()> {
+        let queue = &self.queues[q];
+        let _g = queue
             .tx
             .lock()
             .map_err(|_| io::Error::other("tx lock poisoned"))?;
         // SAFETY: the pool is live; the mbuf is ours until tx_burst takes
         // it (or we free it); `append` gives `len` writable bytes.
         unsafe {
-            let m = sys::flint_pktmbuf_alloc(self.pool);
+            let m = sys::flint_pktmbuf_alloc(queue.pool);
             if m.is_null() {
                 self.stats.tx_full.fetch_add(1, Ordering::Relaxed);
                 return Err(io::Error::new(io::ErrorKind::WouldBlock, "mbuf pool empty"));
@@ -343,7 +398,7 @@ impl DpdkPort {
             }
             fill(std::slice::from_raw_parts_mut(p.cast::<u8>(), len));
             let mut one = [m];
-            if sys::flint_tx_burst(self.cfg.port, 0, one.as_mut_ptr(), 1) == 0 {
+            if sys::flint_tx_burst(self.cfg.port, q as u16, one.as_mut_ptr(), 1) == 0 {
                 sys::flint_pktmbuf_free(m);
                 self.stats.tx_full.fetch_add(1, Ordering::Relaxed);
                 return Err(io::Error::new(
@@ -356,9 +411,9 @@ impl DpdkPort {
         Ok(())
     }
 
-    fn arp(&self, op: u16, dst_mac: [u8; 6], dst_ip: Ipv4Addr) -> io::Result<()> {
+    fn arp(&self, q: usize, op: u16, dst_mac: [u8; 6], dst_ip: Ipv4Addr) -> io::Result<()> {
         let (mac, ip) = (self.mac, self.cfg.ip);
-        self.transmit(ETH + 28, |f| {
+        self.transmit(q, ETH + 28, |f| {
             f[..6].copy_from_slice(if op == 1 { &[0xff; 6] } else { &dst_mac });
             f[6..12].copy_from_slice(&mac);
             f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
@@ -373,7 +428,7 @@ impl DpdkPort {
 
     /// Handles one received Ethernet frame: ARP is answered or learned; a
     /// UDP datagram for us is copied into `buf`.
-    fn handle(&self, f: &[u8], buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    fn handle(&self, q: usize, f: &[u8], buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
         if f.len() < ETH {
             return None;
         }
@@ -387,7 +442,7 @@ impl DpdkPort {
                     t.insert(sender, a[8..14].try_into().ok()?);
                 }
                 if a[7] == 1 && target == self.cfg.ip {
-                    let _ = self.arp(2, a[8..14].try_into().ok()?, sender);
+                    let _ = self.arp(q, 2, a[8..14].try_into().ok()?, sender);
                 }
                 None
             }
@@ -440,8 +495,8 @@ fn ip_checksum(h: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-impl Port for DpdkPort {
-    fn send(&self, frame: &[u8], to: SocketAddr) -> io::Result<()> {
+impl DpdkPort {
+    fn send_on(&self, q: usize, frame: &[u8], to: SocketAddr) -> io::Result<()> {
         let SocketAddr::V4(to) = to else {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -461,12 +516,12 @@ impl Port for DpdkPort {
         let dst_mac = self.arp.lock().ok().and_then(|t| t.get(to.ip()).copied());
         let Some(dst_mac) = dst_mac else {
             self.stats.arp_misses.fetch_add(1, Ordering::Relaxed);
-            self.arp(1, [0; 6], *to.ip())?;
+            self.arp(q, 1, [0; 6], *to.ip())?;
             return Ok(());
         };
         let (mac, ip, sport) = (self.mac, self.cfg.ip, self.cfg.udp_port);
         let id = self.ip_id.fetch_add(1, Ordering::Relaxed) as u16;
-        self.transmit(HDRS + frame.len(), |f| {
+        self.transmit(q, HDRS + frame.len(), |f| {
             f[..6].copy_from_slice(&dst_mac);
             f[6..12].copy_from_slice(&mac);
             f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
@@ -493,8 +548,9 @@ impl Port for DpdkPort {
         })
     }
 
-    fn recv(
+    fn recv_on(
         &self,
+        q: usize,
         buf: &mut [u8],
         timeout: Option<Duration>,
     ) -> io::Result<Option<(usize, SocketAddr)>> {
@@ -502,7 +558,7 @@ impl Port for DpdkPort {
         let mut idle = 0u32;
         loop {
             {
-                let mut rx = self
+                let mut rx = self.queues[q]
                     .rx
                     .lock()
                     .map_err(|_| io::Error::other("rx lock poisoned"))?;
@@ -510,7 +566,7 @@ impl Port for DpdkPort {
                     // SAFETY: the burst array holds 32 slots; rx_burst
                     // fills at most that many with mbufs we then own.
                     rx.n = usize::from(unsafe {
-                        sys::flint_rx_burst(self.cfg.port, 0, rx.burst.as_mut_ptr(), 32)
+                        sys::flint_rx_burst(self.cfg.port, q as u16, rx.burst.as_mut_ptr(), 32)
                     });
                     rx.at = 0;
                 }
@@ -523,7 +579,7 @@ impl Port for DpdkPort {
                         let got = if sys::flint_pktmbuf_nb_segs(m) == 1 {
                             let p = sys::flint_pktmbuf_mtod(m).cast::<u8>();
                             let len = usize::from(sys::flint_pktmbuf_data_len(m));
-                            self.handle(std::slice::from_raw_parts(p, len), buf)
+                            self.handle(q, std::slice::from_raw_parts(p, len), buf)
                         } else {
                             None
                         };
@@ -558,11 +614,58 @@ impl Port for DpdkPort {
         }
     }
 
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(self.cfg.ip, self.cfg.udp_port))
+    }
+}
+
+/// The port as one [`Port`]: its first queue pair.
+impl Port for DpdkPort {
+    fn send(&self, frame: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.send_on(0, frame, to)
+    }
+
+    fn recv(
+        &self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> io::Result<Option<(usize, SocketAddr)>> {
+        self.recv_on(0, buf, timeout)
+    }
+
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(SocketAddr::V4(SocketAddrV4::new(
-            self.cfg.ip,
-            self.cfg.udp_port,
-        )))
+        Ok(self.addr())
+    }
+}
+
+/// One queue pair of a [`DpdkPort`], for the reactor that polls it.
+pub struct DpdkQueue {
+    port: std::sync::Arc<DpdkPort>,
+    q: usize,
+}
+
+impl DpdkQueue {
+    /// The queue's index.
+    pub fn index(&self) -> usize {
+        self.q
+    }
+}
+
+impl Port for DpdkQueue {
+    fn send(&self, frame: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.port.send_on(self.q, frame, to)
+    }
+
+    fn recv(
+        &self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> io::Result<Option<(usize, SocketAddr)>> {
+        self.port.recv_on(self.q, buf, timeout)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.port.addr())
     }
 }
 
@@ -571,9 +674,11 @@ impl Drop for DpdkPort {
         // SAFETY: the port was started by open_port; queued mbufs go back
         // to the pool first.
         unsafe {
-            if let Ok(rx) = self.rx.lock() {
-                for &m in &rx.burst[rx.at..rx.n] {
-                    sys::flint_pktmbuf_free(m);
+            for queue in &self.queues {
+                if let Ok(rx) = queue.rx.lock() {
+                    for &m in &rx.burst[rx.at..rx.n] {
+                        sys::flint_pktmbuf_free(m);
+                    }
                 }
             }
             sys::rte_eth_dev_stop(self.cfg.port);

@@ -153,6 +153,10 @@ pub struct DpdkSection {
     /// Link MTU (1500, or 9000 for jumbo frames).
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// Queue pairs, each polled by one reactor (0: one per reactor, or as
+    /// many as the device has).
+    #[serde(default)]
+    pub queues: u16,
     /// Serve on kernel UDP instead when DPDK cannot start (off: a DPDK
     /// failure stops the node).
     #[serde(default)]

@@ -186,16 +186,25 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
     let events = Arc::new(Events::default());
     provision(&engine, cfg, &events)?;
     let engine = Arc::new(engine);
-    let server = Server::start(
-        engine.clone(),
-        port,
-        ServerConfig {
-            credits: cfg.server.credits,
-            max_frame: cfg.server.max_frame.min(max_frame),
-            idle: Duration::from_secs(cfg.server.idle_s.max(1)),
-            workers: cfg.server.workers,
-        },
-    )
+    let scfg = ServerConfig {
+        credits: cfg.server.credits,
+        max_frame: cfg.server.max_frame.min(max_frame),
+        idle: Duration::from_secs(cfg.server.idle_s.max(1)),
+        workers: cfg.server.workers,
+    };
+    let server = match port {
+        Data::Thread(port) => Server::start(engine.clone(), port, scfg),
+        // Queue i is polled by reactor i (round robin if there are more).
+        Data::Polled(queues) => Server::start_polled(
+            engine.clone(),
+            queues
+                .into_iter()
+                .enumerate()
+                .map(|(i, q)| (i % reactors, q))
+                .collect(),
+            scfg,
+        ),
+    }
     .map_err(|e| e.to_string())?;
     let node = Arc::new(Node::new(
         engine.clone(),
@@ -266,18 +275,36 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
     Ok(())
 }
 
+/// How the data protocol reaches the network.
+enum Data {
+    /// A port a receive thread reads (kernel UDP).
+    Thread(Arc<dyn flint_dataplane::nic::Port>),
+    /// NIC queues the reactors poll (DPDK).
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    Polled(Vec<Arc<dyn flint_dataplane::nic::Port>>),
+}
+
+/// Reactors the config starts.
+#[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+fn reactor_count(cfg: &ApplianceConfig) -> usize {
+    if cfg.reactor.cores.is_empty() {
+        flint_dataplane::placement::allowed_cores()
+            .map(|c| c.len())
+            .unwrap_or(1)
+            .max(1)
+    } else {
+        cfg.reactor.cores.len()
+    }
+}
+
 /// Opens the data transport: kernel UDP, or DPDK (falling back to UDP only
-/// when the config asks). Returns the port and the largest frame it
-/// carries.
-fn transport(
-    cfg: &ApplianceConfig,
-    data: std::net::SocketAddr,
-) -> Result<(Arc<dyn flint_dataplane::nic::Port>, usize), String> {
-    let udp = || -> Result<(Arc<dyn flint_dataplane::nic::Port>, usize), String> {
+/// when the config asks). Returns it and the largest frame it carries.
+fn transport(cfg: &ApplianceConfig, data: std::net::SocketAddr) -> Result<(Data, usize), String> {
+    let udp = || -> Result<(Data, usize), String> {
         let p = UdpPort::bind(data).map_err(|e| {
             format!("config: server.data_addr: {e}; stop the other server or choose another port")
         })?;
-        Ok((Arc::new(p), flint_dataplane::nic::MAX_FRAME))
+        Ok((Data::Thread(Arc::new(p)), flint_dataplane::nic::MAX_FRAME))
     };
     if cfg.server.transport == super::config::Transport::Udp {
         return udp();
@@ -304,19 +331,40 @@ fn dpdk_port(
     cfg: &ApplianceConfig,
     d: &super::config::DpdkSection,
     udp_port: u16,
-) -> Result<(Arc<dyn flint_dataplane::nic::Port>, usize), String> {
+) -> Result<(Data, usize), String> {
     use flint_dataplane::nic::dpdk::{DpdkConfig, DpdkPort};
-    let p = DpdkPort::open(DpdkConfig {
+    let mut dc = DpdkConfig {
         eal_args: d.eal(&cfg.reactor.cores),
         port: d.port,
         ip: d.ip,
         udp_port,
         mtu: d.mtu,
-        rx_queues: 1,
-    })
-    .map_err(|e| format!("dpdk: {e}"))?;
+        // One queue pair per reactor, unless the config says how many.
+        queues: if d.queues == 0 {
+            reactor_count(cfg) as u16
+        } else {
+            d.queues
+        },
+    };
+    flint_dataplane::nic::dpdk::eal_init(&dc.eal_args).map_err(|e| format!("dpdk: {e}"))?;
+    let p = match DpdkPort::open_port(dc.clone()) {
+        Ok(p) => p,
+        // A device with fewer queues: as many as it has (the receiving
+        // reactors hand work to the others in software).
+        Err(e) if d.queues == 0 && e.to_string().contains("asked for") => {
+            dc.queues = 0;
+            DpdkPort::open_port(dc).map_err(|e| format!("dpdk: {e}"))?
+        }
+        Err(e) => return Err(format!("dpdk: {e}")),
+    };
     let frame = p.max_frame();
-    Ok((Arc::new(p), frame))
+    let p = Arc::new(p);
+    let queues = p
+        .queues()
+        .into_iter()
+        .map(|q| Arc::new(q) as Arc<dyn flint_dataplane::nic::Port>)
+        .collect();
+    Ok((Data::Polled(queues), frame))
 }
 
 #[cfg(not(feature = "dpdk"))]
@@ -324,7 +372,7 @@ fn dpdk_port(
     _cfg: &ApplianceConfig,
     _d: &super::config::DpdkSection,
     _udp_port: u16,
-) -> Result<(Arc<dyn flint_dataplane::nic::Port>, usize), String> {
+) -> Result<(Data, usize), String> {
     Err(
         "server.transport = \"dpdk\" but this flint was built without DPDK \
          (cargo build --release -p flint-engine --features dpdk)"

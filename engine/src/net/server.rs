@@ -174,10 +174,18 @@ struct Session {
     floor: u64,
 }
 
+/// A client's address and the port (queue) its frames came in on, which
+/// its answers leave by.
+#[derive(Clone)]
+struct Peer {
+    addr: SocketAddr,
+    via: Arc<dyn Port>,
+}
+
 struct Job {
     session: u64,
     request: u64,
-    peer: SocketAddr,
+    peer: Peer,
     frame: usize,
     msg: Vec<u8>,
     ctx: Arc<Ctx>,
@@ -236,7 +244,79 @@ impl Server {
         cfg: ServerConfig,
     ) -> std::io::Result<Server> {
         let addr = port.local_addr()?;
-        let shared = Arc::new(Shared {
+        let shared = Self::shared(engine, port, cfg);
+        let (tx, mut threads) = spawn_workers(&shared)?;
+        let s = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("flint-rx".into())
+                .spawn(move || receive(&s, tx))?,
+        );
+        Ok(Server {
+            shared,
+            threads,
+            addr,
+        })
+    }
+
+    /// Starts serving `engine` on NIC queues polled by the reactors: queue
+    /// `ports[i].1` by reactor `ports[i].0`, in bursts, from the reactor's
+    /// loop (DPDK style; an adaptive reactor is woken every 100 us to poll).
+    /// Frames are handled where they arrive: reads within a range continue
+    /// from reactor to reactor by themselves, other requests and session
+    /// openings go to worker threads.
+    pub fn start_polled(
+        engine: Arc<Engine>,
+        ports: Vec<(usize, Arc<dyn Port>)>,
+        cfg: ServerConfig,
+    ) -> std::io::Result<Server> {
+        let first = ports.first().map(|p| p.1.clone()).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no queues to poll")
+        })?;
+        let addr = first.local_addr()?;
+        let shared = Self::shared(engine, first, cfg);
+        let (tx, threads) = spawn_workers(&shared)?;
+        for (i, (reactor, port)) in ports.into_iter().enumerate() {
+            let (s, jobs) = (shared.clone(), tx.clone());
+            let mut buf = vec![0u8; MAX_FRAME];
+            let mut last_sweep = Instant::now();
+            shared
+                .engine
+                .reactor_poller(reactor, Duration::from_micros(100), move || {
+                    if s.stop.load(Ordering::Acquire) {
+                        return None;
+                    }
+                    if i == 0 && last_sweep.elapsed() > Duration::from_secs(1) {
+                        sweep(&s);
+                        last_sweep = Instant::now();
+                    }
+                    let mut n = 0;
+                    while n < 32 {
+                        match port.recv(&mut buf, Some(Duration::ZERO)) {
+                            Ok(Some((len, from))) => {
+                                let peer = Peer {
+                                    addr: from,
+                                    via: port.clone(),
+                                };
+                                handle_frame(&s, &buf[..len], &peer, &jobs, false);
+                                n += 1;
+                            }
+                            _ => break,
+                        }
+                    }
+                    Some(n > 0)
+                })
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        Ok(Server {
+            shared,
+            threads,
+            addr,
+        })
+    }
+
+    fn shared(engine: Arc<Engine>, port: Arc<dyn Port>, cfg: ServerConfig) -> Arc<Shared> {
+        Arc::new(Shared {
             engine,
             port,
             cfg: ServerConfig {
@@ -249,28 +329,6 @@ impl Server {
             counters: Counters::default(),
             stats: OpStats::default(),
             stop: AtomicBool::new(false),
-        });
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        let mut threads = Vec::new();
-        for i in 0..shared.cfg.workers {
-            let (s, rx) = (shared.clone(), rx.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("flint-worker-{i}"))
-                    .spawn(move || worker(&s, &rx))?,
-            );
-        }
-        let s = shared.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("flint-rx".into())
-                .spawn(move || receive(&s, tx))?,
-        );
-        Ok(Server {
-            shared,
-            threads,
-            addr,
         })
     }
 
@@ -310,15 +368,7 @@ impl Server {
     }
 }
 
-fn send(
-    s: &Shared,
-    kind: Kind,
-    session: u64,
-    request: u64,
-    msg: &[u8],
-    frame: usize,
-    to: SocketAddr,
-) {
+fn send(s: &Shared, kind: Kind, session: u64, request: u64, msg: &[u8], frame: usize, to: &Peer) {
     send_from(s, kind, session, request, msg, frame, 0, to)
 }
 
@@ -331,7 +381,7 @@ fn send_from(
     msg: &[u8],
     frame: usize,
     start: usize,
-    to: SocketAddr,
+    to: &Peer,
 ) {
     let mut buf = Vec::with_capacity(frame);
     wire::packets_from(
@@ -344,14 +394,14 @@ fn send_from(
         start,
         &mut buf,
         |f| {
-            if s.port.send(f, to).is_ok() {
+            if to.via.send(f, to.addr).is_ok() {
                 bump(&s.counters.frames_out);
             }
         },
     );
 }
 
-fn reject(s: &Shared, session: u64, request: u64, code: i32, why: &str, to: SocketAddr) {
+fn reject(s: &Shared, session: u64, request: u64, code: i32, why: &str, to: &Peer) {
     send(
         s,
         Kind::Reject,
@@ -363,8 +413,37 @@ fn reject(s: &Shared, session: u64, request: u64, code: i32, why: &str, to: Sock
     );
 }
 
-/// The receive loop: frames in, sessions kept, requests handed to workers.
-fn receive(s: &Arc<Shared>, jobs: mpsc::Sender<Job>) {
+/// Starts the worker threads; returns the sender that feeds them (they
+/// stop when every clone of it is gone).
+fn spawn_workers(
+    shared: &Arc<Shared>,
+) -> std::io::Result<(mpsc::Sender<Work>, Vec<JoinHandle<()>>)> {
+    let (tx, rx) = mpsc::channel::<Work>();
+    let rx = Arc::new(Mutex::new(rx));
+    let mut threads = Vec::new();
+    for i in 0..shared.cfg.workers {
+        let (s, rx) = (shared.clone(), rx.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("flint-worker-{i}"))
+                .spawn(move || worker(&s, &rx))?,
+        );
+    }
+    Ok((tx, threads))
+}
+
+/// Work for the worker threads.
+enum Work {
+    /// A complete request.
+    Request(Job),
+    /// A Hello received by a reactor (opening a session asks shard 0 for
+    /// the organization, which a reactor must not wait for).
+    Hello(Header, Vec<u8>, Peer),
+}
+
+/// The receive loop of the thread mode: frames in, sessions kept,
+/// requests handed on.
+fn receive(s: &Arc<Shared>, jobs: mpsc::Sender<Work>) {
     let mut buf = vec![0u8; MAX_FRAME];
     let mut last_sweep = Instant::now();
     while !s.stop.load(Ordering::Acquire) {
@@ -381,34 +460,53 @@ fn receive(s: &Arc<Shared>, jobs: mpsc::Sender<Job>) {
                 continue;
             }
         };
-        bump(&s.counters.frames_in);
-        let (h, off, payload) = match wire::decode(&buf[..n]) {
-            Ok(x) => x,
-            Err(FrameError::Version) => {
-                bump(&s.counters.bad_version);
-                continue;
-            }
-            Err(_) => {
-                bump(&s.counters.malformed);
-                continue;
-            }
+        let from = Peer {
+            addr: from,
+            via: s.port.clone(),
         };
-        match h.kind {
-            Kind::Hello if h.pkts == 1 => on_hello(s, &h, payload, from),
-            Kind::Auth if h.pkts == 1 => on_auth(s, &h, payload, from),
-            Kind::Request => {
-                if let Some(job) = on_request(s, &h, off, payload, from) {
-                    if job.msg.first() == Some(&9) {
-                        // Ping: answered here, the payload echoed.
-                        let body = job.msg[1..].to_vec();
-                        finish(s, &job, ("ping", 0, 0, body), Instant::now());
-                    } else if let Some(job) = dispatch_direct(s, job) {
-                        let _ = jobs.send(job);
-                    }
+        handle_frame(s, &buf[..n], &from, &jobs, true);
+    }
+}
+
+/// One received frame: checked, then a handshake step or a request.
+/// `inline_hello`: a Hello may wait on the engine here (not on a reactor).
+fn handle_frame(
+    s: &Arc<Shared>,
+    frame: &[u8],
+    from: &Peer,
+    jobs: &mpsc::Sender<Work>,
+    inline_hello: bool,
+) {
+    bump(&s.counters.frames_in);
+    let (h, off, payload) = match wire::decode(frame) {
+        Ok(x) => x,
+        Err(FrameError::Version) => {
+            bump(&s.counters.bad_version);
+            return;
+        }
+        Err(_) => {
+            bump(&s.counters.malformed);
+            return;
+        }
+    };
+    match h.kind {
+        Kind::Hello if h.pkts == 1 && inline_hello => on_hello(s, &h, payload, from),
+        Kind::Hello if h.pkts == 1 => {
+            let _ = jobs.send(Work::Hello(h, payload.to_vec(), from.clone()));
+        }
+        Kind::Auth if h.pkts == 1 => on_auth(s, &h, payload, from),
+        Kind::Request => {
+            if let Some(job) = on_request(s, &h, off, payload, from) {
+                if job.msg.first() == Some(&9) {
+                    // Ping: answered here, the payload echoed.
+                    let body = job.msg[1..].to_vec();
+                    finish(s, &job, ("ping", 0, 0, body), Instant::now());
+                } else if let Some(job) = dispatch_direct(s, job) {
+                    let _ = jobs.send(Work::Request(job));
                 }
             }
-            _ => bump(&s.counters.malformed),
         }
+        _ => bump(&s.counters.malformed),
     }
 }
 
@@ -420,7 +518,7 @@ fn sweep(s: &Shared) {
     }
 }
 
-fn on_hello(s: &Shared, h: &Header, payload: &[u8], from: SocketAddr) {
+fn on_hello(s: &Shared, h: &Header, payload: &[u8], from: &Peer) {
     let Ok(hi) = hello::Hello::decode(payload) else {
         bump(&s.counters.malformed);
         return;
@@ -450,7 +548,7 @@ fn on_hello(s: &Shared, h: &Header, payload: &[u8], from: SocketAddr) {
     m.insert(
         id,
         Session {
-            peer: from,
+            peer: from.addr,
             org,
             org_name: hi.org,
             client_nonce: hi.nonce,
@@ -480,9 +578,12 @@ fn on_hello(s: &Shared, h: &Header, payload: &[u8], from: SocketAddr) {
     );
 }
 
-fn on_auth(s: &Shared, h: &Header, payload: &[u8], from: SocketAddr) {
+fn on_auth(s: &Shared, h: &Header, payload: &[u8], from: &Peer) {
     let Ok(mut m) = s.sessions.lock() else { return };
-    let Some(x) = m.get_mut(&h.session).filter(|x| !x.open && x.peer == from) else {
+    let Some(x) = m
+        .get_mut(&h.session)
+        .filter(|x| !x.open && x.peer == from.addr)
+    else {
         drop(m);
         bump(&s.counters.unknown_session);
         return;
@@ -533,7 +634,7 @@ fn on_auth(s: &Shared, h: &Header, payload: &[u8], from: SocketAddr) {
     );
 }
 
-fn on_request(s: &Shared, h: &Header, off: usize, payload: &[u8], from: SocketAddr) -> Option<Job> {
+fn on_request(s: &Shared, h: &Header, off: usize, payload: &[u8], from: &Peer) -> Option<Job> {
     let Ok(mut m) = s.sessions.lock() else {
         return None;
     };
@@ -550,7 +651,7 @@ fn on_request(s: &Shared, h: &Header, off: usize, payload: &[u8], from: SocketAd
         );
         return None;
     };
-    if x.peer != from {
+    if x.peer != from.addr {
         bump(&s.counters.wrong_peer);
         return None;
     }
@@ -615,20 +716,27 @@ fn on_request(s: &Shared, h: &Header, off: usize, payload: &[u8], from: SocketAd
     Some(Job {
         session: h.session,
         request: h.request,
-        peer: from,
+        peer: from.clone(),
         frame: x.max_frame,
         msg,
         ctx: x.ctx.clone(),
     })
 }
 
-fn worker(s: &Shared, jobs: &Mutex<mpsc::Receiver<Job>>) {
+fn worker(s: &Shared, jobs: &Mutex<mpsc::Receiver<Work>>) {
     loop {
-        let job = match jobs.lock() {
+        let work = match jobs.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok(job) = job else { return };
+        let job = match work {
+            Ok(Work::Request(job)) => job,
+            Ok(Work::Hello(h, payload, from)) => {
+                on_hello(s, &h, &payload, &from);
+                continue;
+            }
+            Err(_) => return,
+        };
         let t0 = Instant::now();
         let outcome = match Request::decode(&job.msg) {
             Ok(req) => run(s, &job.ctx, req),
@@ -664,7 +772,7 @@ fn finish(s: &Shared, job: &Job, (op, bytes, status, body): Outcome, t0: Instant
         job.request,
         &msg,
         job.frame,
-        job.peer,
+        &job.peer,
     );
 }
 
