@@ -96,9 +96,15 @@ fn server(sock: &str) -> Result<(), String> {
     let s1 = Server::start(engine.clone(), udp, cfg.clone()).map_err(|e| e.to_string())?;
     println!("READY {} {ino} {udp_addr}", auth::key_to_hex(&org.key));
     let _ = std::io::stdout().flush();
-    // The memif port comes up when the client connects.
-    let s2 =
-        Server::start(engine, Arc::new(memif("server", sock)?), cfg).map_err(|e| e.to_string())?;
+    // The memif port comes up when the client connects; its queue is
+    // polled by the node's reactor, as an appliance's are.
+    let port = Arc::new(memif("server", sock)?);
+    let queues = port
+        .queues()
+        .into_iter()
+        .map(|q| (0usize, Arc::new(q) as Arc<dyn Port>))
+        .collect();
+    let s2 = Server::start_polled(engine, queues, cfg).map_err(|e| e.to_string())?;
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
     s2.stop();

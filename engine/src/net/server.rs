@@ -233,6 +233,10 @@ impl ServerView {
     }
 }
 
+/// How long a reactor polling a NIC queue keeps polling after its last
+/// frame before it may park.
+const SPIN_AFTER_TRAFFIC: Duration = Duration::from_micros(500);
+
 /// Sessions still being opened, at most (older ones are forgotten).
 const MAX_PENDING: usize = 4096;
 
@@ -280,6 +284,7 @@ impl Server {
             let (s, jobs) = (shared.clone(), tx.clone());
             let mut buf = vec![0u8; MAX_FRAME];
             let mut last_sweep = Instant::now();
+            let mut last_frame = Instant::now();
             shared
                 .engine
                 .reactor_poller(reactor, Duration::from_micros(100), move || {
@@ -304,7 +309,14 @@ impl Server {
                             _ => break,
                         }
                     }
-                    Some(n > 0)
+                    // Keep polling (no parking) for a little while after
+                    // traffic: the next request of a session usually follows
+                    // its answer within microseconds, and a parked reactor
+                    // only looks again at its next timer.
+                    if n > 0 {
+                        last_frame = Instant::now();
+                    }
+                    Some(n > 0 || last_frame.elapsed() < SPIN_AFTER_TRAFFIC)
                 })
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
         }
