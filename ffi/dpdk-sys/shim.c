@@ -22,3 +22,25 @@ uint32_t flint_pktmbuf_pkt_len(const struct rte_mbuf *m) { return rte_pktmbuf_pk
 uint16_t flint_pktmbuf_data_len(const struct rte_mbuf *m) { return rte_pktmbuf_data_len(m); }
 uint16_t flint_pktmbuf_nb_segs(const struct rte_mbuf *m) { return m->nb_segs; }
 int flint_rte_errno(void) { return rte_errno; }
+
+/* The offload bit for IPv4 header checksums (the same bit on rx and tx). */
+uint64_t flint_offload_ipv4_cksum(void) { return RTE_ETH_TX_OFFLOAD_IPV4_CKSUM; }
+
+/* Asks the NIC to fill in the IPv4 header checksum of this mbuf. */
+void flint_mbuf_tx_ipv4_cksum(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len)
+{
+    m->l2_len = l2_len;
+    m->l3_len = l3_len;
+    m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM;
+}
+
+/* What the NIC found of a received IPv4 checksum: 1 good, -1 bad, 0 not checked. */
+int flint_mbuf_rx_ip_cksum(const struct rte_mbuf *m)
+{
+    uint64_t f = m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK;
+    if (f == RTE_MBUF_F_RX_IP_CKSUM_GOOD)
+        return 1;
+    if (f == RTE_MBUF_F_RX_IP_CKSUM_BAD)
+        return -1;
+    return 0;
+}

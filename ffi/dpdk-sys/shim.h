@@ -15,3 +15,6 @@ uint32_t flint_pktmbuf_pkt_len(const struct rte_mbuf *m);
 uint16_t flint_pktmbuf_data_len(const struct rte_mbuf *m);
 uint16_t flint_pktmbuf_nb_segs(const struct rte_mbuf *m);
 int flint_rte_errno(void);
+uint64_t flint_offload_ipv4_cksum(void);
+void flint_mbuf_tx_ipv4_cksum(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len);
+int flint_mbuf_rx_ip_cksum(const struct rte_mbuf *m);
