@@ -741,6 +741,7 @@ impl Store {
     ) -> Result<Store> {
         let scratch = Scratch::new(4096)?;
         let mut found: Vec<(Superblock, Arc<dyn BlockDevice>)> = Vec::new();
+        let mut blank: Vec<String> = Vec::new();
         for d in devices.iter().flatten() {
             let mut one = open_qpairs(core, std::slice::from_ref(d))?;
             let r = run_io(&mut one, &[(0, IoCmd::read(0, 1, scratch.0.as_ptr(), 0))]);
@@ -753,6 +754,9 @@ impl Store {
             };
             match sb {
                 Ok(sb) => found.push((sb, d.clone())),
+                // A blank device (a replacement, or never formatted): the
+                // engine runs without it if the others form one.
+                Err(FormatError::NotFlint) => blank.push(d.name().to_string()),
                 Err(error) => {
                     return Err(StoreError::Format {
                         device: d.name().into(),
@@ -760,6 +764,16 @@ impl Store {
                     })
                 }
             }
+        }
+        if !found.is_empty() {
+            for name in &blank {
+                tracing::warn!(device = %name, "device holds no Flint superblock; running without it (degraded)");
+            }
+        } else if let Some(name) = blank.first() {
+            return Err(StoreError::Format {
+                device: name.clone(),
+                error: FormatError::NotFlint,
+            });
         }
         let Some((first, _)) = found.first().cloned() else {
             return Err(StoreError::Mismatch {

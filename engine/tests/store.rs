@@ -208,6 +208,33 @@ fn a_restart_with_a_device_missing_reads_everything() {
 }
 
 #[test]
+fn a_blank_replacement_device_runs_degraded_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let devs = file_devices(dir.path(), 5, 24);
+    let (e, fs) = fresh(&devs, 3, 2, true);
+    let mut rng = Rng(17);
+    let mut model = Model::new();
+    workload(&e, fs, &mut rng, &mut model, 60);
+    e.close().unwrap();
+    drop(devs);
+    // Device 1 is replaced by a blank one.
+    let p = dir.path().join("dev1.img");
+    std::fs::remove_file(&p).unwrap();
+    let devs = file_devices(dir.path(), 5, 24);
+    let mut e = engine();
+    e.open(present(&devs)).unwrap();
+    check(&e, &model);
+    let healthy: Vec<bool> = e
+        .call(|s| Ok(s.devices()))
+        .unwrap()
+        .into_iter()
+        .map(|(_, h)| h)
+        .collect();
+    assert_eq!(healthy.iter().filter(|h| !**h).count(), 1, "{healthy:?}");
+    e.close().unwrap();
+}
+
+#[test]
 fn bit_rot_is_detected_repaired_and_healed() {
     let dir = tempfile::tempdir().unwrap();
     let devs = file_devices(dir.path(), 5, 24);
