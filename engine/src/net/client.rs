@@ -153,6 +153,9 @@ pub struct Client {
     rbuf: Vec<u8>,
     sbuf: Vec<u8>,
     stats: ClientStats,
+    /// No retransmission is due before this (the earliest deadline when
+    /// last computed; new requests only move it earlier).
+    next_check: Instant,
 }
 
 /// Tags at or above this are the blocking calls' own.
@@ -194,6 +197,7 @@ impl Client {
             rbuf: vec![0; MAX_FRAME],
             sbuf: Vec::new(),
             stats: ClientStats::default(),
+            next_check: Instant::now(),
         };
         c.handshake()?;
         Ok(c)
@@ -381,6 +385,7 @@ impl Client {
         let id = self.next;
         self.next += 1;
         let now = Instant::now();
+        self.next_check = self.next_check.min(now + self.cfg.rto);
         self.flights.insert(
             id,
             Flight {
@@ -412,14 +417,10 @@ impl Client {
 
     fn receive_some(&mut self, until: Instant) -> Result<()> {
         // Wake for the earliest retransmission, or the deadline.
-        let next_rto = self
-            .flights
-            .values()
-            .map(|f| f.sent + f.rto)
-            .min()
-            .unwrap_or(until)
-            .min(until);
-        let wait = next_rto.saturating_duration_since(Instant::now());
+        let wait = self
+            .next_check
+            .min(until)
+            .saturating_duration_since(Instant::now());
         let mut got = self.port.recv(&mut self.rbuf, Some(wait))?;
         while let Some((n, from)) = got {
             self.on_frame(n, from)?;
@@ -449,6 +450,16 @@ impl Client {
                 let Some(f) = self.flights.get_mut(&h.request) else {
                     return Ok(());
                 };
+                if h.pkts == 1 {
+                    // One packet: the whole answer, decoded in place.
+                    let tag = f.tag;
+                    self.flights.remove(&h.request);
+                    let (status, body) = wire::decode_response(payload)
+                        .map(|(st, b)| (st, b.to_vec()))
+                        .unwrap_or((-libc::EPROTO, Vec::new()));
+                    self.done.push_back(Completion { tag, status, body });
+                    return Ok(());
+                }
                 let part = f.partial.get_or_insert_with(|| Partial::new(&h));
                 match part.add(&h, off, payload) {
                     Ok(true) => {}
@@ -499,6 +510,10 @@ impl Client {
 
     fn retransmit(&mut self) -> Result<()> {
         let now = Instant::now();
+        // Nothing can be due before the earliest deadline seen last time.
+        if now < self.next_check {
+            return Ok(());
+        }
         let due: Vec<u64> = self
             .flights
             .iter()
@@ -521,6 +536,12 @@ impl Client {
             self.stats.retransmits += 1;
             self.transmit(id)?;
         }
+        self.next_check = self
+            .flights
+            .values()
+            .map(|f| f.sent + f.rto)
+            .min()
+            .unwrap_or(now + Duration::from_secs(1));
         Ok(())
     }
 

@@ -395,22 +395,33 @@ fn send_from(
     start: usize,
     to: &Peer,
 ) {
-    let mut buf = Vec::with_capacity(frame);
-    wire::packets_from(
-        kind,
-        session,
-        request,
-        0,
-        msg,
-        frame,
-        start,
-        &mut buf,
-        |f| {
-            if to.via.send(f, to.addr).is_ok() {
-                bump(&s.counters.frames_out);
-            }
-        },
-    );
+    thread_local! {
+        // Each sending thread reuses one frame buffer.
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|b| {
+        let mut buf = b.borrow_mut();
+        send_with(s, kind, session, request, msg, frame, start, to, &mut buf);
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_with(
+    s: &Shared,
+    kind: Kind,
+    session: u64,
+    request: u64,
+    msg: &[u8],
+    frame: usize,
+    start: usize,
+    to: &Peer,
+    buf: &mut Vec<u8>,
+) {
+    wire::packets_from(kind, session, request, 0, msg, frame, start, buf, |f| {
+        if to.via.send(f, to.addr).is_ok() {
+            bump(&s.counters.frames_out);
+        }
+    });
 }
 
 fn reject(s: &Shared, session: u64, request: u64, code: i32, why: &str, to: &Peer) {
@@ -671,8 +682,12 @@ fn on_request(s: &Shared, h: &Header, off: usize, payload: &[u8], from: &Peer) -
     if h.ack > x.floor {
         x.floor = h.ack.min(h.request.saturating_add(1));
         let floor = x.floor;
-        x.done = x.done.split_off(&floor);
-        x.partial.retain(|r, _| *r >= floor);
+        while x.done.first_key_value().is_some_and(|(r, _)| *r < floor) {
+            x.done.pop_first();
+        }
+        if !x.partial.is_empty() {
+            x.partial.retain(|r, _| *r >= floor);
+        }
     }
     if h.request < x.floor {
         bump(&s.counters.replayed);
@@ -706,24 +721,28 @@ fn on_request(s: &Shared, h: &Header, off: usize, payload: &[u8], from: &Peer) -
         bump(&s.counters.over_credits);
         return None;
     }
-    let part = x
-        .partial
-        .entry(h.request)
-        .or_insert_with(|| Partial::new(h));
-    match part.add(h, off, payload) {
-        Ok(true) => {}
-        Ok(false) => return None,
-        Err(_) => {
-            x.partial.remove(&h.request);
-            bump(&s.counters.malformed);
-            return None;
+    let msg = if h.pkts == 1 {
+        // One packet: the whole request, no reassembly.
+        payload.to_vec()
+    } else {
+        let part = x
+            .partial
+            .entry(h.request)
+            .or_insert_with(|| Partial::new(h));
+        match part.add(h, off, payload) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(_) => {
+                x.partial.remove(&h.request);
+                bump(&s.counters.malformed);
+                return None;
+            }
         }
-    }
-    let msg = x
-        .partial
-        .remove(&h.request)
-        .map(|p| p.buf)
-        .unwrap_or_default();
+        x.partial
+            .remove(&h.request)
+            .map(|p| p.buf)
+            .unwrap_or_default()
+    };
     x.busy.insert(h.request);
     Some(Job {
         session: h.session,
