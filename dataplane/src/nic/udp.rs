@@ -18,9 +18,17 @@ impl UdpPort {
     pub fn bind(addr: SocketAddr) -> io::Result<UdpPort> {
         let sock = UdpSocket::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {addr}: {e}")))?;
-        // Room for a window of multi-packet messages in flight.
-        set_buffer(&sock, libc::SO_RCVBUF, 8 << 20);
-        set_buffer(&sock, libc::SO_SNDBUF, 8 << 20);
+        // Room for a window of multi-packet messages in flight (a session
+        // may have several MiB of answers on the way). Root may exceed the
+        // system's cap (net.core.rmem_max); others get up to it.
+        for (force, plain) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ] {
+            if set_buffer(&sock, force, 32 << 20) != 0 {
+                set_buffer(&sock, plain, 32 << 20);
+            }
+        }
         // Never block in the socket: waiting is ppoll's, whose timeout is
         // exact (a socket's receive timeout rounds up to a scheduler tick,
         // which would add milliseconds to every "anything else queued?").
@@ -29,7 +37,7 @@ impl UdpPort {
     }
 }
 
-fn set_buffer(sock: &UdpSocket, opt: libc::c_int, bytes: libc::c_int) {
+fn set_buffer(sock: &UdpSocket, opt: libc::c_int, bytes: libc::c_int) -> libc::c_int {
     use std::os::fd::AsRawFd;
     // SAFETY: a valid socket descriptor and a c_int option value of the
     // size passed; the kernel copies it and keeps no pointer.
@@ -40,7 +48,7 @@ fn set_buffer(sock: &UdpSocket, opt: libc::c_int, bytes: libc::c_int) {
             opt,
             (&bytes as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+        )
     }
 }
 

@@ -156,6 +156,9 @@ pub struct Client {
     /// No retransmission is due before this (the earliest deadline when
     /// last computed; new requests only move it earlier).
     next_check: Instant,
+    /// Smoothed round trip and its variation.
+    srtt: Option<Duration>,
+    rttvar: Duration,
 }
 
 /// Tags at or above this are the blocking calls' own.
@@ -198,6 +201,8 @@ impl Client {
             sbuf: Vec::new(),
             stats: ClientStats::default(),
             next_check: Instant::now(),
+            srtt: None,
+            rttvar: Duration::ZERO,
         };
         c.handshake()?;
         Ok(c)
@@ -374,6 +379,30 @@ impl Client {
         Ok(())
     }
 
+    /// The retransmission timeout: smoothed round trip plus four times its
+    /// variation (RFC 6298), never below the configured one.
+    fn rto(&self) -> Duration {
+        match self.srtt {
+            Some(srtt) => (srtt + self.rttvar * 4).max(self.cfg.rto),
+            None => self.cfg.rto,
+        }
+    }
+
+    /// Learns from a round trip (Karn: only of requests sent once).
+    fn sample(&mut self, rtt: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(srtt) => {
+                let err = srtt.abs_diff(rtt);
+                self.rttvar = (self.rttvar * 3 + err) / 4;
+                self.srtt = Some((srtt * 7 + rtt) / 8);
+            }
+        }
+    }
+
     /// Sends a request; its completion comes back from [`Client::poll`]
     /// with `tag`. `Busy` when the session's credits are all in use.
     pub fn submit(&mut self, req: &Request, tag: u64) -> Result<()> {
@@ -385,7 +414,17 @@ impl Client {
         let id = self.next;
         self.next += 1;
         let now = Instant::now();
-        self.next_check = self.next_check.min(now + self.cfg.rto);
+        // The first timeout: the measured round trip (or the configured
+        // one), plus the time the bytes take at a modest 100 MB/s, so a
+        // large message is not sent again while its answer is on the way.
+        let bytes = w.buf.len()
+            + match req {
+                Request::Read { len, .. } => *len as usize,
+                _ => 0,
+            };
+        let rto =
+            (self.rto() + Duration::from_micros(bytes as u64 / 100)).min(Duration::from_secs(1));
+        self.next_check = self.next_check.min(now + rto);
         self.flights.insert(
             id,
             Flight {
@@ -394,7 +433,7 @@ impl Client {
                 msg: w.buf,
                 first: now,
                 sent: now,
-                rto: self.cfg.rto,
+                rto,
                 partial: None,
             },
         );
@@ -452,12 +491,15 @@ impl Client {
                 };
                 if h.pkts == 1 {
                     // One packet: the whole answer, decoded in place.
-                    let tag = f.tag;
+                    let (tag, once, first) = (f.tag, f.tries == 1, f.first);
                     self.flights.remove(&h.request);
                     let (status, body) = wire::decode_response(payload)
                         .map(|(st, b)| (st, b.to_vec()))
                         .unwrap_or((-libc::EPROTO, Vec::new()));
                     self.done.push_back(Completion { tag, status, body });
+                    if once {
+                        self.sample(first.elapsed());
+                    }
                     return Ok(());
                 }
                 let part = f.partial.get_or_insert_with(|| Partial::new(&h));
@@ -471,6 +513,9 @@ impl Client {
                     }
                 }
                 let f = self.flights.remove(&h.request).expect("present above");
+                if f.tries == 1 {
+                    self.sample(f.first.elapsed());
+                }
                 let msg = f.partial.map(|p| p.buf).unwrap_or_default();
                 match wire::decode_response(&msg) {
                     Ok((status, body)) => self.done.push_back(Completion {
