@@ -2003,10 +2003,73 @@ impl Store {
     }
 
     /// Reads shared blocks by key: 4 KiB each, in order.
+    ///
+    /// Blocks stored back to back in one chunk (as a sequential write
+    /// leaves them) are read with one device read per run, not one each.
     pub fn read_shared(&mut self, fs: FsId, keys: &[u128]) -> Result<Vec<u8>> {
         let mut out = vec![0u8; keys.len() * BLOCK];
-        for (key, dst) in keys.iter().zip(out.chunks_mut(BLOCK)) {
-            self.read_shared_into(fs, *key, dst)?;
+        let mut blocks: Vec<(usize, Shared)> = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            let b =
+                self.meta
+                    .shared
+                    .get(&(fs, *key))
+                    .copied()
+                    .ok_or_else(|| StoreError::NotFound {
+                        what: format!(
+                            "shared block {key:#x} of file system {fs} on shard {}",
+                            self.layout.shard
+                        ),
+                    })?;
+            blocks.push((i, b));
+        }
+        blocks.sort_by_key(|(_, b)| (b.addr.stripe, b.addr.chunk, b.addr.offset));
+        let mut run = 0;
+        while run < blocks.len() {
+            // The run of blocks contiguous with this one in its chunk.
+            let first = blocks[run].1.addr;
+            let mut end = run + 1;
+            let mut span = u64::from(first.stored_len);
+            while end < blocks.len() {
+                let a = blocks[end].1.addr;
+                if a.stripe != first.stripe
+                    || a.chunk != first.chunk
+                    || u64::from(a.offset) != u64::from(first.offset) + span
+                    || span + u64::from(a.stored_len) > MAX_IO as u64
+                {
+                    break;
+                }
+                span += u64::from(a.stored_len);
+                end += 1;
+            }
+            if end - run == 1 {
+                let (i, b) = blocks[run];
+                self.read_ref_into(fs, b.as_ref(), &mut out[i * BLOCK..(i + 1) * BLOCK])?;
+            } else {
+                let whole = BlockAddr {
+                    stored_len: span as u32,
+                    compressed: false,
+                    ..first
+                };
+                let mut bytes = vec![0u8; span as usize];
+                self.read_stored(fs, &whole, &mut bytes)?;
+                for &(i, b) in &blocks[run..end] {
+                    let at = (b.addr.offset - first.offset) as usize;
+                    let stored = &bytes[at..at + b.addr.stored_len as usize];
+                    let dst = &mut out[i * BLOCK..(i + 1) * BLOCK];
+                    if b.addr.compressed {
+                        Lz4Probe.decompress(stored, dst).map_err(|e| {
+                            StoreError::Unrecoverable {
+                                stripe: b.addr.stripe,
+                                reason: e.to_string(),
+                            }
+                        })?;
+                    } else {
+                        dst.copy_from_slice(stored);
+                    }
+                }
+            }
+            run = end;
         }
         Ok(out)
     }
