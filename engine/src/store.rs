@@ -2042,17 +2042,19 @@ impl Store {
                 span += u64::from(a.stored_len);
                 end += 1;
             }
-            if end - run == 1 {
-                let (i, b) = blocks[run];
-                self.read_ref_into(fs, b.as_ref(), &mut out[i * BLOCK..(i + 1) * BLOCK])?;
+            let mut bytes = vec![0u8; span as usize];
+            let whole = BlockAddr {
+                stored_len: span as u32,
+                compressed: false,
+                ..first
+            };
+            // One read for the run; damage it cannot be rebuilt from at once
+            // is read block by block.
+            if end - run == 1 || self.read_stored(fs, &whole, &mut bytes).is_err() {
+                for &(i, b) in &blocks[run..end] {
+                    self.read_ref_into(fs, b.as_ref(), &mut out[i * BLOCK..(i + 1) * BLOCK])?;
+                }
             } else {
-                let whole = BlockAddr {
-                    stored_len: span as u32,
-                    compressed: false,
-                    ..first
-                };
-                let mut bytes = vec![0u8; span as usize];
-                self.read_stored(fs, &whole, &mut bytes)?;
                 for &(i, b) in &blocks[run..end] {
                     let at = (b.addr.offset - first.offset) as usize;
                     let stored = &bytes[at..at + b.addr.stored_len as usize];
@@ -2211,11 +2213,42 @@ impl Store {
         let fs = self.meta.inodes[&ino].fs;
         let mut block = Vec::new();
         let mut pos = offset;
+        // Runs are not tried again before this (one just failed).
+        let mut no_runs_until = 0u64;
         while pos < end {
             let idx = pos / BLOCK as u64;
             let bstart = idx * BLOCK as u64;
             let hi = end.min(bstart + BLOCK as u64);
             let at = (pos - offset) as usize;
+            // Whole uncompressed blocks stored back to back in one chunk (as
+            // a sequential write leaves them): one device read for the run.
+            let run = if pos >= no_runs_until {
+                self.local_run(ino, idx, pos, end)
+            } else {
+                0
+            };
+            if run > 1 {
+                let first = self.meta.inodes[&ino]
+                    .blocks
+                    .get(&idx)
+                    .copied()
+                    .expect("in the run");
+                let whole = BlockAddr {
+                    stored_len: (run * BLOCK) as u32,
+                    ..first.addr
+                };
+                if self
+                    .read_stored(fs, &whole, &mut out[at..at + run * BLOCK])
+                    .is_ok()
+                {
+                    pos += (run * BLOCK) as u64;
+                    continue;
+                }
+                // Damage the whole run cannot be rebuilt from at once (bad
+                // sectors in several chunks): block by block, each sector
+                // rebuilt from what survives around it.
+                no_runs_until = pos + (run * BLOCK) as u64;
+            }
             let dst = &mut out[at..(hi - offset) as usize];
             let b = self.meta.inodes[&ino].blocks.get(&idx).copied();
             match b.and_then(|b| b.owner().map(|o| (o, b.fp))) {
@@ -2239,6 +2272,39 @@ impl Store {
             pos = hi;
         }
         Ok((end - offset) as usize)
+    }
+
+    /// How many whole blocks from logical block `idx` (at byte `pos`, before
+    /// `end`) are local, uncompressed and stored back to back in one chunk.
+    fn local_run(&self, ino: Ino, idx: u64, pos: u64, end: u64) -> usize {
+        let b64 = BLOCK as u64;
+        if pos != idx * b64 {
+            return 0;
+        }
+        let Some(inode) = self.meta.inodes.get(&ino) else {
+            return 0;
+        };
+        let plain = |b: &BlockRef| {
+            b.owner().is_none() && !b.addr.compressed && b.addr.stored_len == BLOCK as u32
+        };
+        let Some(first) = inode.blocks.get(&idx).filter(|b| plain(b)) else {
+            return 0;
+        };
+        let mut n = 0u64;
+        while (idx + n + 1) * b64 <= end && ((n + 1) * b64) as usize <= MAX_IO {
+            match inode.blocks.get(&(idx + n)) {
+                Some(b)
+                    if plain(b)
+                        && b.addr.stripe == first.addr.stripe
+                        && b.addr.chunk == first.addr.chunk
+                        && u64::from(b.addr.offset) == u64::from(first.addr.offset) + n * b64 =>
+                {
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        n as usize
     }
 
     /// Reads up to `len` bytes at `offset` (less at the end of the file).
