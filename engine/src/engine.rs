@@ -752,37 +752,32 @@ impl Engine {
         if self.map.shards() == 1 {
             return self.call_shard(home, move |s| s.read(ino, offset, len));
         }
-        // A read within one range asks the home for the size and the range
-        // shard for the bytes at once (one round trip, not two); a larger
-        // one learns the size first, so it never fans out past the end.
+        // A read within one range travels by itself ([`Engine::read_async`]:
+        // size and bytes at once); a larger one learns the size first, so it
+        // never fans out past the end.
         let want = offset.saturating_add(len as u64);
-        let single =
-            len as u64 <= RANGE_BYTES && offset / RANGE_BYTES == (want.max(1) - 1) / RANGE_BYTES;
-        let (size, pieces) = if single && len > 0 {
-            let stat = self.shard_task(home, move |s| s.stat(ino))?;
-            let shard = self.map.shard_of_range(ino, offset / RANGE_BYTES);
-            let piece = self.shard_task(shard, move |s| s.read_part_mapped(ino, offset, len))?;
-            let size = stat.wait()??.size;
-            (size, vec![piece.wait()??])
-        } else {
-            let size = self.stat(ino)?.size;
-            let end = size.min(want);
-            if offset >= end {
-                return Ok(Vec::new());
-            }
-            let tasks = self
-                .pieces(ino, offset, end - offset)
-                .into_iter()
-                .map(|(shard, off, len)| {
-                    self.shard_task(shard, move |s| s.read_part_mapped(ino, off, len as usize))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            (size, Self::join(tasks)?)
-        };
+        if len > 0 && offset / RANGE_BYTES == (want - 1) / RANGE_BYTES {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            self.read_async(ino, offset, len, move |r| {
+                let _ = tx.send(r);
+            });
+            return rx.recv().map_err(|_| StoreError::Invalid {
+                reason: "the read was dropped (the engine is stopping)".into(),
+            })?;
+        }
+        let size = self.stat(ino)?.size;
         let end = size.min(want);
         if offset >= end {
             return Ok(Vec::new());
         }
+        let tasks = self
+            .pieces(ino, offset, end - offset)
+            .into_iter()
+            .map(|(shard, off, len)| {
+                self.shard_task(shard, move |s| s.read_part_mapped(ino, off, len as usize))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let pieces = Self::join(tasks)?;
         let n = (end - offset) as usize;
         let mut out = Vec::with_capacity(n);
         let mut remote = Vec::new();

@@ -2010,18 +2010,7 @@ impl Store {
         let mut out = vec![0u8; keys.len() * BLOCK];
         let mut blocks: Vec<(usize, Shared)> = Vec::with_capacity(keys.len());
         for (i, key) in keys.iter().enumerate() {
-            let b =
-                self.meta
-                    .shared
-                    .get(&(fs, *key))
-                    .copied()
-                    .ok_or_else(|| StoreError::NotFound {
-                        what: format!(
-                            "shared block {key:#x} of file system {fs} on shard {}",
-                            self.layout.shard
-                        ),
-                    })?;
-            blocks.push((i, b));
+            blocks.push((i, self.shared_block(fs, *key)?));
         }
         blocks.sort_by_key(|(_, b)| (b.addr.stripe, b.addr.chunk, b.addr.offset));
         let mut run = 0;
@@ -2077,8 +2066,13 @@ impl Store {
     }
 
     fn read_shared_into(&mut self, fs: FsId, key: u128, out: &mut [u8]) -> Result<()> {
-        let b = self
-            .meta
+        let b = self.shared_block(fs, key)?;
+        self.read_ref_into(fs, b.as_ref(), out)
+    }
+
+    /// A block of this shard's shared pool by key.
+    fn shared_block(&self, fs: FsId, key: u128) -> Result<Shared> {
+        self.meta
             .shared
             .get(&(fs, key))
             .copied()
@@ -2087,8 +2081,7 @@ impl Store {
                     "shared block {key:#x} of file system {fs} on shard {}",
                     self.layout.shard
                 ),
-            })?;
-        self.read_ref_into(fs, b.as_ref(), out)
+            })
     }
 
     /// Drops references to shared blocks (their referring records are

@@ -401,26 +401,21 @@ fn send_from(
     }
     BUF.with(|b| {
         let mut buf = b.borrow_mut();
-        send_with(s, kind, session, request, msg, frame, start, to, &mut buf);
-    });
-}
-
-#[allow(clippy::too_many_arguments)]
-fn send_with(
-    s: &Shared,
-    kind: Kind,
-    session: u64,
-    request: u64,
-    msg: &[u8],
-    frame: usize,
-    start: usize,
-    to: &Peer,
-    buf: &mut Vec<u8>,
-) {
-    wire::packets_from(kind, session, request, 0, msg, frame, start, buf, |f| {
-        if to.via.send(f, to.addr).is_ok() {
-            bump(&s.counters.frames_out);
-        }
+        wire::packets_from(
+            kind,
+            session,
+            request,
+            0,
+            msg,
+            frame,
+            start,
+            &mut buf,
+            |f| {
+                if to.via.send(f, to.addr).is_ok() {
+                    bump(&s.counters.frames_out);
+                }
+            },
+        );
     });
 }
 
