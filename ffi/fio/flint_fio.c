@@ -92,6 +92,17 @@ struct flint_fio {
     unsigned int depth;
 };
 
+/* Finishes init once the engine (or session) and file system are open:
+ * completion arrays as deep as the job's iodepth. */
+static int flint_fio_ready(struct thread_data *td, struct flint_fio *d)
+{
+    d->depth = td->o.iodepth ? td->o.iodepth : 1;
+    d->events = calloc(d->depth, sizeof(*d->events));
+    d->comps = calloc(d->depth, sizeof(*d->comps));
+    td->io_ops_data = d;
+    return 0;
+}
+
 static int flint_fio_init_remote(struct thread_data *td, struct flint_fio_options *o)
 {
     if (!o->key_file || !*o->key_file) {
@@ -115,11 +126,7 @@ static int flint_fio_init_remote(struct thread_data *td, struct flint_fio_option
         free(d);
         return 1;
     }
-    d->depth = td->o.iodepth ? td->o.iodepth : 1;
-    d->events = calloc(d->depth, sizeof(*d->events));
-    d->comps = calloc(d->depth, sizeof(*d->comps));
-    td->io_ops_data = d;
-    return 0;
+    return flint_fio_ready(td, d);
 }
 
 static int flint_fio_init(struct thread_data *td)
@@ -176,11 +183,7 @@ static int flint_fio_init(struct thread_data *td)
         free(d);
         return 1;
     }
-    d->depth = td->o.iodepth ? td->o.iodepth : 1;
-    d->events = calloc(d->depth, sizeof(*d->events));
-    d->comps = calloc(d->depth, sizeof(*d->comps));
-    td->io_ops_data = d;
-    return 0;
+    return flint_fio_ready(td, d);
 }
 
 static void flint_fio_cleanup(struct thread_data *td)
