@@ -11,18 +11,13 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flint_dataplane::bdev::{self, Backend, BlockDevice, DeviceSpec};
-use flint_dataplane::config::ByteSize;
 use flint_dataplane::nic::dpdk::{DpdkConfig, DpdkPort};
 use flint_dataplane::nic::udp::UdpPort;
 use flint_dataplane::nic::Port;
-use flint_dataplane::reactor::ReactorConfig;
-use flint_engine::engine::Engine;
 use flint_engine::net::auth;
 use flint_engine::net::client::{Client, ClientConfig, ClientError};
 use flint_engine::net::server::{Server, ServerConfig};
 use flint_engine::net::wire::Request;
-use flint_engine::store::StoreConfig;
 use hdrhistogram::Histogram;
 
 use crate::args::Args;
@@ -54,29 +49,7 @@ fn memif(role: &str, sock: &str) -> Result<DpdkPort, String> {
 
 /// The server process: one engine, served on memif and on loopback UDP.
 fn server(sock: &str) -> Result<(), String> {
-    let devs: Vec<Arc<dyn BlockDevice>> = (0..3)
-        .map(|i| {
-            let mut s = DeviceSpec::new(&format!("ram{i}"), Backend::Memory);
-            s.size = Some(ByteSize(256 << 20));
-            bdev::open(&s).map_err(|e| e.to_string())
-        })
-        .collect::<Result<_, _>>()?;
-    let cpus = flint_dataplane::placement::allowed_cores().map_err(|e| e.to_string())?;
-    let mut e = Engine::start(&ReactorConfig {
-        cores: cpus.last().map(|c| vec![*c]).unwrap_or_default(),
-        pin: false,
-        ..ReactorConfig::default()
-    })
-    .map_err(|e| e.to_string())?;
-    e.format(devs.clone(), StoreConfig::default(), true)
-        .map_err(|e| e.to_string())?;
-    e.open(devs.iter().cloned().map(Some).collect())
-        .map_err(|e| e.to_string())?;
-    let org = e.org_create("bench").map_err(|e| e.to_string())?;
-    let fs = e
-        .fs_create("bench", 2, 1, false, u64::MAX)
-        .map_err(|e| e.to_string())?;
-    e.fs_set_owner(fs, org.id).map_err(|e| e.to_string())?;
+    let (e, org, fs) = crate::remote::bench_node(3, 256 << 20, 1)?;
     let ino = e.create(fs, "data").map_err(|e| e.to_string())?;
     for i in 0..16u64 {
         e.write(ino, i << 20, vec![i as u8; 1 << 20])

@@ -196,6 +196,45 @@ fn remote_seq(c: &mut Client, ino: u64, mib: u64, qd: usize) -> Result<(f64, f64
     Ok((rates[0], rates[1]))
 }
 
+/// A node for the protocol benchmarks: `devices` RAM devices of `bytes`,
+/// `shards` shards on as many reactors (up to the CPUs, the last ones),
+/// organization `bench` owning file system `bench` (2+1, no reduction).
+pub fn bench_node(
+    devices: usize,
+    bytes: u64,
+    shards: u32,
+) -> Result<(Engine, flint_engine::meta::Org, u32), String> {
+    let devs: Vec<Arc<dyn BlockDevice>> = (0..devices)
+        .map(|i| {
+            let mut s = DeviceSpec::new(&format!("ram{i}"), Backend::Memory);
+            s.size = Some(ByteSize(bytes));
+            bdev::open(&s).map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let cpus = flint_dataplane::placement::allowed_cores().map_err(|e| e.to_string())?;
+    let take = (shards as usize).min(cpus.len()).max(1);
+    let mut e = Engine::start(&ReactorConfig {
+        cores: cpus[cpus.len() - take..].to_vec(),
+        pin: false,
+        ..ReactorConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let cfg = StoreConfig {
+        shards,
+        ..StoreConfig::default()
+    };
+    e.format(devs.clone(), cfg, true)
+        .map_err(|e| e.to_string())?;
+    e.open(devs.iter().cloned().map(Some).collect())
+        .map_err(|e| e.to_string())?;
+    let org = e.org_create("bench").map_err(|e| e.to_string())?;
+    let fs = e
+        .fs_create("bench", 2, 1, false, u64::MAX)
+        .map_err(|e| e.to_string())?;
+    e.fs_set_owner(fs, org.id).map_err(|e| e.to_string())?;
+    Ok((e, org, fs))
+}
+
 /// `flint-bench remote`.
 pub fn main(mut a: Args) -> Result<(), String> {
     let secs = a.get("time", 3.0f64)?;
@@ -208,37 +247,7 @@ pub fn main(mut a: Args) -> Result<(), String> {
 
     let echo = udp_echo(qd, 64, 4096 + wire::HEADER + 4, secs)?;
 
-    let devs: Vec<Arc<dyn BlockDevice>> = (0..4)
-        .map(|i| {
-            let mut s = DeviceSpec::new(&format!("ram{i}"), Backend::Memory);
-            s.size = Some(ByteSize(((mib * 3) << 20).max(512 << 20)));
-            bdev::open(&s).map_err(|e| e.to_string())
-        })
-        .collect::<Result<_, _>>()?;
-    let cpus = flint_dataplane::placement::allowed_cores().map_err(|e| e.to_string())?;
-    let take = (shards as usize).min(cpus.len()).max(1);
-    let mut e = Engine::start(&ReactorConfig {
-        cores: cpus[cpus.len() - take..].to_vec(),
-        pin: false,
-        ..ReactorConfig::default()
-    })
-    .map_err(|e| e.to_string())?;
-    e.format(
-        devs.clone(),
-        StoreConfig {
-            shards,
-            ..StoreConfig::default()
-        },
-        true,
-    )
-    .map_err(|e| e.to_string())?;
-    e.open(devs.iter().cloned().map(Some).collect())
-        .map_err(|e| e.to_string())?;
-    let org = e.org_create("bench").map_err(|e| e.to_string())?;
-    let fs = e
-        .fs_create("bench", 2, 1, false, u64::MAX)
-        .map_err(|e| e.to_string())?;
-    e.fs_set_owner(fs, org.id).map_err(|e| e.to_string())?;
+    let (e, org, fs) = bench_node(4, ((mib * 3) << 20).max(512 << 20), shards)?;
     let engine = Arc::new(e);
     let port = UdpPort::bind("127.0.0.1:0".parse::<SocketAddr>().expect("valid"))
         .map_err(|e| e.to_string())?;
