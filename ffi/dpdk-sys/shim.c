@@ -1,3 +1,5 @@
+#include <stdlib.h>
+
 #include <rte_errno.h>
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
@@ -44,3 +46,50 @@ int flint_mbuf_rx_ip_cksum(const struct rte_mbuf *m)
         return -1;
     return 0;
 }
+
+/* The offload bit for transmitting chained (multi-segment) mbufs. */
+uint64_t flint_offload_multi_segs(void) { return RTE_ETH_TX_OFFLOAD_MULTI_SEGS; }
+
+/* An external buffer's shared info, with the owner's release hook. */
+struct flint_ext {
+    struct rte_mbuf_ext_shared_info sh;
+    void (*release)(void *);
+    void *owner;
+};
+
+static void flint_ext_free(void *addr, void *opaque)
+{
+    struct flint_ext *e = opaque;
+    (void)addr;
+    e->release(e->owner);
+    free(e);
+}
+
+/* Makes `m` carry `len` bytes at `addr` (not copied): when the last mbuf
+ * referring to them is freed, `release(owner)` is called. 0, or -1 when
+ * out of memory (nothing attached, release not called). */
+int flint_pktmbuf_attach_ext(struct rte_mbuf *m, void *addr, uint64_t iova, uint16_t len,
+                             void (*release)(void *), void *owner)
+{
+    struct flint_ext *e = malloc(sizeof(*e));
+    if (e == NULL)
+        return -1;
+    e->sh.free_cb = flint_ext_free;
+    e->sh.fcb_opaque = e;
+    rte_mbuf_ext_refcnt_set(&e->sh, 1);
+    e->release = release;
+    e->owner = owner;
+    rte_pktmbuf_attach_extbuf(m, addr, iova, len, &e->sh);
+    m->data_len = len;
+    m->pkt_len = len;
+    return 0;
+}
+
+/* Chains `tail` after `head`; 0, or a negative errno (too many segments). */
+int flint_pktmbuf_chain(struct rte_mbuf *head, struct rte_mbuf *tail)
+{
+    return rte_pktmbuf_chain(head, tail);
+}
+
+/* The IO address of `addr` (its virtual address in IOVA-as-VA mode). */
+uint64_t flint_virt2iova(const void *addr) { return rte_mem_virt2iova(addr); }

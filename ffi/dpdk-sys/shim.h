@@ -18,3 +18,8 @@ int flint_rte_errno(void);
 uint64_t flint_offload_ipv4_cksum(void);
 void flint_mbuf_tx_ipv4_cksum(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len);
 int flint_mbuf_rx_ip_cksum(const struct rte_mbuf *m);
+uint64_t flint_offload_multi_segs(void);
+int flint_pktmbuf_attach_ext(struct rte_mbuf *m, void *addr, uint64_t iova, uint16_t len,
+                             void (*release)(void *), void *owner);
+int flint_pktmbuf_chain(struct rte_mbuf *head, struct rte_mbuf *tail);
+uint64_t flint_virt2iova(const void *addr);

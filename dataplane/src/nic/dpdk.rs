@@ -34,8 +34,10 @@ use super::Port;
 pub struct DpdkConfig {
     /// EAL arguments (`--vdev`, `--no-pci`/`-a`, `--file-prefix` or
     /// `--in-memory`, `--iova-mode`...). `--no-huge -m 512` is added when
-    /// no hugepages are reserved or no hugetlbfs is mounted.
+    /// hugepages are not to be used (see `hugepages`).
     pub eal_args: Vec<String>,
+    /// Whether DPDK's memory comes from hugepages.
+    pub hugepages: Hugepages,
     /// Ethdev port id.
     pub port: u16,
     /// Our IPv4 address on the link.
@@ -47,6 +49,10 @@ pub struct DpdkConfig {
     /// Queue pairs (receive and transmit) asked for, one per reactor that
     /// polls; 0: as many as the device has, up to 64.
     pub queues: u16,
+    /// Transmit answers from where they lie (external-buffer mbufs) where
+    /// the PMD allows: it sends chained mbufs and does no DMA of its own
+    /// (a software PMD). Off: every frame is copied into an mbuf.
+    pub zero_copy: bool,
 }
 
 impl Default for DpdkConfig {
@@ -58,6 +64,8 @@ impl Default for DpdkConfig {
             udp_port: 7400,
             mtu: 9000,
             queues: 1,
+            zero_copy: true,
+            hugepages: Hugepages::Auto,
         }
     }
 }
@@ -78,33 +86,163 @@ fn err(what: &str) -> io::Error {
 
 static EAL: OnceLock<()> = OnceLock::new();
 
-/// Whether DPDK can use hugepages: some reserved and a hugetlbfs mounted.
-fn hugepages_usable() -> bool {
-    let reserved = std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .is_some_and(|n| n > 0);
-    let mounted = std::fs::read_to_string("/proc/mounts")
-        .map(|m| {
-            m.lines()
-                .any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"))
-        })
-        .unwrap_or(false);
-    reserved && mounted
+/// Where DPDK's memory comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hugepages {
+    /// Hugepages when some are free and a hugetlbfs mount is writable;
+    /// ordinary memory (`--no-huge -m 512`) otherwise.
+    Auto,
+    /// Hugepages or a clear error saying what is missing.
+    Require,
+    /// Ordinary memory.
+    Off,
 }
 
-/// Initialises DPDK's EAL, once per process. A second call is an error
-/// (DPDK cannot be initialised twice).
-pub fn eal_init(args: &[String]) -> io::Result<()> {
+/// What the machine offers DPDK in hugepages.
+#[derive(Debug, Clone)]
+struct HugeFacts {
+    /// Default-size hugepages reserved and free.
+    reserved: u64,
+    free: u64,
+    /// The first hugetlbfs mount, and whether this process may create
+    /// files in it.
+    mount: Option<(String, bool)>,
+}
+
+impl HugeFacts {
+    fn read() -> HugeFacts {
+        let num = |p: &str| {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let field = |name: &str| {
+            meminfo
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let mount = std::fs::read_to_string("/proc/mounts")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                    .find(|f| f.get(2) == Some(&"hugetlbfs"))
+                    .and_then(|f| f.get(1).map(|d| d.to_string()))
+            })
+            .map(|d| {
+                let c = CString::new(d.as_str()).unwrap_or_default();
+                // SAFETY: access(2) on a NUL-terminated path.
+                let w = unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
+                (d, w)
+            });
+        HugeFacts {
+            reserved: num("/proc/sys/vm/nr_hugepages").max(field("HugePages_Total:")),
+            free: field("HugePages_Free:"),
+            mount,
+        }
+    }
+
+    /// Whether to use hugepages under `policy`, or why it cannot start.
+    fn decide(&self, policy: Hugepages) -> Result<bool, String> {
+        let missing = if self.reserved == 0 {
+            Some(
+                "no hugepages are reserved (/proc/sys/vm/nr_hugepages is 0): \
+                 echo 512 > /proc/sys/vm/nr_hugepages"
+                    .to_string(),
+            )
+        } else if self.free == 0 {
+            Some(format!(
+                "all {} reserved hugepages are in use: reserve more or stop what holds them",
+                self.reserved
+            ))
+        } else {
+            match &self.mount {
+                None => Some(
+                    "no hugetlbfs is mounted: mount -t hugetlbfs nodev /dev/hugepages".to_string(),
+                ),
+                Some((dir, false)) => Some(format!(
+                    "no permission: this process (uid {}) cannot create files in the \
+                     hugetlbfs mount {dir}: run as root, or mount it with uid=/gid= for this user",
+                    // SAFETY: geteuid(2) cannot fail.
+                    unsafe { libc::geteuid() }
+                )),
+                Some((_, true)) => None,
+            }
+        };
+        match (policy, missing) {
+            (Hugepages::Off, _) => Ok(false),
+            (Hugepages::Auto, m) => Ok(m.is_none()),
+            (Hugepages::Require, None) => Ok(true),
+            (Hugepages::Require, Some(why)) => Err(format!(
+                "DPDK needs hugepages (dpdk.hugepages = \"require\"): {why}; \
+                 or set dpdk.hugepages = \"auto\" to run on ordinary memory"
+            )),
+        }
+    }
+}
+
+/// Capabilities DPDK's devices need, by bit number (capabilities(7)).
+const DPDK_CAPS: &[(u32, &str)] = &[
+    (12, "CAP_NET_ADMIN"),
+    (13, "CAP_NET_RAW"),
+    (14, "CAP_IPC_LOCK"),
+    (21, "CAP_SYS_ADMIN"),
+];
+
+/// When this process lacks privileges DPDK's devices need (raw sockets
+/// for af_packet, VFIO, locked memory), says which and what to do.
+fn privileges_missing() -> Option<String> {
+    let eff = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("CapEff:"))
+                .and_then(|l| u64::from_str_radix(l[7..].trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    let lacking: Vec<&str> = DPDK_CAPS
+        .iter()
+        .filter(|(bit, _)| eff & (1 << bit) == 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if lacking.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "no permission: this process (uid {}) lacks {}, which DPDK's devices need; \
+         run flint as root or grant them (setcap {}+ep)",
+        // SAFETY: geteuid(2) cannot fail.
+        unsafe { libc::geteuid() },
+        lacking.join(", "),
+        lacking
+            .iter()
+            .map(|c| c.to_lowercase())
+            .collect::<Vec<_>>()
+            .join(",")
+    ))
+}
+
+/// Initialises DPDK's EAL, once per process, its memory from hugepages
+/// as `hugepages` says. A second call is an error (DPDK cannot be
+/// initialised twice).
+pub fn eal_init(args: &[String], hugepages: Hugepages) -> io::Result<()> {
     if EAL.get().is_some() {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             "the DPDK EAL is already initialised in this process (one DPDK port set per process)",
         ));
     }
+    let huge = HugeFacts::read()
+        .decide(hugepages)
+        .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
     let mut argv: Vec<String> = vec!["flint".into()];
     argv.extend(args.iter().cloned());
-    if !hugepages_usable() && !args.iter().any(|a| a == "--no-huge") {
+    if !huge && !args.iter().any(|a| a == "--no-huge") {
         argv.extend(["--no-huge".into(), "-m".into(), "512".into()]);
     }
     if !args
@@ -129,11 +267,9 @@ pub fn eal_init(args: &[String]) -> io::Result<()> {
     let r = unsafe { sys::rte_eal_init(ptrs.len() as i32, ptrs.as_mut_ptr()) };
     if r < 0 {
         let e = err("DPDK EAL initialisation failed");
-        let hint = if unsafe { sys::flint_rte_errno() } == libc::EACCES {
-            " (run as root, or give the process the capabilities DPDK needs)"
-        } else {
-            ""
-        };
+        let hint = privileges_missing()
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default();
         return Err(io::Error::other(format!(
             "{e}{hint}; EAL arguments: {}",
             argv[1..].join(" ")
@@ -161,6 +297,53 @@ pub struct DpdkStats {
     pub arp_misses: AtomicU64,
     /// Sends dropped: the transmit queue was full.
     pub tx_full: AtomicU64,
+    /// Frames whose payload was sent from where it lay (an external
+    /// buffer chained after the headers), not copied.
+    pub tx_zero_copy: AtomicU64,
+    /// Payload bytes sent that way.
+    pub tx_zero_copy_bytes: AtomicU64,
+    /// Frames lent to the receiver where they lay in their mbuf.
+    pub rx_in_place: AtomicU64,
+}
+
+/// Payloads shorter than this are copied (an external buffer costs an
+/// allocation and a second mbuf, more than copying a few hundred bytes).
+const ZERO_COPY_MIN: usize = 512;
+
+/// What follows a frame's headers: nothing, or a range of a shared buffer
+/// (sent from where it lies when the port can).
+#[derive(Clone, Copy)]
+enum Tail<'a> {
+    None,
+    Shared(&'a std::sync::Arc<Vec<u8>>, &'a std::ops::Range<usize>),
+}
+
+impl Tail<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Tail::None => 0,
+            Tail::Shared(_, r) => r.len(),
+        }
+    }
+}
+
+/// Software PMDs: they copy frames themselves and do no DMA, so they may
+/// transmit from any memory (a NIC needs it mapped for DMA first).
+const SOFTWARE_PMDS: &[&str] = &[
+    "net_memif",
+    "net_af_packet",
+    "net_ring",
+    "net_tap",
+    "net_pcap",
+    "net_null",
+];
+
+/// Releases the reference an external buffer held (DPDK calls it when the
+/// last mbuf using the buffer is freed, from whichever thread frees it).
+extern "C" fn release_shared(owner: *mut libc::c_void) {
+    // SAFETY: `owner` is the Box<Arc<..>> leaked by `transmit` for this
+    // buffer, released exactly once (the shim frees its record after).
+    drop(unsafe { Box::from_raw(owner.cast::<std::sync::Arc<Vec<u8>>>()) });
 }
 
 struct Rx {
@@ -185,6 +368,8 @@ pub struct DpdkPort {
     tx_csum: bool,
     /// The NIC checks IPv4 header checksums on receive.
     rx_csum: bool,
+    /// Payloads are transmitted from where they lie.
+    zero_copy: bool,
     arp: Mutex<HashMap<Ipv4Addr, [u8; 6]>>,
     ip_id: AtomicU64,
     /// Counters.
@@ -202,7 +387,7 @@ unsafe impl Sync for DpdkPort {}
 impl DpdkPort {
     /// Initialises the EAL with `cfg.eal_args` and opens `cfg.port`.
     pub fn open(cfg: DpdkConfig) -> io::Result<DpdkPort> {
-        eal_init(&cfg.eal_args)?;
+        eal_init(&cfg.eal_args, cfg.hugepages)?;
         Self::open_port(cfg)
     }
 
@@ -213,12 +398,13 @@ impl DpdkPort {
         unsafe {
             let avail = sys::rte_eth_dev_count_avail();
             if cfg.port >= avail {
+                // A device that failed to probe for want of privileges
+                // leaves no port: say so rather than blame the list.
+                let why = privileges_missing()
+                    .unwrap_or_else(|| "check the --vdev or PCI allow-list".into());
                 return Err(io::Error::new(
                     io::ErrorKind::NotFound,
-                    format!(
-                        "no DPDK port {} ({avail} available): check the --vdev or PCI allow-list",
-                        cfg.port
-                    ),
+                    format!("no DPDK port {} ({avail} available): {why}", cfg.port),
                 ));
             }
             let mut info: sys::rte_eth_dev_info = std::mem::zeroed();
@@ -278,6 +464,30 @@ impl DpdkPort {
             }
             if rx_csum {
                 conf.rxmode.offloads |= csum;
+            }
+            // Zero-copy transmission: chained mbufs, the payload's an
+            // external buffer.
+            let driver = if info.driver_name.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(info.driver_name)
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            let multi = sys::flint_offload_multi_segs();
+            let zero_copy = cfg.zero_copy
+                && info.tx_offload_capa & multi != 0
+                && SOFTWARE_PMDS.contains(&driver.as_str());
+            if zero_copy {
+                conf.txmode.offloads |= multi;
+            } else if cfg.zero_copy {
+                tracing::info!(
+                    port = cfg.port,
+                    driver,
+                    multi_segs = info.tx_offload_capa & multi != 0,
+                    "frames are copied into mbufs: zero-copy needs a PMD that sends chained \
+                     mbufs and DMA-mapped answer buffers (software PMDs only here)"
+                );
             }
             if n > 1 {
                 // Spread flows over the queues by hash (RSS).
@@ -344,6 +554,8 @@ impl DpdkPort {
                 queues = n,
                 tx_csum,
                 rx_csum,
+                zero_copy,
+                driver,
                 "DPDK port up"
             );
             Ok(DpdkPort {
@@ -362,6 +574,7 @@ impl DpdkPort {
                     .collect(),
                 tx_csum,
                 rx_csum,
+                zero_copy,
                 arp: Mutex::new(HashMap::new()),
                 ip_id: AtomicU64::new(1),
                 stats: DpdkStats::default(),
@@ -396,29 +609,46 @@ impl DpdkPort {
             .collect()
     }
 
-    /// Sends one Ethernet frame built by `fill` (given the frame to write)
-    /// on queue `q`.
+    /// Whether payloads are transmitted from where they lie.
+    pub fn zero_copy(&self) -> bool {
+        self.zero_copy
+    }
+
+    /// Sends one Ethernet frame on queue `q`: `len` bytes built by `fill`
+    /// (given them to write), then `tail` — chained as an external buffer
+    /// when the port sends from where payloads lie and the tail is worth
+    /// it, copied after the rest otherwise.
     fn transmit(
         &self,
         q: usize,
         len: usize,
         offload_ip_csum: bool,
+        tail: Tail<'_>,
         fill: impl FnOnce(&mut [u8]),
     ) -> io::Result<()> {
         let queue = &self.queues[q];
+        let chained = match tail {
+            Tail::Shared(_, r) => self.zero_copy && r.len() >= ZERO_COPY_MIN,
+            Tail::None => false,
+        };
+        let copied = if chained { 0 } else { tail.len() };
         let _g = queue
             .tx
             .lock()
             .map_err(|_| io::Error::other("tx lock poisoned"))?;
-        // SAFETY: the pool is live; the mbuf is ours until tx_burst takes
-        // it (or we free it); `append` gives `len` writable bytes.
+        // SAFETY: the pool is live; the mbufs are ours until tx_burst takes
+        // them (or we free them); `append` gives `len + copied` writable
+        // bytes. An external buffer holds a reference to its Arc (leaked
+        // into the shim's record) until DPDK frees the last mbuf using it,
+        // so the bytes stay alive and unchanged (the Arc's Vec is never
+        // written while shared) for as long as the NIC may read them.
         unsafe {
             let m = sys::flint_pktmbuf_alloc(queue.pool);
             if m.is_null() {
                 self.stats.tx_full.fetch_add(1, Ordering::Relaxed);
                 return Err(io::Error::new(io::ErrorKind::WouldBlock, "mbuf pool empty"));
             }
-            let p = sys::flint_pktmbuf_append(m, len as u16);
+            let p = sys::flint_pktmbuf_append(m, (len + copied) as u16);
             if p.is_null() {
                 sys::flint_pktmbuf_free(m);
                 return Err(io::Error::new(
@@ -426,7 +656,44 @@ impl DpdkPort {
                     "frame larger than an mbuf",
                 ));
             }
-            fill(std::slice::from_raw_parts_mut(p.cast::<u8>(), len));
+            let frame = std::slice::from_raw_parts_mut(p.cast::<u8>(), len + copied);
+            fill(&mut frame[..len]);
+            if let Tail::Shared(body, r) = tail {
+                if chained {
+                    let ext = sys::flint_pktmbuf_alloc(queue.pool);
+                    if ext.is_null() {
+                        sys::flint_pktmbuf_free(m);
+                        self.stats.tx_full.fetch_add(1, Ordering::Relaxed);
+                        return Err(io::Error::new(io::ErrorKind::WouldBlock, "mbuf pool empty"));
+                    }
+                    let at = body.as_ptr().add(r.start) as *mut libc::c_void;
+                    let owner = Box::into_raw(Box::new(body.clone())).cast::<libc::c_void>();
+                    if sys::flint_pktmbuf_attach_ext(
+                        ext,
+                        at,
+                        sys::flint_virt2iova(at),
+                        r.len() as u16,
+                        Some(release_shared),
+                        owner,
+                    ) != 0
+                    {
+                        release_shared(owner);
+                        sys::flint_pktmbuf_free(ext);
+                        sys::flint_pktmbuf_free(m);
+                        return Err(io::Error::new(
+                            io::ErrorKind::OutOfMemory,
+                            "no memory for an external buffer",
+                        ));
+                    }
+                    if sys::flint_pktmbuf_chain(m, ext) != 0 {
+                        sys::flint_pktmbuf_free(ext);
+                        sys::flint_pktmbuf_free(m);
+                        return Err(io::Error::other("cannot chain an mbuf"));
+                    }
+                } else {
+                    frame[len..].copy_from_slice(&body[r.clone()]);
+                }
+            }
             if offload_ip_csum {
                 sys::flint_mbuf_tx_ipv4_cksum(m, ETH as u16, IP as u16);
             }
@@ -441,12 +708,18 @@ impl DpdkPort {
             }
         }
         self.stats.tx.fetch_add(1, Ordering::Relaxed);
+        if chained {
+            self.stats.tx_zero_copy.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .tx_zero_copy_bytes
+                .fetch_add(tail.len() as u64, Ordering::Relaxed);
+        }
         Ok(())
     }
 
     fn arp(&self, q: usize, op: u16, dst_mac: [u8; 6], dst_ip: Ipv4Addr) -> io::Result<()> {
         let (mac, ip) = (self.mac, self.cfg.ip);
-        self.transmit(q, ETH + 28, false, |f| {
+        self.transmit(q, ETH + 28, false, Tail::None, |f| {
             f[..6].copy_from_slice(if op == 1 { &[0xff; 6] } else { &dst_mac });
             f[6..12].copy_from_slice(&mac);
             f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
@@ -460,7 +733,8 @@ impl DpdkPort {
     }
 
     /// Handles one received Ethernet frame: ARP is answered or learned; a
-    /// UDP datagram for us is copied into `buf`.
+    /// UDP datagram for us gives where its payload lies in `f`, and its
+    /// sender.
     /// `hw_csum`: what the NIC found of the IPv4 checksum (1 good, -1 bad,
     /// 0 not checked: checked here).
     fn handle(
@@ -468,8 +742,7 @@ impl DpdkPort {
         q: usize,
         f: &[u8],
         hw_csum: i32,
-        buf: &mut [u8],
-    ) -> Option<(usize, SocketAddr)> {
+    ) -> Option<(std::ops::Range<usize>, SocketAddr)> {
         if f.len() < ETH {
             return None;
         }
@@ -518,15 +791,21 @@ impl DpdkPort {
                 if dport != self.cfg.udp_port || ulen < UDP || ulen > udp.len() {
                     return None;
                 }
-                let payload = &udp[UDP..ulen];
-                if payload.len() > buf.len() {
-                    return None;
+                let known = self
+                    .arp
+                    .lock()
+                    .map(|t| t.get(&src) == Some(&src_mac))
+                    .unwrap_or(true);
+                if !known {
+                    if let Ok(mut t) = self.arp.lock() {
+                        t.insert(src, src_mac);
+                    }
                 }
-                if let Ok(mut t) = self.arp.lock() {
-                    t.insert(src, src_mac);
-                }
-                buf[..payload.len()].copy_from_slice(payload);
-                Some((payload.len(), SocketAddr::V4(SocketAddrV4::new(src, sport))))
+                let at = ETH + ihl + UDP;
+                Some((
+                    at..at + ulen - UDP,
+                    SocketAddr::V4(SocketAddrV4::new(src, sport)),
+                ))
             }
             _ => None,
         }
@@ -545,19 +824,20 @@ fn ip_checksum(h: &[u8]) -> u16 {
 }
 
 impl DpdkPort {
-    fn send_on(&self, q: usize, frame: &[u8], to: SocketAddr) -> io::Result<()> {
+    /// Sends `frame` then `tail` as one datagram to `to` on queue `q`.
+    fn send_on(&self, q: usize, frame: &[u8], tail: Tail<'_>, to: SocketAddr) -> io::Result<()> {
         let SocketAddr::V4(to) = to else {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "the DPDK port speaks IPv4",
             ));
         };
-        if frame.len() > self.max_frame() {
+        let size = frame.len() + tail.len();
+        if size > self.max_frame() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "frame of {} bytes exceeds the MTU's {}",
-                    frame.len(),
+                    "frame of {size} bytes exceeds the MTU's {}",
                     self.max_frame()
                 ),
             ));
@@ -571,11 +851,11 @@ impl DpdkPort {
         let (mac, ip, sport) = (self.mac, self.cfg.ip, self.cfg.udp_port);
         let id = self.ip_id.fetch_add(1, Ordering::Relaxed) as u16;
         let offload = self.tx_csum;
-        self.transmit(q, HDRS + frame.len(), offload, |f| {
+        self.transmit(q, HDRS + frame.len(), offload, tail, |f| {
             f[..6].copy_from_slice(&dst_mac);
             f[6..12].copy_from_slice(&mac);
             f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-            let total = (IP + UDP + frame.len()) as u16;
+            let total = (IP + UDP + size) as u16;
             let h = &mut f[ETH..ETH + IP];
             h[0] = 0x45;
             h[1] = 0;
@@ -594,10 +874,74 @@ impl DpdkPort {
             let u = &mut f[ETH + IP..HDRS];
             u[0..2].copy_from_slice(&sport.to_be_bytes());
             u[2..4].copy_from_slice(&to.port().to_be_bytes());
-            u[4..6].copy_from_slice(&((UDP + frame.len()) as u16).to_be_bytes());
+            u[4..6].copy_from_slice(&((UDP + size) as u16).to_be_bytes());
             u[6..8].copy_from_slice(&[0, 0]);
             f[HDRS..].copy_from_slice(frame);
         })
+    }
+
+    /// Receives frames on queue `q`: each UDP payload for us is lent to
+    /// `f` where it lies in its mbuf, until `f` says stop (false), `max`
+    /// were handed on, or nothing more has arrived. Returns how many.
+    fn poll_on(
+        &self,
+        q: usize,
+        max: usize,
+        f: &mut dyn FnMut(&[u8], SocketAddr) -> bool,
+    ) -> io::Result<usize> {
+        let mut rx = self.queues[q]
+            .rx
+            .lock()
+            .map_err(|_| io::Error::other("rx lock poisoned"))?;
+        let mut n = 0;
+        while n < max {
+            if rx.at == rx.n {
+                // SAFETY: the burst array holds 32 slots; rx_burst fills at
+                // most that many with mbufs we then own.
+                rx.n = usize::from(unsafe {
+                    sys::flint_rx_burst(self.cfg.port, q as u16, rx.burst.as_mut_ptr(), 32)
+                });
+                rx.at = 0;
+                if rx.n == 0 {
+                    break;
+                }
+            }
+            let m = rx.burst[rx.at];
+            rx.at += 1;
+            // SAFETY: `m` is a received mbuf we own; single-segment data is
+            // mtod..+data_len, lent to `f` and freed only after it returns.
+            let more = unsafe {
+                let mut more = true;
+                if sys::flint_pktmbuf_nb_segs(m) == 1 {
+                    let p = sys::flint_pktmbuf_mtod(m).cast::<u8>();
+                    let len = usize::from(sys::flint_pktmbuf_data_len(m));
+                    let frame = std::slice::from_raw_parts(p, len);
+                    let hw = if self.rx_csum {
+                        sys::flint_mbuf_rx_ip_cksum(m)
+                    } else {
+                        0
+                    };
+                    match self.handle(q, frame, hw) {
+                        Some((r, from)) => {
+                            self.stats.rx.fetch_add(1, Ordering::Relaxed);
+                            n += 1;
+                            more = f(&frame[r], from);
+                        }
+                        None => {
+                            self.stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                } else {
+                    self.stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                sys::flint_pktmbuf_free(m);
+                more
+            };
+            if !more {
+                break;
+            }
+        }
+        Ok(n)
     }
 
     fn recv_on(
@@ -609,54 +953,18 @@ impl DpdkPort {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut idle = 0u32;
         loop {
-            {
-                let mut rx = self.queues[q]
-                    .rx
-                    .lock()
-                    .map_err(|_| io::Error::other("rx lock poisoned"))?;
-                if rx.at == rx.n {
-                    // SAFETY: the burst array holds 32 slots; rx_burst
-                    // fills at most that many with mbufs we then own.
-                    rx.n = usize::from(unsafe {
-                        sys::flint_rx_burst(self.cfg.port, q as u16, rx.burst.as_mut_ptr(), 32)
-                    });
-                    rx.at = 0;
+            let mut got = None;
+            self.poll_on(q, 1, &mut |payload, from| {
+                // Larger than the caller's buffer: dropped (the caller asked
+                // for frames of at most its size).
+                if payload.len() <= buf.len() {
+                    buf[..payload.len()].copy_from_slice(payload);
+                    got = Some((payload.len(), from));
                 }
-                while rx.at < rx.n {
-                    let m = rx.burst[rx.at];
-                    rx.at += 1;
-                    // SAFETY: `m` is a received mbuf we own; single-segment
-                    // data is mtod..+data_len; freed right after.
-                    let got = unsafe {
-                        let got = if sys::flint_pktmbuf_nb_segs(m) == 1 {
-                            let p = sys::flint_pktmbuf_mtod(m).cast::<u8>();
-                            let len = usize::from(sys::flint_pktmbuf_data_len(m));
-                            self.handle(
-                                q,
-                                std::slice::from_raw_parts(p, len),
-                                if self.rx_csum {
-                                    sys::flint_mbuf_rx_ip_cksum(m)
-                                } else {
-                                    0
-                                },
-                                buf,
-                            )
-                        } else {
-                            None
-                        };
-                        sys::flint_pktmbuf_free(m);
-                        got
-                    };
-                    match got {
-                        Some(x) => {
-                            self.stats.rx.fetch_add(1, Ordering::Relaxed);
-                            return Ok(Some(x));
-                        }
-                        None => {
-                            self.stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
+                false
+            })?;
+            if got.is_some() {
+                return Ok(got);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(None);
@@ -675,6 +983,22 @@ impl DpdkPort {
         }
     }
 
+    fn recv_burst_on(
+        &self,
+        q: usize,
+        max: usize,
+        f: &mut dyn FnMut(&[u8], SocketAddr),
+    ) -> io::Result<usize> {
+        let n = self.poll_on(q, max, &mut |payload, from| {
+            f(payload, from);
+            true
+        })?;
+        self.stats
+            .rx_in_place
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
     fn addr(&self) -> SocketAddr {
         SocketAddr::V4(SocketAddrV4::new(self.cfg.ip, self.cfg.udp_port))
     }
@@ -683,7 +1007,21 @@ impl DpdkPort {
 /// The port as one [`Port`]: its first queue pair.
 impl Port for DpdkPort {
     fn send(&self, frame: &[u8], to: SocketAddr) -> io::Result<()> {
-        self.send_on(0, frame, to)
+        self.send_on(0, frame, Tail::None, to)
+    }
+
+    fn send_parts(
+        &self,
+        head: &[u8],
+        body: &std::sync::Arc<Vec<u8>>,
+        range: std::ops::Range<usize>,
+        to: SocketAddr,
+    ) -> io::Result<()> {
+        self.send_on(0, head, Tail::Shared(body, &range), to)
+    }
+
+    fn recv_burst(&self, max: usize, f: &mut dyn FnMut(&[u8], SocketAddr)) -> io::Result<usize> {
+        self.recv_burst_on(0, max, f)
     }
 
     fn recv(
@@ -714,7 +1052,22 @@ impl DpdkQueue {
 
 impl Port for DpdkQueue {
     fn send(&self, frame: &[u8], to: SocketAddr) -> io::Result<()> {
-        self.port.send_on(self.q, frame, to)
+        self.port.send_on(self.q, frame, Tail::None, to)
+    }
+
+    fn send_parts(
+        &self,
+        head: &[u8],
+        body: &std::sync::Arc<Vec<u8>>,
+        range: std::ops::Range<usize>,
+        to: SocketAddr,
+    ) -> io::Result<()> {
+        self.port
+            .send_on(self.q, head, Tail::Shared(body, &range), to)
+    }
+
+    fn recv_burst(&self, max: usize, f: &mut dyn FnMut(&[u8], SocketAddr)) -> io::Result<usize> {
+        self.port.recv_burst_on(self.q, max, f)
     }
 
     fn recv(
@@ -750,7 +1103,55 @@ impl Drop for DpdkPort {
 
 #[cfg(test)]
 mod tests {
-    use super::ip_checksum;
+    use super::{ip_checksum, HugeFacts, Hugepages};
+
+    #[test]
+    fn hugepage_policies_say_what_is_missing() {
+        let ok = HugeFacts {
+            reserved: 512,
+            free: 500,
+            mount: Some(("/dev/hugepages".into(), true)),
+        };
+        assert_eq!(ok.decide(Hugepages::Auto), Ok(true));
+        assert_eq!(ok.decide(Hugepages::Require), Ok(true));
+        assert_eq!(ok.decide(Hugepages::Off), Ok(false));
+        let cases = [
+            (
+                HugeFacts {
+                    reserved: 0,
+                    free: 0,
+                    ..ok.clone()
+                },
+                "nr_hugepages is 0",
+            ),
+            (
+                HugeFacts {
+                    free: 0,
+                    ..ok.clone()
+                },
+                "all 512 reserved hugepages are in use",
+            ),
+            (
+                HugeFacts {
+                    mount: None,
+                    ..ok.clone()
+                },
+                "no hugetlbfs is mounted",
+            ),
+            (
+                HugeFacts {
+                    mount: Some(("/mnt/h".into(), false)),
+                    ..ok.clone()
+                },
+                "no permission",
+            ),
+        ];
+        for (facts, why) in cases {
+            assert_eq!(facts.decide(Hugepages::Auto), Ok(false));
+            let e = facts.decide(Hugepages::Require).unwrap_err();
+            assert!(e.contains(why) && e.contains("dpdk.hugepages"), "{e}");
+        }
+    }
 
     #[test]
     fn ipv4_header_checksums_verify_to_zero() {

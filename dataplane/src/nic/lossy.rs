@@ -3,7 +3,9 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::Port;
@@ -32,16 +34,37 @@ impl<P: Port> LossyPort<P> {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// Whether the frame being sent now is one to drop (and counts it).
+    fn lose(&self) -> bool {
+        let n = self.sent.fetch_add(1, Ordering::Relaxed) + 1;
+        let lose = n.is_multiple_of(self.nth);
+        if lose {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        lose
+    }
 }
 
 impl<P: Port> Port for LossyPort<P> {
     fn send(&self, frame: &[u8], to: SocketAddr) -> io::Result<()> {
-        let n = self.sent.fetch_add(1, Ordering::Relaxed) + 1;
-        if n.is_multiple_of(self.nth) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        if self.lose() {
             return Ok(());
         }
         self.inner.send(frame, to)
+    }
+
+    fn send_parts(
+        &self,
+        head: &[u8],
+        body: &Arc<Vec<u8>>,
+        range: Range<usize>,
+        to: SocketAddr,
+    ) -> io::Result<()> {
+        if self.lose() {
+            return Ok(());
+        }
+        self.inner.send_parts(head, body, range, to)
     }
 
     fn recv(

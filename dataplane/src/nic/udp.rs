@@ -52,9 +52,89 @@ fn set_buffer(sock: &UdpSocket, opt: libc::c_int, bytes: libc::c_int) -> libc::c
     }
 }
 
+/// A socket address in the kernel's form, and its length.
+fn raw_addr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data for which all zeroes is valid,
+    // and it is large and aligned enough for either address family.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match a {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage holds a sockaddr_in.
+            unsafe { std::ptr::write((&mut st as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: sockaddr_storage holds a sockaddr_in6.
+            unsafe { std::ptr::write((&mut st as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (st, len as libc::socklen_t)
+}
+
 impl Port for UdpPort {
     fn send(&self, frame: &[u8], to: SocketAddr) -> io::Result<()> {
         self.sock.send_to(frame, to).map(|_| ())
+    }
+
+    /// One datagram gathered from both parts by `sendmsg` (the kernel
+    /// copies each once, into its socket buffer).
+    fn send_parts(
+        &self,
+        head: &[u8],
+        body: &std::sync::Arc<Vec<u8>>,
+        range: std::ops::Range<usize>,
+        to: SocketAddr,
+    ) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let tail = &body[range];
+        let (mut addr, alen) = raw_addr(to);
+        let mut iov = [
+            libc::iovec {
+                iov_base: head.as_ptr() as *mut libc::c_void,
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: tail.as_ptr() as *mut libc::c_void,
+                iov_len: tail.len(),
+            },
+        ];
+        // SAFETY: msghdr is plain data; all zeroes is a valid empty one.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = alen;
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        loop {
+            // SAFETY: the message names a valid address and two iovecs over
+            // live, readable slices; the kernel copies them before
+            // returning and keeps no pointer.
+            let r = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, 0) };
+            if r >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
     }
 
     fn recv(
@@ -134,6 +214,15 @@ mod tests {
             .recv(&mut buf, Some(Duration::from_millis(5)))
             .unwrap()
             .is_none());
+        // Two parts make one datagram.
+        let body = std::sync::Arc::new(b"xxbodyxx".to_vec());
+        a.send_parts(b"head-", &body, 2..6, b.local_addr().unwrap())
+            .unwrap();
+        let (n, _) = b
+            .recv(&mut buf, Some(Duration::from_secs(2)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"head-body");
         let err = UdpPort::bind(a.local_addr().unwrap()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         assert!(err.to_string().contains("127.0.0.1"), "{err}");

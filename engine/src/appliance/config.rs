@@ -161,11 +161,23 @@ pub struct DpdkSection {
     /// failure stops the node).
     #[serde(default)]
     pub fallback_to_udp: bool,
+    /// Send answers from where they lie (external-buffer mbufs) where the
+    /// PMD allows; false: copy every frame into an mbuf.
+    #[serde(default = "yes")]
+    pub zero_copy: bool,
+    /// Hugepages: `auto` (use them when reserved and mounted, else run
+    /// DPDK on ordinary memory), `require` (refuse to start without), or
+    /// `off`.
+    #[serde(default = "default_hugepages")]
+    pub hugepages: String,
     /// More EAL arguments, passed as they are.
     #[serde(default)]
     pub eal_args: Vec<String>,
 }
 
+fn default_hugepages() -> String {
+    "auto".into()
+}
 fn default_iova() -> String {
     "va".into()
 }
@@ -411,6 +423,12 @@ impl ApplianceConfig {
             }
             if !(576..=9216).contains(&d.mtu) {
                 return Err(bad("dpdk.mtu", "between 576 and 9216"));
+            }
+            if !["auto", "require", "off"].contains(&d.hugepages.as_str()) {
+                return Err(bad(
+                    "dpdk.hugepages",
+                    format!("`{}` is none of auto, require, off", d.hugepages),
+                ));
             }
         }
         if self.engine.shards > 255 {

@@ -332,7 +332,7 @@ fn dpdk_port(
     d: &super::config::DpdkSection,
     udp_port: u16,
 ) -> Result<(Data, usize), String> {
-    use flint_dataplane::nic::dpdk::{DpdkConfig, DpdkPort};
+    use flint_dataplane::nic::dpdk::{DpdkConfig, DpdkPort, Hugepages};
     let mut dc = DpdkConfig {
         eal_args: d.eal(&cfg.reactor.cores),
         port: d.port,
@@ -345,8 +345,15 @@ fn dpdk_port(
         } else {
             d.queues
         },
+        zero_copy: d.zero_copy,
+        hugepages: match d.hugepages.as_str() {
+            "require" => Hugepages::Require,
+            "off" => Hugepages::Off,
+            _ => Hugepages::Auto,
+        },
     };
-    flint_dataplane::nic::dpdk::eal_init(&dc.eal_args).map_err(|e| format!("dpdk: {e}"))?;
+    flint_dataplane::nic::dpdk::eal_init(&dc.eal_args, dc.hugepages)
+        .map_err(|e| format!("dpdk: {e}"))?;
     let p = match DpdkPort::open_port(dc.clone()) {
         Ok(p) => p,
         // A device with fewer queues: as many as it has (the receiving

@@ -22,7 +22,7 @@ use flint_dataplane::nic::{Port, MAX_FRAME};
 use hdrhistogram::Histogram;
 
 use super::auth::{self, Key};
-use super::wire::{self, hello, FileStat, FrameError, Header, Kind, Partial, Request};
+use super::wire::{self, hello, Envelope, FileStat, FrameError, Header, Kind, Partial, Request};
 use crate::codec::Writer;
 use crate::engine::Engine;
 use crate::meta::{FsId, Ino, OrgId};
@@ -168,8 +168,9 @@ struct Session {
     partial: HashMap<u64, Partial>,
     /// Requests running.
     busy: HashSet<u64>,
-    /// Responses not yet acknowledged, with the times each was sent.
-    done: BTreeMap<u64, (Arc<Vec<u8>>, usize)>,
+    /// Responses not yet acknowledged (status, body), with the times each
+    /// was sent.
+    done: BTreeMap<u64, (i32, Arc<Vec<u8>>, usize)>,
     /// Every request below this one is acknowledged.
     floor: u64,
 }
@@ -282,7 +283,6 @@ impl Server {
         let (tx, threads) = spawn_workers(&shared)?;
         for (i, (reactor, port)) in ports.into_iter().enumerate() {
             let (s, jobs) = (shared.clone(), tx.clone());
-            let mut buf = vec![0u8; MAX_FRAME];
             let mut last_sweep = Instant::now();
             let mut last_frame = Instant::now();
             shared
@@ -295,20 +295,17 @@ impl Server {
                         sweep(&s);
                         last_sweep = Instant::now();
                     }
-                    let mut n = 0;
-                    while n < 32 {
-                        match port.recv(&mut buf, Some(Duration::ZERO)) {
-                            Ok(Some((len, from))) => {
-                                let peer = Peer {
-                                    addr: from,
-                                    via: port.clone(),
-                                };
-                                handle_frame(&s, &buf[..len], &peer, &jobs, false);
-                                n += 1;
-                            }
-                            _ => break,
-                        }
-                    }
+                    // A burst of frames, each handled where it lies in the
+                    // NIC's buffer (no copy out of it).
+                    let n = port
+                        .recv_burst(32, &mut |frame, from| {
+                            let peer = Peer {
+                                addr: from,
+                                via: port.clone(),
+                            };
+                            handle_frame(&s, frame, &peer, &jobs, false);
+                        })
+                        .unwrap_or(0);
                     // Keep polling (no parking) for a little while after
                     // traffic: the next request of a session usually follows
                     // its answer within microseconds, and a parked reactor
@@ -380,43 +377,51 @@ impl Server {
     }
 }
 
+/// Sends a handshake message (kept nowhere: small, sent from a copy).
 fn send(s: &Shared, kind: Kind, session: u64, request: u64, msg: &[u8], frame: usize, to: &Peer) {
-    send_from(s, kind, session, request, msg, frame, 0, to)
+    let env = Envelope {
+        kind,
+        session,
+        request,
+        ack: 0,
+    };
+    send_from(s, &env, &[], &Arc::new(msg.to_vec()), frame, 0, to)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Sends the message `prefix ++ body` in packets from packet `start` on;
+/// the body leaves from where it lies when the port can send it so.
 fn send_from(
     s: &Shared,
-    kind: Kind,
-    session: u64,
-    request: u64,
-    msg: &[u8],
+    env: &Envelope,
+    prefix: &[u8],
+    body: &Arc<Vec<u8>>,
     frame: usize,
     start: usize,
     to: &Peer,
 ) {
-    thread_local! {
-        // Each sending thread reuses one frame buffer.
-        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    BUF.with(|b| {
-        let mut buf = b.borrow_mut();
-        wire::packets_from(
-            kind,
-            session,
-            request,
-            0,
-            msg,
-            frame,
-            start,
-            &mut buf,
-            |f| {
-                if to.via.send(f, to.addr).is_ok() {
-                    bump(&s.counters.frames_out);
-                }
-            },
-        );
+    wire::gather(env, prefix, body, frame, start, |head, range| {
+        if to.via.send_parts(head, body, range, to.addr).is_ok() {
+            bump(&s.counters.frames_out);
+        }
     });
+}
+
+/// Sends a response: its status, then its body from where it lies.
+fn respond(
+    s: &Shared,
+    (session, request): (u64, u64),
+    (status, body): (i32, &Arc<Vec<u8>>),
+    frame: usize,
+    start: usize,
+    to: &Peer,
+) {
+    let env = Envelope {
+        kind: Kind::Response,
+        session,
+        request,
+        ack: 0,
+    };
+    send_from(s, &env, &status.to_le_bytes(), body, frame, start, to);
 }
 
 fn reject(s: &Shared, session: u64, request: u64, code: i32, why: &str, to: &Peer) {
@@ -688,21 +693,19 @@ fn on_request(s: &Shared, h: &Header, off: usize, payload: &[u8], from: &Peer) -
         bump(&s.counters.replayed);
         return None;
     }
-    if let Some((resp, tries)) = x.done.get_mut(&h.request) {
+    if let Some((status, body, tries)) = x.done.get_mut(&h.request) {
         // A retransmission: the same answer again (for every packet of a
         // retransmitted request: requests of several packets have one-packet
         // answers), starting at another packet each time.
-        let (resp, start) = (resp.clone(), *tries * 3);
+        let (status, body, start) = (*status, body.clone(), *tries * 3);
         *tries += 1;
         let frame = x.max_frame;
         drop(m);
         bump(&s.counters.resent);
-        send_from(
+        respond(
             s,
-            Kind::Response,
-            h.session,
-            h.request,
-            &resp,
+            (h.session, h.request),
+            (status, &body),
             frame,
             start,
             from,
@@ -780,24 +783,24 @@ fn worker(s: &Shared, jobs: &Mutex<mpsc::Receiver<Work>>) {
 fn finish(s: &Shared, job: &Job, (op, bytes, status, body): Outcome, t0: Instant) {
     bump(&s.counters.requests);
     s.stats.record(op, bytes, t0.elapsed().as_micros() as u64);
-    let mut msg = Vec::with_capacity(body.len() + 4);
-    wire::encode_response(status, &body, &mut msg);
-    let msg = Arc::new(msg);
+    // The body is kept (for retransmissions) and sent as it is: the status
+    // goes ahead of it in the first packet's head, so the data the engine
+    // returned is never copied on its way out.
+    let body = Arc::new(body);
     if let Ok(mut m) = s.sessions.lock() {
         if let Some(x) = m.get_mut(&job.session) {
             x.busy.remove(&job.request);
             if job.request >= x.floor {
-                x.done.insert(job.request, (msg.clone(), 1));
+                x.done.insert(job.request, (status, body.clone(), 1));
             }
         }
     }
-    send(
+    respond(
         s,
-        Kind::Response,
-        job.session,
-        job.request,
-        &msg,
+        (job.session, job.request),
+        (status, &body),
         job.frame,
+        0,
         &job.peer,
     );
 }

@@ -112,30 +112,42 @@ impl FrameError {
 }
 
 fn check(frame: &[u8]) -> u32 {
-    // Checksum of the frame with its checksum field (44..48) taken as zero.
+    check_parts(frame, &[])
+}
+
+/// The checksum of a frame lying in two parts (`head`, at least the
+/// header, then `tail`), with its checksum field (44..48) taken as zero.
+fn check_parts(head: &[u8], tail: &[u8]) -> u32 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(&frame[..44]);
+    h.update(&head[..44]);
     h.update(&[0; 4]);
-    h.update(&frame[HEADER..]);
+    h.update(&head[HEADER..]);
+    h.update(tail);
     h.digest() as u32
+}
+
+/// The 48 header bytes of a packet carrying `len` payload bytes, checksum
+/// field zero.
+fn header_bytes(h: &Header, len: usize) -> [u8; HEADER] {
+    let mut b = [0u8; HEADER];
+    b[..4].copy_from_slice(&MAGIC.to_le_bytes());
+    b[4] = VERSION;
+    b[5] = h.kind as u8;
+    b[8..16].copy_from_slice(&h.session.to_le_bytes());
+    b[16..24].copy_from_slice(&h.request.to_le_bytes());
+    b[24..32].copy_from_slice(&h.ack.to_le_bytes());
+    b[32..34].copy_from_slice(&h.pkt.to_le_bytes());
+    b[34..36].copy_from_slice(&h.pkts.to_le_bytes());
+    b[36..40].copy_from_slice(&(len as u32).to_le_bytes());
+    b[40..44].copy_from_slice(&h.msg_len.to_le_bytes());
+    b
 }
 
 /// Encodes one packet: `payload` is bytes `[off, off + payload.len())` of a
 /// `msg_len`-byte message.
 pub fn encode(h: &Header, payload: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    out.extend_from_slice(&MAGIC.to_le_bytes());
-    out.push(VERSION);
-    out.push(h.kind as u8);
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&h.session.to_le_bytes());
-    out.extend_from_slice(&h.request.to_le_bytes());
-    out.extend_from_slice(&h.ack.to_le_bytes());
-    out.extend_from_slice(&h.pkt.to_le_bytes());
-    out.extend_from_slice(&h.pkts.to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&h.msg_len.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&header_bytes(h, payload.len()));
     out.extend_from_slice(payload);
     let c = check(out);
     out[44..48].copy_from_slice(&c.to_le_bytes());
@@ -242,22 +254,72 @@ pub fn packets_from(
     buf: &mut Vec<u8>,
     mut send: impl FnMut(&[u8]),
 ) {
+    let env = Envelope {
+        kind,
+        session,
+        request,
+        ack,
+    };
+    gather(&env, &[], msg, max_frame, start, |head, body| {
+        buf.clear();
+        buf.extend_from_slice(head);
+        buf.extend_from_slice(&msg[body]);
+        send(buf);
+    });
+}
+
+/// Whom a message is for and what it is: the header fields its packets
+/// share.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope {
+    /// What the message is.
+    pub kind: Kind,
+    /// Session id.
+    pub session: u64,
+    /// Request id.
+    pub request: u64,
+    /// Acknowledgement floor (clients; 0 from servers).
+    pub ack: u64,
+}
+
+/// Splits the message `prefix ++ body` into packets of at most `max_frame`
+/// bytes, starting at packet `start` and wrapping around, without copying
+/// the body: each packet is handed to `send` as its `head` (the sealed
+/// header and the bytes of `prefix` it carries, a few bytes at most) and
+/// the range of `body` that follows them on the wire. A port that can
+/// transmit from `body` where it lies sends the packet with no copy.
+pub fn gather(
+    env: &Envelope,
+    prefix: &[u8],
+    body: &[u8],
+    max_frame: usize,
+    start: usize,
+    mut send: impl FnMut(&[u8], std::ops::Range<usize>),
+) {
+    let total = prefix.len() + body.len();
     let per = max_frame.saturating_sub(HEADER).max(1);
-    let pkts = msg.len().div_ceil(per).max(1);
+    let pkts = total.div_ceil(per).max(1);
+    let p = prefix.len();
+    let mut head = Vec::with_capacity(HEADER + p.min(per));
     for n in 0..pkts {
         let i = (n + start) % pkts;
-        let part = &msg[(i * per).min(msg.len())..((i + 1) * per).min(msg.len())];
+        let (a, b) = ((i * per).min(total), ((i + 1) * per).min(total));
         let h = Header {
-            kind,
-            session,
-            request,
-            ack,
+            kind: env.kind,
+            session: env.session,
+            request: env.request,
+            ack: env.ack,
             pkt: i as u16,
             pkts: pkts as u16,
-            msg_len: msg.len() as u32,
+            msg_len: total as u32,
         };
-        encode(&h, part, buf);
-        send(buf);
+        let range = a.max(p) - p..b.max(p) - p;
+        head.clear();
+        head.extend_from_slice(&header_bytes(&h, b - a));
+        head.extend_from_slice(&prefix[a.min(p)..b.min(p)]);
+        let c = check_parts(&head, &body[range.clone()]);
+        head[44..48].copy_from_slice(&c.to_le_bytes());
+        send(&head, range);
     }
 }
 
@@ -639,6 +701,56 @@ pub mod hello {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gathered_packets_are_the_packets_of_the_whole_message() {
+        // A prefix and a body sent where they lie make exactly the frames
+        // of the concatenated message, whichever packet the prefix ends in
+        // and wherever sending starts.
+        for (plen, blen, frame) in [
+            (4, 0, 512),
+            (4, 10_000, 512),
+            (4, 463, 512),
+            (0, 3, 64),
+            (100, 1000, 60),
+        ] {
+            let prefix: Vec<u8> = (0..plen).map(|i| i as u8 ^ 0x5a).collect();
+            let body: Vec<u8> = (0..blen).map(|i| (i * 7) as u8).collect();
+            let whole = [prefix.clone(), body.clone()].concat();
+            for start in [0, 1, 5] {
+                let mut want = Vec::new();
+                let mut buf = Vec::new();
+                packets_from(
+                    Kind::Response,
+                    3,
+                    4,
+                    0,
+                    &whole,
+                    frame,
+                    start,
+                    &mut buf,
+                    |f| want.push(f.to_vec()),
+                );
+                let mut got = Vec::new();
+                let env = Envelope {
+                    kind: Kind::Response,
+                    session: 3,
+                    request: 4,
+                    ack: 0,
+                };
+                gather(&env, &prefix, &body, frame, start, |head, r| {
+                    got.push([head, &body[r]].concat());
+                });
+                assert_eq!(
+                    got, want,
+                    "prefix {plen} body {blen} frame {frame} start {start}"
+                );
+                for f in &got {
+                    decode(f).unwrap();
+                }
+            }
+        }
+    }
 
     fn roundtrip(msg: &[u8], frame: usize) -> Vec<u8> {
         let mut buf = Vec::new();
