@@ -600,3 +600,80 @@ fn the_appliance_serves_over_dpdk_and_falls_back_only_when_asked() {
     assert!(node.wait().unwrap().success());
     eprintln!("appliance over memif: {ok}");
 }
+
+/// Runs `flint serve --init` on `cfg` (as `nobody` when `unprivileged`)
+/// and returns what it printed on failure; it must fail.
+fn serve_must_fail(flint: &std::path::Path, cfg: &std::path::Path, unprivileged: bool) -> String {
+    let mut cmd = if unprivileged {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(flint);
+        c
+    } else {
+        Command::new(flint)
+    };
+    let out = cmd
+        .arg("--config")
+        .arg(cfg)
+        .args(["serve", "--init"])
+        .current_dir(cfg.parent().unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "it served: {err}");
+    err
+}
+
+#[test]
+fn dpdk_without_permission_or_hugepages_says_what_is_missing() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // The binary where an unprivileged user may run it.
+    let flint = dir.path().join("flint");
+    std::fs::copy(env!("CARGO_BIN_EXE_flint"), &flint).unwrap();
+    std::fs::set_permissions(&flint, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // No permission: af_packet needs a raw socket (CAP_NET_RAW). As root,
+    // the node is started as `nobody`.
+    let cfg = appliance_config(dir.path(), "net_af_packet0,iface=lo", false);
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // SAFETY: geteuid(2) cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let err = serve_must_fail(&flint, &cfg, root);
+    assert!(
+        err.contains("no permission") && err.contains("CAP_NET_RAW") && err.contains("root"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    eprintln!("no permission: {}", err.lines().last().unwrap_or(""));
+
+    // Hugepages required: refused with what is missing, unless this
+    // machine has them reserved, free and mounted (then it must get past
+    // the check).
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "fallback_to_udp = false",
+        "fallback_to_udp = false\nhugepages = \"require\"",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mounted = std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .contains(" hugetlbfs ");
+    if !mounted {
+        let err = serve_must_fail(&flint, &cfg, false);
+        assert!(
+            err.contains("DPDK needs hugepages")
+                && err.contains("dpdk.hugepages = \"auto\"")
+                && (err.contains("mount -t hugetlbfs") || err.contains("nr_hugepages")),
+            "{err}"
+        );
+        eprintln!("hugepages required: {err}");
+    }
+    // A policy that is none of the three: a config error naming the key.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("hugepages = \"require\"", "hugepages = \"always\"");
+    std::fs::write(&cfg, text).unwrap();
+    let err = serve_must_fail(&flint, &cfg, false);
+    assert!(err.contains("dpdk.hugepages"), "{err}");
+}
