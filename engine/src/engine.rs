@@ -545,6 +545,18 @@ impl Engine {
         Ok(())
     }
 
+    /// Reactors (cores) the engine runs.
+    pub fn reactor_count(&self) -> usize {
+        self.set.len()
+    }
+
+    /// Runs `f` on `reactor`'s thread, as a task among its others (from
+    /// any thread; an error when its inbox is full or it has stopped).
+    pub fn on_reactor(&self, reactor: usize, f: impl FnOnce() + Send + 'static) -> Result<()> {
+        self.set.send(reactor, move |_| f())?;
+        Ok(())
+    }
+
     /// Runs `f` on shard 0's store (the whole engine when it has one shard).
     pub fn call<R: Send + 'static>(
         &self,

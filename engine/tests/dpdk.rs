@@ -469,16 +469,18 @@ fn appliance_config(dir: &std::path::Path, vdev: &str, fallback: bool) -> std::p
 fn the_appliance_serves_over_dpdk_and_falls_back_only_when_asked() {
     let test = "the_appliance_serves_over_dpdk_and_falls_back_only_when_asked";
     if std::env::var(ROLE).as_deref() == Ok("app-client") {
-        // Two queue pairs: a session on each, so both of the node's
-        // reactors poll traffic (memif pairs queue i with queue i).
+        // Two sessions, one on each queue pair when there are two (memif
+        // pairs queue i with queue i), both on the one queue otherwise.
+        let queues: u16 = std::env::var("FLINT_DPDK_QUEUES").unwrap().parse().unwrap();
         let p = Arc::new(memif_queues(
             "client",
             &std::env::var("FLINT_DPDK_SOCK").unwrap(),
-            2,
+            queues,
         ));
         let frame = p.max_frame();
         let key = auth::key_from_hex(&std::env::var("FLINT_DPDK_KEY").unwrap()).unwrap();
-        for q in p.queues() {
+        let qs = p.queues();
+        for q in qs.into_iter().cycle().take(2) {
             let cfg = ClientConfig {
                 max_frame: frame,
                 timeout: Duration::from_secs(5),
@@ -548,25 +550,50 @@ fn the_appliance_serves_over_dpdk_and_falls_back_only_when_asked() {
     assert!(node.wait().unwrap().success());
 
     // DPDK for real: the appliance on a memif server port, a DPDK client
-    // process on the other end.
-    let sock = dir.path().join("app.sock").display().to_string();
+    // process on the other end. With a queue pair per reactor each session
+    // stays on the core its flow lands on; with one queue for two
+    // reactors, sessions are spread and their frames handed over.
+    let per_core = appliance_over_memif(dir.path(), 2);
+    assert_eq!(per_core["handed_off"], 0, "{per_core:?}");
+    let shared = appliance_over_memif(dir.path(), 1);
+    assert!(shared["handed_off"] > 0, "{shared:?}");
+    assert_eq!(shared["handoff_dropped"], 0, "{shared:?}");
+    assert!(per_core["requests"] > 0 && shared["requests"] > 0);
+}
+
+/// Serves the appliance over memif with `queues` queue pairs (two
+/// reactors), runs a DPDK client process's two sessions against it, and
+/// returns the node's protocol counters.
+fn appliance_over_memif(
+    dir: &std::path::Path,
+    queues: u16,
+) -> std::collections::BTreeMap<String, u64> {
+    let test = "the_appliance_serves_over_dpdk_and_falls_back_only_when_asked";
+    let flint = env!("CARGO_BIN_EXE_flint");
+    let sock = dir.join("app.sock").display().to_string();
     let cfg = appliance_config(
-        dir.path(),
+        dir,
         &format!("net_memif0,role=server,socket={sock},socket-abstract=no"),
         false,
     );
     let text = std::fs::read_to_string(&cfg).unwrap();
-    // The memif peer sends to UDP port 7400.
-    let text = text.replace(
-        &text
-            .lines()
-            .find(|l| l.starts_with("data_addr"))
-            .unwrap()
-            .to_string(),
-        "data_addr = \"127.0.0.1:7400\"",
-    );
+    // The memif peer sends to UDP port 7400; two reactors.
+    let text = text
+        .replace(
+            &text
+                .lines()
+                .find(|l| l.starts_with("data_addr"))
+                .unwrap()
+                .to_string(),
+            "data_addr = \"127.0.0.1:7400\"",
+        )
+        .replace("pin = false", "pin = false\ncores = [0, 1]")
+        .replace(
+            "fallback_to_udp = false",
+            &format!("fallback_to_udp = false\nqueues = {queues}"),
+        );
     std::fs::write(&cfg, text).unwrap();
-    let _ = std::fs::remove_file(dir.path().join("net.key"));
+    let _ = std::fs::remove_file(dir.join("net.key"));
     let mut node = Command::new(flint)
         .arg("--config")
         .arg(&cfg)
@@ -575,30 +602,53 @@ fn the_appliance_serves_over_dpdk_and_falls_back_only_when_asked() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(flint)
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+    };
     let t0 = std::time::Instant::now();
-    while !status(&cfg) {
+    while run(&["status"]).is_none() {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
             "DPDK node never came up"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let key = std::fs::read_to_string(dir.path().join("net.key")).unwrap();
+    let key = std::fs::read_to_string(dir.join("net.key")).unwrap();
     let mut cli = child(
         test,
         &[
             (ROLE, "app-client".into()),
             ("FLINT_DPDK_SOCK", sock),
             ("FLINT_DPDK_KEY", key.trim().to_string()),
+            ("FLINT_DPDK_QUEUES", queues.to_string()),
         ],
         None,
     );
     let ok = wait_line(&mut cli, "OK");
     assert!(cli.wait().unwrap().success());
+    let stats: serde_json::Value =
+        serde_json::from_str(&run(&["stats", "--json"]).expect("stats")).unwrap();
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(node.id() as i32, libc::SIGTERM) };
     assert!(node.wait().unwrap().success());
-    eprintln!("appliance over memif: {ok}");
+    let counters: std::collections::BTreeMap<String, u64> = stats["protocol"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+        .collect();
+    eprintln!(
+        "appliance over memif, {queues} queue(s): {ok}; handed_off={}",
+        counters["handed_off"]
+    );
+    counters
 }
 
 /// Runs `flint serve --init` on `cfg` (as `nobody` when `unprivileged`)

@@ -262,9 +262,21 @@ pub fn eal_init(args: &[String], hugepages: Hugepages) -> io::Result<()> {
         .collect::<io::Result<_>>()?;
     let mut ptrs: Vec<*mut libc::c_char> =
         c.iter().map(|a| a.as_ptr() as *mut libc::c_char).collect();
+    // The EAL pins the calling thread to its main lcore; Flint's reactors
+    // place themselves, so the caller's CPU set is put back after.
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+    let mut cpus: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid cpu_set_t of the size passed, for this thread.
+    let saved = unsafe {
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut cpus) == 0
+    };
     // SAFETY: argv points to argc valid NUL-terminated strings that outlive
     // the call (EAL may permute the pointer array, which we own).
     let r = unsafe { sys::rte_eal_init(ptrs.len() as i32, ptrs.as_mut_ptr()) };
+    if saved {
+        // SAFETY: the set read above, for this thread.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &cpus) };
+    }
     if r < 0 {
         let e = err("DPDK EAL initialisation failed");
         let hint = privileges_missing()
@@ -1038,6 +1050,7 @@ impl Port for DpdkPort {
 }
 
 /// One queue pair of a [`DpdkPort`], for the reactor that polls it.
+#[derive(Clone)]
 pub struct DpdkQueue {
     port: std::sync::Arc<DpdkPort>,
     q: usize,

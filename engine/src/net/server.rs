@@ -84,6 +84,12 @@ pub struct Counters {
     pub cross_org: AtomicU64,
     /// Responses sent again for a retransmitted request.
     pub resent: AtomicU64,
+    /// Frames that arrived on another core's queue and were handed to the
+    /// core owning their session (in software).
+    pub handed_off: AtomicU64,
+    /// Hand-offs dropped: the owning core's inbox was full (the client
+    /// retransmits).
+    pub handoff_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -105,6 +111,8 @@ impl Counters {
             ("bad_request", g(&self.bad_request)),
             ("cross_org", g(&self.cross_org)),
             ("resent", g(&self.resent)),
+            ("handed_off", g(&self.handed_off)),
+            ("handoff_dropped", g(&self.handoff_dropped)),
         ]
     }
 }
@@ -196,7 +204,17 @@ struct Shared {
     engine: Arc<Engine>,
     port: Arc<dyn Port>,
     cfg: ServerConfig,
-    sessions: Mutex<HashMap<u64, Session>>,
+    /// Sessions by owning core (lane): a session's id names its lane in
+    /// its low byte, and only that core handles its frames (in polled
+    /// mode), so no two cores contend for one session's state.
+    lanes: Vec<Mutex<HashMap<u64, Session>>>,
+    /// Every reactor polls a queue of its own (RSS keeps a flow on one
+    /// queue): a session is owned by the core its Hello arrived on. Else
+    /// sessions are spread over all cores and frames handed to their
+    /// owners in software.
+    queue_per_core: bool,
+    /// The next lane a session is given when spread.
+    next_lane: AtomicU64,
     counters: Counters,
     stats: OpStats,
     stop: AtomicBool,
@@ -227,10 +245,14 @@ impl ServerView {
     /// Sessions open now.
     pub fn sessions(&self) -> usize {
         self.0
-            .sessions
-            .lock()
-            .map(|m| m.values().filter(|s| s.open).count())
-            .unwrap_or(0)
+            .lanes
+            .iter()
+            .map(|l| {
+                l.lock()
+                    .map(|m| m.values().filter(|s| s.open).count())
+                    .unwrap_or(0)
+            })
+            .sum()
     }
 }
 
@@ -249,7 +271,7 @@ impl Server {
         cfg: ServerConfig,
     ) -> std::io::Result<Server> {
         let addr = port.local_addr()?;
-        let shared = Self::shared(engine, port, cfg);
+        let shared = Self::shared(engine, port, cfg, false);
         let (tx, mut threads) = spawn_workers(&shared)?;
         let s = shared.clone();
         threads.push(
@@ -279,7 +301,9 @@ impl Server {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "no queues to poll")
         })?;
         let addr = first.local_addr()?;
-        let shared = Self::shared(engine, first, cfg);
+        let polled: HashSet<usize> = ports.iter().map(|p| p.0).collect();
+        let queue_per_core = polled.len() >= engine.reactor_count();
+        let shared = Self::shared(engine, first, cfg, queue_per_core);
         let (tx, threads) = spawn_workers(&shared)?;
         for (i, (reactor, port)) in ports.into_iter().enumerate() {
             let (s, jobs) = (shared.clone(), tx.clone());
@@ -303,7 +327,7 @@ impl Server {
                                 addr: from,
                                 via: port.clone(),
                             };
-                            handle_frame(&s, frame, &peer, &jobs, false);
+                            handle_frame(&s, frame, &peer, &jobs, Some(reactor));
                         })
                         .unwrap_or(0);
                     // Keep polling (no parking) for a little while after
@@ -324,7 +348,14 @@ impl Server {
         })
     }
 
-    fn shared(engine: Arc<Engine>, port: Arc<dyn Port>, cfg: ServerConfig) -> Arc<Shared> {
+    fn shared(
+        engine: Arc<Engine>,
+        port: Arc<dyn Port>,
+        cfg: ServerConfig,
+        queue_per_core: bool,
+    ) -> Arc<Shared> {
+        // A lane per reactor (at most 256: the id's low byte).
+        let lanes = engine.reactor_count().clamp(1, 256);
         Arc::new(Shared {
             engine,
             port,
@@ -334,7 +365,9 @@ impl Server {
                 workers: cfg.workers.max(1),
                 ..cfg
             },
-            sessions: Mutex::new(HashMap::new()),
+            lanes: (0..lanes).map(|_| Mutex::new(HashMap::new())).collect(),
+            queue_per_core,
+            next_lane: AtomicU64::new(0),
             counters: Counters::default(),
             stats: OpStats::default(),
             stop: AtomicBool::new(false),
@@ -460,8 +493,9 @@ enum Work {
     /// A complete request.
     Request(Job),
     /// A Hello received by a reactor (opening a session asks shard 0 for
-    /// the organization, which a reactor must not wait for).
-    Hello(Header, Vec<u8>, Peer),
+    /// the organization, which a reactor must not wait for), and the lane
+    /// the session will belong to.
+    Hello(Header, Vec<u8>, Peer, usize),
 }
 
 /// The receive loop of the thread mode: frames in, sessions kept,
@@ -487,19 +521,41 @@ fn receive(s: &Arc<Shared>, jobs: mpsc::Sender<Work>) {
             addr: from,
             via: s.port.clone(),
         };
-        handle_frame(s, &buf[..n], &from, &jobs, true);
+        handle_frame(s, &buf[..n], &from, &jobs, None);
     }
 }
 
+/// The lane (owning core) a session id names, if the server has it.
+fn lane_of(s: &Shared, session: u64) -> Option<&Mutex<HashMap<u64, Session>>> {
+    s.lanes.get((session & 0xff) as usize)
+}
+
 /// One received frame: checked, then a handshake step or a request.
-/// `inline_hello`: a Hello may wait on the engine here (not on a reactor).
+/// `here`: the reactor it arrived on (polled mode; `None`: the receive
+/// thread, which handles every session and may wait on the engine). A
+/// session's frame that arrived on another core than its owner is handed
+/// to the owner first, still unparsed.
 fn handle_frame(
     s: &Arc<Shared>,
     frame: &[u8],
     from: &Peer,
     jobs: &mpsc::Sender<Work>,
-    inline_hello: bool,
+    here: Option<usize>,
 ) {
+    if let (Some(here), Some((_, session))) = (here, wire::peek_session(frame)) {
+        let owner = (session & 0xff) as usize;
+        if owner != here && owner < s.lanes.len() {
+            let (sh, f, peer, jobs) = (s.clone(), frame.to_vec(), from.clone(), jobs.clone());
+            let sent = s.engine.on_reactor(owner, move || {
+                handle_frame(&sh, &f, &peer, &jobs, Some(owner));
+            });
+            bump(match sent {
+                Ok(()) => &s.counters.handed_off,
+                Err(_) => &s.counters.handoff_dropped,
+            });
+            return;
+        }
+    }
     bump(&s.counters.frames_in);
     let (h, off, payload) = match wire::decode(frame) {
         Ok(x) => x,
@@ -513,9 +569,19 @@ fn handle_frame(
         }
     };
     match h.kind {
-        Kind::Hello if h.pkts == 1 && inline_hello => on_hello(s, &h, payload, from),
         Kind::Hello if h.pkts == 1 => {
-            let _ = jobs.send(Work::Hello(h, payload.to_vec(), from.clone()));
+            // The session's owner: the core its flow lands on when every
+            // core has a queue (RSS keeps the flow there); else the cores
+            // in turn, its frames handed over in software.
+            let lane = match here {
+                Some(r) if s.queue_per_core => r,
+                _ => s.next_lane.fetch_add(1, Ordering::Relaxed) as usize % s.lanes.len(),
+            };
+            if here.is_none() {
+                on_hello(s, &h, payload, from, lane);
+            } else {
+                let _ = jobs.send(Work::Hello(h, payload.to_vec(), from.clone(), lane));
+            }
         }
         Kind::Auth if h.pkts == 1 => on_auth(s, &h, payload, from),
         Kind::Request => {
@@ -536,12 +602,14 @@ fn handle_frame(
 /// Forgets idle sessions.
 fn sweep(s: &Shared) {
     let idle = s.cfg.idle;
-    if let Ok(mut m) = s.sessions.lock() {
-        m.retain(|_, x| x.last.elapsed() < idle || !x.busy.is_empty());
+    for lane in &s.lanes {
+        if let Ok(mut m) = lane.lock() {
+            m.retain(|_, x| x.last.elapsed() < idle || !x.busy.is_empty());
+        }
     }
 }
 
-fn on_hello(s: &Shared, h: &Header, payload: &[u8], from: &Peer) {
+fn on_hello(s: &Shared, h: &Header, payload: &[u8], from: &Peer, lane: usize) {
     let Ok(hi) = hello::Hello::decode(payload) else {
         bump(&s.counters.malformed);
         return;
@@ -554,10 +622,14 @@ fn on_hello(s: &Shared, h: &Header, payload: &[u8], from: &Peer) {
         .ok()
         .and_then(|orgs| orgs.into_iter().find(|o| o.name == hi.org))
         .map(|o| (o.id, o.key));
-    let id = u64::from_le_bytes(auth::random());
+    // Unguessable, but for its low byte: the lane that owns it.
+    let lane = lane.min(s.lanes.len() - 1);
+    let id = (u64::from_le_bytes(auth::random()) & !0xff) | lane as u64;
     let server_nonce: [u8; 16] = auth::random();
     let max_frame = (hi.max_frame as usize).clamp(wire::MIN_FRAME, s.cfg.max_frame);
-    let Ok(mut m) = s.sessions.lock() else { return };
+    let Ok(mut m) = s.lanes[lane].lock() else {
+        return;
+    };
     if m.values().filter(|x| !x.open).count() >= MAX_PENDING {
         let oldest = m
             .iter()
@@ -602,7 +674,10 @@ fn on_hello(s: &Shared, h: &Header, payload: &[u8], from: &Peer) {
 }
 
 fn on_auth(s: &Shared, h: &Header, payload: &[u8], from: &Peer) {
-    let Ok(mut m) = s.sessions.lock() else { return };
+    let Some(Ok(mut m)) = lane_of(s, h.session).map(|l| l.lock()) else {
+        bump(&s.counters.unknown_session);
+        return;
+    };
     let Some(x) = m
         .get_mut(&h.session)
         .filter(|x| !x.open && x.peer == from.addr)
@@ -658,7 +733,8 @@ fn on_auth(s: &Shared, h: &Header, payload: &[u8], from: &Peer) {
 }
 
 fn on_request(s: &Shared, h: &Header, off: usize, payload: &[u8], from: &Peer) -> Option<Job> {
-    let Ok(mut m) = s.sessions.lock() else {
+    let empty = Mutex::new(HashMap::new());
+    let Ok(mut m) = lane_of(s, h.session).unwrap_or(&empty).lock() else {
         return None;
     };
     let Some(x) = m.get_mut(&h.session).filter(|x| x.open) else {
@@ -760,8 +836,8 @@ fn worker(s: &Shared, jobs: &Mutex<mpsc::Receiver<Work>>) {
         };
         let job = match work {
             Ok(Work::Request(job)) => job,
-            Ok(Work::Hello(h, payload, from)) => {
-                on_hello(s, &h, &payload, &from);
+            Ok(Work::Hello(h, payload, from, lane)) => {
+                on_hello(s, &h, &payload, &from, lane);
                 continue;
             }
             Err(_) => return,
@@ -787,7 +863,7 @@ fn finish(s: &Shared, job: &Job, (op, bytes, status, body): Outcome, t0: Instant
     // goes ahead of it in the first packet's head, so the data the engine
     // returned is never copied on its way out.
     let body = Arc::new(body);
-    if let Ok(mut m) = s.sessions.lock() {
+    if let Some(Ok(mut m)) = lane_of(s, job.session).map(|l| l.lock()) {
         if let Some(x) = m.get_mut(&job.session) {
             x.busy.remove(&job.request);
             if job.request >= x.floor {

@@ -223,6 +223,19 @@ pub fn decode(frame: &[u8]) -> Result<(Header, usize, &[u8]), FrameError> {
     Ok((h, off, &frame[HEADER..]))
 }
 
+/// The kind and session of a frame that belongs to a session (Auth,
+/// Request), read from its header without checking the rest: to route a
+/// frame to the core owning its session, which then checks all of it.
+pub fn peek_session(frame: &[u8]) -> Option<(Kind, u64)> {
+    if frame.len() < HEADER || le32(frame, 0) != MAGIC || frame[4] != VERSION {
+        return None;
+    }
+    match Kind::from_u8(frame[5])? {
+        k @ (Kind::Auth | Kind::Request) => Some((k, le64(frame, 8))),
+        _ => None,
+    }
+}
+
 /// Splits a message into packets of at most `max_frame` bytes each and
 /// hands each encoded frame to `send`.
 #[allow(clippy::too_many_arguments)]
