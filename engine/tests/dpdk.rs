@@ -467,7 +467,6 @@ fn appliance_config(dir: &std::path::Path, vdev: &str, fallback: bool) -> std::p
 
 #[test]
 fn the_appliance_serves_over_dpdk_and_falls_back_only_when_asked() {
-    let test = "the_appliance_serves_over_dpdk_and_falls_back_only_when_asked";
     if std::env::var(ROLE).as_deref() == Ok("app-client") {
         // Two sessions, one on each queue pair when there are two (memif
         // pairs queue i with queue i), both on the one queue otherwise.
