@@ -36,6 +36,7 @@ fn main() {
             "rte_eth_(dev_count_avail|dev_configure|rx_queue_setup|tx_queue_setup|dev_start|dev_stop|dev_close|dev_info_get|macaddr_get|dev_set_mtu|promiscuous_enable|stats_get|link_get_nowait)",
         )
         .allowlist_function("rte_pktmbuf_pool_create")
+        .allowlist_function("rte_thread_(register|unregister)")
         .allowlist_function("rte_mempool_free")
         .allowlist_function("flint_.*")
         .allowlist_type("rte_(eth_conf|eth_dev_info|eth_stats|eth_link|ether_addr)")

@@ -1,5 +1,3 @@
-#include <stdlib.h>
-
 #include <rte_errno.h>
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
@@ -62,18 +60,20 @@ static void flint_ext_free(void *addr, void *opaque)
     struct flint_ext *e = opaque;
     (void)addr;
     e->release(e->owner);
-    free(e);
 }
 
 /* Makes `m` carry `len` bytes at `addr` (not copied): when the last mbuf
- * referring to them is freed, `release(owner)` is called. 0, or -1 when
- * out of memory (nothing attached, release not called). */
+ * referring to them is freed, `release(owner)` is called. The shared info
+ * lives in `m`'s own data room, unused while the mbuf carries an external
+ * buffer and still `m`'s when DPDK calls the hook on detaching it, so
+ * attaching allocates nothing. Returns 0, or -1 when `m`'s room is too
+ * small to hold it (nothing attached). */
 int flint_pktmbuf_attach_ext(struct rte_mbuf *m, void *addr, uint64_t iova, uint16_t len,
                              void (*release)(void *), void *owner)
 {
-    struct flint_ext *e = malloc(sizeof(*e));
-    if (e == NULL)
+    if (RTE_MBUF_HAS_EXTBUF(m) || m->buf_len < sizeof(struct flint_ext))
         return -1;
+    struct flint_ext *e = (struct flint_ext *)RTE_PTR_ALIGN_CEIL(m->buf_addr, 8);
     e->sh.free_cb = flint_ext_free;
     e->sh.fcb_opaque = e;
     rte_mbuf_ext_refcnt_set(&e->sh, 1);

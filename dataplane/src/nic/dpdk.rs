@@ -86,6 +86,38 @@ fn err(what: &str) -> io::Error {
 
 static EAL: OnceLock<()> = OnceLock::new();
 
+/// A thread's registration with DPDK (an lcore id, which gives it the
+/// mempools' per-core caches: mbufs allocated and freed without touching
+/// the shared ring), given back when the thread ends.
+struct Registered(bool);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if self.0 {
+            // SAFETY: this thread registered itself (below) and is ending.
+            unsafe { sys::rte_thread_unregister() };
+        }
+    }
+}
+
+thread_local! {
+    static REGISTERED: std::cell::OnceCell<Registered> = const { std::cell::OnceCell::new() };
+}
+
+/// Registers the calling thread with DPDK once (reactors, workers and
+/// clients that touch a queue). Without a free lcore id it works on,
+/// uncached.
+fn register_thread() {
+    REGISTERED.with(|r| {
+        r.get_or_init(|| {
+            // SAFETY: called after EAL init (a port exists), once per
+            // thread; failure leaves the thread unregistered, which DPDK
+            // allows.
+            Registered(unsafe { sys::rte_thread_register() } == 0)
+        });
+    });
+}
+
 /// Where DPDK's memory comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hugepages {
@@ -353,9 +385,9 @@ const SOFTWARE_PMDS: &[&str] = &[
 /// Releases the reference an external buffer held (DPDK calls it when the
 /// last mbuf using the buffer is freed, from whichever thread frees it).
 extern "C" fn release_shared(owner: *mut libc::c_void) {
-    // SAFETY: `owner` is the Box<Arc<..>> leaked by `transmit` for this
-    // buffer, released exactly once (the shim frees its record after).
-    drop(unsafe { Box::from_raw(owner.cast::<std::sync::Arc<Vec<u8>>>()) });
+    // SAFETY: `owner` is the reference `transmit` leaked with
+    // Arc::into_raw for this buffer; DPDK calls this once per attach.
+    drop(unsafe { std::sync::Arc::from_raw(owner.cast_const().cast::<Vec<u8>>()) });
 }
 
 struct Rx {
@@ -644,6 +676,7 @@ impl DpdkPort {
             Tail::None => false,
         };
         let copied = if chained { 0 } else { tail.len() };
+        register_thread();
         let _g = queue
             .tx
             .lock()
@@ -651,7 +684,7 @@ impl DpdkPort {
         // SAFETY: the pool is live; the mbufs are ours until tx_burst takes
         // them (or we free them); `append` gives `len + copied` writable
         // bytes. An external buffer holds a reference to its Arc (leaked
-        // into the shim's record) until DPDK frees the last mbuf using it,
+        // with into_raw, kept in the mbuf's own room) until DPDK frees it,
         // so the bytes stay alive and unchanged (the Arc's Vec is never
         // written while shared) for as long as the NIC may read them.
         unsafe {
@@ -679,7 +712,9 @@ impl DpdkPort {
                         return Err(io::Error::new(io::ErrorKind::WouldBlock, "mbuf pool empty"));
                     }
                     let at = body.as_ptr().add(r.start) as *mut libc::c_void;
-                    let owner = Box::into_raw(Box::new(body.clone())).cast::<libc::c_void>();
+                    let owner = std::sync::Arc::into_raw(body.clone())
+                        .cast_mut()
+                        .cast::<libc::c_void>();
                     if sys::flint_pktmbuf_attach_ext(
                         ext,
                         at,
@@ -692,10 +727,7 @@ impl DpdkPort {
                         release_shared(owner);
                         sys::flint_pktmbuf_free(ext);
                         sys::flint_pktmbuf_free(m);
-                        return Err(io::Error::new(
-                            io::ErrorKind::OutOfMemory,
-                            "no memory for an external buffer",
-                        ));
+                        return Err(io::Error::other("cannot attach an external buffer"));
                     }
                     if sys::flint_pktmbuf_chain(m, ext) != 0 {
                         sys::flint_pktmbuf_free(ext);
@@ -901,6 +933,7 @@ impl DpdkPort {
         max: usize,
         f: &mut dyn FnMut(&[u8], SocketAddr) -> bool,
     ) -> io::Result<usize> {
+        register_thread();
         let mut rx = self.queues[q]
             .rx
             .lock()
