@@ -50,6 +50,13 @@ fn memif(role: &str, sock: &str) -> Result<(DpdkPort, DpdkPort), String> {
         ip: ip.into(),
         udp_port: port,
         mtu: 1500,
+        // The node's ports listen before the client is told to connect;
+        // the client waits for its links.
+        link_wait: if role == "server" {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(5)
+        },
         ..DpdkConfig::default()
     };
     let zc = DpdkPort::open(cfg.clone()).map_err(|e| e.to_string())?;
@@ -82,11 +89,11 @@ fn server(sock: &str) -> Result<(), String> {
     );
     let udp_addr = udp.local_addr().map_err(|e| e.to_string())?;
     let s1 = Server::start(engine.clone(), udp, cfg.clone()).map_err(|e| e.to_string())?;
+    // The memif ports listen now and come up when the client connects;
+    // their queues are polled by the node's reactors, as an appliance's are.
+    let (zc, copy) = memif("server", sock)?;
     println!("READY {} {ino} {udp_addr}", auth::key_to_hex(&org.key));
     let _ = std::io::stdout().flush();
-    // The memif ports come up when the client connects; their queues are
-    // polled by the node's reactors, as an appliance's are.
-    let (zc, copy) = memif("server", sock)?;
     let mut queues = Vec::new();
     for (r, p) in [zc, copy].into_iter().enumerate() {
         let p = Arc::new(p);

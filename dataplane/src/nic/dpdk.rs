@@ -53,6 +53,10 @@ pub struct DpdkConfig {
     /// the PMD allows: it sends chained mbufs and does no DMA of its own
     /// (a software PMD). Off: every frame is copied into an mbuf.
     pub zero_copy: bool,
+    /// How long opening waits for the link to come up (a memif peer may
+    /// still be connecting); it serves anyway after, and frames sent
+    /// before are lost and retransmitted.
+    pub link_wait: Duration,
 }
 
 impl Default for DpdkConfig {
@@ -65,6 +69,7 @@ impl Default for DpdkConfig {
             mtu: 9000,
             queues: 1,
             zero_copy: true,
+            link_wait: Duration::from_secs(2),
             hugepages: Hugepages::Auto,
         }
     }
@@ -575,14 +580,17 @@ impl DpdkPort {
             // Wait (briefly) for the link: a memif peer may still be
             // connecting. Frames sent before are lost and retransmitted.
             let t0 = Instant::now();
+            let wait = cfg.link_wait;
             loop {
                 let mut link: sys::rte_eth_link = std::mem::zeroed();
                 let _ = sys::rte_eth_link_get_nowait(cfg.port, &mut link);
                 if link.link_status() == 1 {
                     break;
                 }
-                if t0.elapsed() > Duration::from_secs(2) {
-                    tracing::warn!(port = cfg.port, "link still down after 2 s; serving anyway");
+                if t0.elapsed() >= wait {
+                    if !wait.is_zero() {
+                        tracing::warn!(port = cfg.port, ?wait, "link still down; serving anyway");
+                    }
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(10));

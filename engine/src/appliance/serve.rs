@@ -346,6 +346,7 @@ fn dpdk_port(
             d.queues
         },
         zero_copy: d.zero_copy,
+        link_wait: std::time::Duration::from_secs(2),
         hugepages: match d.hugepages.as_str() {
             "require" => Hugepages::Require,
             "off" => Hugepages::Off,
