@@ -248,12 +248,18 @@ pub fn main(mut a: Args) -> Result<(), String> {
     let server: SocketAddr = "10.9.0.1:7400".parse().expect("valid");
     // The copying link first: the two DPDK runs are not favoured by order
     // (caches and the node warm up in the first).
-    let mut cc = Client::connect_via(Box::new(copy), server, "bench", &key, cfg.clone())
-        .map_err(|e| e.to_string())?;
+    let mut cc = Client::connect_via(
+        Box::new(copy.first_queue()),
+        server,
+        "bench",
+        &key,
+        cfg.clone(),
+    )
+    .map_err(|e| e.to_string())?;
     let copied = measure(&mut cc, node, ino, secs)?;
     drop(cc);
-    let mut mc =
-        Client::connect_via(Box::new(zc), server, "bench", &key, cfg).map_err(|e| e.to_string())?;
+    let mut mc = Client::connect_via(Box::new(zc.first_queue()), server, "bench", &key, cfg)
+        .map_err(|e| e.to_string())?;
     let dpdk = measure(&mut mc, node, ino, secs)?;
     drop(mc);
     if let Some(mut i) = child.stdin.take() {

@@ -90,6 +90,15 @@ fn serve(port: Arc<dyn Port>, frame: usize, zero_copy: impl Fn() -> u64) -> ! {
     std::process::exit(0);
 }
 
+/// [`serve`] on a DPDK port's first queue, counting its zero-copy frames.
+fn serve_dpdk(p: DpdkPort) -> ! {
+    let q = p.first_queue();
+    let port = q.port().clone();
+    serve(Arc::new(q), port.max_frame(), move || {
+        port.stats.tx_zero_copy.load(Ordering::Relaxed)
+    })
+}
+
 /// The value of `name=N` in a `COUNTERS` line.
 fn counter(line: &str, name: &str) -> u64 {
     line.split_whitespace()
@@ -192,17 +201,10 @@ fn wait_line(c: &mut std::process::Child, prefix: &str) -> String {
 fn server_and_client_over_memif_recover_injected_loss() {
     let test = "server_and_client_over_memif_recover_injected_loss";
     match std::env::var(ROLE).as_deref() {
-        Ok("server") => {
-            let p = Arc::new(memif("server", &std::env::var("FLINT_DPDK_SOCK").unwrap()));
-            let frame = p.max_frame();
-            let q = p.clone();
-            serve(p, frame, move || {
-                q.stats.tx_zero_copy.load(Ordering::Relaxed)
-            })
-        }
+        Ok("server") => serve_dpdk(memif("server", &std::env::var("FLINT_DPDK_SOCK").unwrap())),
         Ok("client") => {
-            let p = memif("client", &std::env::var("FLINT_DPDK_SOCK").unwrap());
-            let frame = p.max_frame();
+            let p = memif("client", &std::env::var("FLINT_DPDK_SOCK").unwrap()).first_queue();
+            let frame = p.port().max_frame();
             let key = auth::key_from_hex(&std::env::var("FLINT_DPDK_KEY").unwrap()).unwrap();
             // Every 7th frame the client sends is dropped on the path.
             let lossy = Box::new(LossyPort::new(p, 7));
@@ -268,12 +270,7 @@ fn kernel_udp_client_talks_to_a_dpdk_server_on_af_packet() {
                 ..DpdkConfig::default()
             })
             .unwrap();
-            let p = Arc::new(p);
-            let frame = p.max_frame();
-            let q = p.clone();
-            serve(p, frame, move || {
-                q.stats.tx_zero_copy.load(Ordering::Relaxed)
-            })
+            serve_dpdk(p)
         }
         Ok("udp-server") => {
             let p = flint_dataplane::nic::udp::UdpPort::bind("10.78.0.2:7400".parse().unwrap())
@@ -304,7 +301,8 @@ fn kernel_udp_client_talks_to_a_dpdk_server_on_af_packet() {
                 ..ClientConfig::default()
             };
             let server = "10.78.0.2:7400".parse().unwrap();
-            let mut c = Client::connect_via(Box::new(p), server, "net", &key, cfg).unwrap();
+            let mut c =
+                Client::connect_via(Box::new(p.first_queue()), server, "net", &key, cfg).unwrap();
             workload(&mut c);
             std::process::exit(0);
         }

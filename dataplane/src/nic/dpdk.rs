@@ -651,6 +651,15 @@ impl DpdkPort {
         self.queues.len()
     }
 
+    /// The port as one [`Port`]: its first queue pair (a port with one
+    /// queue, or one used by one thread).
+    pub fn first_queue(self) -> DpdkQueue {
+        DpdkQueue {
+            port: std::sync::Arc::new(self),
+            q: 0,
+        }
+    }
+
     /// One [`Port`] per queue pair, for the reactor that polls it.
     pub fn queues(self: &std::sync::Arc<Self>) -> Vec<DpdkQueue> {
         (0..self.queues.len())
@@ -1057,39 +1066,6 @@ impl DpdkPort {
     }
 }
 
-/// The port as one [`Port`]: its first queue pair.
-impl Port for DpdkPort {
-    fn send(&self, frame: &[u8], to: SocketAddr) -> io::Result<()> {
-        self.send_on(0, frame, Tail::None, to)
-    }
-
-    fn send_parts(
-        &self,
-        head: &[u8],
-        body: &std::sync::Arc<Vec<u8>>,
-        range: std::ops::Range<usize>,
-        to: SocketAddr,
-    ) -> io::Result<()> {
-        self.send_on(0, head, Tail::Shared(body, &range), to)
-    }
-
-    fn recv_burst(&self, max: usize, f: &mut dyn FnMut(&[u8], SocketAddr)) -> io::Result<usize> {
-        self.recv_burst_on(0, max, f)
-    }
-
-    fn recv(
-        &self,
-        buf: &mut [u8],
-        timeout: Option<Duration>,
-    ) -> io::Result<Option<(usize, SocketAddr)>> {
-        self.recv_on(0, buf, timeout)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.addr())
-    }
-}
-
 /// One queue pair of a [`DpdkPort`], for the reactor that polls it.
 #[derive(Clone)]
 pub struct DpdkQueue {
@@ -1101,6 +1077,11 @@ impl DpdkQueue {
     /// The queue's index.
     pub fn index(&self) -> usize {
         self.q
+    }
+
+    /// The port it belongs to.
+    pub fn port(&self) -> &std::sync::Arc<DpdkPort> {
+        &self.port
     }
 }
 
