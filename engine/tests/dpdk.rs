@@ -433,6 +433,18 @@ fn dpdk_errors_are_clear() {
     assert!(c.wait().unwrap().success());
 }
 
+/// A `flint serve` child, killed if the test fails before stopping it (a
+/// node keeps polling its queues after its parent is gone).
+struct Node(std::process::Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Already waited for: std sends nothing.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// An appliance config whose data transport is DPDK on `vdev`.
 fn appliance_config(dir: &std::path::Path, vdev: &str, fallback: bool) -> std::path::PathBuf {
     let mgmt = std::net::TcpListener::bind("127.0.0.1:0")
@@ -514,6 +526,7 @@ fn the_appliance_serves_over_dpdk_and_falls_back_only_when_asked() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
+        .map(Node)
         .unwrap();
     let status = |cfg: &std::path::Path| {
         Command::new(flint)
@@ -543,8 +556,8 @@ fn the_appliance_serves_over_dpdk_and_falls_back_only_when_asked() {
         .unwrap();
     assert!(put.status.success(), "{put:?}");
     // SAFETY: kill(2) on our child.
-    unsafe { libc::kill(node.id() as i32, libc::SIGTERM) };
-    assert!(node.wait().unwrap().success());
+    unsafe { libc::kill(node.0.id() as i32, libc::SIGTERM) };
+    assert!(node.0.wait().unwrap().success());
 
     // DPDK for real: the appliance on a memif server port, a DPDK client
     // process on the other end. With a queue pair per reactor each session
@@ -598,6 +611,7 @@ fn appliance_over_memif(
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
+        .map(Node)
         .unwrap();
     let run = |args: &[&str]| {
         Command::new(flint)
@@ -633,8 +647,8 @@ fn appliance_over_memif(
     let stats: serde_json::Value =
         serde_json::from_str(&run(&["stats", "--json"]).expect("stats")).unwrap();
     // SAFETY: kill(2) on our child.
-    unsafe { libc::kill(node.id() as i32, libc::SIGTERM) };
-    assert!(node.wait().unwrap().success());
+    unsafe { libc::kill(node.0.id() as i32, libc::SIGTERM) };
+    assert!(node.0.wait().unwrap().success());
     let counters: std::collections::BTreeMap<String, u64> = stats["protocol"]
         .as_object()
         .unwrap()
