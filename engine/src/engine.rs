@@ -144,6 +144,15 @@ fn with_shard<R>(
     }
 }
 
+/// What [`Engine::replace_device`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct Replaced {
+    /// The slot the device took.
+    pub index: usize,
+    /// Chunks rebuilt onto it.
+    pub chunks: u64,
+}
+
 /// Completes an asynchronous read once (later calls do nothing).
 fn finish_read(st: &std::sync::Mutex<AsyncRead>, r: Result<Vec<u8>>) {
     let done = st.lock().ok().and_then(|mut g| g.done.take());
@@ -625,6 +634,110 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// Replaces a missing device with `name`, a blank device the engine was
+    /// opened with (one that holds another engine's superblock needs
+    /// `force`). It takes the lowest missing slot: every shard zeroes its
+    /// metadata areas on it and rebuilds the chunks it kept in that slot
+    /// from the survivors (each shard's reactor is busy meanwhile); then it
+    /// joins as a healthy member of every shard and its superblock is
+    /// written last. A crash before that leaves it blank and the engine
+    /// degraded, as before; running the command again starts over.
+    pub fn replace_device(&self, name: &str, force: bool) -> Result<Replaced> {
+        let dev = self
+            .devices
+            .iter()
+            .flatten()
+            .find(|d| d.name() == name)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!("device {name} among those the engine was opened with"),
+            })?;
+        let report = self.devices()?;
+        if let Some(r) = report.iter().find(|r| r.present && r.name == name) {
+            return Err(StoreError::Invalid {
+                reason: format!("device {name} is already member {} of the engine", r.index),
+            });
+        }
+        let index = report
+            .iter()
+            .find(|r| !r.present)
+            .map(|r| r.index)
+            .ok_or_else(|| StoreError::Invalid {
+                reason: "no device is missing: nothing to replace".into(),
+            })?;
+        let sb = self.call(|s| Ok(s.superblock().clone()))?;
+        let d = dev.clone();
+        let found = self
+            .set
+            .run_on(self.map.owner(0), move |core| Store::probe(core, &d))?
+            .wait()??;
+        match found {
+            Some(other) if other.engine_uuid == sb.engine_uuid => {
+                return Err(StoreError::Invalid {
+                    reason: format!(
+                        "device {name} holds this engine's superblock for slot {}: \
+                         open the engine with it instead of replacing",
+                        other.device_index
+                    ),
+                })
+            }
+            Some(_) if !force => {
+                return Err(StoreError::AlreadyFormatted {
+                    device: name.into(),
+                })
+            }
+            _ => {}
+        }
+        let g = dev.geometry();
+        if g.block_size != sb.block_size || g.blocks < sb.blocks {
+            return Err(StoreError::Invalid {
+                reason: format!(
+                    "device {name} has {} blocks of {} bytes; the engine's devices have {} of {}",
+                    g.blocks, g.block_size, sb.blocks, sb.block_size
+                ),
+            });
+        }
+        // Every shard rebuilds its chunks of the slot onto the device.
+        let mut pending = Vec::new();
+        for shard in 0..self.map.shards() {
+            let (d, n) = (dev.clone(), name.to_string());
+            pending.push(self.set.run_on(self.map.owner(shard), move |core| {
+                let qp = d.queue_pair(core, &flint_dataplane::bdev::QpairOptions { depth: 64 })?;
+                with_shard(core, shard, |s| s.adopt_rebuild(index, &n, qp))
+            })?);
+        }
+        let rebuilt = match Self::join(pending) {
+            Ok(n) => n.into_iter().sum(),
+            Err(e) => {
+                let _ = self.broadcast(|s| {
+                    s.adopt_abort();
+                    Ok(())
+                });
+                return Err(e);
+            }
+        };
+        // Joins, with everything written so far durable first (so the
+        // checkpoints that put each shard's state on it can be taken).
+        self.sync()?;
+        self.broadcast(move |s| s.adopt_join(index))?;
+        let member = crate::format::Superblock {
+            device_uuid: crate::store::new_uuid(),
+            device_index: index as u32,
+            ..sb
+        };
+        let d = dev.clone();
+        self.set
+            .run_on(self.map.owner(0), move |core| {
+                Store::write_superblock(core, &d, &member)
+            })?
+            .wait()??;
+        tracing::info!(device = name, index, rebuilt, "device replaced");
+        Ok(Replaced {
+            index,
+            chunks: rebuilt,
+        })
     }
 
     /// Repair counters summed over shards.

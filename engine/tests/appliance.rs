@@ -192,6 +192,57 @@ fn a_node_serves_restarts_and_stops_cleanly() {
 }
 
 #[test]
+fn a_dead_device_is_replaced_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let node = start(&cfg, &["--init"]);
+    let file = dir.path().join("in.bin");
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2246822519) >> 11) as u8)
+        .collect();
+    std::fs::write(&file, &data).unwrap();
+    ok(&cfg, &["put", "data/blob", file.to_str().unwrap()]);
+    signal(&node, libc::SIGTERM);
+    assert!(node.wait_with_output().unwrap().status.success());
+
+    // f2 dies; the config's size makes a blank file in its place.
+    std::fs::remove_file(dir.path().join("f2.img")).unwrap();
+    let node = start(&cfg, &[]);
+    assert!(ok(&cfg, &["device", "list"]).contains("MISSING"));
+    let out = flint(&cfg, &["device", "replace", "f1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("already member"), "{err}");
+    let said = ok(&cfg, &["device", "replace", "f2"]);
+    assert!(said.contains("replaced slot"), "{said}");
+    let devs: serde_json::Value =
+        serde_json::from_str(&ok(&cfg, &["device", "list", "--json"])).unwrap();
+    assert!(
+        devs.as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["healthy"] == true),
+        "{devs}"
+    );
+    assert!(ok(&cfg, &["events"]).contains("device_replaced"));
+    let back = dir.path().join("out.bin");
+    ok(&cfg, &["get", "data/blob", back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == data);
+    signal(&node, libc::SIGTERM);
+    assert!(node.wait_with_output().unwrap().status.success());
+
+    // Now f0 dies too: 2+1 survives one loss, so the blob reads back only
+    // if f2's rebuilt chunks are real.
+    std::fs::remove_file(dir.path().join("f0.img")).unwrap();
+    let node = start(&cfg, &[]);
+    std::fs::remove_file(&back).unwrap();
+    ok(&cfg, &["get", "data/blob", back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == data);
+    signal(&node, libc::SIGTERM);
+    assert!(node.wait_with_output().unwrap().status.success());
+}
+
+#[test]
 fn config_errors_and_tokens_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "token = \"s3cret\"");

@@ -235,6 +235,109 @@ fn a_blank_replacement_device_runs_degraded_not_refused() {
 }
 
 #[test]
+fn a_replacement_device_is_rebuilt_into_the_missing_slot() {
+    for shards in [1u32, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            shards,
+            ..small_config()
+        };
+        let devs = file_devices(dir.path(), 5, 24);
+        let mut e = engine();
+        e.format(devs.clone(), cfg, false).unwrap();
+        e.open(present(&devs)).unwrap();
+        let fs = e
+            .call(move |s| s.fs_create("data", 3, 2, true, 1 << 30))
+            .unwrap();
+        let mut rng = Rng(29 + u64::from(shards));
+        let mut model = Model::new();
+        workload(&e, fs, &mut rng, &mut model, 80);
+        e.close().unwrap();
+        drop(devs);
+        // Device 1 dies; a blank one takes its place in the config.
+        std::fs::remove_file(dir.path().join("dev1.img")).unwrap();
+        let devs = file_devices(dir.path(), 5, 24);
+        let mut e = engine();
+        e.open(present(&devs)).unwrap();
+        // Nothing to replace with a member, or with a device not opened.
+        let err = e.replace_device("file0", false).unwrap_err().to_string();
+        assert!(err.contains("already member 0"), "{err}");
+        assert!(e.replace_device("nosuch", false).is_err());
+        let done = e.replace_device("file1", false).unwrap();
+        assert_eq!(done.index, 1);
+        assert!(done.chunks > 0, "{done:?}");
+        let err = e.replace_device("file1", false).unwrap_err().to_string();
+        assert!(err.contains("already member 1"), "{err}");
+        assert!(e.devices().unwrap().iter().all(|d| d.healthy));
+        check(&e, &model);
+        // Writes after the replacement use it too.
+        workload(&e, fs, &mut rng, &mut model, 30);
+        e.close().unwrap();
+        drop(devs);
+
+        // After a restart it is a member; with two other devices gone
+        // (3+2 tolerates two), every read needs its rebuilt chunks.
+        let devs = file_devices(dir.path(), 5, 24);
+        let mut e = engine();
+        e.open(present(&devs)).unwrap();
+        assert!(e.devices().unwrap().iter().all(|d| d.healthy));
+        e.close().unwrap();
+        let mut some = present(&devs);
+        some[0] = None;
+        some[3] = None;
+        let mut e = engine();
+        e.open(some).unwrap();
+        check(&e, &model);
+        let err = e.replace_device("file0", false).unwrap_err().to_string();
+        assert!(
+            err.contains("among those the engine was opened with"),
+            "{err}"
+        );
+        e.close().unwrap();
+    }
+}
+
+#[test]
+fn a_replacement_that_fails_leaves_the_engine_degraded_and_can_be_retried() {
+    let devs = memory_devices(5, 24);
+    let (e, fs) = fresh(&devs, 3, 2, false);
+    let mut rng = Rng(41);
+    let mut model = Model::new();
+    workload(&e, fs, &mut rng, &mut model, 60);
+    e.close().unwrap();
+    // Device 2 is gone; its replacement fails every write at first.
+    let mut spec =
+        flint_dataplane::bdev::DeviceSpec::new("spare", flint_dataplane::bdev::Backend::Memory);
+    spec.size = Some(flint_dataplane::config::ByteSize(24 << 20));
+    let (spare, plan) = FaultyDevice::wrap(flint_dataplane::bdev::open(&spec).unwrap());
+    let mut some = present(&devs);
+    some[2] = Some(spare.clone() as Arc<dyn BlockDevice>);
+    // A few commands go through (the superblock probe, the metadata
+    // zeroing, some chunks), then every one fails.
+    plan.fail_after(12);
+    let mut e = engine();
+    e.open(some.clone()).unwrap();
+    let err = e.replace_device("spare", false).unwrap_err().to_string();
+    assert!(err.contains("spare"), "{err}");
+    check(&e, &model);
+    assert_eq!(
+        e.devices().unwrap().iter().filter(|d| !d.present).count(),
+        1
+    );
+    // The same device, working now: the replacement completes.
+    plan.clear();
+    e.replace_device("spare", false).unwrap();
+    assert!(e.devices().unwrap().iter().all(|d| d.healthy));
+    check(&e, &model);
+    e.close().unwrap();
+    let mut e = engine();
+    e.open(some).unwrap();
+    assert!(e.devices().unwrap().iter().all(|d| d.healthy));
+    check(&e, &model);
+    e.close().unwrap();
+}
+
+#[test]
 fn bit_rot_is_detected_repaired_and_healed() {
     let dir = tempfile::tempdir().unwrap();
     let devs = file_devices(dir.path(), 5, 24);

@@ -27,6 +27,8 @@ Node:
 Management (over the API at --addr, or the config's server.mgmt_addr):
   status                                node, space, sessions
   device list                           devices: health, errors, capacity
+  device replace NAME [--force]         rebuild the blank device NAME (in the
+                                        config) into the missing slot
   fs create NAME --k K --m M --capacity SIZE --org ORG [--no-reduction]
   fs list | fs update NAME --capacity SIZE | fs delete NAME
   org create NAME                       prints the new organization's key (once)
@@ -375,6 +377,27 @@ fn mgmt_cmd(api: &Api, json_out: bool, cmd: &str, mut args: Vec<String>) -> Resu
                 &["name", "protection", "reduction", "used", "capacity", "org"],
                 rows,
             );
+            Ok(())
+        }
+        ("device", Some("replace")) => {
+            let name =
+                sub(&mut args).ok_or("device replace needs a NAME (a device in the config)")?;
+            let force = flag(&mut args, "--force");
+            no_more(&args)?;
+            let v = api.call(
+                "POST",
+                &format!("/v1/devices/{name}/replace"),
+                Some(json!({ "force": force })),
+            )?;
+            if json_out {
+                print(&v);
+            } else {
+                println!(
+                    "device {name} replaced slot {}: {} chunks rebuilt onto it",
+                    s(&v["index"]),
+                    s(&v["chunks"])
+                );
+            }
             Ok(())
         }
         ("fs", Some("create")) => {

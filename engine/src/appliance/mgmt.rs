@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `GET /v1/status` | node: version, uptime, shards, reactors, sessions, space |
 //! | `GET /v1/devices` | each device: health, errors, capacity, free |
+//! | `POST /v1/devices/<name>/replace` | rebuild the blank device `<name>` into the missing slot; `{force}` for one holding another engine's superblock |
 //! | `GET /v1/fs` | file systems with usage and owner |
 //! | `POST /v1/fs` | create: `{name, k, m, reduction, capacity, org}` |
 //! | `PATCH /v1/fs/<name>` | update: `{capacity}` |
@@ -365,6 +366,26 @@ fn route(node: &Node, req: &Req) -> Answer {
                     "org": owner.and_then(|o| orgs.get(&o).cloned())}));
             }
             Ok((200, Value::Array(out)))
+        }
+        ("POST", ["v1", "devices", name, "replace"]) => {
+            let force = if req.body.is_empty() {
+                false
+            } else {
+                body(req)?["force"].as_bool().unwrap_or(false)
+            };
+            let r = e.replace_device(name, force).map_err(store_err)?;
+            node.events.push(
+                Level::Info,
+                "device_replaced",
+                format!(
+                    "device {name} took slot {} ({} chunks rebuilt onto it)",
+                    r.index, r.chunks
+                ),
+            );
+            Ok((
+                200,
+                json!({"name": name, "index": r.index, "chunks": r.chunks}),
+            ))
         }
         ("POST", ["v1", "fs"]) => {
             let b = body(req)?;
