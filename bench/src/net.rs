@@ -122,9 +122,26 @@ struct Run {
     p99: u64,
 }
 
+/// User + system CPU seconds process `pid` has used (from /proc).
+pub fn cpu_time_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    f.iter().sum::<u64>() as f64 / hz
+}
+
 /// CPU seconds used so far by this process and the node.
 fn cpu_both(node: u32) -> f64 {
-    crate::report::cpu_time() + crate::report::cpu_time_of(node)
+    crate::report::cpu_time() + cpu_time_of(node)
 }
 
 /// Requests per second, and per CPU-second of both processes.
