@@ -249,17 +249,18 @@ pub fn main(mut a: Args) -> Result<(), String> {
 
     let (e, org, fs) = bench_node(4, ((mib * 3) << 20).max(512 << 20), shards)?;
     let engine = Arc::new(e);
-    let port = UdpPort::bind("127.0.0.1:0".parse::<SocketAddr>().expect("valid"))
+    let cfg = ServerConfig {
+        workers,
+        ..ServerConfig::default()
+    };
+    let bind = || {
+        UdpPort::bind("127.0.0.1:0".parse::<SocketAddr>().expect("valid"))
+            .map(|p| Arc::new(p) as Arc<dyn flint_dataplane::nic::Port>)
+            .map_err(|e| e.to_string())
+    };
+    // As the appliance serves: the socket polled by reactor 0.
+    let server = Server::start_polled(engine.clone(), vec![(0, bind()?)], cfg.clone())
         .map_err(|e| e.to_string())?;
-    let server = Server::start(
-        engine.clone(),
-        Arc::new(port),
-        ServerConfig {
-            workers,
-            ..ServerConfig::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
     let mut c = Client::connect(server.addr(), "bench", &org.key, ClientConfig::default())
         .map_err(|e| e.to_string())?;
     let (ino, _) = c.open("bench", "reads", true).map_err(|e| e.to_string())?;
@@ -268,6 +269,16 @@ pub fn main(mut a: Args) -> Result<(), String> {
         c.write(ino, i << 20, &chunk).map_err(|e| e.to_string())?;
     }
     c.sync().map_err(|e| e.to_string())?;
+    // The same reads through a receive thread reading the socket.
+    let threaded = {
+        let s2 = Server::start(engine.clone(), bind()?, cfg).map_err(|e| e.to_string())?;
+        let mut c2 = Client::connect(s2.addr(), "bench", &org.key, ClientConfig::default())
+            .map_err(|e| e.to_string())?;
+        let r = remote_reads(&mut c2, ino, mib * 256, qd, secs)?;
+        drop(c2);
+        s2.stop();
+        r
+    };
     let flint = remote_reads(&mut c, ino, mib * 256, qd, secs)?;
 
     let (seq_ino, _) = c.open("bench", "seq", true).map_err(|e| e.to_string())?;
@@ -297,6 +308,7 @@ pub fn main(mut a: Args) -> Result<(), String> {
         let v = serde_json::json!({"bench": "remote", "qd": qd, "shards": shards,
             "udp_echo_iops": echo.iops, "udp_echo_p50_us": echo.p50, "udp_echo_p99_us": echo.p99,
             "flint_iops": flint.iops, "flint_p50_us": flint.p50, "flint_p99_us": flint.p99,
+            "thread_iops": threaded.iops, "thread_p50_us": threaded.p50, "thread_p99_us": threaded.p99,
             "remote_write_gbps": rw, "remote_read_gbps": rr,
             "embedded_write_gbps": lw, "embedded_read_gbps": lr,
             "retransmits": stats.retransmits});
@@ -315,11 +327,18 @@ pub fn main(mut a: Args) -> Result<(), String> {
         format!("{} us", echo.p99),
     ]);
     t.row(vec![
-        "Flint protocol read".into(),
+        "Flint protocol read, socket polled by a reactor".into(),
         format!("{:.0}", flint.iops),
         ratio(flint.iops, echo.iops),
         format!("{} us", flint.p50),
         format!("{} us", flint.p99),
+    ]);
+    t.row(vec![
+        "  the same through a receive thread".into(),
+        format!("{:.0}", threaded.iops),
+        ratio(threaded.iops, echo.iops),
+        format!("{} us", threaded.p50),
+        format!("{} us", threaded.p99),
     ]);
     print!("{t}");
     println!(

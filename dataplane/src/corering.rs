@@ -26,7 +26,11 @@ const SQ_ENTRIES: u32 = 1024;
 const CQ_ENTRIES: u32 = 8192;
 const FILE_SLOTS: u32 = 256;
 const BUF_SLOTS: u32 = 64;
+/// Completions of watched descriptors carry `WAKE_TAG - i` (watch 0 is the
+/// reactor's eventfd).
 const WAKE_TAG: u64 = u64::MAX;
+/// Descriptors a ring may watch.
+const MAX_WATCHES: usize = 64;
 /// `IORING_ENTER_GETEVENTS` (include/uapi/linux/io_uring.h).
 pub(crate) const IORING_ENTER_GETEVENTS: u32 = 1;
 
@@ -42,8 +46,12 @@ struct Sink {
 pub struct CoreRing {
     ring: IoUring,
     deferred: bool,
-    wake_fd: RawFd,
-    wake_armed: bool,
+    /// Descriptors whose readiness ends a wait, each with whether its poll
+    /// is armed. The first is the reactor's eventfd (a multishot poll; a
+    /// wake-up to drain); the others (sockets its pollers read) get a
+    /// one-shot poll armed before each wait, which completes at once if
+    /// the descriptor is readable then.
+    watches: Vec<(RawFd, bool)>,
     woken: bool,
     queued: u32,
     files: Vec<Option<RawFd>>,
@@ -91,8 +99,7 @@ impl CoreRing {
         Ok(CoreRing {
             ring,
             deferred,
-            wake_fd,
-            wake_armed: false,
+            watches: vec![(wake_fd, false)],
             woken: false,
             queued: 0,
             files: Vec::new(),
@@ -311,13 +318,17 @@ impl CoreRing {
             }
         }
         let mut n = 0;
-        let mut rearm = false;
         for cqe in self.ring.completion() {
             let tag = cqe.user_data();
-            if tag == WAKE_TAG {
-                self.woken = true;
+            if tag > WAKE_TAG - MAX_WATCHES as u64 {
+                let i = (WAKE_TAG - tag) as usize;
+                if i == 0 {
+                    self.woken = true;
+                }
                 if !cqueue::more(cqe.flags()) {
-                    rearm = true;
+                    if let Some(w) = self.watches.get_mut(i) {
+                        w.1 = false;
+                    }
                 }
                 continue;
             }
@@ -331,10 +342,43 @@ impl CoreRing {
                 }
             }
         }
-        if rearm {
-            self.wake_armed = false;
-        }
         n
+    }
+
+    /// Ends the reactor's waits when `fd` is readable (a socket its
+    /// pollers read), so it may sleep instead of waking on a timer to look.
+    pub fn watch(&mut self, fd: RawFd) -> Result<()> {
+        if self.watches.len() >= MAX_WATCHES {
+            return Err(Error::Os {
+                op: "watch a descriptor (a reactor watches at most 64)",
+                source: io::Error::from_raw_os_error(libc::ENOSPC),
+            });
+        }
+        self.watches.push((fd, false));
+        Ok(())
+    }
+
+    /// Stops watching `fd`: its poll is removed at once (a pending poll
+    /// holds the file open in the kernel, so a socket would outlive its
+    /// close), before the caller closes it.
+    pub fn unwatch(&mut self, fd: RawFd) {
+        let Some(i) = self.watches.iter().position(|w| w.0 == fd && fd >= 0) else {
+            return;
+        };
+        let armed = self.watches[i].1;
+        // A tombstone keeps the other watches' tags.
+        self.watches[i] = (-1, true);
+        if armed {
+            let rm = opcode::PollRemove::new(WAKE_TAG - i as u64)
+                .build()
+                .user_data(WAKE_TAG - MAX_WATCHES as u64);
+            // SAFETY: a poll removal references no memory.
+            if unsafe { self.ring.submission().push(&rm) }.is_ok() {
+                if let Ok(n) = self.ring.submit() {
+                    self.queued = self.queued.saturating_sub(n as u32);
+                }
+            }
+        }
     }
 
     /// Takes up to `out.len()` completions of `sink`.
@@ -356,15 +400,19 @@ impl CoreRing {
     /// eventfd, or `timeout`; submits queued entries on the way in. Returns
     /// whether a wake-up (not a completion) ended the wait.
     pub fn wait(&mut self, timeout: Option<Duration>) -> bool {
-        if !self.wake_armed {
-            let poll = opcode::PollAdd::new(types::Fd(self.wake_fd), libc::POLLIN as u32)
-                .multi(true)
+        for i in 0..self.watches.len() {
+            let (fd, armed) = self.watches[i];
+            if armed || fd < 0 {
+                continue;
+            }
+            let poll = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                .multi(i == 0)
                 .build()
-                .user_data(WAKE_TAG);
+                .user_data(WAKE_TAG - i as u64);
             // SAFETY: a poll entry references no memory.
             if unsafe { self.ring.submission().push(&poll) }.is_ok() {
                 self.queued += 1;
-                self.wake_armed = true;
+                self.watches[i].1 = true;
             }
         }
         let ts;

@@ -526,15 +526,18 @@ impl Engine {
     /// Installs `f` as a poller on `reactor`, for a device the reactor
     /// polls (a NIC queue): called every loop iteration, it says whether it
     /// did work, or returns `None` when finished (it is then dropped). An
-    /// adaptive reactor that parks is woken every `wake` to poll it (a NIC
-    /// raises no interrupt).
+    /// adaptive reactor that parks is woken when `fd` (the device's
+    /// descriptor, if it has one: a socket) becomes readable, or else every
+    /// `wake` to poll it (a NIC raises no interrupt). `f` must keep `fd`
+    /// open until it is dropped.
     pub fn reactor_poller(
         &self,
         reactor: usize,
         wake: Duration,
+        fd: Option<std::os::fd::RawFd>,
         mut f: impl FnMut() -> Option<bool> + Send + 'static,
     ) -> Result<()> {
-        self.set.call(reactor, move |core| {
+        self.set.call(reactor, move |core| -> Result<()> {
             let timer = Arc::new(std::sync::Mutex::new(None));
             let t = timer.clone();
             core.add_poller(poller_fn("nic", move |core| match f() {
@@ -543,14 +546,24 @@ impl Engine {
                     if let Some(id) = t.lock().ok().and_then(|mut g| g.take()) {
                         core.cancel_timer(id);
                     }
+                    // Before the poller (and the descriptor it holds) is
+                    // dropped.
+                    if let (Some(fd), Ok(ring)) = (fd, core.core_ring()) {
+                        ring.borrow_mut().unwatch(fd);
+                    }
                     PollStatus::Done
                 }
             }));
+            if let Some(fd) = fd {
+                core.core_ring()?.borrow_mut().watch(fd)?;
+                return Ok(());
+            }
             let id = core.add_periodic(wake, |_| {});
             if let Ok(mut g) = timer.lock() {
                 *g = Some(id);
             };
-        })?;
+            Ok(())
+        })??;
         Ok(())
     }
 

@@ -69,12 +69,17 @@ fn start(cfg: &Path, args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut child = child;
     let t0 = Instant::now();
     while !flint(cfg, &["status", "--json"]).status.success() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "the node never came up"
-        );
+        if t0.elapsed() > Duration::from_secs(20) || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the node never came up: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     child

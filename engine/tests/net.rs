@@ -61,9 +61,9 @@ fn rig() -> Rig {
 }
 
 fn serve(r: &Rig, port: Arc<dyn Port>, idle: Duration) -> Server {
-    Server::start(
+    Server::start_polled(
         r.engine.clone(),
-        port,
+        vec![(0, port)],
         ServerConfig {
             idle,
             ..ServerConfig::default()

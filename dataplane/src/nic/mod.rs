@@ -38,6 +38,13 @@ pub trait Port: Send + Sync {
     /// The local address frames are received on.
     fn local_addr(&self) -> io::Result<SocketAddr>;
 
+    /// A descriptor that becomes readable when a frame arrives (a socket),
+    /// so whoever polls the port may sleep until then; `None` for a port
+    /// that must be polled (a NIC queue).
+    fn readable_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
     /// Sends one frame made of `head` followed by `body[range]`. A port
     /// that can transmit from `body` where it lies (DPDK with external
     /// buffers; the kernel with a gathered `sendmsg`) does so without

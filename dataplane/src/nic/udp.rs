@@ -193,6 +193,11 @@ impl Port for UdpPort {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.sock.local_addr()
     }
+
+    fn readable_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.sock.as_raw_fd())
+    }
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
     let mgmt_addr = cfg.mgmt_addr().map_err(|e| e.to_string())?;
     // The transport first: a port in use, or DPDK that cannot start, is a
     // config error before devices are touched.
-    let (port, max_frame) = transport(cfg, data)?;
+    let (queues, max_frame) = transport(cfg, data)?;
     let devs = open_devices(cfg)?;
     let mut engine = Engine::start(&cfg.reactor).map_err(|e| e.to_string())?;
     let reactors = engine.reactor_stats().len();
@@ -192,19 +192,18 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
         idle: Duration::from_secs(cfg.server.idle_s.max(1)),
         workers: cfg.server.workers,
     };
-    let server = match port {
-        Data::Thread(port) => Server::start(engine.clone(), port, scfg),
-        // Queue i is polled by reactor i (round robin if there are more).
-        Data::Polled(queues) => Server::start_polled(
-            engine.clone(),
-            queues
-                .into_iter()
-                .enumerate()
-                .map(|(i, q)| (i % reactors, q))
-                .collect(),
-            scfg,
-        ),
-    }
+    // Queue i is polled by reactor i (round robin if there are more); a
+    // kernel UDP socket is one queue, polled by reactor 0, its sessions
+    // spread over the cores and their frames handed over.
+    let server = Server::start_polled(
+        engine.clone(),
+        queues
+            .into_iter()
+            .enumerate()
+            .map(|(i, q)| (i % reactors, q))
+            .collect(),
+        scfg,
+    )
     .map_err(|e| e.to_string())?;
     let node = Arc::new(Node::new(
         engine.clone(),
@@ -275,14 +274,9 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
     Ok(())
 }
 
-/// How the data protocol reaches the network.
-enum Data {
-    /// A port a receive thread reads (kernel UDP).
-    Thread(Arc<dyn flint_dataplane::nic::Port>),
-    /// NIC queues the reactors poll (DPDK).
-    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
-    Polled(Vec<Arc<dyn flint_dataplane::nic::Port>>),
-}
+/// How the data protocol reaches the network: queues the reactors poll
+/// (a kernel UDP socket, or a DPDK port's queue pairs).
+type Queues = Vec<Arc<dyn flint_dataplane::nic::Port>>;
 
 /// Reactors the config starts.
 #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
@@ -299,12 +293,28 @@ fn reactor_count(cfg: &ApplianceConfig) -> usize {
 
 /// Opens the data transport: kernel UDP, or DPDK (falling back to UDP only
 /// when the config asks). Returns it and the largest frame it carries.
-fn transport(cfg: &ApplianceConfig, data: std::net::SocketAddr) -> Result<(Data, usize), String> {
-    let udp = || -> Result<(Data, usize), String> {
-        let p = UdpPort::bind(data).map_err(|e| {
-            format!("config: server.data_addr: {e}; stop the other server or choose another port")
-        })?;
-        Ok((Data::Thread(Arc::new(p)), flint_dataplane::nic::MAX_FRAME))
+fn transport(cfg: &ApplianceConfig, data: std::net::SocketAddr) -> Result<(Queues, usize), String> {
+    let udp = || -> Result<(Queues, usize), String> {
+        // A node killed a moment ago may hold its port a little longer
+        // (the kernel tears down its io_uring, which polled the socket,
+        // after the process is gone): retry briefly before calling the
+        // port taken.
+        let t0 = std::time::Instant::now();
+        let p = loop {
+            match UdpPort::bind(data) {
+                Ok(p) => break p,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && t0.elapsed() < Duration::from_secs(2) =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(format!(
+                    "config: server.data_addr: {e}; stop the other server or choose another port"
+                )),
+            }
+        };
+        Ok((vec![Arc::new(p)], flint_dataplane::nic::MAX_FRAME))
     };
     if cfg.server.transport == super::config::Transport::Udp {
         return udp();
@@ -331,7 +341,7 @@ fn dpdk_port(
     cfg: &ApplianceConfig,
     d: &super::config::DpdkSection,
     udp_port: u16,
-) -> Result<(Data, usize), String> {
+) -> Result<(Queues, usize), String> {
     use flint_dataplane::nic::dpdk::{DpdkConfig, DpdkPort, Hugepages};
     let mut dc = DpdkConfig {
         eal_args: d.eal(&cfg.reactor.cores),
@@ -372,7 +382,7 @@ fn dpdk_port(
         .into_iter()
         .map(|q| Arc::new(q) as Arc<dyn flint_dataplane::nic::Port>)
         .collect();
-    Ok((Data::Polled(queues), frame))
+    Ok((queues, frame))
 }
 
 #[cfg(not(feature = "dpdk"))]
@@ -380,7 +390,7 @@ fn dpdk_port(
     _cfg: &ApplianceConfig,
     _d: &super::config::DpdkSection,
     _udp_port: u16,
-) -> Result<(Data, usize), String> {
+) -> Result<(Queues, usize), String> {
     Err(
         "server.transport = \"dpdk\" but this flint was built without DPDK \
          (cargo build --release -p flint-engine --features dpdk)"

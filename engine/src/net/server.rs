@@ -202,8 +202,9 @@ struct Job {
 
 struct Shared {
     engine: Arc<Engine>,
-    port: Arc<dyn Port>,
     cfg: ServerConfig,
+    /// Polling reactors still holding their queue (polled mode).
+    pollers_live: std::sync::atomic::AtomicUsize,
     /// Sessions by owning core (lane): a session's id names its lane in
     /// its low byte, and only that core handles its frames (in polled
     /// mode), so no two cores contend for one session's state.
@@ -225,6 +226,8 @@ pub struct Server {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     addr: SocketAddr,
+    /// Reactors polling queues for it (polled mode).
+    pollers: Vec<usize>,
 }
 
 /// The server's figures, shared with whoever reports them.
@@ -271,18 +274,19 @@ impl Server {
         cfg: ServerConfig,
     ) -> std::io::Result<Server> {
         let addr = port.local_addr()?;
-        let shared = Self::shared(engine, port, cfg, false);
+        let shared = Self::shared(engine, cfg, false);
         let (tx, mut threads) = spawn_workers(&shared)?;
         let s = shared.clone();
         threads.push(
             std::thread::Builder::new()
                 .name("flint-rx".into())
-                .spawn(move || receive(&s, tx))?,
+                .spawn(move || receive(&s, &port, tx))?,
         );
         Ok(Server {
             shared,
             threads,
             addr,
+            pollers: Vec::new(),
         })
     }
 
@@ -303,62 +307,74 @@ impl Server {
         let addr = first.local_addr()?;
         let polled: HashSet<usize> = ports.iter().map(|p| p.0).collect();
         let queue_per_core = polled.len() >= engine.reactor_count();
-        let shared = Self::shared(engine, first, cfg, queue_per_core);
+        let shared = Self::shared(engine, cfg, queue_per_core);
         let (tx, threads) = spawn_workers(&shared)?;
         for (i, (reactor, port)) in ports.into_iter().enumerate() {
             let (s, jobs) = (shared.clone(), tx.clone());
+            // Dropped with the poller when the server stops, so the queue
+            // (a socket) is closed by the time `stop` returns.
+            shared.pollers_live.fetch_add(1, Ordering::AcqRel);
+            let held = Held {
+                port: Some(port.clone()),
+                jobs: Some(jobs),
+                s: s.clone(),
+            };
             let mut last_sweep = Instant::now();
             let mut last_frame = Instant::now();
             shared
                 .engine
-                .reactor_poller(reactor, Duration::from_micros(100), move || {
-                    if s.stop.load(Ordering::Acquire) {
-                        return None;
-                    }
-                    if i == 0 && last_sweep.elapsed() > Duration::from_secs(1) {
-                        sweep(&s);
-                        last_sweep = Instant::now();
-                    }
-                    // A burst of frames, each handled where it lies in the
-                    // NIC's buffer (no copy out of it).
-                    let n = port
-                        .recv_burst(32, &mut |frame, from| {
-                            let peer = Peer {
-                                addr: from,
-                                via: port.clone(),
-                            };
-                            handle_frame(&s, frame, &peer, &jobs, Some(reactor));
-                        })
-                        .unwrap_or(0);
-                    // Keep polling (no parking) for a little while after
-                    // traffic: the next request of a session usually follows
-                    // its answer within microseconds, and a parked reactor
-                    // only looks again at its next timer.
-                    if n > 0 {
-                        last_frame = Instant::now();
-                    }
-                    Some(n > 0 || last_frame.elapsed() < SPIN_AFTER_TRAFFIC)
-                })
+                .reactor_poller(
+                    reactor,
+                    Duration::from_micros(100),
+                    port.readable_fd(),
+                    move || {
+                        if s.stop.load(Ordering::Acquire) {
+                            return None;
+                        }
+                        let (Some(port), Some(jobs)) = (&held.port, &held.jobs) else {
+                            return None;
+                        };
+                        if i == 0 && last_sweep.elapsed() > Duration::from_secs(1) {
+                            sweep(&s);
+                            last_sweep = Instant::now();
+                        }
+                        // A burst of frames, each handled where it lies in the
+                        // NIC's buffer (no copy out of it).
+                        let n = port
+                            .recv_burst(32, &mut |frame, from| {
+                                let peer = Peer {
+                                    addr: from,
+                                    via: port.clone(),
+                                };
+                                handle_frame(&s, frame, &peer, jobs, Some(reactor));
+                            })
+                            .unwrap_or(0);
+                        // Keep polling (no parking) for a little while after
+                        // traffic: the next request of a session usually follows
+                        // its answer within microseconds, and a parked reactor
+                        // only looks again at its next timer.
+                        if n > 0 {
+                            last_frame = Instant::now();
+                        }
+                        Some(n > 0 || last_frame.elapsed() < SPIN_AFTER_TRAFFIC)
+                    },
+                )
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
         }
         Ok(Server {
             shared,
             threads,
             addr,
+            pollers: polled.into_iter().collect(),
         })
     }
 
-    fn shared(
-        engine: Arc<Engine>,
-        port: Arc<dyn Port>,
-        cfg: ServerConfig,
-        queue_per_core: bool,
-    ) -> Arc<Shared> {
+    fn shared(engine: Arc<Engine>, cfg: ServerConfig, queue_per_core: bool) -> Arc<Shared> {
         // A lane per reactor (at most 256: the id's low byte).
         let lanes = engine.reactor_count().clamp(1, 256);
         Arc::new(Shared {
             engine,
-            port,
+            pollers_live: std::sync::atomic::AtomicUsize::new(0),
             cfg: ServerConfig {
                 max_frame: cfg.max_frame.clamp(wire::MIN_FRAME, MAX_FRAME),
                 credits: cfg.credits.max(1),
@@ -404,9 +420,39 @@ impl Server {
     /// returns once every worker is done.
     pub fn stop(self) {
         self.shared.stop.store(true, Ordering::Release);
+        // A polling reactor may sleep until its socket is readable: an
+        // empty task wakes it to see the flag and drop its poller.
+        for &r in &self.pollers {
+            let _ = self.shared.engine.on_reactor(r, || {});
+        }
         for t in self.threads {
             let _ = t.join();
         }
+        // The pollers drop their queues (and their senders, which lets the
+        // workers end) when they next run; wait for that, briefly.
+        let t0 = Instant::now();
+        while self.shared.pollers_live.load(Ordering::Acquire) > 0
+            && t0.elapsed() < Duration::from_secs(2)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// What a polling reactor holds for the server: its queue and its way to
+/// the workers. Dropping it (with the poller) is the poller's end.
+struct Held {
+    port: Option<Arc<dyn Port>>,
+    jobs: Option<mpsc::Sender<Work>>,
+    s: Arc<Shared>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // The queue and the sender first, then the count `stop` waits on.
+        drop(self.port.take());
+        drop(self.jobs.take());
+        self.s.pollers_live.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -500,7 +546,7 @@ enum Work {
 
 /// The receive loop of the thread mode: frames in, sessions kept,
 /// requests handed on.
-fn receive(s: &Arc<Shared>, jobs: mpsc::Sender<Work>) {
+fn receive(s: &Arc<Shared>, port: &Arc<dyn Port>, jobs: mpsc::Sender<Work>) {
     let mut buf = vec![0u8; MAX_FRAME];
     let mut last_sweep = Instant::now();
     while !s.stop.load(Ordering::Acquire) {
@@ -508,7 +554,7 @@ fn receive(s: &Arc<Shared>, jobs: mpsc::Sender<Work>) {
             sweep(s);
             last_sweep = Instant::now();
         }
-        let (n, from) = match s.port.recv(&mut buf, Some(Duration::from_millis(50))) {
+        let (n, from) = match port.recv(&mut buf, Some(Duration::from_millis(50))) {
             Ok(Some(x)) => x,
             Ok(None) => continue,
             Err(e) => {
@@ -519,7 +565,7 @@ fn receive(s: &Arc<Shared>, jobs: mpsc::Sender<Work>) {
         };
         let from = Peer {
             addr: from,
-            via: s.port.clone(),
+            via: port.clone(),
         };
         handle_frame(s, &buf[..n], &from, &jobs, None);
     }
