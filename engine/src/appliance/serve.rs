@@ -309,9 +309,11 @@ fn transport(cfg: &ApplianceConfig, data: std::net::SocketAddr) -> Result<(Queue
                 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(e) => return Err(format!(
+                Err(e) => {
+                    return Err(format!(
                     "config: server.data_addr: {e}; stop the other server or choose another port"
-                )),
+                ))
+                }
             }
         };
         Ok((vec![Arc::new(p)], flint_dataplane::nic::MAX_FRAME))
