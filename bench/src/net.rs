@@ -88,7 +88,10 @@ fn server(sock: &str) -> Result<(), String> {
             .map_err(|e| e.to_string())?,
     );
     let udp_addr = udp.local_addr().map_err(|e| e.to_string())?;
-    let s1 = Server::start(engine.clone(), udp, cfg.clone()).map_err(|e| e.to_string())?;
+    // Served as the appliance serves kernel UDP: the socket polled by a
+    // reactor, which sleeps until it is readable.
+    let s1 = Server::start_polled(engine.clone(), vec![(0, udp as Arc<dyn Port>)], cfg.clone())
+        .map_err(|e| e.to_string())?;
     // The memif ports listen now and come up when the client connects;
     // their queues are polled by the node's reactors, as an appliance's are.
     let (zc, copy) = memif("server", sock)?;
