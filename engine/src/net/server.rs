@@ -4,11 +4,15 @@
 //! acknowledges them, so a retransmitted request gets the same answer
 //! without running twice.
 //!
-//! One receive thread owns the port's receive side and the session table;
-//! workers run requests (which wait on the engine's reactors) and send the
-//! responses. Every frame that fails a check — malformed, from an unknown or
-//! expired session, replayed, over the session's credits, from the wrong
-//! address — is dropped and counted, never trusted.
+//! Frames come in on reactors polling their queues (`start_polled`: NIC
+//! queue pairs, or a kernel UDP socket the reactor sleeps on), or on one
+//! receive thread (`start`, for a port no reactor polls). Every session
+//! belongs to one core (its lane, named in its id) and its frames are
+//! handled there. Reads within a range run from reactor to reactor; other
+//! requests go to workers, which wait on the engine and send the responses.
+//! Every frame that fails a check — malformed, from an unknown or expired
+//! session, replayed, over the session's credits, from the wrong address —
+//! is dropped and counted, never trusted.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
