@@ -158,6 +158,10 @@ fn a_node_serves_restarts_and_stops_cleanly() {
     ok(&cfg, &["fs", "delete", "scratch"]);
     let stats: serde_json::Value = serde_json::from_str(&ok(&cfg, &["stats", "--json"])).unwrap();
     assert!(stats["ops"]["write"]["count"].as_u64().unwrap() >= 1);
+    // A socket per reactor: every session's datagrams reach the core that
+    // owns it, none is handed between cores.
+    assert_eq!(stats["protocol"]["handed_off"], 0, "{stats}");
+    assert!(stats["protocol"]["requests"].as_u64().unwrap() > 0);
     assert!(ok(&cfg, &["scrub"]).contains("stripes checked"));
     let events = ok(&cfg, &["events"]);
     assert!(

@@ -18,6 +18,56 @@ impl UdpPort {
     pub fn bind(addr: SocketAddr) -> io::Result<UdpPort> {
         let sock = UdpSocket::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {addr}: {e}")))?;
+        Self::configure(sock)
+    }
+
+    /// `n` sockets on one address (`SO_REUSEPORT`), among which the kernel
+    /// spreads flows by their addresses' hash, so each of `n` reactors can
+    /// poll its own and a client's datagrams always reach the same one. The
+    /// address must be free: it is bound once alone first, so a port
+    /// another server holds is an `AddrInUse` error, not a share of its
+    /// traffic.
+    pub fn bind_group(addr: SocketAddr, n: usize) -> io::Result<Vec<UdpPort>> {
+        let at = UdpSocket::bind(addr)
+            .and_then(|probe| probe.local_addr())
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {addr}: {e}")))?;
+        (0..n.max(1))
+            .map(|_| {
+                let family = if at.is_ipv4() {
+                    libc::AF_INET
+                } else {
+                    libc::AF_INET6
+                };
+                // SAFETY: socket(2) with constant arguments; the result is
+                // checked before use.
+                let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: `fd` is a new socket this function owns; the
+                // UdpSocket closes it when dropped (also on the errors
+                // below).
+                let sock = unsafe { <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                if set_buffer(&sock, libc::SO_REUSEPORT, 1) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let (raw, len) = raw_addr(at);
+                // SAFETY: a valid socket and an address of `len` bytes.
+                let r =
+                    unsafe { libc::bind(fd, (&raw as *const libc::sockaddr_storage).cast(), len) };
+                if r != 0 {
+                    let e = io::Error::last_os_error();
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot bind UDP {at}: {e}"),
+                    ));
+                }
+                Self::configure(sock)
+            })
+            .collect()
+    }
+
+    fn configure(sock: UdpSocket) -> io::Result<UdpPort> {
         // Room for a window of multi-packet messages in flight (a session
         // may have several MiB of answers on the way). Root may exceed the
         // system's cap (net.core.rmem_max); others get up to it.
@@ -231,5 +281,46 @@ mod tests {
         let err = UdpPort::bind(a.local_addr().unwrap()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    }
+
+    #[test]
+    fn a_socket_group_shares_one_port_and_each_flow_reaches_one_socket() {
+        let group = UdpPort::bind_group("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let at = group[0].local_addr().unwrap();
+        assert_eq!(group[1].local_addr().unwrap(), at);
+        // The port is taken: neither a plain socket nor another group gets it.
+        assert_eq!(
+            UdpPort::bind(at).unwrap_err().kind(),
+            io::ErrorKind::AddrInUse
+        );
+        assert_eq!(
+            UdpPort::bind_group(at, 2).unwrap_err().kind(),
+            io::ErrorKind::AddrInUse
+        );
+        // Many clients, three datagrams each: every one arrives once, and
+        // all of a client's at the same socket.
+        let clients: Vec<UdpPort> = (0..16)
+            .map(|_| UdpPort::bind("127.0.0.1:0".parse().unwrap()).unwrap())
+            .collect();
+        for c in &clients {
+            for _ in 0..3 {
+                c.send(b"x", at).unwrap();
+            }
+        }
+        let mut seen: std::collections::HashMap<SocketAddr, Vec<usize>> = Default::default();
+        let mut buf = [0u8; 16];
+        for (i, s) in group.iter().enumerate() {
+            while let Some((_, from)) = s.recv(&mut buf, Some(Duration::from_millis(50))).unwrap() {
+                seen.entry(from).or_default().push(i);
+            }
+        }
+        assert_eq!(seen.len(), 16);
+        for (from, sockets) in &seen {
+            assert_eq!(sockets.len(), 3, "{from}");
+            assert!(
+                sockets.iter().all(|&s| s == sockets[0]),
+                "{from}: {sockets:?}"
+            );
+        }
     }
 }

@@ -192,9 +192,8 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
         idle: Duration::from_secs(cfg.server.idle_s.max(1)),
         workers: cfg.server.workers,
     };
-    // Queue i is polled by reactor i (round robin if there are more); a
-    // kernel UDP socket is one queue, polled by reactor 0, its sessions
-    // spread over the cores and their frames handed over.
+    // Queue i is polled by reactor i (round robin if there are more): a
+    // DPDK queue pair, or one of the kernel UDP port's sockets.
     let server = Server::start_polled(
         engine.clone(),
         queues
@@ -275,11 +274,10 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
 }
 
 /// How the data protocol reaches the network: queues the reactors poll
-/// (a kernel UDP socket, or a DPDK port's queue pairs).
+/// (a kernel UDP socket each, or a DPDK port's queue pairs).
 type Queues = Vec<Arc<dyn flint_dataplane::nic::Port>>;
 
 /// Reactors the config starts.
-#[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
 fn reactor_count(cfg: &ApplianceConfig) -> usize {
     if cfg.reactor.cores.is_empty() {
         flint_dataplane::placement::allowed_cores()
@@ -300,9 +298,11 @@ fn transport(cfg: &ApplianceConfig, data: std::net::SocketAddr) -> Result<(Queue
         // after the process is gone): retry briefly before calling the
         // port taken.
         let t0 = std::time::Instant::now();
-        let p = loop {
-            match UdpPort::bind(data) {
-                Ok(p) => break p,
+        // A socket per reactor on the one port: the kernel keeps each
+        // client's datagrams on one, so each session lives on one core.
+        let group = loop {
+            match UdpPort::bind_group(data, reactor_count(cfg)) {
+                Ok(g) => break g,
                 Err(e)
                     if e.kind() == std::io::ErrorKind::AddrInUse
                         && t0.elapsed() < Duration::from_secs(2) =>
@@ -316,7 +316,11 @@ fn transport(cfg: &ApplianceConfig, data: std::net::SocketAddr) -> Result<(Queue
                 }
             }
         };
-        Ok((vec![Arc::new(p)], flint_dataplane::nic::MAX_FRAME))
+        let queues = group
+            .into_iter()
+            .map(|p| Arc::new(p) as Arc<dyn flint_dataplane::nic::Port>)
+            .collect();
+        Ok((queues, flint_dataplane::nic::MAX_FRAME))
     };
     if cfg.server.transport == super::config::Transport::Udp {
         return udp();
