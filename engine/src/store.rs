@@ -745,30 +745,18 @@ impl Store {
         devices: &[Option<Arc<dyn BlockDevice>>],
         shard: u32,
     ) -> Result<Store> {
-        let scratch = Scratch::new(4096)?;
         let mut found: Vec<(Superblock, Arc<dyn BlockDevice>)> = Vec::new();
         let mut blank: Vec<String> = Vec::new();
         for d in devices.iter().flatten() {
-            let mut one = open_qpairs(core, std::slice::from_ref(d))?;
-            let r = run_io(&mut one, &[(0, IoCmd::read(0, 1, scratch.0.as_ptr(), 0))]);
-            let sb = match r[0] {
-                Ok(_) => Superblock::decode(&scratch.0.as_slice()[..4096]),
-                Err(e) => {
-                    tracing::warn!(device = d.name(), error = %e, "device unreadable; running without it");
-                    continue;
-                }
-            };
-            match sb {
-                Ok(sb) => found.push((sb, d.clone())),
+            match Self::probe(core, d) {
+                Ok(Some(sb)) => found.push((sb, d.clone())),
                 // A blank device (a replacement, or never formatted): the
                 // engine runs without it if the others form one.
-                Err(FormatError::NotFlint) => blank.push(d.name().to_string()),
-                Err(error) => {
-                    return Err(StoreError::Format {
-                        device: d.name().into(),
-                        error,
-                    })
+                Ok(None) => blank.push(d.name().to_string()),
+                Err(StoreError::Io { error, .. }) => {
+                    tracing::warn!(device = d.name(), error = %error, "device unreadable; running without it");
                 }
+                Err(e) => return Err(e),
             }
         }
         if !found.is_empty() {

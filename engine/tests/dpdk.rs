@@ -8,6 +8,8 @@
 
 #![cfg(feature = "dpdk")]
 
+mod common;
+
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
@@ -18,7 +20,6 @@ use std::time::Duration;
 use flint_dataplane::nic::dpdk::{DpdkConfig, DpdkPort, Hugepages};
 use flint_dataplane::nic::lossy::LossyPort;
 use flint_dataplane::nic::Port;
-use flint_engine::engine::Engine;
 use flint_engine::net::auth;
 use flint_engine::net::client::{Client, ClientConfig};
 use flint_engine::net::server::{Server, ServerConfig};
@@ -31,32 +32,7 @@ const JUMBO: u16 = 9000;
 /// and its counters when told to stop (`zero_copy`: the port's frames sent
 /// from where their payload lay).
 fn serve(port: Arc<dyn Port>, frame: usize, zero_copy: impl Fn() -> u64) -> ! {
-    let devs: Vec<Arc<dyn flint_dataplane::bdev::BlockDevice>> = (0..3)
-        .map(|i| {
-            let mut s = flint_dataplane::bdev::DeviceSpec::new(
-                &format!("r{i}"),
-                flint_dataplane::bdev::Backend::Memory,
-            );
-            s.size = Some(flint_dataplane::config::ByteSize(64 << 20));
-            flint_dataplane::bdev::open(&s).unwrap()
-        })
-        .collect();
-    let mut e = Engine::start(&flint_dataplane::reactor::ReactorConfig {
-        cores: vec![],
-        pin: false,
-        ..Default::default()
-    })
-    .unwrap();
-    e.format(
-        devs.clone(),
-        flint_engine::store::StoreConfig::default(),
-        false,
-    )
-    .unwrap();
-    e.open(devs.iter().cloned().map(Some).collect()).unwrap();
-    let org = e.org_create("net").unwrap();
-    let fs = e.fs_create("data", 2, 1, true, 1 << 30).unwrap();
-    e.fs_set_owner(fs, org.id).unwrap();
+    let (e, key) = common::org_node("net");
     let srv = Server::start(
         Arc::new(e),
         port,
@@ -66,7 +42,7 @@ fn serve(port: Arc<dyn Port>, frame: usize, zero_copy: impl Fn() -> u64) -> ! {
         },
     )
     .unwrap();
-    println!("READY {}", auth::key_to_hex(&org.key));
+    println!("READY {}", auth::key_to_hex(&key));
     // Serve until the parent closes stdin or says STOP; then report.
     let mut line = String::new();
     let stdin = std::io::stdin();

@@ -10,6 +10,8 @@
 //! re-encode to bytes that decode to the same value. The last part throws
 //! the same frames at a live server and checks it still serves.
 
+mod common;
+
 use flint_engine::codec::{Reader, Writer};
 use flint_engine::net::wire::{self, hello, FileStat, Kind, Partial, Request};
 use std::time::{Duration, Instant};
@@ -241,45 +243,19 @@ fn packet_parsers_survive_mutated_frames() {
 fn a_live_server_survives_mutated_frames() {
     use flint_dataplane::nic::udp::UdpPort;
     use flint_dataplane::nic::Port;
-    use flint_engine::engine::Engine;
     use flint_engine::net::client::{Client, ClientConfig};
     use flint_engine::net::server::{Server, ServerConfig};
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
-    let devs: Vec<Arc<dyn flint_dataplane::bdev::BlockDevice>> = (0..3)
-        .map(|i| {
-            let mut s = flint_dataplane::bdev::DeviceSpec::new(
-                &format!("r{i}"),
-                flint_dataplane::bdev::Backend::Memory,
-            );
-            s.size = Some(flint_dataplane::config::ByteSize(64 << 20));
-            flint_dataplane::bdev::open(&s).unwrap()
-        })
-        .collect();
-    let mut e = Engine::start(&flint_dataplane::reactor::ReactorConfig {
-        cores: vec![],
-        pin: false,
-        ..Default::default()
-    })
-    .unwrap();
-    e.format(
-        devs.clone(),
-        flint_engine::store::StoreConfig::default(),
-        false,
-    )
-    .unwrap();
-    e.open(devs.iter().cloned().map(Some).collect()).unwrap();
-    let org = e.org_create("fuzz").unwrap();
-    let fs = e.fs_create("data", 2, 1, true, 1 << 30).unwrap();
-    e.fs_set_owner(fs, org.id).unwrap();
+    let (e, key) = common::org_node("fuzz");
     let srv = Server::start(
         Arc::new(e),
         Arc::new(UdpPort::bind("127.0.0.1:0".parse().unwrap()).unwrap()),
         ServerConfig::default(),
     )
     .unwrap();
-    let mut c = Client::connect(srv.addr(), "fuzz", &org.key, ClientConfig::default()).unwrap();
+    let mut c = Client::connect(srv.addr(), "fuzz", &key, ClientConfig::default()).unwrap();
     let (ino, _) = c.open("data", "f", true).unwrap();
     c.write(ino, 0, b"still here").unwrap();
     // Mutated frames, some aimed at the live session.

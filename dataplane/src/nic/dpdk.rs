@@ -852,13 +852,8 @@ impl DpdkPort {
                 if dport != self.cfg.udp_port || ulen < UDP || ulen > udp.len() {
                     return None;
                 }
-                let known = self
-                    .arp
-                    .lock()
-                    .map(|t| t.get(&src) == Some(&src_mac))
-                    .unwrap_or(true);
-                if !known {
-                    if let Ok(mut t) = self.arp.lock() {
+                if let Ok(mut t) = self.arp.lock() {
+                    if t.get(&src) != Some(&src_mac) {
                         t.insert(src, src_mac);
                     }
                 }

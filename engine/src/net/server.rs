@@ -783,12 +783,7 @@ fn on_auth(s: &Shared, h: &Header, payload: &[u8], from: &Peer) {
 }
 
 fn on_request(s: &Shared, h: &Header, off: usize, payload: &[u8], from: &Peer) -> Option<Job> {
-    let empty = Mutex::new(HashMap::new());
-    let Ok(mut m) = lane_of(s, h.session).unwrap_or(&empty).lock() else {
-        return None;
-    };
-    let Some(x) = m.get_mut(&h.session).filter(|x| x.open) else {
-        drop(m);
+    let stale = || {
         bump(&s.counters.unknown_session);
         reject(
             s,
@@ -798,6 +793,17 @@ fn on_request(s: &Shared, h: &Header, off: usize, payload: &[u8], from: &Peer) -
             "unknown or expired session",
             from,
         );
+    };
+    let Some(lane) = lane_of(s, h.session) else {
+        stale();
+        return None;
+    };
+    let Ok(mut m) = lane.lock() else {
+        return None;
+    };
+    let Some(x) = m.get_mut(&h.session).filter(|x| x.open) else {
+        drop(m);
+        stale();
         return None;
     };
     if x.peer != from.addr {

@@ -135,3 +135,23 @@ pub fn run_and_kill(name: &str, env: &[(&str, String)], after: std::time::Durati
     child.wait().unwrap();
     reader.join().unwrap()
 }
+
+/// A node for protocol tests: an engine on every CPU (unpinned) over three
+/// 64 MiB RAM devices, with organization `org` owning file system `data`
+/// (2+1, reduction on). Returns the engine and the organization's key.
+pub fn org_node(org: &str) -> (Engine, [u8; 32]) {
+    let devs = memory_devices(3, 64);
+    let mut e = Engine::start(&ReactorConfig {
+        cores: vec![],
+        pin: false,
+        ..ReactorConfig::default()
+    })
+    .unwrap();
+    e.format(devs.clone(), StoreConfig::default(), false)
+        .unwrap();
+    e.open(present(&devs)).unwrap();
+    let o = e.org_create(org).unwrap();
+    let fs = e.fs_create("data", 2, 1, true, 1 << 30).unwrap();
+    e.fs_set_owner(fs, o.id).unwrap();
+    (e, o.key)
+}
