@@ -1,0 +1,184 @@
+//! File systems and organizations: create, resize, delete, owners.
+
+use super::*;
+
+pub(super) fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME || name.contains('/') || name.contains('\0') {
+        return Err(StoreError::Invalid {
+            reason: format!("name `{name}` must be 1 to {MAX_NAME} bytes without '/' or NUL"),
+        });
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Creates a file system with protection k+m.
+    pub fn fs_create(
+        &mut self,
+        name: &str,
+        k: u8,
+        m: u8,
+        reduction: bool,
+        capacity: u64,
+    ) -> Result<FsId> {
+        check_name(name)?;
+        let n = self.devs.len();
+        if k == 0 || m == 0 || usize::from(k) + usize::from(m) > n {
+            return Err(StoreError::Invalid {
+                reason: format!(
+                    "protection {k}+{m} needs k >= 1, m >= 1 and k + m <= {n} (the devices of this node)"
+                ),
+            });
+        }
+        if self.meta.fss.values().any(|f| f.name == name) {
+            return Err(StoreError::Exists {
+                what: format!("file system {name}"),
+            });
+        }
+        let id = self.meta.next_fs;
+        self.record(Record::FsCreate(FsMeta {
+            id,
+            name: name.into(),
+            k,
+            m,
+            reduction,
+            capacity,
+        }));
+        self.writer(id)?;
+        Ok(id)
+    }
+
+    /// Creates a file system with a given id (every shard of an engine
+    /// holds the same file systems under the same ids).
+    pub fn fs_create_as(
+        &mut self,
+        id: FsId,
+        name: &str,
+        k: u8,
+        m: u8,
+        reduction: bool,
+        capacity: u64,
+    ) -> Result<FsId> {
+        if self.meta.fss.contains_key(&id) {
+            return Err(StoreError::Exists {
+                what: format!("file system {id}"),
+            });
+        }
+        if self.meta.next_fs > id {
+            return Err(StoreError::Invalid {
+                reason: format!("file system id {id} is behind this shard's next id"),
+            });
+        }
+        self.meta.next_fs = id;
+        self.fs_create(name, k, m, reduction, capacity)
+    }
+
+    /// The next free file system id.
+    pub fn next_fs_id(&self) -> FsId {
+        self.meta.next_fs
+    }
+
+    /// This store's shard.
+    pub fn shard(&self) -> u32 {
+        self.layout.shard
+    }
+
+    /// Shards the engine was formatted with.
+    pub fn shards(&self) -> u32 {
+        self.layout.shards
+    }
+
+    /// File systems.
+    pub fn fs_list(&self) -> Vec<(FsMeta, u64)> {
+        self.meta
+            .fss
+            .values()
+            .map(|f| (f.clone(), self.meta.fs_used(f.id)))
+            .collect()
+    }
+
+    /// Changes a file system's capacity.
+    pub fn fs_resize(&mut self, fs: FsId, capacity: u64) -> Result<()> {
+        self.fs(fs)?;
+        self.record(Record::FsResize { fs, capacity });
+        Ok(())
+    }
+
+    pub(super) fn fs(&self, fs: FsId) -> Result<&FsMeta> {
+        self.meta.fss.get(&fs).ok_or_else(|| StoreError::NotFound {
+            what: format!("file system {fs}"),
+        })
+    }
+
+    /// A file system by name.
+    pub fn fs_by_name(&self, name: &str) -> Option<FsId> {
+        self.meta
+            .fss
+            .values()
+            .find(|f| f.name == name)
+            .map(|f| f.id)
+    }
+
+    /// Deletes a file system with every file (and part of one) it has on
+    /// this shard.
+    pub fn fs_delete(&mut self, fs: FsId) -> Result<()> {
+        self.fs(fs)?;
+        let inos: Vec<Ino> = self
+            .meta
+            .inodes
+            .values()
+            .filter(|i| i.fs == fs)
+            .map(|i| i.ino)
+            .collect();
+        for ino in inos {
+            self.record(Record::FileUnlink { ino });
+        }
+        if let Some(w) = self.writers.remove(&fs) {
+            // The open stripe's slots were reserved, never named by a record.
+            self.slots
+                .unreserve(w.reserved.into_iter().chain(w.next).flatten());
+        }
+        self.record(Record::FsDelete { fs });
+        Ok(())
+    }
+
+    /// Creates an organization with a fresh random key (shard 0 keeps
+    /// them).
+    pub fn org_create(&mut self, name: &str) -> Result<meta::Org> {
+        check_name(name)?;
+        if self.meta.orgs.values().any(|o| o.name == name) {
+            return Err(StoreError::Exists {
+                what: format!("organization {name}"),
+            });
+        }
+        let org = meta::Org {
+            id: self.meta.orgs.keys().next_back().map_or(1, |k| k + 1),
+            name: name.to_string(),
+            key: crate::net::auth::random(),
+        };
+        self.record(Record::OrgCreate(org.clone()));
+        Ok(org)
+    }
+
+    /// Organizations.
+    pub fn orgs(&self) -> Vec<meta::Org> {
+        self.meta.orgs.values().cloned().collect()
+    }
+
+    /// Gives a file system to an organization.
+    pub fn fs_set_owner(&mut self, fs: FsId, org: meta::OrgId) -> Result<()> {
+        self.fs(fs)?;
+        if !self.meta.orgs.contains_key(&org) {
+            return Err(StoreError::NotFound {
+                what: format!("organization {org}"),
+            });
+        }
+        self.record(Record::FsOwner { fs, org });
+        Ok(())
+    }
+
+    /// The organization owning a file system, if any.
+    pub fn fs_owner(&self, fs: FsId) -> Option<meta::OrgId> {
+        self.meta.fs_owner.get(&fs).copied()
+    }
+}

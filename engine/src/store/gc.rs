@@ -1,0 +1,108 @@
+//! Garbage collection: the live blocks of stripes less than half live move
+//! to the open stripe, and the emptied stripes are freed.
+
+use super::*;
+
+/// One reference to a stored block: (file, logical block, where).
+pub(super) type BlockUse = (Holder, BlockRef);
+
+/// What refers to a stored block: a file's logical block, or a key of the
+/// shard's shared pool.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Holder {
+    File(Ino, u64),
+    Shared(u128),
+}
+
+impl Store {
+    /// Garbage collection: moves the live blocks out of up to `max_stripes`
+    /// sealed stripes that are less than half live into the open stripe,
+    /// and frees them. The moves become durable, and the freed slots
+    /// reusable, at the next [`Store::sync`]. Runs in small steps so
+    /// foreground I/O is never held up for long.
+    pub fn gc(&mut self, max_stripes: usize) -> Result<GcReport> {
+        let mut rep = GcReport::default();
+        let cs = self.layout.chunk_blocks * 4096;
+        // Live (distinct) stored bytes and references per sealed stripe.
+        let mut live: HashMap<u64, (u64, Vec<BlockUse>)> = HashMap::new();
+        let mut seen: std::collections::HashSet<BlockAddr> = std::collections::HashSet::new();
+        for i in self.meta.inodes.values() {
+            for (idx, b) in i.blocks.iter() {
+                if !self.meta.stripes.contains_key(&b.addr.stripe) {
+                    continue;
+                }
+                let e = live.entry(b.addr.stripe).or_default();
+                if seen.insert(b.addr) {
+                    e.0 += u64::from(b.addr.stored_len);
+                }
+                e.1.push((Holder::File(i.ino, idx), *b));
+            }
+        }
+        for (&(_, key), sh) in &self.meta.shared {
+            let b = sh.as_ref();
+            let e = live.entry(b.addr.stripe).or_default();
+            if seen.insert(b.addr) {
+                e.0 += u64::from(b.addr.stored_len);
+            }
+            e.1.push((Holder::Shared(key), b));
+        }
+        let mut cands: Vec<(u64, u64)> = live
+            .iter()
+            .filter_map(|(&id, (bytes, _))| {
+                let s = self.meta.stripes.get(&id)?;
+                (*bytes * 2 < u64::from(s.k) * cs).then_some((*bytes, id))
+            })
+            .collect();
+        cands.sort();
+        for (_, id) in cands.into_iter().take(max_stripes) {
+            let Some((_, refs)) = live.remove(&id) else {
+                continue;
+            };
+            let fs = self.stripe(id)?.fs;
+            let mut moved: HashMap<BlockAddr, BlockAddr> = HashMap::new();
+            let mut stored = Vec::new();
+            for &(_, b) in &refs {
+                if moved.contains_key(&b.addr) {
+                    continue;
+                }
+                stored.resize(b.addr.stored_len as usize, 0);
+                self.read_stored(fs, &b.addr, &mut stored)?;
+                let (new, _) = self.place(fs, &mut |p, _, sink| {
+                    (p.relocate(&stored, b.addr.compressed, sink), 0)
+                })?;
+                if b.fp != 0 {
+                    if let Some(w) = self.writers.get_mut(&fs) {
+                        let idx = w.pipeline.index_mut();
+                        if idx.get(fs, b.fp).is_some_and(|e| e.location == b.addr) {
+                            idx.relocate(fs, b.fp, new);
+                        }
+                    }
+                }
+                moved.insert(b.addr, new);
+                rep.moved_bytes += u64::from(b.addr.stored_len);
+            }
+            let mut by_ino: BTreeMap<Ino, Vec<(u64, BlockRef)>> = BTreeMap::new();
+            let mut shared = Vec::new();
+            for (holder, b) in refs {
+                let addr = moved[&b.addr];
+                *self.refs.entry(addr.stripe).or_default() += 1;
+                match holder {
+                    Holder::File(ino, idx) => by_ino
+                        .entry(ino)
+                        .or_default()
+                        .push((idx, BlockRef { addr, fp: b.fp })),
+                    Holder::Shared(key) => shared.push((key, Shared { addr, fp: b.fp })),
+                }
+            }
+            for (ino, blocks) in by_ino {
+                let size = self.meta.inodes.get(&ino).map_or(0, |i| i.size);
+                self.record(Record::Extents { ino, size, blocks });
+            }
+            for (key, block) in shared {
+                self.record(Record::SharedPut { fs, key, block });
+            }
+            rep.stripes += 1;
+        }
+        Ok(rep)
+    }
+}

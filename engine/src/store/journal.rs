@@ -1,0 +1,267 @@
+//! The journal: every metadata change is applied, queued as a record, and
+//! journaled on every healthy device at the next sync; only then is it
+//! acknowledged. Records that name another shard's shared blocks wait,
+//! in order, until that shard has journaled them; stripe and new
+//! shared-block records never wait (a quarter of the journal is kept for
+//! them), so no two shards can wait on each other.
+
+use super::*;
+
+/// A journal entry's payload: a record count, then the records (the
+/// layout [`meta::decode_batch`] reads).
+pub(super) fn batch_payload(count: u32, records: &[u8]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u32(count);
+    w.buf.extend_from_slice(records);
+    w.buf
+}
+
+impl Store {
+    /// Queues an applied record for the journal; returns its number.
+    pub(super) fn push(&mut self, rec: Record) -> u64 {
+        self.pending.push(rec);
+        self.pushed += 1;
+        self.pushed
+    }
+
+    /// Drops references released by a metadata change (record `n`).
+    pub(super) fn release(&mut self, n: u64, released: meta::Released) {
+        for (fs, b) in released {
+            if let Some(owner) = b.owner() {
+                if owner == self.layout.shard {
+                    // Journaled after the record that dropped it, so a
+                    // crash between the two only leaks (the open recounts).
+                    self.unref_shared(fs, b.fp);
+                } else {
+                    self.drops.push((n, (owner, fs, b.fp)));
+                }
+                continue;
+            }
+            if b.fp != 0 {
+                if let Some(w) = self.writers.get_mut(&fs) {
+                    let idx = w.pipeline.index_mut();
+                    if idx.get(fs, b.fp).is_some_and(|e| e.location == b.addr) {
+                        idx.drop_ref(fs, b.fp);
+                    }
+                }
+            }
+            if let Some(r) = self.refs.get_mut(&b.addr.stripe) {
+                *r -= 1;
+                if *r == 0 {
+                    self.refs.remove(&b.addr.stripe);
+                    let open = self
+                        .writers
+                        .get(&fs)
+                        .is_some_and(|w| w.pipeline.open_stripe() == b.addr.stripe);
+                    if !open && self.meta.stripes.contains_key(&b.addr.stripe) {
+                        self.free_stripe(b.addr.stripe);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn record(&mut self, rec: Record) -> u64 {
+        let released = self.meta.apply(&rec);
+        let n = self.push(rec);
+        self.release(n, released);
+        n
+    }
+
+    /// Whether anything written is not yet durable.
+    pub fn has_unsynced(&self) -> bool {
+        !self.pending.is_empty()
+            || !self.pending_stripes.is_empty()
+            || !self.pending_puts.is_empty()
+            || self.writers.values().any(|w| w.pipeline.has_open_data())
+    }
+
+    /// Seals open stripes, makes data and metadata durable. Everything
+    /// written before this call survives a crash once it returns.
+    pub fn sync(&mut self) -> Result<()> {
+        let fss: Vec<FsId> = self.writers.keys().copied().collect();
+        for fs in fss {
+            let (k, m) = {
+                let f = self.fs(fs)?;
+                (usize::from(f.k), usize::from(f.m))
+            };
+            let mut w = self.writers.remove(&fs).expect("listed above");
+            let mut wbuf = self.stripe_buffer(k + m)?;
+            let mut sealed: Option<(u64, Vec<u64>)> = None;
+            w.pipeline.seal(&mut |s: SealedStripe<'_>| {
+                copy_chunks(&s, &mut wbuf);
+                sealed = Some((s.id, s.checksums.to_vec()));
+            });
+            let res = match sealed {
+                Some((id, sums)) => match w.reserved.take() {
+                    Some(slots) => {
+                        w.reserved = w.next.take();
+                        self.write_stripe(fs, id, k, m, &wbuf, sums, slots)
+                    }
+                    None => Err(StoreError::Invalid {
+                        reason: format!("stripe {id} sealed without reserved space"),
+                    }),
+                },
+                None => Ok(()),
+            };
+            self.wbuf = Some(wbuf);
+            self.writers.insert(fs, w);
+            res?;
+        }
+        // A stripe whose blocks all died while it was open is freed now.
+        let dead: Vec<u64> = self
+            .pending_stripes
+            .iter()
+            .filter_map(|r| match r {
+                Record::Stripe(s) if !self.refs.contains_key(&s.id) => Some(s.id),
+                _ => None,
+            })
+            .collect();
+        for id in dead {
+            self.free_stripe(id);
+        }
+        self.flush_devices()?;
+        // Stripe and new shared-block records first, then the records up to
+        // the first one whose shared blocks another shard has not journaled
+        // yet; the rest wait for a later sync.
+        let mut ready = self.ready_records();
+        let mut batch = std::mem::take(&mut self.pending_stripes);
+        let stripes = batch.len();
+        batch.append(&mut self.pending_puts);
+        let lanes = batch.len();
+        batch.extend(self.pending.drain(..ready));
+        let entries = self.journal_entries(&batch);
+        let room = self.layout.journal_blocks.saturating_sub(self.head);
+        let reserve = self.layout.journal_blocks / 4;
+        if batch.is_empty() {
+        } else if self.blocks_of(&entries) + reserve <= room {
+            self.journal(entries)?;
+        } else if self.pending.is_empty() {
+            // The journal cannot take it all and nothing waits: a
+            // checkpoint of the whole state replaces it. (Writing part of the
+            // batch, checkpointing, then the rest would let replay apply
+            // older records on top of the newer checkpoint.)
+            self.write_checkpoint()?;
+        } else {
+            // Waiting records forbid a checkpoint (it would hold them): only
+            // the stripe and shared-block records go, into the reserve, so
+            // the shards waiting for this one are never held up by it.
+            let mut fifo = batch.split_off(lanes);
+            fifo.append(&mut self.pending);
+            self.pending = fifo;
+            ready = 0;
+            let entries = self.journal_entries(&batch);
+            if self.blocks_of(&entries) > room {
+                // Even the reserve is full: everything waits for a sync
+                // after the waits are met, when a checkpoint can replace the
+                // journal.
+                self.pending_puts = batch.split_off(stripes);
+                self.pending_stripes = batch;
+                return Ok(());
+            }
+            self.journal(entries)?;
+        }
+        self.journaled += ready as u64;
+        self.puts_journaled = self.puts_pushed;
+        let done = self.journaled;
+        let puts_done = self.puts_journaled;
+        self.put_at.retain(|_, n| *n > puts_done);
+        self.dropping.retain(|_, n| *n > done);
+        if let Some(p) = &self.peers {
+            p.set(self.layout.shard, puts_done);
+        }
+        self.slots.durable(done);
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.drops)
+            .into_iter()
+            .partition(|(n, _)| *n <= done);
+        self.drops = later;
+        self.ready_drops.extend(now.into_iter().map(|(_, d)| d));
+        if (self.head * 2 > self.layout.journal_blocks || self.meta_bytes > self.meta_room() / 2)
+            && self.pending.is_empty()
+        {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// How many of the pending records may be journaled now: those before
+    /// the first that refers to a block another shard has not journaled.
+    pub(super) fn ready_records(&mut self) -> usize {
+        let base = self.journaled;
+        while let Some(&(n, owner, need)) = self.waits.front() {
+            let met = self.peers.as_ref().is_some_and(|p| p.get(owner) >= need);
+            if !met {
+                return (n - base - 1) as usize;
+            }
+            self.waits.pop_front();
+        }
+        self.pending.len()
+    }
+
+    /// Records queued for the journal this session (the newest one's
+    /// number).
+    pub fn pushed(&self) -> u64 {
+        self.pushed
+    }
+
+    /// Syncs, and says whether every record up to number `target` is now
+    /// journaled (false while some wait for other shards' journals).
+    pub fn sync_to(&mut self, target: u64) -> Result<bool> {
+        self.sync()?;
+        Ok(self.journaled >= target)
+    }
+
+    /// Appends records to the journal on every healthy device, durably.
+    /// Journal blocks the entries take.
+    pub(super) fn blocks_of(&self, entries: &[Vec<u8>]) -> u64 {
+        entries
+            .iter()
+            .map(|p| format::record_blocks(p.len(), self.layout.block_size as usize))
+            .sum()
+    }
+
+    /// Groups records into journal entries of at most a quarter of the
+    /// journal each (stripe records come first, so every prefix of
+    /// entries is consistent).
+    pub(super) fn journal_entries(&self, batch: &[Record]) -> Vec<Vec<u8>> {
+        let bs = self.layout.block_size as usize;
+        let limit = (self.layout.journal_blocks as usize / 4).max(1) * bs;
+        // Group the records into entries of at most `limit` bytes (stripe
+        // records come first, so every prefix of entries is consistent).
+        let mut entries: Vec<Vec<u8>> = Vec::new();
+        let (mut body, mut count) = (Writer::default(), 0u32);
+        for r in batch {
+            let mut one = Writer::default();
+            meta::encode_record(&mut one, r);
+            if count > 0 && 4 + body.buf.len() + one.buf.len() + 64 > limit {
+                entries.push(batch_payload(count, &body.buf));
+                body.buf.clear();
+                count = 0;
+            }
+            body.buf.extend_from_slice(&one.buf);
+            count += 1;
+        }
+        if count > 0 {
+            entries.push(batch_payload(count, &body.buf));
+        }
+        entries
+    }
+
+    /// Appends records to the journal on every healthy device, durably
+    /// (the caller checked that they fit).
+    pub(super) fn journal(&mut self, entries: Vec<Vec<u8>>) -> Result<()> {
+        let bs = self.layout.block_size as usize;
+        for payload in entries {
+            self.meta_bytes += payload.len() as u64;
+            let blocks = format::record_blocks(payload.len(), bs);
+            self.seq += 1;
+            let rec = format::encode_record(JOURNAL_MAGIC, self.seq, &payload, bs);
+            let mut buf = Scratch::new(rec.len())?;
+            buf.0.as_mut_slice()[..rec.len()].copy_from_slice(&rec);
+            let lba = self.layout.journal_start + self.head;
+            self.write_everywhere(lba, &buf, rec.len() / bs, "journal write")?;
+            self.head += blocks;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,294 @@
+//! Reads: a file's blocks from the open stripe in memory or from their
+//! chunks with every sector's checksum verified; runs of whole blocks
+//! stored back to back are read with one device command.
+
+use super::*;
+
+/// A block a shard's read left to another shard's shared pool: the caller
+/// fetches it from `owner` ([`Store::read_shared`]) and copies `len` bytes
+/// from `skip` into its output at `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteRead {
+    /// Byte position in the read's output.
+    pub at: usize,
+    /// Offset within the 4 KiB block.
+    pub skip: usize,
+    /// Bytes.
+    pub len: usize,
+    /// The shard whose pool holds the block.
+    pub owner: u32,
+    /// File system.
+    pub fs: FsId,
+    /// Its key there.
+    pub key: u128,
+}
+
+/// Verify-on-hit reads for the pipeline, from the store.
+pub(super) struct StoreReader<'a> {
+    pub(super) store: &'a mut Store,
+    pub(super) fs: FsId,
+}
+
+impl BlockReader for StoreReader<'_> {
+    fn read_stored(&mut self, addr: &BlockAddr, out: &mut [u8]) -> bool {
+        self.store.read_stored(self.fs, addr, out).is_ok()
+    }
+}
+
+impl Store {
+    /// Reads like [`Store::read_into`], but leaves blocks kept in other
+    /// shards' shared pools to the caller: they are listed in `remote`
+    /// (their bytes in `out` untouched).
+    pub fn read_mapped(
+        &mut self,
+        ino: Ino,
+        offset: u64,
+        out: &mut [u8],
+        remote: &mut Vec<RemoteRead>,
+    ) -> Result<usize> {
+        let size = self.size_of(ino)?;
+        if offset >= size || out.is_empty() {
+            return Ok(0);
+        }
+        let end = (offset + out.len() as u64).min(size);
+        let fs = self.meta.inodes[&ino].fs;
+        let mut block = Vec::new();
+        let mut pos = offset;
+        // Runs are not tried again before this (one just failed).
+        let mut no_runs_until = 0u64;
+        while pos < end {
+            let idx = pos / BLOCK as u64;
+            let bstart = idx * BLOCK as u64;
+            let hi = end.min(bstart + BLOCK as u64);
+            let at = (pos - offset) as usize;
+            // Whole uncompressed blocks stored back to back in one chunk (as
+            // a sequential write leaves them): one device read for the run.
+            let run = if pos >= no_runs_until {
+                self.local_run(ino, idx, pos, end)
+            } else {
+                0
+            };
+            if run > 1 {
+                let first = self.meta.inodes[&ino]
+                    .blocks
+                    .get(&idx)
+                    .copied()
+                    .expect("in the run");
+                let whole = BlockAddr {
+                    stored_len: (run * BLOCK) as u32,
+                    ..first.addr
+                };
+                if self
+                    .read_stored(fs, &whole, &mut out[at..at + run * BLOCK])
+                    .is_ok()
+                {
+                    pos += (run * BLOCK) as u64;
+                    continue;
+                }
+                // Damage the whole run cannot be rebuilt from at once (bad
+                // sectors in several chunks): block by block, each sector
+                // rebuilt from what survives around it.
+                no_runs_until = pos + (run * BLOCK) as u64;
+            }
+            let dst = &mut out[at..(hi - offset) as usize];
+            let b = self.meta.inodes[&ino].blocks.get(&idx).copied();
+            match b.and_then(|b| b.owner().map(|o| (o, b.fp))) {
+                Some((owner, key)) if owner != self.layout.shard => remote.push(RemoteRead {
+                    at,
+                    skip: (pos - bstart) as usize,
+                    len: dst.len(),
+                    owner,
+                    fs,
+                    key,
+                }),
+                _ if pos == bstart && hi - bstart == BLOCK as u64 => {
+                    self.read_block_into(ino, idx, dst)?;
+                }
+                _ => {
+                    block.resize(BLOCK, 0);
+                    self.read_block_into(ino, idx, &mut block)?;
+                    dst.copy_from_slice(&block[(pos - bstart) as usize..(hi - bstart) as usize]);
+                }
+            }
+            pos = hi;
+        }
+        Ok((end - offset) as usize)
+    }
+
+    /// How many whole blocks from logical block `idx` (at byte `pos`, before
+    /// `end`) are local, uncompressed and stored back to back in one chunk.
+    pub(super) fn local_run(&self, ino: Ino, idx: u64, pos: u64, end: u64) -> usize {
+        let b64 = BLOCK as u64;
+        if pos != idx * b64 {
+            return 0;
+        }
+        let Some(inode) = self.meta.inodes.get(&ino) else {
+            return 0;
+        };
+        let plain = |b: &BlockRef| {
+            b.owner().is_none() && !b.addr.compressed && b.addr.stored_len == BLOCK as u32
+        };
+        let Some(first) = inode.blocks.get(&idx).filter(|b| plain(b)) else {
+            return 0;
+        };
+        let mut n = 0u64;
+        while (idx + n + 1) * b64 <= end && ((n + 1) * b64) as usize <= MAX_IO {
+            match inode.blocks.get(&(idx + n)) {
+                Some(b)
+                    if plain(b)
+                        && b.addr.stripe == first.addr.stripe
+                        && b.addr.chunk == first.addr.chunk
+                        && u64::from(b.addr.offset) == u64::from(first.addr.offset) + n * b64 =>
+                {
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        n as usize
+    }
+
+    /// Reads up to `len` bytes at `offset` (less at the end of the file).
+    pub fn read(&mut self, ino: Ino, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let size = self.size_of(ino)?;
+        let n = size.saturating_sub(offset).min(len as u64) as usize;
+        let mut out = vec![0u8; n];
+        self.read_into(ino, offset, &mut out)?;
+        Ok(out)
+    }
+
+    /// Reads into `out` at `offset`; returns the bytes read (fewer at the
+    /// end of the file). A 4 KiB-aligned `out` of whole blocks is filled
+    /// straight from the device, with no copy.
+    pub fn read_into(&mut self, ino: Ino, offset: u64, out: &mut [u8]) -> Result<usize> {
+        let mut remote = Vec::new();
+        let n = self.read_mapped(ino, offset, out, &mut remote)?;
+        match remote.first() {
+            None => Ok(n),
+            Some(r) => Err(StoreError::Invalid {
+                reason: format!(
+                    "file {ino} has blocks in shard {}'s shared pool; read it through the engine",
+                    r.owner
+                ),
+            }),
+        }
+    }
+
+    pub(super) fn read_block_into(&mut self, ino: Ino, idx: u64, out: &mut [u8]) -> Result<()> {
+        let inode = self.meta.inodes.get(&ino).ok_or_else(|| not_found(ino))?;
+        let fs = inode.fs;
+        let Some(b) = inode.blocks.get(&idx).copied() else {
+            out.fill(0);
+            return Ok(());
+        };
+        match b.owner() {
+            None => self.read_ref_into(fs, b, out),
+            Some(owner) if owner == self.layout.shard => self.read_shared_into(fs, b.fp, out),
+            Some(owner) => Err(StoreError::Invalid {
+                reason: format!(
+                    "block {idx} of file {ino} is in shard {owner}'s shared pool; \
+                     read it through the engine"
+                ),
+            }),
+        }
+    }
+
+    /// Reads one stored block (decompressed) into `out`.
+    pub(super) fn read_ref_into(&mut self, fs: FsId, b: BlockRef, out: &mut [u8]) -> Result<()> {
+        if !b.addr.compressed {
+            return self.read_stored(fs, &b.addr, out);
+        }
+        let mut stored = std::mem::take(&mut self.cbuf);
+        stored.resize(b.addr.stored_len as usize, 0);
+        let r = self.read_stored(fs, &b.addr, &mut stored).and_then(|()| {
+            Lz4Probe
+                .decompress(&stored, out)
+                .map_err(|e| StoreError::Unrecoverable {
+                    stripe: b.addr.stripe,
+                    reason: e.to_string(),
+                })
+        });
+        self.cbuf = stored;
+        r
+    }
+
+    /// Reads a block's stored bytes: from the open stripe in memory, or
+    /// from its chunk with checksums verified, rebuilding what is bad.
+    pub(super) fn read_stored(&mut self, fs: FsId, a: &BlockAddr, out: &mut [u8]) -> Result<()> {
+        if let Some(w) = self.writers.get(&fs) {
+            if let Some(b) = w.pipeline.open_bytes(a) {
+                out.copy_from_slice(b);
+                return Ok(());
+            }
+        }
+        let s0 = a.offset as usize / SECTOR;
+        let s1 = (a.offset as usize + a.stored_len as usize).div_ceil(SECTOR);
+        let start = a.offset as usize - s0 * SECTOR;
+        let len = a.stored_len as usize;
+        // Fast path: one healthy chunk read into the reused buffer, verified
+        // in place, copied out once.
+        let s = self.stripe(a.stripe)?;
+        let c = usize::from(a.chunk);
+        let (d, slot) = s.chunks[c];
+        let d = usize::from(d);
+        if let Some(dev) = self
+            .devs
+            .get_mut(d)
+            .and_then(|x| x.as_mut())
+            .filter(|x| !x.failed)
+        {
+            let n = s1 - s0;
+            let per = self.layout.chunk_blocks as usize;
+            let verify = |bytes: &[u8]| {
+                bytes
+                    .chunks(SECTOR)
+                    .enumerate()
+                    .all(|(i, x)| Xxh3Sum.checksum(SEED_CHUNK, x) == s.sums[c * per + s0 + i])
+            };
+            let lba = self.layout.slot_lba(slot) + s0 as u64;
+            if start == 0 && len == n * SECTOR && (out.as_ptr() as usize).is_multiple_of(4096) {
+                let r = run_one(dev, IoCmd::read(lba, n as u32, out.as_mut_ptr(), 0));
+                if r.is_ok() && verify(out) {
+                    return Ok(());
+                }
+                if r.is_err() {
+                    self.mark_failed(d, "chunk read");
+                }
+                let sectors = self.read_sectors(a.stripe, c, s0, s1)?;
+                out.copy_from_slice(&sectors[..len]);
+                return Ok(());
+            }
+            let buf = match self.rbuf.take() {
+                Some(b) if b.0.len >= n * SECTOR => b,
+                _ => Scratch::new(n * SECTOR)?,
+            };
+            let r = run_one(dev, IoCmd::read(lba, n as u32, buf.0.as_ptr(), 0));
+            let bytes = &buf.0.as_slice()[..n * SECTOR];
+            let good = r.is_ok() && verify(bytes);
+            if good {
+                out.copy_from_slice(&bytes[start..start + len]);
+            }
+            self.rbuf = Some(buf);
+            if good {
+                return Ok(());
+            }
+            if r.is_err() {
+                self.mark_failed(d, "chunk read");
+            }
+        }
+        let sectors = self.read_sectors(a.stripe, c, s0, s1)?;
+        out.copy_from_slice(&sectors[start..start + len]);
+        Ok(())
+    }
+
+    pub(super) fn stripe(&self, id: u64) -> Result<Arc<StripeMeta>> {
+        self.meta
+            .stripes
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| StoreError::Unrecoverable {
+                stripe: id,
+                reason: "stripe missing from metadata".into(),
+            })
+    }
+}

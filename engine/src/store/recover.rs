@@ -1,0 +1,148 @@
+//! Recovery: the newest valid checkpoint, then the journal records after
+//! it in sequence order up to the first gap (a torn tail); then the state
+//! derived from the metadata (free slots, stripe references, dedup
+//! indexes) is rebuilt and a fresh checkpoint written.
+
+use super::*;
+
+impl Store {
+    pub(super) fn recover(&mut self) -> Result<()> {
+        let bs = self.layout.block_size as usize;
+        // Newest valid checkpoint on any device.
+        let mut best: Option<(u64, u64, Meta)> = None;
+        for which in 0..2 {
+            let lba = self.layout.checkpoint_lba(which);
+            for (_, buf) in self.read_all(lba, self.layout.checkpoint_blocks)? {
+                if let Ok((seq, payload)) =
+                    format::decode_record(CHECKPOINT_MAGIC, buf.0.as_slice())
+                {
+                    if best.as_ref().is_none_or(|b| seq > b.0) {
+                        if let Ok(m) = Meta::decode(payload) {
+                            best = Some((seq, which, m));
+                        }
+                    }
+                }
+            }
+        }
+        let Some((ck_seq, ck_slot, meta)) = best else {
+            return Err(StoreError::Format {
+                device: "every device".into(),
+                error: FormatError::Damaged {
+                    what: "metadata checkpoint",
+                },
+            });
+        };
+        // Journal records after it, from every device.
+        let mut records: HashMap<u64, Vec<Record>> = HashMap::new();
+        for (_, buf) in self.read_all(self.layout.journal_start, self.layout.journal_blocks)? {
+            let bytes = buf.0.as_slice();
+            let mut b = 0usize;
+            let end = self.layout.journal_blocks as usize;
+            while b < end {
+                let at = &bytes[b * bs..end * bs];
+                match format::decode_record(JOURNAL_MAGIC, at) {
+                    Ok((seq, payload)) => {
+                        if seq > ck_seq && !records.contains_key(&seq) {
+                            if let Ok(batch) = meta::decode_batch(payload) {
+                                records.insert(seq, batch);
+                            }
+                        }
+                        b += format::record_blocks(payload.len(), bs) as usize;
+                    }
+                    Err(_) => b += 1,
+                }
+            }
+        }
+        self.meta = meta;
+        let mut seq = ck_seq;
+        while let Some(batch) = records.remove(&(seq + 1)) {
+            for r in &batch {
+                self.meta.apply(r);
+            }
+            seq += 1;
+        }
+        if !records.is_empty() {
+            tracing::info!(
+                ignored = records.len(),
+                "journal records after a gap ignored (torn tail)"
+            );
+        }
+        self.seq = seq;
+        self.ckpt_slot = ck_slot;
+        self.rebuild_derived()?;
+        // Start from a clean journal; the checkpoint includes any stripes
+        // rebuild_derived found dead, so their slots are free at once.
+        self.checkpoint()?;
+        self.slots.durable(self.pushed);
+        self.pending.clear();
+        self.pushed = 0;
+        self.journaled = 0;
+        self.pending_puts.clear();
+        self.puts_pushed = 0;
+        self.puts_journaled = 0;
+        Ok(())
+    }
+
+    /// Rebuilds free slots, stripe reference counts, and per file system
+    /// writers with their dedup indexes, from the metadata.
+    pub(super) fn rebuild_derived(&mut self) -> Result<()> {
+        self.slots = Slots::all_free(&self.layout, self.devs.len());
+        for s in self.meta.stripes.values() {
+            for &(d, slot) in &s.chunks {
+                self.slots.claim(d, slot);
+            }
+        }
+        self.refs.clear();
+        self.writers.clear();
+        let fss: Vec<FsMeta> = self.meta.fss.values().cloned().collect();
+        for fs in &fss {
+            self.writer(fs.id)?;
+        }
+        // Every stored block this shard holds: the blocks of its files'
+        // maps (not references to other shards' pools) and its shared pool.
+        let mut held: Vec<(FsId, Vec<BlockRef>)> = self
+            .meta
+            .inodes
+            .values()
+            .map(|i| {
+                let local = i.blocks.values().filter(|b| b.owner().is_none());
+                (i.fs, local.copied().collect())
+            })
+            .collect();
+        for (&(fs, _), b) in &self.meta.shared {
+            held.push((fs, vec![b.as_ref()]));
+        }
+        for (fs, blocks) in held {
+            for b in blocks {
+                *self.refs.entry(b.addr.stripe).or_default() += 1;
+                if b.fp != 0 {
+                    if let Some(w) = self.writers.get_mut(&fs) {
+                        let idx = w.pipeline.index_mut();
+                        match idx.get(fs, b.fp) {
+                            Some(e) if e.location == b.addr => {
+                                idx.add_ref(fs, b.fp);
+                            }
+                            Some(_) => {}
+                            None => {
+                                idx.insert(fs, b.fp, b.addr);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Stripes nothing refers to (their last block died just before a
+        // crash, or a sync never finished) are freed now.
+        let dead: Vec<u64> = self
+            .meta
+            .stripes
+            .keys()
+            .filter(|id| !self.refs.contains_key(id))
+            .copied()
+            .collect();
+        for id in dead {
+            self.free_stripe(id);
+        }
+        Ok(())
+    }
+}
