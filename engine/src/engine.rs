@@ -138,9 +138,7 @@ fn with_shard<R>(
 ) -> Result<R> {
     match shards_of(core).0.get_mut(&shard) {
         Some(s) => f(s),
-        None => Err(StoreError::NotFound {
-            what: format!("shard {shard} on this reactor (it moved; retry)"),
-        }),
+        None => Err(StoreError::Moved { shard }),
     }
 }
 
@@ -444,9 +442,7 @@ impl Engine {
         self.set.call(self.map.owner(shard), move |core| {
             match shards_of(core).0.get_mut(&shard) {
                 Some(store) => f(store),
-                None => Err(StoreError::NotFound {
-                    what: format!("shard {shard} (open the engine first)"),
-                }),
+                None => Err(StoreError::NotOpen { shard }),
             }
         })?
     }
@@ -461,9 +457,7 @@ impl Engine {
         Ok(self.set.run_on(self.map.owner(shard), move |core| {
             match shards_of(core).0.get_mut(&shard) {
                 Some(store) => f(store),
-                None => Err(StoreError::NotFound {
-                    what: format!("shard {shard} (open the engine first)"),
-                }),
+                None => Err(StoreError::NotOpen { shard }),
             }
         })?)
     }
@@ -899,9 +893,7 @@ impl Engine {
             self.read_async(ino, offset, len, move |r| {
                 let _ = tx.send(r);
             });
-            return rx.recv().map_err(|_| StoreError::Invalid {
-                reason: "the read was dropped (the engine is stopping)".into(),
-            })?;
+            return rx.recv().map_err(|_| StoreError::Stopping)?;
         }
         let size = self.stat(ino)?.size;
         let end = size.min(want);

@@ -375,6 +375,51 @@ impl Partial {
 /// Longest file system or file name on the wire.
 pub const MAX_NAME: usize = 255;
 
+/// A request's operation code: the first byte of every request message
+/// (PROTOCOL.md, "Requests").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Op {
+    /// [`Request::Open`].
+    Open = 1,
+    /// [`Request::Read`].
+    Read = 2,
+    /// [`Request::Write`].
+    Write = 3,
+    /// [`Request::Sync`].
+    Sync = 4,
+    /// [`Request::Stat`].
+    Stat = 5,
+    /// [`Request::List`].
+    List = 6,
+    /// [`Request::Unlink`].
+    Unlink = 7,
+    /// [`Request::Truncate`].
+    Truncate = 8,
+    /// [`Request::Ping`].
+    Ping = 9,
+}
+
+impl Op {
+    /// Every operation, in code order.
+    pub const ALL: [Op; 9] = [
+        Op::Open,
+        Op::Read,
+        Op::Write,
+        Op::Sync,
+        Op::Stat,
+        Op::List,
+        Op::Unlink,
+        Op::Truncate,
+        Op::Ping,
+    ];
+
+    /// The operation a code names, if any.
+    pub fn from_u8(code: u8) -> Option<Op> {
+        Op::ALL.into_iter().find(|op| *op as u8 == code)
+    }
+}
+
 /// A request message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -438,36 +483,49 @@ pub enum Request {
 }
 
 impl Request {
+    /// The request's operation.
+    pub fn op(&self) -> Op {
+        match self {
+            Request::Open { .. } => Op::Open,
+            Request::Read { .. } => Op::Read,
+            Request::Write { .. } => Op::Write,
+            Request::Sync => Op::Sync,
+            Request::Stat { .. } => Op::Stat,
+            Request::List { .. } => Op::List,
+            Request::Unlink { .. } => Op::Unlink,
+            Request::Truncate { .. } => Op::Truncate,
+            Request::Ping { .. } => Op::Ping,
+        }
+    }
+
     /// Encodes the request.
     pub fn encode(&self, w: &mut Writer) {
+        w.u8(self.op() as u8);
         match self {
             Request::Open { create, fs, name } => {
-                w.u8(1).u8(u8::from(*create)).str(fs).str(name);
+                w.u8(u8::from(*create)).str(fs).str(name);
             }
             Request::Read { ino, offset, len } => {
-                w.u8(2).u64(*ino).u64(*offset).u32(*len);
+                w.u64(*ino).u64(*offset).u32(*len);
             }
             Request::Write { ino, offset, data } => {
-                w.u8(3).u64(*ino).u64(*offset);
+                w.u64(*ino).u64(*offset);
                 w.buf.extend_from_slice(data);
             }
-            Request::Sync => {
-                w.u8(4);
-            }
+            Request::Sync => {}
             Request::Stat { ino } => {
-                w.u8(5).u64(*ino);
+                w.u64(*ino);
             }
             Request::List { fs } => {
-                w.u8(6).str(fs);
+                w.str(fs);
             }
             Request::Unlink { ino } => {
-                w.u8(7).u64(*ino);
+                w.u64(*ino);
             }
             Request::Truncate { ino, size } => {
-                w.u8(8).u64(*ino).u64(*size);
+                w.u64(*ino).u64(*size);
             }
             Request::Ping { payload } => {
-                w.u8(9);
                 w.buf.extend_from_slice(payload);
             }
         }
@@ -476,13 +534,14 @@ impl Request {
     /// Decodes a request message.
     pub fn decode(msg: &[u8]) -> Result<Request, DecodeError> {
         let mut r = Reader::new(msg);
-        let req = match r.u8("op")? {
-            1 => Request::Open {
+        let op = Op::from_u8(r.u8("op")?).ok_or(DecodeError { what: "op" })?;
+        let req = match op {
+            Op::Open => Request::Open {
                 create: r.u8("create")? != 0,
                 fs: r.str(MAX_NAME, "file system name")?,
                 name: r.str(MAX_NAME, "file name")?,
             },
-            2 => {
+            Op::Read => {
                 let ino = r.u64("ino")?;
                 let offset = r.u64("offset")?;
                 let len = r.u32("length")?;
@@ -493,30 +552,29 @@ impl Request {
                 }
                 Request::Read { ino, offset, len }
             }
-            3 => {
+            Op::Write => {
                 let ino = r.u64("ino")?;
                 let offset = r.u64("offset")?;
                 let n = r.remaining();
                 let data = r.take(n, "data")?.to_vec();
                 Request::Write { ino, offset, data }
             }
-            4 => Request::Sync,
-            5 => Request::Stat { ino: r.u64("ino")? },
-            6 => Request::List {
+            Op::Sync => Request::Sync,
+            Op::Stat => Request::Stat { ino: r.u64("ino")? },
+            Op::List => Request::List {
                 fs: r.str(MAX_NAME, "file system name")?,
             },
-            7 => Request::Unlink { ino: r.u64("ino")? },
-            8 => Request::Truncate {
+            Op::Unlink => Request::Unlink { ino: r.u64("ino")? },
+            Op::Truncate => Request::Truncate {
                 ino: r.u64("ino")?,
                 size: r.u64("size")?,
             },
-            9 => {
+            Op::Ping => {
                 let n = r.remaining();
                 Request::Ping {
                     payload: r.take(n, "payload")?.to_vec(),
                 }
             }
-            _ => return Err(DecodeError { what: "op" }),
         };
         if r.remaining() != 0 {
             return Err(DecodeError {
@@ -714,6 +772,46 @@ pub mod hello {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_op_code_is_the_first_byte_of_its_request() {
+        let reqs = [
+            Request::Open {
+                create: true,
+                fs: "a".into(),
+                name: "b".into(),
+            },
+            Request::Read {
+                ino: 1,
+                offset: 2,
+                len: 3,
+            },
+            Request::Write {
+                ino: 1,
+                offset: 2,
+                data: vec![7; 5],
+            },
+            Request::Sync,
+            Request::Stat { ino: 9 },
+            Request::List { fs: "a".into() },
+            Request::Unlink { ino: 9 },
+            Request::Truncate { ino: 9, size: 10 },
+            Request::Ping { payload: vec![1] },
+        ];
+        assert_eq!(reqs.len(), Op::ALL.len());
+        for (req, op) in reqs.iter().zip(Op::ALL) {
+            assert_eq!(req.op(), op);
+            assert_eq!(Op::from_u8(op as u8), Some(op));
+            let mut w = Writer::default();
+            req.encode(&mut w);
+            assert_eq!(w.buf[0], op as u8);
+            assert_eq!(&Request::decode(&w.buf).unwrap(), req);
+        }
+        for code in [0u8, 10, 0xff] {
+            assert_eq!(Op::from_u8(code), None);
+            assert!(Request::decode(&[code]).is_err());
+        }
+    }
 
     #[test]
     fn gathered_packets_are_the_packets_of_the_whole_message() {

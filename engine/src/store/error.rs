@@ -55,6 +55,20 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// The shard is no longer on the reactor the request reached (it moved
+    /// at a newer shard-map epoch): retry with the current map.
+    Moved {
+        /// The shard.
+        shard: u32,
+    },
+    /// The shard is not open on any reactor (the engine was not opened, or
+    /// is closing).
+    NotOpen {
+        /// The shard.
+        shard: u32,
+    },
+    /// The engine is stopping and dropped the request before it ran.
+    Stopping,
     /// Data cannot be read: more chunks of its stripe are lost than parity
     /// can rebuild.
     Unrecoverable {
@@ -74,6 +88,11 @@ impl StoreError {
             StoreError::Exists { .. } | StoreError::AlreadyFormatted { .. } => libc::EEXIST,
             StoreError::Invalid { .. } | StoreError::Mismatch { .. } => libc::EINVAL,
             StoreError::Io { error, .. } => error.errno(),
+            StoreError::Moved { .. } => libc::EAGAIN,
+            StoreError::NotOpen { .. } => libc::ENXIO,
+            StoreError::Stopping | StoreError::Dataplane(DpError::Stopped { .. }) => {
+                libc::ESHUTDOWN
+            }
             _ => libc::EIO,
         }
     }
@@ -94,6 +113,14 @@ impl fmt::Display for StoreError {
             StoreError::NotFound { what } => write!(f, "not found: {what}"),
             StoreError::Exists { what } => write!(f, "already exists: {what}"),
             StoreError::Invalid { reason } => write!(f, "{reason}"),
+            StoreError::Moved { shard } => write!(
+                f,
+                "shard {shard} moved to another reactor; retry with the current shard map"
+            ),
+            StoreError::NotOpen { shard } => {
+                write!(f, "shard {shard} is not open; open the engine first")
+            }
+            StoreError::Stopping => write!(f, "the engine is stopping; retry once it is back"),
             StoreError::Unrecoverable { stripe, reason } => {
                 write!(f, "stripe {stripe} cannot be read: {reason}")
             }

@@ -66,9 +66,30 @@ pub struct FlintCompletion {
     result: i64,
 }
 
+/// `enum flint_op` (flint.h): what a `struct flint_io` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+enum IoOp {
+    /// `FLINT_OP_READ`.
+    Read = 0,
+    /// `FLINT_OP_WRITE`.
+    Write = 1,
+    /// `FLINT_OP_FSYNC`.
+    Fsync = 2,
+}
+
+impl IoOp {
+    /// The operation a caller's code names, if any.
+    fn from_c(code: c_int) -> Option<IoOp> {
+        [IoOp::Read, IoOp::Write, IoOp::Fsync]
+            .into_iter()
+            .find(|op| *op as c_int == code)
+    }
+}
+
 /// One queued operation, as it travels to the reactor.
 struct Op {
-    op: c_int,
+    op: IoOp,
     ino: u64,
     offset: u64,
     buf: CBuf,
@@ -722,16 +743,17 @@ pub unsafe extern "C" fn flint_submit(eng: *mut FlintEngine, io: *const FlintIo)
         let (Some(h), Some(io)) = (unsafe { handle(eng) }, unsafe { io.as_ref() }) else {
             return -libc::EINVAL;
         };
-        if io.size < std::mem::size_of::<FlintIo>()
-            || (io.buf.is_null() && io.len > 0 && io.op != 2)
-        {
+        if io.size < std::mem::size_of::<FlintIo>() {
             return -libc::EINVAL;
         }
-        if !(0..=2).contains(&io.op) {
+        let Some(kind) = IoOp::from_c(io.op) else {
+            return -libc::EINVAL;
+        };
+        if io.buf.is_null() && io.len > 0 && kind != IoOp::Fsync {
             return -libc::EINVAL;
         }
         let op = Op {
-            op: io.op,
+            op: kind,
             ino: io.ino,
             offset: io.offset,
             buf: CBuf(io.buf.cast(), io.len),
@@ -739,7 +761,7 @@ pub unsafe extern "C" fn flint_submit(eng: *mut FlintEngine, io: *const FlintIo)
         };
         match h {
             FlintEngine::Local(h) => {
-                if io.op != 2 && h.engine.shard_map().shards() > 1 {
+                if kind != IoOp::Fsync && h.engine.shard_map().shards() > 1 {
                     // Pieces of a file may live on several shards; the
                     // asynchronous path reaches only the home shard so far.
                     return -libc::EOPNOTSUPP;
@@ -755,18 +777,18 @@ pub unsafe extern "C" fn flint_submit(eng: *mut FlintEngine, io: *const FlintIo)
             }
             FlintEngine::Remote(r) => {
                 let req = match op.op {
-                    0 => Request::Read {
+                    IoOp::Read => Request::Read {
                         ino: op.ino,
                         offset: op.offset,
                         len: op.buf.1.min(u32::MAX as usize) as u32,
                     },
-                    1 => Request::Write {
+                    IoOp::Write => Request::Write {
                         ino: op.ino,
                         offset: op.offset,
                         // SAFETY: the buffer holds len bytes per the contract.
                         data: unsafe { std::slice::from_raw_parts(op.buf.0, op.buf.1) }.to_vec(),
                     },
-                    _ => Request::Sync,
+                    IoOp::Fsync => Request::Sync,
                 };
                 let tag = r.next_tag;
                 match r.client.submit(&req, tag) {
@@ -793,13 +815,13 @@ fn remote_poll(r: &mut Remote, wait: Duration) -> Result<(), ClientError> {
         };
         let result = if c.status < 0 {
             i64::from(c.status)
-        } else if op.op == 0 {
+        } else if op.op == IoOp::Read {
             let n = c.body.len().min(len);
             // SAFETY: the caller keeps the buffer (len bytes) valid until
             // this completion is returned (flint.h).
             unsafe { std::ptr::copy_nonoverlapping(c.body.as_ptr(), op.buf.0, n) };
             n as i64
-        } else if op.op == 1 {
+        } else if op.op == IoOp::Write {
             len as i64
         } else {
             0
@@ -815,18 +837,18 @@ fn remote_poll(r: &mut Remote, wait: Duration) -> Result<(), ClientError> {
 /// Runs one queued operation on the store (on its reactor).
 fn run_op(s: &mut flint_engine::store::Store, op: &Op) -> i64 {
     let r = match op.op {
-        0 => {
+        IoOp::Read => {
             // SAFETY: the caller keeps the buffer valid and untouched until
             // this operation's completion is returned (flint.h).
             let out = unsafe { std::slice::from_raw_parts_mut(op.buf.0, op.buf.1) };
             s.read_into(op.ino, op.offset, out).map(|n| n as i64)
         }
-        1 => {
+        IoOp::Write => {
             // SAFETY: as above.
             let data = unsafe { std::slice::from_raw_parts(op.buf.0, op.buf.1) };
             s.write(op.ino, op.offset, data).map(|()| op.buf.1 as i64)
         }
-        _ => s.sync().map(|()| 0),
+        IoOp::Fsync => s.sync().map(|()| 0),
     };
     r.unwrap_or_else(|e| i64::from(errno(&e)))
 }
