@@ -5,6 +5,8 @@
 //! changes, both live and when recovery replays the journal, so the two can
 //! never disagree. The whole state encodes into a checkpoint.
 
+pub mod btree;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
