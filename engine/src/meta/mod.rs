@@ -6,6 +6,7 @@
 //! never disagree. The whole state encodes into a checkpoint.
 
 pub mod btree;
+pub mod namespace;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

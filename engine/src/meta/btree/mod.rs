@@ -170,6 +170,11 @@ impl MemPages {
         }
     }
 
+    /// Forgets pages allocated but not written (a crash lost them).
+    pub fn forget_allocations(&mut self) {
+        self.allocated.clear();
+    }
+
     /// The live page addresses.
     pub fn addrs(&self) -> Vec<PageAddr> {
         self.pages.keys().copied().collect()
@@ -321,7 +326,7 @@ mod tests {
                         let mut io = std::mem::take(p.io());
                         // Pages of the lost generation were never written;
                         // the retired ones were never freed.
-                        io.allocated.clear();
+                        io.forget_allocations();
                         p = Pager::new(io, epoch, 8 * PAGE);
                         t = Tree::open(committed.0, committed.1);
                         model = committed.2.clone();

@@ -1,0 +1,668 @@
+//! A file system's namespace on a B+tree: inodes, directory entries,
+//! symlink targets and extended attributes, with POSIX semantics and the
+//! errno of every refusal in the file of its operation.
+//!
+//! Keys (big-endian fields, so entries of one directory are adjacent and in
+//! order):
+//!
+//! ```text
+//! 'I' ino                 -> the inode's attributes (Attr)
+//! 'N' dir name            -> the entry: its sequence number, inode, kind
+//! 'E' dir seq             -> the same entry by sequence: readdir's order
+//! 'L' ino part            -> a symlink's target, in parts of MAX_VALUE
+//! 'X' ino name            -> an extended attribute's value
+//! ```
+//!
+//! Each entry has a sequence number from its directory's counter, so
+//! `readdir` resumes from a cookie (the last sequence returned) and an
+//! entry present for the whole listing is returned exactly once, however
+//! many others are added or removed meanwhile (a rename makes a new entry).
+//!
+//! One operation a file: `create.rs` (files, directories, symlinks, device
+//! nodes), `remove.rs` (unlink, rmdir), `rename.rs`, `link.rs`,
+//! `readdir.rs`, `attr.rs` (setattr, xattrs). This layer changes the tree
+//! of one shard; the engine places a directory's entries on the shard that
+//! owns it and journals what spans shards.
+
+mod attr;
+mod create;
+mod link;
+mod readdir;
+mod remove;
+mod rename;
+
+use std::fmt;
+
+use super::btree::{PageIo, Pager, Tree, TreeError, MAX_VALUE};
+
+pub use attr::{SetAttr, XattrMode};
+pub use readdir::DirEntry;
+pub use remove::Removed;
+pub use rename::RenameFlags;
+
+/// An inode number within a namespace.
+pub type Ino = u64;
+
+/// The root directory's inode.
+pub const ROOT: Ino = 1;
+/// Longest name of an entry.
+pub const NAME_MAX: usize = 255;
+/// Longest symlink target.
+pub const PATH_MAX: usize = 4095;
+/// Longest extended attribute name.
+pub const XATTR_NAME_MAX: usize = 255;
+
+/// What an inode is (the `S_IFMT` bits of its mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// A regular file.
+    File = 1,
+    /// A directory.
+    Dir = 2,
+    /// A symbolic link.
+    Symlink = 3,
+    /// A FIFO.
+    Fifo = 4,
+    /// A character device.
+    Char = 5,
+    /// A block device.
+    Block = 6,
+    /// A socket.
+    Socket = 7,
+}
+
+impl Kind {
+    /// The kind `S_IFMT` bits of a mode name.
+    pub fn from_mode(mode: u32) -> Option<Kind> {
+        Some(match mode & libc::S_IFMT {
+            libc::S_IFREG => Kind::File,
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFCHR => Kind::Char,
+            libc::S_IFBLK => Kind::Block,
+            libc::S_IFSOCK => Kind::Socket,
+            _ => return None,
+        })
+    }
+
+    /// The `S_IFMT` bits.
+    pub fn mode_bits(self) -> u32 {
+        match self {
+            Kind::File => libc::S_IFREG,
+            Kind::Dir => libc::S_IFDIR,
+            Kind::Symlink => libc::S_IFLNK,
+            Kind::Fifo => libc::S_IFIFO,
+            Kind::Char => libc::S_IFCHR,
+            Kind::Block => libc::S_IFBLK,
+            Kind::Socket => libc::S_IFSOCK,
+        }
+    }
+
+    fn from_u8(v: u8) -> Option<Kind> {
+        [
+            Kind::File,
+            Kind::Dir,
+            Kind::Symlink,
+            Kind::Fifo,
+            Kind::Char,
+            Kind::Block,
+            Kind::Socket,
+        ]
+        .into_iter()
+        .find(|k| *k as u8 == v)
+    }
+}
+
+/// A time in nanoseconds since the epoch.
+pub type Nanos = i64;
+
+/// An inode's attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: Ino,
+    /// Generation: with the number, names this inode and no later one.
+    pub generation: u64,
+    /// What it is.
+    pub kind: Kind,
+    /// Permission bits (and setuid/setgid/sticky), without the kind.
+    pub perm: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Links: entries naming it (a directory: 2 plus its subdirectories).
+    pub nlink: u32,
+    /// Size in bytes (a symlink: its target's length).
+    pub size: u64,
+    /// Device number of a device node.
+    pub rdev: u32,
+    /// Last access.
+    pub atime: Nanos,
+    /// Last change of the contents.
+    pub mtime: Nanos,
+    /// Last change of the inode.
+    pub ctime: Nanos,
+    /// A directory's parent (its `..`); 0 for others.
+    pub parent: Ino,
+    /// A directory's next entry sequence number.
+    pub next_seq: u64,
+}
+
+const ATTR_LEN: usize = 8 + 8 + 1 + 4 * 5 + 8 + 8 * 3 + 8 + 8;
+
+impl Attr {
+    /// The full mode: kind bits and permissions.
+    pub fn mode(&self) -> u32 {
+        self.kind.mode_bits() | self.perm
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(ATTR_LEN);
+        b.extend_from_slice(&self.ino.to_le_bytes());
+        b.extend_from_slice(&self.generation.to_le_bytes());
+        b.push(self.kind as u8);
+        for v in [self.perm, self.uid, self.gid, self.nlink, self.rdev] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&self.size.to_le_bytes());
+        for t in [self.atime, self.mtime, self.ctime] {
+            b.extend_from_slice(&t.to_le_bytes());
+        }
+        b.extend_from_slice(&self.parent.to_le_bytes());
+        b.extend_from_slice(&self.next_seq.to_le_bytes());
+        debug_assert_eq!(b.len(), ATTR_LEN);
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<Attr> {
+        if b.len() != ATTR_LEN {
+            return None;
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        Some(Attr {
+            ino: u64_at(0),
+            generation: u64_at(8),
+            kind: Kind::from_u8(b[16])?,
+            perm: u32_at(17),
+            uid: u32_at(21),
+            gid: u32_at(25),
+            nlink: u32_at(29),
+            rdev: u32_at(33),
+            size: u64_at(37),
+            atime: u64_at(45) as i64,
+            mtime: u64_at(53) as i64,
+            ctime: u64_at(61) as i64,
+            parent: u64_at(69),
+            next_seq: u64_at(77),
+        })
+    }
+}
+
+/// Who asks, and when: the caller's credentials (owners of what it
+/// creates) and the time its changes carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ctx {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Now, in nanoseconds since the epoch.
+    pub now: Nanos,
+}
+
+/// Why a namespace operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NsError {
+    /// No such entry or inode (ENOENT).
+    NotFound,
+    /// The name is taken (EEXIST).
+    Exists,
+    /// A path component or the target is not a directory (ENOTDIR).
+    NotDir,
+    /// The target is a directory (EISDIR).
+    IsDir,
+    /// The directory is not empty (ENOTEMPTY).
+    NotEmpty,
+    /// A name or target is too long (ENAMETOOLONG).
+    NameTooLong,
+    /// An argument is invalid: a bad name, `.`/`..`, moving a directory
+    /// under itself, conflicting flags (EINVAL).
+    Invalid(&'static str),
+    /// Too many links to one inode (EMLINK).
+    TooManyLinks,
+    /// No such extended attribute (ENODATA).
+    NoAttr,
+    /// Not a symlink (EINVAL from readlink).
+    NotSymlink,
+    /// Not permitted: a hard link to a directory (EPERM).
+    NotPermitted,
+    /// An extended attribute's value is too large (E2BIG).
+    ValueTooLarge,
+    /// The tree failed (I/O, damage, space).
+    Tree(TreeError),
+}
+
+impl NsError {
+    /// The negated errno.
+    pub fn errno(&self) -> i32 {
+        -match self {
+            NsError::NotFound => libc::ENOENT,
+            NsError::Exists => libc::EEXIST,
+            NsError::NotDir => libc::ENOTDIR,
+            NsError::IsDir => libc::EISDIR,
+            NsError::NotEmpty => libc::ENOTEMPTY,
+            NsError::NameTooLong => libc::ENAMETOOLONG,
+            NsError::Invalid(_) | NsError::NotSymlink => libc::EINVAL,
+            NsError::TooManyLinks => libc::EMLINK,
+            NsError::NoAttr => libc::ENODATA,
+            NsError::NotPermitted => libc::EPERM,
+            NsError::ValueTooLarge => libc::E2BIG,
+            NsError::Tree(e) => return e.errno(),
+        }
+    }
+}
+
+impl fmt::Display for NsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NsError::NotFound => write!(f, "no such file or directory"),
+            NsError::Exists => write!(f, "file exists"),
+            NsError::NotDir => write!(f, "not a directory"),
+            NsError::IsDir => write!(f, "is a directory"),
+            NsError::NotEmpty => write!(f, "directory not empty"),
+            NsError::NameTooLong => write!(f, "name too long (names up to {NAME_MAX} bytes)"),
+            NsError::Invalid(why) => write!(f, "invalid argument: {why}"),
+            NsError::TooManyLinks => write!(f, "too many links"),
+            NsError::NoAttr => write!(f, "no such extended attribute"),
+            NsError::NotSymlink => write!(f, "not a symbolic link"),
+            NsError::NotPermitted => write!(f, "operation not permitted"),
+            NsError::ValueTooLarge => write!(
+                f,
+                "extended attribute value too large (at most {MAX_VALUE} bytes)"
+            ),
+            NsError::Tree(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for NsError {}
+
+impl From<TreeError> for NsError {
+    fn from(e: TreeError) -> Self {
+        NsError::Tree(e)
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = NsError> = std::result::Result<T, E>;
+
+/// Most links to one inode.
+pub const LINK_MAX: u32 = 65_000;
+
+fn inode_key(ino: Ino) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'I';
+    k[1..].copy_from_slice(&ino.to_be_bytes());
+    k
+}
+
+fn name_key(dir: Ino, name: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + name.len());
+    k.push(b'N');
+    k.extend_from_slice(&dir.to_be_bytes());
+    k.extend_from_slice(name);
+    k
+}
+
+fn seq_key(dir: Ino, seq: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = b'E';
+    k[1..9].copy_from_slice(&dir.to_be_bytes());
+    k[9..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn link_key(ino: Ino, part: u8) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[0] = b'L';
+    k[1..9].copy_from_slice(&ino.to_be_bytes());
+    k[9] = part;
+    k
+}
+
+fn xattr_key(ino: Ino, name: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + name.len());
+    k.push(b'X');
+    k.extend_from_slice(&ino.to_be_bytes());
+    k.extend_from_slice(name);
+    k
+}
+
+/// A directory entry as the name index holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    seq: u64,
+    ino: Ino,
+    kind: Kind,
+}
+
+impl Entry {
+    fn encode(&self) -> [u8; 17] {
+        let mut b = [0u8; 17];
+        b[..8].copy_from_slice(&self.seq.to_le_bytes());
+        b[8..16].copy_from_slice(&self.ino.to_le_bytes());
+        b[16] = self.kind as u8;
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<Entry> {
+        (b.len() == 17).then_some(())?;
+        Some(Entry {
+            seq: u64::from_le_bytes(b[..8].try_into().ok()?),
+            ino: u64::from_le_bytes(b[8..16].try_into().ok()?),
+            kind: Kind::from_u8(b[16])?,
+        })
+    }
+}
+
+/// Checks an entry name: 1 to 255 bytes, no `/` or NUL, not `.` or `..`.
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > NAME_MAX {
+        return Err(NsError::NameTooLong);
+    }
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return Err(NsError::Invalid(
+            "a name is 1 to 255 bytes without '/' or NUL",
+        ));
+    }
+    if name == b"." || name == b".." {
+        return Err(NsError::Invalid(
+            "`.` and `..` cannot be created or removed",
+        ));
+    }
+    Ok(())
+}
+
+/// One file system's namespace on one shard: a tree of its entries and
+/// inodes, and the pager that keeps the tree's pages.
+pub struct Namespace<I: PageIo> {
+    pager: Pager<I>,
+    tree: Tree,
+    /// Next inode number to hand out.
+    next_ino: Ino,
+    /// Generation of the next inode.
+    next_gen: u64,
+}
+
+impl<I: PageIo> Namespace<I> {
+    /// A new namespace with an empty root directory owned by `ctx`.
+    pub fn new(pager: Pager<I>, ctx: Ctx, perm: u32) -> Result<Namespace<I>> {
+        let mut ns = Namespace {
+            pager,
+            tree: Tree::new(),
+            next_ino: ROOT + 1,
+            next_gen: 1,
+        };
+        let root = Attr {
+            ino: ROOT,
+            generation: 0,
+            kind: Kind::Dir,
+            perm: perm & 0o7777,
+            uid: ctx.uid,
+            gid: ctx.gid,
+            nlink: 2,
+            size: 0,
+            rdev: 0,
+            atime: ctx.now,
+            mtime: ctx.now,
+            ctime: ctx.now,
+            parent: ROOT,
+            next_seq: 1,
+        };
+        ns.put_attr(&root)?;
+        Ok(ns)
+    }
+
+    /// The namespace committed as `tree`, whose next inode number and
+    /// generation are `next_ino` and `next_gen`.
+    pub fn open(pager: Pager<I>, tree: Tree, next_ino: Ino, next_gen: u64) -> Namespace<I> {
+        Namespace {
+            pager,
+            tree,
+            next_ino,
+            next_gen,
+        }
+    }
+
+    /// The pager.
+    pub fn pager(&mut self) -> &mut Pager<I> {
+        &mut self.pager
+    }
+
+    /// The tree (for its root and size).
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// The next inode number and generation (kept beside the root).
+    pub fn counters(&self) -> (Ino, u64) {
+        (self.next_ino, self.next_gen)
+    }
+
+    /// Writes the changed pages and closes the generation; returns the
+    /// pages superseded (free them once the root is durable).
+    pub fn commit(&mut self) -> Result<Vec<super::btree::PagePtr>> {
+        self.pager.commit(&mut self.tree)?;
+        Ok(self.pager.finish())
+    }
+
+    /// An inode's attributes.
+    pub fn getattr(&mut self, ino: Ino) -> Result<Attr> {
+        let v = self
+            .pager
+            .get(&self.tree, &inode_key(ino))?
+            .ok_or(NsError::NotFound)?;
+        Attr::decode(&v).ok_or(NsError::Tree(TreeError::Corrupt {
+            page: 0,
+            what: "inode record",
+        }))
+    }
+
+    /// The inode `name` names in directory `dir`.
+    pub fn lookup(&mut self, dir: Ino, name: &[u8]) -> Result<Attr> {
+        let e = self.entry(dir, name)?.ok_or(NsError::NotFound)?;
+        self.getattr(e.ino)
+    }
+
+    /// A directory's attributes; ENOTDIR if it is something else.
+    fn dir(&mut self, dir: Ino) -> Result<Attr> {
+        let a = self.getattr(dir)?;
+        if a.kind != Kind::Dir {
+            return Err(NsError::NotDir);
+        }
+        Ok(a)
+    }
+
+    fn entry(&mut self, dir: Ino, name: &[u8]) -> Result<Option<Entry>> {
+        if name.len() > NAME_MAX {
+            return Err(NsError::NameTooLong);
+        }
+        self.dir(dir)?;
+        Ok(self
+            .pager
+            .get(&self.tree, &name_key(dir, name))?
+            .and_then(|v| Entry::decode(&v)))
+    }
+
+    fn put_attr(&mut self, a: &Attr) -> Result<()> {
+        self.pager
+            .insert(&mut self.tree, &inode_key(a.ino), &a.encode())?;
+        Ok(())
+    }
+
+    /// Adds entry `name` -> `ino` to directory `d` (whose attributes the
+    /// caller holds and writes back).
+    fn add_entry(&mut self, d: &mut Attr, name: &[u8], ino: Ino, kind: Kind) -> Result<()> {
+        let e = Entry {
+            seq: d.next_seq,
+            ino,
+            kind,
+        };
+        d.next_seq += 1;
+        self.pager
+            .insert(&mut self.tree, &name_key(d.ino, name), &e.encode())?;
+        let mut by_seq = e.encode().to_vec();
+        by_seq.extend_from_slice(name);
+        // (ino, kind, name) by sequence; name lengths fit MAX_VALUE.
+        const _: () = assert!(17 + NAME_MAX <= MAX_VALUE);
+        self.pager
+            .insert(&mut self.tree, &seq_key(d.ino, e.seq), &by_seq)?;
+        Ok(())
+    }
+
+    fn remove_entry(&mut self, dir: Ino, name: &[u8], e: &Entry) -> Result<()> {
+        self.pager.remove(&mut self.tree, &name_key(dir, name))?;
+        self.pager.remove(&mut self.tree, &seq_key(dir, e.seq))?;
+        Ok(())
+    }
+
+    fn new_ino(&mut self) -> (Ino, u64) {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.next_gen += 1;
+        (ino, self.next_gen)
+    }
+
+    /// Drops one link to inode `a`; removes the inode (and its symlink
+    /// target and xattrs) when none is left. Returns whether it was removed
+    /// (the engine then frees its data).
+    fn drop_link(&mut self, mut a: Attr, now: Nanos) -> Result<bool> {
+        let last = match a.kind {
+            Kind::Dir => true,
+            _ => a.nlink <= 1,
+        };
+        if !last {
+            a.nlink -= 1;
+            a.ctime = now;
+            self.put_attr(&a)?;
+            return Ok(false);
+        }
+        self.pager.remove(&mut self.tree, &inode_key(a.ino))?;
+        if a.kind == Kind::Symlink {
+            for part in 0..=(PATH_MAX / MAX_VALUE) as u8 {
+                self.pager.remove(&mut self.tree, &link_key(a.ino, part))?;
+            }
+        }
+        for name in self.listxattr(a.ino)? {
+            self.pager
+                .remove(&mut self.tree, &xattr_key(a.ino, &name))?;
+        }
+        Ok(true)
+    }
+
+    /// Checks the namespace's invariants: every entry names a live inode of
+    /// its kind, both indexes of every directory agree, link counts match
+    /// the entries, every directory's parent holds it and every directory
+    /// reaches the root. Returns what is wrong.
+    pub fn fsck(&mut self) -> Result<Vec<String>> {
+        use std::collections::HashMap;
+        let mut bad = Vec::new();
+        let mut attrs: HashMap<Ino, Attr> = HashMap::new();
+        let mut names: Vec<(Ino, Vec<u8>, Entry)> = Vec::new();
+        let mut seqs: Vec<(Ino, u64, Vec<u8>)> = Vec::new();
+        let mut failed = false;
+        self.pager.scan(&self.tree, &[], &mut |k, v| {
+            match k[0] {
+                b'I' => match Attr::decode(v) {
+                    Some(a) => {
+                        attrs.insert(a.ino, a);
+                    }
+                    None => failed = true,
+                },
+                b'N' => match Entry::decode(v) {
+                    Some(e) => names.push((
+                        u64::from_be_bytes(k[1..9].try_into().expect("8 bytes")),
+                        k[9..].to_vec(),
+                        e,
+                    )),
+                    None => failed = true,
+                },
+                b'E' => seqs.push((
+                    u64::from_be_bytes(k[1..9].try_into().expect("8 bytes")),
+                    u64::from_be_bytes(k[9..17].try_into().expect("8 bytes")),
+                    v[17..].to_vec(),
+                )),
+                _ => {}
+            }
+            true
+        })?;
+        if failed {
+            bad.push("an undecodable inode or entry".to_string());
+        }
+        let mut links: HashMap<Ino, u32> = HashMap::new();
+        for (dir, name, e) in &names {
+            let name = String::from_utf8_lossy(name);
+            match attrs.get(&e.ino) {
+                None => bad.push(format!("entry {dir}/{name} names missing inode {}", e.ino)),
+                Some(a) if a.kind != e.kind => {
+                    bad.push(format!("entry {dir}/{name}: kind differs from inode's"))
+                }
+                Some(a) if a.kind == Kind::Dir && a.parent != *dir => bad.push(format!(
+                    "directory {} is in {dir} but its parent is {}",
+                    e.ino, a.parent
+                )),
+                Some(_) => {}
+            }
+            *links.entry(e.ino).or_default() += 1;
+            if e.kind == Kind::Dir {
+                *links.entry(*dir).or_default() += 1;
+            }
+        }
+        let mut by_seq: Vec<(Ino, u64, Vec<u8>)> = names
+            .iter()
+            .map(|(d, n, e)| (*d, e.seq, n.clone()))
+            .collect();
+        by_seq.sort();
+        seqs.sort();
+        if by_seq != seqs {
+            bad.push("the name and sequence indexes disagree".into());
+        }
+        for a in attrs.values() {
+            let want = links.get(&a.ino).copied().unwrap_or(0)
+                + if a.kind == Kind::Dir { 1 } else { 0 }
+                + u32::from(a.ino == ROOT);
+            if a.nlink != want {
+                bad.push(format!(
+                    "inode {} has nlink {}, {} links",
+                    a.ino, a.nlink, want
+                ));
+            }
+            if a.kind == Kind::Dir {
+                let mut at = a.ino;
+                let mut steps = 0;
+                while at != ROOT && steps <= attrs.len() {
+                    at = attrs.get(&at).map_or(ROOT, |x| x.parent);
+                    steps += 1;
+                }
+                if steps > attrs.len() {
+                    bad.push(format!(
+                        "directory {} does not reach the root (a loop)",
+                        a.ino
+                    ));
+                }
+            }
+            if a.ino != ROOT && !links.contains_key(&a.ino) {
+                bad.push(format!("inode {} is an orphan", a.ino));
+            }
+        }
+        Ok(bad)
+    }
+}
+
+#[cfg(test)]
+mod tests;
