@@ -12,6 +12,8 @@
 //! - `flint-bench engine`: store reads beside raw device reads.
 //! - `flint-bench net` (feature `dpdk`): the protocol over DPDK memif beside
 //!   kernel UDP.
+//! - `flint-bench meta`: namespace operations beside tmpfs and the disk's
+//!   file system.
 //! - `flint-bench remote`: the data protocol over loopback beside a UDP
 //!   echo, and remote sequential I/O beside the engine in-process.
 
@@ -20,6 +22,7 @@ mod device;
 mod ec;
 mod engine;
 mod fio;
+mod meta;
 #[cfg(feature = "dpdk")]
 mod net;
 mod pipeline;
@@ -57,6 +60,9 @@ USAGE:
       --time SECS --k N --m N --size-mib N (2 4 2 64) --json
   flint-bench net [options]      (feature dpdk) the protocol over DPDK memif vs kernel UDP
       --time SECS (2) --json
+  flint-bench meta [options]     namespace create/stat/readdir/rename/unlink vs tmpfs and the disk fs
+      --files N --dirs N --cache-mib N (200000 100 256)
+      --disk-dir DIR --tmpfs-dir DIR (/var/tmp/flint-bench-meta, /dev/shm/flint-bench-meta) --json
   flint-bench remote [options]   protocol reads vs UDP echo; remote vs embedded 1 MiB I/O
       --time SECS --qd N --shards N --size-mib N --workers N (3 32 1 64 4) --json
 ";
@@ -85,6 +91,7 @@ fn main() {
         "ec" => ec::main(a),
         "pipeline" => pipeline::main(a),
         "engine" => engine::main(a),
+        "meta" => meta::main(a),
         "remote" => remote::main(a),
         #[cfg(feature = "dpdk")]
         "net" => net::main(a),

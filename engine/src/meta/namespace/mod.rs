@@ -492,11 +492,15 @@ impl<I: PageIo> Namespace<I> {
         if name.len() > NAME_MAX {
             return Err(NsError::NameTooLong);
         }
-        self.dir(dir)?;
-        Ok(self
-            .pager
-            .get(&self.tree, &name_key(dir, name))?
-            .and_then(|v| Entry::decode(&v)))
+        // Only directories hold entries, so a hit needs no check of `dir`;
+        // a miss tells ENOENT from ENOTDIR.
+        match self.pager.get(&self.tree, &name_key(dir, name))? {
+            Some(v) => Ok(Entry::decode(&v)),
+            None => {
+                self.dir(dir)?;
+                Ok(None)
+            }
+        }
     }
 
     fn put_attr(&mut self, a: &Attr) -> Result<()> {
