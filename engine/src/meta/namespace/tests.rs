@@ -139,62 +139,47 @@ fn every_refusal_has_its_errno() {
         ),
         (
             "noreplace",
-            rm(ns
-                .rename(
-                    ROOT,
-                    b"f",
-                    d,
-                    b"g",
-                    RenameFlags {
-                        noreplace: true,
-                        exchange: false,
-                    },
-                    CTX,
-                )
-                .map(|_| Removed {
-                    ino: 0,
-                    last: false,
-                })),
+            rn(ns.rename(
+                ROOT,
+                b"f",
+                d,
+                b"g",
+                RenameFlags {
+                    noreplace: true,
+                    exchange: false,
+                },
+                CTX,
+            )),
             libc::EEXIST,
         ),
         (
             "exchange with nothing",
-            rm(ns
-                .rename(
-                    ROOT,
-                    b"f",
-                    ROOT,
-                    b"nope",
-                    RenameFlags {
-                        noreplace: false,
-                        exchange: true,
-                    },
-                    CTX,
-                )
-                .map(|_| Removed {
-                    ino: 0,
-                    last: false,
-                })),
+            rn(ns.rename(
+                ROOT,
+                b"f",
+                ROOT,
+                b"nope",
+                RenameFlags {
+                    noreplace: false,
+                    exchange: true,
+                },
+                CTX,
+            )),
             libc::ENOENT,
         ),
         (
             "both flags",
-            rm(ns
-                .rename(
-                    ROOT,
-                    b"f",
-                    ROOT,
-                    b"x",
-                    RenameFlags {
-                        noreplace: true,
-                        exchange: true,
-                    },
-                    CTX,
-                )
-                .map(|_| Removed {
-                    ino: 0,
-                    last: false,
-                })),
+            rn(ns.rename(
+                ROOT,
+                b"f",
+                ROOT,
+                b"x",
+                RenameFlags {
+                    noreplace: true,
+                    exchange: true,
+                },
+                CTX,
+            )),
             libc::EINVAL,
         ),
         ("link a dir", e(ns.link(d, ROOT, b"x", CTX)), libc::EPERM),
