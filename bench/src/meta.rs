@@ -43,11 +43,11 @@ fn run_flint(files: usize, dirs: usize, cache_mib: usize) -> Result<Rates, Strin
         gid: 0,
         now: now(),
     };
-    let pager = Pager::new(MemPages::new(), 1, cache_mib << 20);
-    let mut ns = Namespace::new(pager, ctx, 0o755).map_err(e)?;
+    let pager = Pager::new(1, cache_mib << 20);
+    let mut ns = Namespace::new(MemPages::new(), pager, ctx, 0o755).map_err(e)?;
     let commit = |ns: &mut Namespace<MemPages>| -> Result<(), String> {
         for p in ns.commit().map_err(e)? {
-            ns.pager().io().free(p.addr);
+            ns.io().free(p.addr);
         }
         Ok(())
     };

@@ -264,13 +264,13 @@ pub(crate) mod tests {
 
     /// Commits, checks that exactly the tree's pages are live once the
     /// superseded ones are freed, and returns the committed root.
-    fn commit(p: &mut Pager<MemPages>, t: &mut Tree) -> Option<PagePtr> {
-        p.commit(t).unwrap();
+    fn commit(p: &mut Pager, io: &mut MemPages, t: &mut Tree) -> Option<PagePtr> {
+        p.commit(io, t).unwrap();
         for old in p.finish() {
-            p.io().free(old.addr);
+            io.free(old.addr);
         }
-        let mut reach: Vec<u64> = p.pages_of(t).unwrap().iter().map(|x| x.addr).collect();
-        let mut live = p.io().addrs();
+        let mut reach: Vec<u64> = p.pages_of(io, t).unwrap().iter().map(|x| x.addr).collect();
+        let mut live = io.addrs();
         reach.sort_unstable();
         live.sort_unstable();
         assert_eq!(reach, live, "live pages are exactly the tree's pages");
@@ -282,7 +282,8 @@ pub(crate) mod tests {
         for seed in 1..=6u64 {
             let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             // A tiny cache: most loads go to the page space.
-            let mut p = Pager::new(MemPages::new(), 1, 8 * PAGE);
+            let mut io = MemPages::new();
+            let mut p = Pager::new(1, 8 * PAGE);
             let mut t = Tree::new();
             let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
             let mut committed = (None, 0u64, model.clone());
@@ -290,21 +291,24 @@ pub(crate) mod tests {
                 match r.below(20) {
                     0..=9 => {
                         let (k, v) = (key(&mut r), value(&mut r));
-                        assert_eq!(p.insert(&mut t, &k, &v).unwrap(), model.insert(k, v));
+                        assert_eq!(
+                            p.insert(&mut io, &mut t, &k, &v).unwrap(),
+                            model.insert(k, v)
+                        );
                     }
                     10..=14 => {
                         let k = key(&mut r);
-                        assert_eq!(p.remove(&mut t, &k).unwrap(), model.remove(&k));
+                        assert_eq!(p.remove(&mut io, &mut t, &k).unwrap(), model.remove(&k));
                     }
                     15..=16 => {
                         let k = key(&mut r);
-                        assert_eq!(p.get(&t, &k).unwrap().as_ref(), model.get(&k));
+                        assert_eq!(p.get(&mut io, &t, &k).unwrap().as_ref(), model.get(&k));
                     }
                     17 => {
                         let from = key(&mut r);
                         let want = r.below(50) as usize;
                         let mut got = Vec::new();
-                        p.scan(&t, &from, &mut |k, v| {
+                        p.scan(&mut io, &t, &from, &mut |k, v| {
                             got.push((k.to_vec(), v.to_vec()));
                             got.len() < want
                         })
@@ -317,30 +321,29 @@ pub(crate) mod tests {
                         assert_eq!(got, exp, "seed {seed} step {step}");
                     }
                     18 => {
-                        let root = commit(&mut p, &mut t);
+                        let root = commit(&mut p, &mut io, &mut t);
                         committed = (root, t.len(), model.clone());
                     }
                     _ => {
                         // Crash: changes since the last commit are gone; the
                         // tree reopens from its committed root, cache cold.
                         let epoch = p.epoch();
-                        let mut io = std::mem::take(p.io());
                         // Pages of the lost generation were never written;
                         // the retired ones were never freed.
                         io.forget_allocations();
-                        p = Pager::new(io, epoch, 8 * PAGE);
+                        p = Pager::new(epoch, 8 * PAGE);
                         t = Tree::open(committed.0, committed.1);
                         model = committed.2.clone();
                     }
                 }
                 assert_eq!(t.len(), model.len() as u64);
                 if step % 500 == 0 {
-                    assert_eq!(p.check(&t).unwrap(), Vec::<String>::new());
+                    assert_eq!(p.check(&mut io, &t).unwrap(), Vec::<String>::new());
                 }
             }
-            commit(&mut p, &mut t);
+            commit(&mut p, &mut io, &mut t);
             let mut all = Vec::new();
-            p.scan(&t, &[], &mut |k, v| {
+            p.scan(&mut io, &t, &[], &mut |k, v| {
                 all.push((k.to_vec(), v.to_vec()));
                 true
             })
@@ -351,54 +354,58 @@ pub(crate) mod tests {
 
     #[test]
     fn a_large_tree_commits_what_changed_and_empties_to_nothing() {
-        let mut p = Pager::new(MemPages::new(), 1, 64 * PAGE);
+        let mut io = MemPages::new();
+        let mut p = Pager::new(1, 64 * PAGE);
         let mut t = Tree::new();
         let n = 200_000u64;
         for i in 0..n {
             let k = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_be_bytes();
-            p.insert(&mut t, &k, &i.to_le_bytes()).unwrap();
+            p.insert(&mut io, &mut t, &k, &i.to_le_bytes()).unwrap();
         }
-        commit(&mut p, &mut t);
-        assert_eq!(p.check(&t).unwrap(), Vec::<String>::new());
-        let pages = p.io().live();
+        commit(&mut p, &mut io, &mut t);
+        assert_eq!(p.check(&mut io, &t).unwrap(), Vec::<String>::new());
+        let pages = io.live();
         assert!(pages > 1000, "{pages} pages for {n} entries");
         // One change rewrites one path (height pages), not the tree.
         let before = p.stats().writes;
-        p.insert(&mut t, &7u64.to_be_bytes(), b"x").unwrap();
-        commit(&mut p, &mut t);
+        p.insert(&mut io, &mut t, &7u64.to_be_bytes(), b"x")
+            .unwrap();
+        commit(&mut p, &mut io, &mut t);
         let path = p.stats().writes - before;
         assert!((2..=5).contains(&path), "one change wrote {path} pages");
         assert!(p.cached_nodes() <= 64);
         for i in 0..n {
             let k = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_be_bytes();
             assert_eq!(
-                p.remove(&mut t, &k).unwrap(),
+                p.remove(&mut io, &mut t, &k).unwrap(),
                 Some(i.to_le_bytes().to_vec())
             );
         }
-        p.remove(&mut t, &7u64.to_be_bytes()).unwrap();
-        assert_eq!(p.check(&t).unwrap(), Vec::<String>::new());
+        p.remove(&mut io, &mut t, &7u64.to_be_bytes()).unwrap();
+        assert_eq!(p.check(&mut io, &t).unwrap(), Vec::<String>::new());
         assert!(t.is_empty());
-        assert_eq!(commit(&mut p, &mut t), None);
-        assert_eq!(p.io().live(), 0);
+        assert_eq!(commit(&mut p, &mut io, &mut t), None);
+        assert_eq!(io.live(), 0);
     }
 
     #[test]
     fn damaged_misplaced_and_stale_pages_are_errors() {
-        let mut p = Pager::new(MemPages::new(), 1, PAGE);
+        let mut io = MemPages::new();
+        let mut p = Pager::new(1, PAGE);
         let mut t = Tree::new();
         for i in 0..2000u32 {
-            p.insert(&mut t, &i.to_be_bytes(), &[7; 40]).unwrap();
+            p.insert(&mut io, &mut t, &i.to_be_bytes(), &[7; 40])
+                .unwrap();
         }
-        let root = commit(&mut p, &mut t).unwrap();
+        let root = commit(&mut p, &mut io, &mut t).unwrap();
         let leaf = p
-            .pages_of(&t)
+            .pages_of(&mut io, &t)
             .unwrap()
             .into_iter()
             .find(|x| x.addr != root.addr)
             .unwrap();
         let mut page = vec![0; PAGE];
-        p.io().read(leaf.addr, &mut page).unwrap();
+        io.read(leaf.addr, &mut page).unwrap();
         assert!(page::Node::decode(leaf, &page).is_ok());
         let stale = PagePtr {
             birth: leaf.birth + 1,
@@ -420,11 +427,11 @@ pub(crate) mod tests {
         }
         // Through the tree: a damaged page fails the lookups that need it.
         let mut x = 1u64;
-        for a in p.io().addrs() {
-            p.io().corrupt(a, 200);
+        for a in io.addrs() {
+            io.corrupt(a, 200);
         }
-        let mut p2 = Pager::new(std::mem::take(p.io()), p.epoch(), PAGE);
-        let r = p2.get(&t, &5u32.to_be_bytes());
+        let mut p2 = Pager::new(p.epoch(), PAGE);
+        let r = p2.get(&mut io, &t, &5u32.to_be_bytes());
         assert!(matches!(r, Err(TreeError::Corrupt { .. })), "{r:?}");
         // Random bytes never panic the decoder.
         for _ in 0..2000 {
@@ -441,16 +448,19 @@ pub(crate) mod tests {
 
     #[test]
     fn oversized_entries_are_refused() {
-        let mut p = Pager::new(MemPages::new(), 1, PAGE);
+        let mut io = MemPages::new();
+        let mut p = Pager::new(1, PAGE);
         let mut t = Tree::new();
         assert_eq!(
-            p.insert(&mut t, &[0; MAX_KEY + 1], b""),
+            p.insert(&mut io, &mut t, &[0; MAX_KEY + 1], b""),
             Err(TreeError::TooLarge {
                 key: MAX_KEY + 1,
                 value: 0
             })
         );
-        assert!(p.insert(&mut t, b"k", &[0; MAX_VALUE + 1]).is_err());
+        assert!(p
+            .insert(&mut io, &mut t, b"k", &[0; MAX_VALUE + 1])
+            .is_err());
         assert!(t.is_empty() && !t.is_dirty());
     }
 }

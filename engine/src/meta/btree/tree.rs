@@ -98,8 +98,7 @@ pub struct PagerStats {
 
 /// The nodes of one shard's trees: the dirty ones changed since the last
 /// commit, a bounded cache of clean ones, and the page space they live in.
-pub struct Pager<I: PageIo> {
-    io: I,
+pub struct Pager {
     /// The generation new nodes are born in; above every written page's.
     epoch: u64,
     dirty: Vec<Option<Arc<Node>>>,
@@ -121,12 +120,13 @@ fn child_of(keys: &[Box<[u8]>], key: &[u8]) -> usize {
     keys.partition_point(|s| **s <= *key)
 }
 
-impl<I: PageIo> Pager<I> {
-    /// A pager over `io` whose next generation is `epoch` (one above the
-    /// last committed one) and whose cache holds `cache_bytes` of nodes.
-    pub fn new(io: I, epoch: u64, cache_bytes: usize) -> Pager<I> {
+impl Pager {
+    /// A pager whose next generation is `epoch` (one above the last
+    /// committed one) and whose cache holds `cache_bytes` of nodes. The
+    /// page space is passed to each call that may read or write pages, so
+    /// its owner keeps it (a store's devices serve data too).
+    pub fn new(epoch: u64, cache_bytes: usize) -> Pager {
         Pager {
-            io,
             epoch,
             dirty: Vec::new(),
             free_dirty: Vec::new(),
@@ -136,11 +136,6 @@ impl<I: PageIo> Pager<I> {
             buf: vec![0; PAGE],
             stats: PagerStats::default(),
         }
-    }
-
-    /// The page space.
-    pub fn io(&mut self) -> &mut I {
-        &mut self.io
     }
 
     /// The generation being built.
@@ -163,7 +158,7 @@ impl<I: PageIo> Pager<I> {
         self.cache.len()
     }
 
-    fn load(&mut self, p: Ptr) -> Result<Arc<Node>> {
+    fn load(&mut self, io: &mut dyn PageIo, p: Ptr) -> Result<Arc<Node>> {
         match p {
             Ptr::Mem(i) => Ok(self.dirty[i as usize]
                 .clone()
@@ -173,7 +168,7 @@ impl<I: PageIo> Pager<I> {
                     self.stats.hits += 1;
                     return Ok(n);
                 }
-                self.io.read(pp.addr, &mut self.buf)?;
+                io.read(pp.addr, &mut self.buf)?;
                 self.stats.reads += 1;
                 let n = Arc::new(Node::decode(pp, &self.buf)?);
                 self.cache.put(pp.addr, n.clone());
@@ -220,11 +215,11 @@ impl<I: PageIo> Pager<I> {
 
     /// The node at `p` as a dirty node of this generation (copied from its
     /// page, which is retired, if it was clean).
-    fn make_dirty(&mut self, p: Ptr) -> Result<u32> {
+    fn make_dirty(&mut self, io: &mut dyn PageIo, p: Ptr) -> Result<u32> {
         match p {
             Ptr::Mem(i) => Ok(i),
             Ptr::Disk(pp) => {
-                let n = self.load(p)?;
+                let n = self.load(io, p)?;
                 self.cache.remove(pp.addr);
                 let mut node = Arc::try_unwrap(n).unwrap_or_else(|n| (*n).clone());
                 node.birth = self.epoch;
@@ -235,12 +230,12 @@ impl<I: PageIo> Pager<I> {
     }
 
     /// The value under `key`.
-    pub fn get(&mut self, t: &Tree, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub fn get(&mut self, io: &mut dyn PageIo, t: &Tree, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let Some(mut p) = t.root else {
             return Ok(None);
         };
         loop {
-            let n = self.load(p)?;
+            let n = self.load(io, p)?;
             if n.is_leaf() {
                 return Ok(n
                     .keys
@@ -253,7 +248,13 @@ impl<I: PageIo> Pager<I> {
     }
 
     /// Sets `key` to `val`; returns the value it replaced.
-    pub fn insert(&mut self, t: &mut Tree, key: &[u8], val: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub fn insert(
+        &mut self,
+        io: &mut dyn PageIo,
+        t: &mut Tree,
+        key: &[u8],
+        val: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
         if key.len() > MAX_KEY || val.len() > MAX_VALUE {
             return Err(TreeError::TooLarge {
                 key: key.len(),
@@ -261,11 +262,11 @@ impl<I: PageIo> Pager<I> {
             });
         }
         let root = match t.root {
-            Some(p) => self.make_dirty(p)?,
+            Some(p) => self.make_dirty(io, p)?,
             None => self.add_dirty(Node::leaf(self.epoch)),
         };
         t.root = Some(Ptr::Mem(root));
-        let (old, split) = self.insert_at(root, key, val)?;
+        let (old, split) = self.insert_at(io, root, key, val)?;
         if let Some((sep, right)) = split {
             let mut top = Node::leaf(self.epoch);
             top.keys.push(sep);
@@ -282,6 +283,7 @@ impl<I: PageIo> Pager<I> {
     /// node split, the separator and the new right node.
     fn insert_at(
         &mut self,
+        io: &mut dyn PageIo,
         i: u32,
         key: &[u8],
         val: &[u8],
@@ -300,9 +302,9 @@ impl<I: PageIo> Pager<I> {
             return Ok((old, split));
         }
         let j = child_of(&self.node(i).keys, key);
-        let child = self.make_dirty(self.node(i).kids[j])?;
+        let child = self.make_dirty(io, self.node(i).kids[j])?;
         self.node_mut(i).kids[j] = Ptr::Mem(child);
-        let (old, split) = self.insert_at(child, key, val)?;
+        let (old, split) = self.insert_at(io, child, key, val)?;
         let mut up = None;
         if let Some((sep, right)) = split {
             let n = self.node_mut(i);
@@ -368,14 +370,19 @@ impl<I: PageIo> Pager<I> {
     }
 
     /// Removes `key`; returns its value.
-    pub fn remove(&mut self, t: &mut Tree, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub fn remove(
+        &mut self,
+        io: &mut dyn PageIo,
+        t: &mut Tree,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
         // Look first, so removing a missing key copies no page.
-        if self.get(t, key)?.is_none() {
+        if self.get(io, t, key)?.is_none() {
             return Ok(None);
         }
-        let root = self.make_dirty(t.root.expect("the key exists"))?;
+        let root = self.make_dirty(io, t.root.expect("the key exists"))?;
         t.root = Some(Ptr::Mem(root));
-        let old = self.remove_at(root, key)?;
+        let old = self.remove_at(io, root, key)?;
         debug_assert!(old.is_some(), "the key was found above");
         t.len -= 1;
         // A root branch with one child gives way to it; an empty root leaf
@@ -397,7 +404,7 @@ impl<I: PageIo> Pager<I> {
         Ok(old)
     }
 
-    fn remove_at(&mut self, i: u32, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn remove_at(&mut self, io: &mut dyn PageIo, i: u32, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if self.node(i).is_leaf() {
             let n = self.node_mut(i);
             return Ok(match n.keys.binary_search_by(|k| (**k).cmp(key)) {
@@ -409,10 +416,10 @@ impl<I: PageIo> Pager<I> {
             });
         }
         let j = child_of(&self.node(i).keys, key);
-        let child = self.make_dirty(self.node(i).kids[j])?;
+        let child = self.make_dirty(io, self.node(i).kids[j])?;
         self.node_mut(i).kids[j] = Ptr::Mem(child);
-        let old = self.remove_at(child, key)?;
-        self.rebalance(i, j)?;
+        let old = self.remove_at(io, child, key)?;
+        self.rebalance(io, i, j)?;
         Ok(old)
     }
 
@@ -421,7 +428,7 @@ impl<I: PageIo> Pager<I> {
     /// quarter page and the two fit in one. Every leaf stays at the same
     /// depth (only the root ever gives way to its child), so neighbours are
     /// always of one kind.
-    fn rebalance(&mut self, i: u32, j: usize) -> Result<()> {
+    fn rebalance(&mut self, io: &mut dyn PageIo, i: u32, j: usize) -> Result<()> {
         let Ptr::Mem(c) = self.node(i).kids[j] else {
             unreachable!("the child was made dirty")
         };
@@ -450,7 +457,7 @@ impl<I: PageIo> Pager<I> {
         let a = if j > 0 { j - 1 } else { j };
         let (l, r) = (self.node(i).kids[a], self.node(i).kids[a + 1]);
         let sep_len = self.node(i).keys[a].len();
-        let (ln, rn) = (self.load(l)?, self.load(r)?);
+        let (ln, rn) = (self.load(io, l)?, self.load(io, r)?);
         debug_assert_eq!(ln.is_leaf(), rn.is_leaf(), "neighbours at one depth");
         let merged = if ln.is_leaf() {
             ln.size() + rn.size() - HEADER
@@ -463,11 +470,11 @@ impl<I: PageIo> Pager<I> {
         if merged > PAGE {
             return Ok(());
         }
-        let l = self.make_dirty(l)?;
+        let l = self.make_dirty(io, l)?;
         let right = match r {
             Ptr::Mem(x) => self.take_dirty(x),
             Ptr::Disk(pp) => {
-                let n = self.load(r)?;
+                let n = self.load(io, r)?;
                 self.cache.remove(pp.addr);
                 self.retired.push(pp);
                 Arc::try_unwrap(n).unwrap_or_else(|n| (*n).clone())
@@ -493,23 +500,25 @@ impl<I: PageIo> Pager<I> {
     /// order, until it returns false.
     pub fn scan(
         &mut self,
+        io: &mut dyn PageIo,
         t: &Tree,
         from: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
         if let Some(r) = t.root {
-            self.scan_at(r, from, f)?;
+            self.scan_at(io, r, from, f)?;
         }
         Ok(())
     }
 
     fn scan_at(
         &mut self,
+        io: &mut dyn PageIo,
         p: Ptr,
         from: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<bool> {
-        let n = self.load(p)?;
+        let n = self.load(io, p)?;
         if n.is_leaf() {
             let start = n.keys.partition_point(|k| **k < *from);
             for j in start..n.keys.len() {
@@ -520,7 +529,7 @@ impl<I: PageIo> Pager<I> {
             return Ok(true);
         }
         for c in child_of(&n.keys, from)..n.kids.len() {
-            if !self.scan_at(n.kids[c], from, f)? {
+            if !self.scan_at(io, n.kids[c], from, f)? {
                 return Ok(false);
             }
         }
@@ -531,17 +540,17 @@ impl<I: PageIo> Pager<I> {
     /// parents, so its root is a page again. The pages are written through
     /// the page space but not flushed: the caller flushes, then makes the
     /// new root durable, then frees what [`Pager::finish`] returns.
-    pub fn commit(&mut self, t: &mut Tree) -> Result<()> {
+    pub fn commit(&mut self, io: &mut dyn PageIo, t: &mut Tree) -> Result<()> {
         if let Some(r @ Ptr::Mem(_)) = t.root {
-            let pp = self.flush(r)?;
+            let pp = self.flush(io, r)?;
             t.root = Some(Ptr::Disk(pp));
         }
         let pages = std::mem::take(&mut self.outbox);
         self.stats.writes += pages.len() as u64;
-        self.io.write(&pages)
+        io.write(&pages)
     }
 
-    fn flush(&mut self, p: Ptr) -> Result<PagePtr> {
+    fn flush(&mut self, io: &mut dyn PageIo, p: Ptr) -> Result<PagePtr> {
         let i = match p {
             Ptr::Disk(pp) => return Ok(pp),
             Ptr::Mem(i) => i,
@@ -549,10 +558,10 @@ impl<I: PageIo> Pager<I> {
         let mut node = self.take_dirty(i);
         for k in 0..node.kids.len() {
             if let Ptr::Mem(_) = node.kids[k] {
-                node.kids[k] = Ptr::Disk(self.flush(node.kids[k])?);
+                node.kids[k] = Ptr::Disk(self.flush(io, node.kids[k])?);
             }
         }
-        let addr = self.io.alloc()?;
+        let addr = io.alloc()?;
         let mut page = vec![0u8; PAGE];
         node.encode(addr, &mut page);
         self.outbox.push((addr, page));
@@ -583,7 +592,7 @@ impl<I: PageIo> Pager<I> {
     /// Checks tree `t`'s structure: keys in order and within their
     /// separators' bounds, every leaf at one depth, every node within a
     /// page, and the entry count. Returns what is wrong.
-    pub fn check(&mut self, t: &Tree) -> Result<Vec<String>> {
+    pub fn check(&mut self, io: &mut dyn PageIo, t: &Tree) -> Result<Vec<String>> {
         let mut bad = Vec::new();
         let mut leaf_depth = None;
         let mut count = 0u64;
@@ -592,7 +601,7 @@ impl<I: PageIo> Pager<I> {
         let mut stack: Vec<(Ptr, usize, Bound, Bound)> =
             t.root.into_iter().map(|p| (p, 0, None, None)).collect();
         while let Some((p, depth, lo, hi)) = stack.pop() {
-            let n = self.load(p)?;
+            let n = self.load(io, p)?;
             if n.size() > PAGE {
                 bad.push(format!("{p:?}: {} bytes", n.size()));
             }
@@ -639,14 +648,14 @@ impl<I: PageIo> Pager<I> {
 
     /// Every page tree `t` reaches (for checks: a committed tree's pages
     /// and nothing else must be live).
-    pub fn pages_of(&mut self, t: &Tree) -> Result<Vec<PagePtr>> {
+    pub fn pages_of(&mut self, io: &mut dyn PageIo, t: &Tree) -> Result<Vec<PagePtr>> {
         let mut out = Vec::new();
         let mut stack: Vec<Ptr> = t.root.into_iter().collect();
         while let Some(p) = stack.pop() {
             if let Ptr::Disk(pp) = p {
                 out.push(pp);
             }
-            let n = self.load(p)?;
+            let n = self.load(io, p)?;
             stack.extend(n.kids.iter().copied());
         }
         Ok(out)

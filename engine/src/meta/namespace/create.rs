@@ -43,8 +43,12 @@ impl<I: PageIo> Namespace<I> {
         }
         let mut a = self.make(dir, name, Kind::Symlink, 0o777, 0, ctx)?;
         for (part, bytes) in target.chunks(MAX_VALUE).enumerate() {
-            self.pager
-                .insert(&mut self.tree, &link_key(a.ino, part as u8), bytes)?;
+            self.pager.insert(
+                &mut self.io,
+                &mut self.tree,
+                &link_key(a.ino, part as u8),
+                bytes,
+            )?;
         }
         a.size = target.len() as u64;
         self.put_attr(&a)?;
@@ -59,7 +63,10 @@ impl<I: PageIo> Namespace<I> {
         }
         let mut out = Vec::with_capacity(a.size as usize);
         for part in 0..=(PATH_MAX / MAX_VALUE) as u8 {
-            match self.pager.get(&self.tree, &link_key(ino, part))? {
+            match self
+                .pager
+                .get(&mut self.io, &self.tree, &link_key(ino, part))?
+            {
                 Some(b) => out.extend_from_slice(&b),
                 None => break,
             }

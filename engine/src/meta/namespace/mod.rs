@@ -391,7 +391,8 @@ fn check_name(name: &[u8]) -> Result<()> {
 /// One file system's namespace on one shard: a tree of its entries and
 /// inodes, and the pager that keeps the tree's pages.
 pub struct Namespace<I: PageIo> {
-    pager: Pager<I>,
+    io: I,
+    pager: Pager,
     tree: Tree,
     /// Next inode number to hand out.
     next_ino: Ino,
@@ -401,8 +402,9 @@ pub struct Namespace<I: PageIo> {
 
 impl<I: PageIo> Namespace<I> {
     /// A new namespace with an empty root directory owned by `ctx`.
-    pub fn new(pager: Pager<I>, ctx: Ctx, perm: u32) -> Result<Namespace<I>> {
+    pub fn new(io: I, pager: Pager, ctx: Ctx, perm: u32) -> Result<Namespace<I>> {
         let mut ns = Namespace {
+            io,
             pager,
             tree: Tree::new(),
             next_ino: ROOT + 1,
@@ -428,10 +430,11 @@ impl<I: PageIo> Namespace<I> {
         Ok(ns)
     }
 
-    /// The namespace committed as `tree`, whose next inode number and
-    /// generation are `next_ino` and `next_gen`.
-    pub fn open(pager: Pager<I>, tree: Tree, next_ino: Ino, next_gen: u64) -> Namespace<I> {
+    /// The namespace committed as `tree` in page space `io`, whose next
+    /// inode number and generation are `next_ino` and `next_gen`.
+    pub fn open(io: I, pager: Pager, tree: Tree, next_ino: Ino, next_gen: u64) -> Namespace<I> {
         Namespace {
+            io,
             pager,
             tree,
             next_ino,
@@ -440,8 +443,13 @@ impl<I: PageIo> Namespace<I> {
     }
 
     /// The pager.
-    pub fn pager(&mut self) -> &mut Pager<I> {
+    pub fn pager(&mut self) -> &mut Pager {
         &mut self.pager
+    }
+
+    /// The page space.
+    pub fn io(&mut self) -> &mut I {
+        &mut self.io
     }
 
     /// The tree (for its root and size).
@@ -457,7 +465,7 @@ impl<I: PageIo> Namespace<I> {
     /// Writes the changed pages and closes the generation; returns the
     /// pages superseded (free them once the root is durable).
     pub fn commit(&mut self) -> Result<Vec<super::btree::PagePtr>> {
-        self.pager.commit(&mut self.tree)?;
+        self.pager.commit(&mut self.io, &mut self.tree)?;
         Ok(self.pager.finish())
     }
 
@@ -465,7 +473,7 @@ impl<I: PageIo> Namespace<I> {
     pub fn getattr(&mut self, ino: Ino) -> Result<Attr> {
         let v = self
             .pager
-            .get(&self.tree, &inode_key(ino))?
+            .get(&mut self.io, &self.tree, &inode_key(ino))?
             .ok_or(NsError::NotFound)?;
         Attr::decode(&v).ok_or(NsError::Tree(TreeError::Corrupt {
             page: 0,
@@ -494,7 +502,10 @@ impl<I: PageIo> Namespace<I> {
         }
         // Only directories hold entries, so a hit needs no check of `dir`;
         // a miss tells ENOENT from ENOTDIR.
-        match self.pager.get(&self.tree, &name_key(dir, name))? {
+        match self
+            .pager
+            .get(&mut self.io, &self.tree, &name_key(dir, name))?
+        {
             Some(v) => Ok(Entry::decode(&v)),
             None => {
                 self.dir(dir)?;
@@ -505,7 +516,7 @@ impl<I: PageIo> Namespace<I> {
 
     fn put_attr(&mut self, a: &Attr) -> Result<()> {
         self.pager
-            .insert(&mut self.tree, &inode_key(a.ino), &a.encode())?;
+            .insert(&mut self.io, &mut self.tree, &inode_key(a.ino), &a.encode())?;
         Ok(())
     }
 
@@ -518,20 +529,30 @@ impl<I: PageIo> Namespace<I> {
             kind,
         };
         d.next_seq += 1;
-        self.pager
-            .insert(&mut self.tree, &name_key(d.ino, name), &e.encode())?;
+        self.pager.insert(
+            &mut self.io,
+            &mut self.tree,
+            &name_key(d.ino, name),
+            &e.encode(),
+        )?;
         let mut by_seq = e.encode().to_vec();
         by_seq.extend_from_slice(name);
         // (ino, kind, name) by sequence; name lengths fit MAX_VALUE.
         const _: () = assert!(17 + NAME_MAX <= MAX_VALUE);
-        self.pager
-            .insert(&mut self.tree, &seq_key(d.ino, e.seq), &by_seq)?;
+        self.pager.insert(
+            &mut self.io,
+            &mut self.tree,
+            &seq_key(d.ino, e.seq),
+            &by_seq,
+        )?;
         Ok(())
     }
 
     fn remove_entry(&mut self, dir: Ino, name: &[u8], e: &Entry) -> Result<()> {
-        self.pager.remove(&mut self.tree, &name_key(dir, name))?;
-        self.pager.remove(&mut self.tree, &seq_key(dir, e.seq))?;
+        self.pager
+            .remove(&mut self.io, &mut self.tree, &name_key(dir, name))?;
+        self.pager
+            .remove(&mut self.io, &mut self.tree, &seq_key(dir, e.seq))?;
         Ok(())
     }
 
@@ -556,15 +577,17 @@ impl<I: PageIo> Namespace<I> {
             self.put_attr(&a)?;
             return Ok(false);
         }
-        self.pager.remove(&mut self.tree, &inode_key(a.ino))?;
+        self.pager
+            .remove(&mut self.io, &mut self.tree, &inode_key(a.ino))?;
         if a.kind == Kind::Symlink {
             for part in 0..=(PATH_MAX / MAX_VALUE) as u8 {
-                self.pager.remove(&mut self.tree, &link_key(a.ino, part))?;
+                self.pager
+                    .remove(&mut self.io, &mut self.tree, &link_key(a.ino, part))?;
             }
         }
         for name in self.listxattr(a.ino)? {
             self.pager
-                .remove(&mut self.tree, &xattr_key(a.ino, &name))?;
+                .remove(&mut self.io, &mut self.tree, &xattr_key(a.ino, &name))?;
         }
         Ok(true)
     }
@@ -580,31 +603,32 @@ impl<I: PageIo> Namespace<I> {
         let mut names: Vec<(Ino, Vec<u8>, Entry)> = Vec::new();
         let mut seqs: Vec<(Ino, u64, Vec<u8>)> = Vec::new();
         let mut failed = false;
-        self.pager.scan(&self.tree, &[], &mut |k, v| {
-            match k[0] {
-                b'I' => match Attr::decode(v) {
-                    Some(a) => {
-                        attrs.insert(a.ino, a);
-                    }
-                    None => failed = true,
-                },
-                b'N' => match Entry::decode(v) {
-                    Some(e) => names.push((
+        self.pager
+            .scan(&mut self.io, &self.tree, &[], &mut |k, v| {
+                match k[0] {
+                    b'I' => match Attr::decode(v) {
+                        Some(a) => {
+                            attrs.insert(a.ino, a);
+                        }
+                        None => failed = true,
+                    },
+                    b'N' => match Entry::decode(v) {
+                        Some(e) => names.push((
+                            u64::from_be_bytes(k[1..9].try_into().expect("8 bytes")),
+                            k[9..].to_vec(),
+                            e,
+                        )),
+                        None => failed = true,
+                    },
+                    b'E' => seqs.push((
                         u64::from_be_bytes(k[1..9].try_into().expect("8 bytes")),
-                        k[9..].to_vec(),
-                        e,
+                        u64::from_be_bytes(k[9..17].try_into().expect("8 bytes")),
+                        v[17..].to_vec(),
                     )),
-                    None => failed = true,
-                },
-                b'E' => seqs.push((
-                    u64::from_be_bytes(k[1..9].try_into().expect("8 bytes")),
-                    u64::from_be_bytes(k[9..17].try_into().expect("8 bytes")),
-                    v[17..].to_vec(),
-                )),
-                _ => {}
-            }
-            true
-        })?;
+                    _ => {}
+                }
+                true
+            })?;
         if failed {
             bad.push("an undecodable inode or entry".to_string());
         }

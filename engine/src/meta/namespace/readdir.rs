@@ -26,21 +26,22 @@ impl<I: PageIo> Namespace<I> {
         let from = seq_key(dir, cookie.saturating_add(1));
         let mut out = Vec::new();
         let mut bad = false;
-        self.pager.scan(&self.tree, &from, &mut |k, v| {
-            if k[..9] != from[..9] || out.len() >= max {
-                return false;
-            }
-            match Entry::decode(&v[..17.min(v.len())]) {
-                Some(e) => out.push(DirEntry {
-                    name: v[17..].to_vec(),
-                    ino: e.ino,
-                    kind: e.kind,
-                    cookie: e.seq,
-                }),
-                None => bad = true,
-            }
-            !bad
-        })?;
+        self.pager
+            .scan(&mut self.io, &self.tree, &from, &mut |k, v| {
+                if k[..9] != from[..9] || out.len() >= max {
+                    return false;
+                }
+                match Entry::decode(&v[..17.min(v.len())]) {
+                    Some(e) => out.push(DirEntry {
+                        name: v[17..].to_vec(),
+                        ino: e.ino,
+                        kind: e.kind,
+                        cookie: e.seq,
+                    }),
+                    None => bad = true,
+                }
+                !bad
+            })?;
         if bad {
             return Err(NsError::Tree(TreeError::Corrupt {
                 page: 0,

@@ -61,10 +61,11 @@ impl<I: PageIo> Namespace<I> {
     pub(super) fn is_empty_dir(&mut self, dir: Ino) -> Result<bool> {
         let from = seq_key(dir, 0);
         let mut any = false;
-        self.pager.scan(&self.tree, &from, &mut |k, _| {
-            any = k[..9] == from[..9];
-            false
-        })?;
+        self.pager
+            .scan(&mut self.io, &self.tree, &from, &mut |k, _| {
+                any = k[..9] == from[..9];
+                false
+            })?;
         Ok(!any)
     }
 

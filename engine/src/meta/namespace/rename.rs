@@ -143,12 +143,16 @@ impl<I: PageIo> Namespace<I> {
                 ino: to.ino,
                 kind: to.kind,
             };
-            self.pager
-                .insert(&mut self.tree, &name_key(dir, name), &e.encode())?;
+            self.pager.insert(
+                &mut self.io,
+                &mut self.tree,
+                &name_key(dir, name),
+                &e.encode(),
+            )?;
             let mut by_seq = e.encode().to_vec();
             by_seq.extend_from_slice(name);
             self.pager
-                .insert(&mut self.tree, &seq_key(dir, at.seq), &by_seq)?;
+                .insert(&mut self.io, &mut self.tree, &seq_key(dir, at.seq), &by_seq)?;
         }
         let dirs = i32::from(a.kind == Kind::Dir) - i32::from(b.kind == Kind::Dir);
         if a_dir != b_dir {

@@ -10,7 +10,7 @@ const CTX: Ctx = Ctx {
 };
 
 fn fresh() -> Namespace<MemPages> {
-    Namespace::new(Pager::new(MemPages::new(), 1, 16 * PAGE), CTX, 0o755).unwrap()
+    Namespace::new(MemPages::new(), Pager::new(1, 16 * PAGE), CTX, 0o755).unwrap()
 }
 
 fn clean(ns: &mut Namespace<MemPages>) {
@@ -457,7 +457,7 @@ fn random_operations_match_a_model_across_commits_and_crashes() {
                     ns.commit()
                         .unwrap()
                         .into_iter()
-                        .for_each(|p| ns.pager().io().free(p.addr));
+                        .for_each(|p| ns.io().free(p.addr));
                     let (ino, gen) = ns.counters();
                     committed = Some((ns.tree().root(), ns.tree().len(), ino, gen));
                     committed_model = model.clone();
@@ -467,10 +467,11 @@ fn random_operations_match_a_model_across_commits_and_crashes() {
                     if let Some((root, len, ino, gen)) = committed {
                         // Crash: back to the last commit, cache cold.
                         let epoch = ns.pager().epoch();
-                        let mut io = std::mem::take(ns.pager().io());
+                        let mut io = std::mem::take(ns.io());
                         io.forget_allocations();
                         ns = Namespace::open(
-                            Pager::new(io, epoch, 16 * PAGE),
+                            io,
+                            Pager::new(epoch, 16 * PAGE),
                             Tree::open(root, len),
                             ino,
                             gen,
