@@ -64,7 +64,7 @@ fn main() -> Result<(), String> {
                 })
                 .collect();
             for (name, data) in [("text", &text), ("text-copy", &text), ("random", &random)] {
-                let ino = match s.lookup(fs, name) {
+                let ino = match s.lookup(fs, name)? {
                     Some(i) => i,
                     None => s.create(fs, name)?,
                 };
@@ -76,7 +76,7 @@ fn main() -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
     println!("wrote 24 MiB in 3 files and synced in {:?}", t0.elapsed());
-    let sp = e.call(|s| Ok(s.space())).map_err(|e| e.to_string())?;
+    let sp = e.call(|s| s.space()).map_err(|e| e.to_string())?;
     println!(
         "space: logical {} MiB, physical {} MiB (incl. parity), dedup {:.2}x, compression {:.2}x",
         sp.logical >> 20,
@@ -106,7 +106,7 @@ fn main() -> Result<(), String> {
         files.len(),
         rep.degraded_reads
     );
-    let listing = e.call(move |s| Ok(s.list(fs))).map_err(|e| e.to_string())?;
+    let listing = e.call(move |s| s.list(fs)).map_err(|e| e.to_string())?;
     for f in listing {
         println!("  {:<10} {:>9} bytes", f.name, f.size);
     }

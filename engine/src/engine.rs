@@ -99,7 +99,11 @@ fn deliver_drops(
     hops: u32,
 ) {
     if let Some(store) = shards_of(core).0.get_mut(&owner) {
-        store.drop_shared(&drops);
+        if let Err(e) = store.drop_shared(&drops) {
+            // The references stay counted: the space leaks until the next
+            // open recounts them, nothing is lost.
+            tracing::error!(shard = owner, error = %e, "dropping shared-block references failed");
+        }
         return;
     }
     let to = routes.owner(owner);
@@ -319,7 +323,7 @@ impl Engine {
             // Pieces of files live on several shards, which recovered on
             // their own: cut every piece back to its file's size.
             let homes: HashMap<Ino, u64> = self
-                .broadcast(|s| Ok(s.home_sizes()))?
+                .broadcast(|s| s.home_sizes())?
                 .into_iter()
                 .flatten()
                 .collect();
@@ -327,7 +331,7 @@ impl Engine {
             // Shared blocks straddling those cuts get their tails zeroed
             // first (a crash in between repeats it).
             let h = homes.clone();
-            let tails = self.broadcast(move |s| Ok(s.shared_tails(&h)))?;
+            let tails = self.broadcast(move |s| s.shared_tails(&h))?;
             for (ino, size) in tails.into_iter().flatten() {
                 self.zero_tail(ino, size)?;
             }
@@ -413,7 +417,7 @@ impl Engine {
             let mut store = Store::open_shard(core, &devs, shard)?;
             if let Some(p) = peers {
                 store.set_peers(p);
-                store.set_shared_refs(counts);
+                store.set_shared_refs(counts)?;
             }
             shards_of(core).0.insert(shard, store);
             Ok(())
@@ -838,7 +842,7 @@ impl Engine {
     pub fn lookup(&self, fs: FsId, name: &str) -> Result<Option<Ino>> {
         let shard = self.map.shard_of_name(fs, name);
         let name = name.to_string();
-        self.call_shard(shard, move |s| Ok(s.lookup(fs, &name)))
+        self.call_shard(shard, move |s| s.lookup(fs, &name))
     }
 
     /// Writes `data` at `offset` of a file. Pieces in ranges of other
@@ -1131,7 +1135,7 @@ impl Engine {
     fn recount_shared(&self) -> Result<()> {
         let mut per: Vec<HashMap<(FsId, u128), u64>> =
             vec![HashMap::new(); self.map.shards() as usize];
-        for refs in self.broadcast(|s| Ok(s.remote_refs()))? {
+        for refs in self.broadcast(|s| s.remote_refs())? {
             for ((owner, fs, key), n) in refs {
                 if let Some(m) = per.get_mut(owner as usize) {
                     *m.entry((fs, key)).or_default() += n;
@@ -1142,7 +1146,7 @@ impl Engine {
             .into_iter()
             .enumerate()
             .map(|(shard, refs)| {
-                self.shard_task(shard as u32, move |s| Ok(s.set_shared_refs(refs)))
+                self.shard_task(shard as u32, move |s| s.set_shared_refs(refs))
             })
             .collect::<Result<Vec<_>>>()?;
         let missing: u64 = Self::join(tasks)?.into_iter().sum();
@@ -1160,10 +1164,7 @@ impl Engine {
         let tasks = by_owner(drops)
             .into_iter()
             .map(|(owner, d)| {
-                self.shard_task(owner, move |s| {
-                    s.drop_shared(&d);
-                    Ok(())
-                })
+                self.shard_task(owner, move |s| s.drop_shared(&d))
             })
             .collect::<Result<Vec<_>>>()?;
         Self::join(tasks).map(|_| ())
@@ -1216,7 +1217,7 @@ impl Engine {
 
     /// The files of a file system, from every shard.
     pub fn list(&self, fs: FsId) -> Result<Vec<Stat>> {
-        let mut all: Vec<Stat> = self.broadcast(move |s| Ok(s.list(fs)))?.concat();
+        let mut all: Vec<Stat> = self.broadcast(move |s| s.list(fs))?.concat();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(all)
     }
@@ -1269,7 +1270,7 @@ impl Engine {
 
     /// Space figures summed over the shards.
     pub fn space(&self) -> Result<SpaceStats> {
-        let parts = self.broadcast(|s| Ok(s.space()))?;
+        let parts = self.broadcast(|s| s.space())?;
         Ok(SpaceStats::sum(&parts))
     }
 

@@ -137,7 +137,7 @@ fn sigkill_rounds(test: &str, shards: u32, rounds: u64) {
                 "round {round}: acknowledged write ino {ino} off {off} len {len} damaged"
             );
         }
-        let problems: Vec<String> = e.broadcast(|s| Ok(s.fsck())).unwrap().concat();
+        let problems: Vec<String> = e.broadcast(|s| s.fsck()).unwrap().concat();
         assert!(problems.is_empty(), "round {round}: {problems:?}");
         e.close().unwrap();
     }

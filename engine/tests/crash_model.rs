@@ -74,7 +74,7 @@ fn child(dir: &Path, round: u64) -> ! {
         .expect("fs exists");
     let inos: Vec<u64> = (0..FILES)
         .map(|i| {
-            e.call(move |s| Ok(s.lookup(fs, &format!("f{i}"))))
+            e.call(move |s| s.lookup(fs, &format!("f{i}")))
                 .unwrap()
                 .expect("file")
         })
@@ -191,7 +191,7 @@ fn crashes_keep_acknowledged_state_and_lose_only_a_suffix() {
         let devs = file_devices(dir.path(), DEVICES, DEVICE_MIB);
         let mut e = engine();
         e.open(present(&devs)).unwrap();
-        let problems = e.call(|s| Ok(s.fsck())).unwrap();
+        let problems = e.call(|s| s.fsck()).unwrap();
         assert!(
             problems.is_empty(),
             "round {round}: after recovery: {problems:?}"

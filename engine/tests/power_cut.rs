@@ -156,7 +156,7 @@ fn power_cuts(shards: u32, seed: u64) {
         plan.clear();
         e = engine();
         e.open(present(&devs)).unwrap();
-        let problems: Vec<String> = e.broadcast(|s| Ok(s.fsck())).unwrap().concat();
+        let problems: Vec<String> = e.broadcast(|s| s.fsck()).unwrap().concat();
         assert!(problems.is_empty(), "round {round}: {problems:?}");
         let actual: Vec<Vec<u8>> = inos
             .iter()

@@ -26,7 +26,7 @@ fn workload(
         let ino = {
             let n = name.clone();
             e.call(move |s| {
-                Ok(match s.lookup(fs, &n) {
+                Ok(match s.lookup(fs, &n)? {
                     Some(i) => i,
                     None => s.create(fs, &n)?,
                 })
@@ -90,7 +90,7 @@ fn round_trips_for_every_protection_and_reduction_setting() {
             e.call(|s| s.sync()).unwrap();
             check(&e, &model);
             if reduction {
-                let sp = e.call(|s| Ok(s.space())).unwrap();
+                let sp = e.call(|s| s.space()).unwrap();
                 assert!(sp.compression_ratio > 1.0, "{k}+{m}: {sp:?}");
             }
             e.close().unwrap();
@@ -458,7 +458,7 @@ fn dedup_shares_identical_blocks_and_frees_them_with_the_last_reference() {
             Ok((a, b))
         })
         .unwrap();
-    let sp = e.call(|s| Ok(s.space())).unwrap();
+    let sp = e.call(|s| s.space()).unwrap();
     assert!(sp.dedup_ratio >= 80.0, "{sp:?}");
     e.call(move |s| s.unlink(a)).unwrap();
     e.call(|s| s.sync()).unwrap();
@@ -467,7 +467,7 @@ fn dedup_shares_identical_blocks_and_frees_them_with_the_last_reference() {
     e.call(move |s| s.unlink(b)).unwrap();
     e.call(|s| s.sync()).unwrap();
     assert_eq!(
-        e.call(|s| Ok(s.space())).unwrap().physical,
+        e.call(|s| s.space()).unwrap().physical,
         0,
         "every stripe freed"
     );
@@ -526,9 +526,9 @@ fn garbage_collection_compacts_half_dead_stripes_and_keeps_every_byte() {
         model.get_mut(&a).unwrap()[off as usize..off as usize + BLOCK].copy_from_slice(&data);
     }
     e.call(|s| s.sync()).unwrap();
-    let before = e.call(|s| Ok(s.space())).unwrap();
+    let before = e.call(|s| s.space()).unwrap();
     let rep = e.call(|s| s.gc(1000)).unwrap();
-    let after = e.call(|s| Ok(s.space())).unwrap();
+    let after = e.call(|s| s.space()).unwrap();
     assert!(rep.stripes > 0, "{rep:?}");
     assert!(after.physical < before.physical, "{before:?} -> {after:?}");
     assert_eq!(after.logical, before.logical);
@@ -666,7 +666,9 @@ fn corrupted_metadata_regions_never_panic_and_mirrors_recover() {
 }
 
 #[test]
-fn a_full_metadata_area_is_a_clean_error_and_survives_a_restart() {
+fn devices_fill_to_near_capacity_with_a_clean_error_free_on_unlink_and_fill_again() {
+    // Metadata grows in chunk slots of the devices, so "full" is the
+    // devices being full, not a metadata area.
     let devs = memory_devices(3, 64);
     let cfg = StoreConfig {
         checkpoint_blocks: 16,
@@ -676,36 +678,49 @@ fn a_full_metadata_area_is_a_clean_error_and_survives_a_restart() {
     e.format(devs.clone(), cfg, false).unwrap();
     e.open(present(&devs)).unwrap();
     let fs = e.fs_create("m", 2, 1, false, 1 << 40).unwrap();
-    let ino = e.create(fs, "many").unwrap();
-    // Distinct 4 KiB writes, each one more block map entry, synced often.
-    let mut n = 0u64;
-    let err = loop {
-        let r = e.write(ino, n * 4096, vec![n as u8; 4096]);
-        if n.is_multiple_of(16) {
-            e.sync().unwrap();
-        }
-        match r {
-            Ok(()) => n += 1,
-            Err(err) => break err,
-        }
-        assert!(n < 100_000, "the metadata area never filled");
+    // Data capacity: k/(k+m) of the chunk slots.
+    let room = e.space().unwrap().capacity / 3 * 2;
+    let fill = |e: &mut flint_engine::engine::Engine, name: &str| -> u64 {
+        let ino = e.create(fs, name).unwrap();
+        let mut n = 0u64;
+        let err = loop {
+            let r = e.write(ino, n * 65536, vec![n as u8; 65536]);
+            if n.is_multiple_of(16) {
+                e.sync().unwrap();
+            }
+            match r {
+                Ok(()) => n += 1,
+                Err(err) => break err,
+            }
+            assert!(n < 100_000, "the devices never filled");
+        };
+        assert_eq!(err.errno(), -libc::ENOSPC, "{err}");
+        assert!(err.to_string().contains("devices are full"), "{err}");
+        e.sync().unwrap();
+        n * 65536
     };
-    assert!(err.to_string().contains("checkpoint area"), "{err}");
-    e.sync().unwrap();
+    let first = fill(&mut e, "big");
+    assert!(
+        first as f64 > room as f64 * 0.9,
+        "{first} bytes taken of {room} bytes of data capacity"
+    );
     e.close().unwrap();
     // It still opens, and everything accepted reads back.
     let mut e = engine();
     e.open(present(&devs)).unwrap();
-    let got = e.read(ino, 0, (n * 4096) as usize).unwrap();
+    let ino = e.lookup(fs, "big").unwrap().unwrap();
+    let got = e.read(ino, 0, first as usize).unwrap();
     assert!(got
-        .chunks(4096)
+        .chunks(65536)
         .enumerate()
         .all(|(i, c)| c.iter().all(|&b| b == i as u8)));
-    // Freeing metadata lets writes resume.
-    e.truncate(ino, 4096).unwrap();
+    let problems: Vec<String> = e.broadcast(|s| s.fsck()).unwrap().concat();
+    assert!(problems.is_empty(), "{problems:?}");
+    // Unlinking frees the space, and it fills as far again.
+    e.unlink(ino).unwrap();
     e.sync().unwrap();
-    e.write(ino, 4096, vec![7; 4096]).unwrap();
-    e.sync().unwrap();
+    let again = fill(&mut e, "again");
+    assert!(again as f64 > first as f64 * 0.98, "{again} after {first}");
     e.close().unwrap();
 }
 
@@ -751,4 +766,30 @@ fn a_power_cut_during_a_replacement_loses_nothing() {
     }
     // Some cuts landed mid-replacement, some after it.
     assert!(outcomes.0 > 0 && outcomes.1 > 0, "{outcomes:?}");
+}
+
+#[test]
+fn an_older_on_device_format_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let devs = file_devices(dir.path(), 3, 64);
+    let (e, _) = fresh(&devs, 2, 1, false);
+    e.close().unwrap();
+    drop(devs);
+    // Version 1 kept all metadata in memory and checkpointed it whole.
+    for i in 0..3 {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(format!("dev{i}.img")))
+            .unwrap();
+        f.seek(SeekFrom::Start(8)).unwrap();
+        f.write_all(&1u32.to_le_bytes()).unwrap();
+    }
+    let devs = file_devices(dir.path(), 3, 64);
+    let mut e = engine();
+    let err = e.open(present(&devs)).unwrap_err().to_string();
+    assert!(
+        err.contains("format version 1 is older") && err.contains("reformat"),
+        "{err}"
+    );
 }

@@ -7,9 +7,9 @@
 
 pub mod btree;
 pub mod namespace;
+mod state;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+pub use state::{Inode, Meta};
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::pipeline::BlockAddr;
@@ -21,14 +21,6 @@ pub type Ino = u64;
 
 /// Longest file or file system name.
 pub const MAX_NAME: usize = 255;
-
-impl Inode {
-    /// Whether this is a part: the blocks this shard holds of a file whose
-    /// name and size live on another shard (its name is empty).
-    pub fn is_part(&self) -> bool {
-        self.name.is_empty()
-    }
-}
 
 /// A file system.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,125 +86,6 @@ pub struct Shared {
     pub addr: BlockAddr,
     /// Its fingerprint when the dedup index holds it (its key then), else 0.
     pub fp: u128,
-}
-
-/// Logical blocks per page of a [`BlockMap`] (1 MiB of 4 KiB blocks).
-const PAGE: u64 = 256;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Page {
-    used: u16,
-    slots: [Option<BlockRef>; PAGE as usize],
-}
-
-/// A file's block map: logical block -> stored block, in 1 MiB pages of
-/// direct slots under an ordered map, so a lookup is one short tree walk and
-/// one array index (reads are on the hot path) while truncation and ordered
-/// iteration stay cheap.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BlockMap {
-    pages: BTreeMap<u64, Box<Page>>,
-    len: usize,
-}
-
-impl BlockMap {
-    /// The stored block of logical block `idx`.
-    #[inline]
-    pub fn get(&self, idx: &u64) -> Option<&BlockRef> {
-        self.pages.get(&(idx / PAGE))?.slots[(idx % PAGE) as usize].as_ref()
-    }
-
-    /// Whether logical block `idx` is stored.
-    pub fn contains_key(&self, idx: &u64) -> bool {
-        self.get(idx).is_some()
-    }
-
-    /// Maps `idx` to `b`; returns what it mapped to before.
-    pub fn insert(&mut self, idx: u64, b: BlockRef) -> Option<BlockRef> {
-        let page = self.pages.entry(idx / PAGE).or_insert_with(|| {
-            Box::new(Page {
-                used: 0,
-                slots: [None; PAGE as usize],
-            })
-        });
-        let old = page.slots[(idx % PAGE) as usize].replace(b);
-        if old.is_none() {
-            page.used += 1;
-            self.len += 1;
-        }
-        old
-    }
-
-    /// Removes and returns every block at or after `from`.
-    pub fn split_off(&mut self, from: &u64) -> BlockMap {
-        let (first, offset) = (from / PAGE, (from % PAGE) as usize);
-        let mut tail = BlockMap {
-            pages: self.pages.split_off(&(first + 1)),
-            len: 0,
-        };
-        if let Some(page) = self.pages.get_mut(&first) {
-            let mut moved = Box::new(Page {
-                used: 0,
-                slots: [None; PAGE as usize],
-            });
-            for i in offset..PAGE as usize {
-                if let Some(b) = page.slots[i].take() {
-                    moved.slots[i] = Some(b);
-                    moved.used += 1;
-                    page.used -= 1;
-                }
-            }
-            if page.used == 0 {
-                self.pages.remove(&first);
-            }
-            if moved.used > 0 {
-                tail.pages.insert(first, moved);
-            }
-        }
-        tail.len = tail.pages.values().map(|p| usize::from(p.used)).sum();
-        self.len -= tail.len;
-        tail
-    }
-
-    /// Blocks stored.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether no block is stored (all holes).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The stored blocks, in logical order.
-    pub fn values(&self) -> impl Iterator<Item = &BlockRef> {
-        self.pages.values().flat_map(|p| p.slots.iter().flatten())
-    }
-
-    /// (logical block, stored block), in logical order.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &BlockRef)> {
-        self.pages.iter().flat_map(|(k, p)| {
-            p.slots
-                .iter()
-                .enumerate()
-                .filter_map(move |(i, s)| s.as_ref().map(|b| (k * PAGE + i as u64, b)))
-        })
-    }
-}
-
-/// A file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Inode {
-    /// Inode number.
-    pub ino: Ino,
-    /// Its file system.
-    pub fs: FsId,
-    /// Name within the file system.
-    pub name: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Logical block index -> stored block. Holes are absent (read as zero).
-    pub blocks: BlockMap,
 }
 
 /// A stripe: k data + m parity chunks on distinct devices.
@@ -342,202 +215,7 @@ impl Shared {
     }
 }
 
-/// All metadata.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Meta {
-    /// File systems by id.
-    pub fss: BTreeMap<FsId, FsMeta>,
-    /// Files by inode number.
-    pub inodes: BTreeMap<Ino, Inode>,
-    /// Stripes by id (shared, so readers hold one without copying it).
-    pub stripes: BTreeMap<u64, Arc<StripeMeta>>,
-    /// Next file system id.
-    pub next_fs: FsId,
-    /// Next inode number.
-    pub next_ino: Ino,
-    /// Next stripe id.
-    pub next_stripe: u64,
-    /// This shard's shared pool, by (file system, key).
-    pub shared: BTreeMap<(FsId, u128), Shared>,
-    /// Organizations by id (shard 0).
-    pub orgs: BTreeMap<OrgId, Org>,
-    /// The organization owning each file system (shard 0; absent: none).
-    pub fs_owner: BTreeMap<FsId, OrgId>,
-}
-
-const BLOCK: u64 = 4096;
-
-impl Meta {
-    /// Applies one change. Returns the block references the change dropped.
-    pub fn apply(&mut self, rec: &Record) -> Released {
-        let mut released = Vec::new();
-        match rec {
-            Record::FsCreate(fs) => {
-                self.next_fs = self.next_fs.max(fs.id + 1);
-                self.fss.insert(fs.id, fs.clone());
-            }
-            Record::FsResize { fs, capacity } => {
-                if let Some(f) = self.fss.get_mut(fs) {
-                    f.capacity = *capacity;
-                }
-            }
-            Record::FileCreate { ino, fs, name } => {
-                // Idempotent: inode numbers are never reused, so a create
-                // seen twice must not empty the file.
-                self.next_ino = self.next_ino.max(ino + 1);
-                self.inodes.entry(*ino).or_insert_with(|| Inode {
-                    ino: *ino,
-                    fs: *fs,
-                    name: name.clone(),
-                    size: 0,
-                    blocks: BlockMap::default(),
-                });
-            }
-            Record::FileUnlink { ino } => {
-                if let Some(inode) = self.inodes.remove(ino) {
-                    released.extend(inode.blocks.values().map(|b| (inode.fs, *b)));
-                }
-            }
-            Record::Stripe(s) => {
-                self.next_stripe = self.next_stripe.max(s.id + 1);
-                self.stripes.insert(s.id, Arc::new(s.clone()));
-            }
-            Record::Extents { ino, size, blocks } => {
-                if let Some(inode) = self.inodes.get_mut(ino) {
-                    for (idx, b) in blocks {
-                        if let Some(old) = inode.blocks.insert(*idx, *b) {
-                            released.push((inode.fs, old));
-                        }
-                    }
-                    inode.size = *size;
-                }
-            }
-            Record::StripeFree { id } => {
-                self.stripes.remove(id);
-            }
-            Record::Truncate { ino, size } => {
-                if let Some(inode) = self.inodes.get_mut(ino) {
-                    let keep = size.div_ceil(BLOCK);
-                    let dropped = inode.blocks.split_off(&keep);
-                    released.extend(dropped.values().map(|b| (inode.fs, *b)));
-                    inode.size = *size;
-                }
-            }
-            Record::SharedPut { fs, key, block } => {
-                if let Some(old) = self.shared.insert((*fs, *key), *block) {
-                    released.push((*fs, old.as_ref()));
-                }
-            }
-            Record::SharedDrop { fs, key } => {
-                if let Some(old) = self.shared.remove(&(*fs, *key)) {
-                    released.push((*fs, old.as_ref()));
-                }
-            }
-            Record::OrgCreate(o) => {
-                self.orgs.insert(o.id, o.clone());
-            }
-            Record::FsOwner { fs, org } => {
-                self.fs_owner.insert(*fs, *org);
-            }
-            Record::FsDelete { fs } => {
-                self.fss.remove(fs);
-                self.fs_owner.remove(fs);
-            }
-        }
-        released
-    }
-
-    /// Logical bytes stored in a file system (sum of file sizes).
-    pub fn fs_used(&self, fs: FsId) -> u64 {
-        self.inodes
-            .values()
-            .filter(|i| i.fs == fs && !i.is_part())
-            .map(|i| i.size)
-            .sum()
-    }
-
-    /// Encodes the whole state (a checkpoint's payload).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
-        w.u32(self.next_fs).u64(self.next_ino).u64(self.next_stripe);
-        w.u32(self.fss.len() as u32);
-        for f in self.fss.values() {
-            encode_record(&mut w, &Record::FsCreate(f.clone()));
-        }
-        w.u32(self.stripes.len() as u32);
-        for s in self.stripes.values() {
-            encode_record(&mut w, &Record::Stripe(StripeMeta::clone(s)));
-        }
-        w.u32(self.inodes.len() as u32);
-        for i in self.inodes.values() {
-            encode_record(
-                &mut w,
-                &Record::FileCreate {
-                    ino: i.ino,
-                    fs: i.fs,
-                    name: i.name.clone(),
-                },
-            );
-            encode_record(
-                &mut w,
-                &Record::Extents {
-                    ino: i.ino,
-                    size: i.size,
-                    blocks: i.blocks.iter().map(|(k, v)| (k, *v)).collect(),
-                },
-            );
-        }
-        // Then the rest, as plain records (a reader applies them in order).
-        let mut rest: Vec<Record> = Vec::new();
-        for (&(fs, key), &block) in &self.shared {
-            rest.push(Record::SharedPut { fs, key, block });
-        }
-        rest.extend(self.orgs.values().cloned().map(Record::OrgCreate));
-        for (&fs, &org) in &self.fs_owner {
-            rest.push(Record::FsOwner { fs, org });
-        }
-        w.u32(rest.len() as u32);
-        for r in &rest {
-            encode_record(&mut w, r);
-        }
-        w.buf
-    }
-
-    /// Decodes a checkpoint payload.
-    pub fn decode(buf: &[u8]) -> Result<Meta, DecodeError> {
-        let mut r = Reader::new(buf);
-        let mut m = Meta {
-            next_fs: r.u32("next fs")?,
-            next_ino: r.u64("next ino")?,
-            next_stripe: r.u64("next stripe")?,
-            ..Meta::default()
-        };
-        for _ in 0..r.count(8, "fs count")? {
-            m.apply(&decode_record(&mut r)?);
-        }
-        for _ in 0..r.count(8, "stripe count")? {
-            m.apply(&decode_record(&mut r)?);
-        }
-        for _ in 0..r.count(16, "inode count")? {
-            m.apply(&decode_record(&mut r)?);
-            m.apply(&decode_record(&mut r)?);
-        }
-        // (Checkpoints of earlier versions end here.)
-        if r.remaining() != 0 {
-            for _ in 0..r.count(2, "record count")? {
-                m.apply(&decode_record(&mut r)?);
-            }
-        }
-        if r.remaining() != 0 {
-            return Err(DecodeError {
-                what: "checkpoint length",
-            });
-        }
-        Ok(m)
-    }
-}
-
-fn encode_addr(w: &mut Writer, a: &BlockAddr) {
+pub(crate) fn encode_addr(w: &mut Writer, a: &BlockAddr) {
     w.u64(a.stripe)
         .u16(a.chunk)
         .u32(a.offset)
@@ -545,7 +223,7 @@ fn encode_addr(w: &mut Writer, a: &BlockAddr) {
         .u8(u8::from(a.compressed));
 }
 
-fn decode_addr(r: &mut Reader<'_>) -> Result<BlockAddr, DecodeError> {
+pub(crate) fn decode_addr(r: &mut Reader<'_>) -> Result<BlockAddr, DecodeError> {
     Ok(BlockAddr {
         stripe: r.u64("stripe")?,
         chunk: r.u16("chunk")?,
@@ -855,10 +533,11 @@ mod tests {
         let recs = sample();
         let batch = encode_batch(&recs);
         assert_eq!(decode_batch(&batch).unwrap(), recs);
-        let mut m = Meta::default();
+        let mut io = btree::MemPages::new();
+        let mut m = Meta::new(1 << 20);
         let mut released = Vec::new();
         for r in &recs {
-            released.extend(m.apply(r));
+            released.extend(m.apply(&mut io, r).unwrap());
         }
         // Overwrite of block 0 released addr(3); truncate released block 2;
         // dropping shared key 78 released its block.
@@ -867,46 +546,36 @@ mod tests {
             fp: 0,
         };
         assert_eq!(released, vec![(0, addr(3)), (0, addr(3)), (0, shared78)]);
-        let ino = &m.inodes[&1];
-        assert_eq!(ino.size, 4096);
-        assert_eq!(ino.blocks.len(), 2);
-        assert_eq!(ino.blocks.get(&5).unwrap().owner(), Some(3));
-        assert_eq!(ino.blocks.get(&0).unwrap().owner(), None);
-        assert_eq!(m.shared.len(), 1);
-        assert_eq!(m.fss[&0].capacity, 2 << 30);
-        assert_eq!((m.next_fs, m.next_ino, m.next_stripe), (1, 2, 4));
-        let back = Meta::decode(&m.encode()).unwrap();
-        assert_eq!(back, m);
-        m.apply(&Record::FileUnlink { ino: 1 });
-        assert!(m.inodes.is_empty());
-    }
-
-    #[test]
-    fn block_map_matches_an_ordered_map() {
-        let mut map = BlockMap::default();
-        let mut model = BTreeMap::new();
-        let mut x = 7u64;
-        for step in 0..20_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let idx = x % 3000;
-            if step % 97 == 0 {
-                let a = map.split_off(&idx);
-                let b = model.split_off(&idx);
-                assert_eq!(a.len(), b.len());
-                assert!(a.iter().map(|(k, v)| (k, *v)).eq(b.into_iter()));
-            } else {
-                assert_eq!(map.insert(idx, addr(step)), model.insert(idx, addr(step)));
-            }
-            assert_eq!(map.len(), model.len());
-            assert_eq!(map.get(&idx), model.get(&idx));
+        let check = |m: &mut Meta, io: &mut btree::MemPages| {
+            let ino = m.file(io, 1).unwrap().unwrap();
+            assert_eq!((ino.size, ino.name.as_str()), (4096, "a.bin"));
+            let blocks = m.blocks_in(io, 1, 0, u64::MAX).unwrap();
+            assert_eq!(blocks.len(), 2);
+            assert_eq!(m.block(io, 1, 5).unwrap().unwrap().owner(), Some(3));
+            assert_eq!(m.block(io, 1, 0).unwrap().unwrap(), addr(4));
+            assert_eq!(m.lookup(io, 0, "a.bin").unwrap(), Some(1));
+            assert_eq!(m.shared_len(), 1);
+            assert_eq!(m.stripe(io, 3).unwrap().unwrap().sums.len(), 6 * 32);
+            assert_eq!(m.fss[&0].capacity, 2 << 30);
+            assert_eq!(m.fs_used(0), 4096);
+            assert_eq!((m.next_fs, m.next_ino, m.next_stripe), (1, 2, 4));
+        };
+        check(&mut m, &mut io);
+        // Committed and reopened from the root record alone.
+        for p in m.commit(&mut io).unwrap() {
+            io.free(p.addr);
         }
-        assert!(map
-            .iter()
-            .map(|(k, v)| (k, *v))
-            .eq(model.iter().map(|(k, v)| (*k, *v))));
-        assert!(map.values().eq(model.values()));
+        let root = m.encode_root();
+        let mut back = Meta::decode_root(&mut Reader::new(&root), 1 << 20).unwrap();
+        check(&mut back, &mut io);
+        assert_eq!(back.encode_root(), root);
+        back.apply(&mut io, &Record::FileUnlink { ino: 1 }).unwrap();
+        assert_eq!(back.file(&mut io, 1).unwrap(), None);
+        assert_eq!(back.lookup(&mut io, 0, "a.bin").unwrap(), None);
+        assert_eq!(back.fs_used(0), 0);
+        back.apply(&mut io, &Record::StripeFree { id: 3 }).unwrap();
+        back.apply(&mut io, &Record::SharedDrop { fs: 0, key: 77 }).unwrap();
+        assert_eq!(back.entries(), 0);
     }
 
     #[test]
@@ -926,7 +595,7 @@ mod tests {
                 bad[i] = (x >> 32) as u8;
             }
             let _ = decode_batch(&bad);
-            let _ = Meta::decode(&bad);
+            let _ = Meta::decode_root(&mut Reader::new(&bad), 0);
         }
     }
 }

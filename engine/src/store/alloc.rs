@@ -101,59 +101,89 @@ impl Slots {
     }
 }
 
+/// Reserves `w` chunk slots on distinct devices: the healthy ones with the
+/// most free slots first, then failed ones if it must.
+pub(super) fn reserve_slots(
+    devs: &[Option<Dev>],
+    slots: &mut Slots,
+    w: usize,
+) -> Result<Vec<(u16, u64)>> {
+    let mut cands: Vec<(usize, usize, bool)> = devs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let healthy = d.as_ref().is_some_and(|d| !d.failed);
+            (i, slots.free_on(i), healthy)
+        })
+        .filter(|&(_, free, _)| free > 0)
+        .collect();
+    cands.sort_by_key(|&(i, free, healthy)| (!healthy, std::cmp::Reverse(free), i));
+    let healthy = cands.iter().filter(|c| c.2).count();
+    if cands.len() < w {
+        return Err(StoreError::NoSpace {
+            what: format!(
+                "devices are full (a stripe needs free space on {w} devices); \
+                 delete files to free space"
+            ),
+        });
+    }
+    if healthy == 0 {
+        return Err(StoreError::Io {
+            device: "all".into(),
+            op: "reserve stripe",
+            error: IoError::Device { errno: libc::EIO },
+        });
+    }
+    let mut out = Vec::with_capacity(w);
+    for &(d, _, _) in cands.iter().take(w) {
+        let slot = slots.take(d).expect("device has a free slot");
+        out.push((d as u16, slot));
+    }
+    debug_assert_eq!(out.len(), w);
+    Ok(out)
+}
+
 impl Store {
+    /// Chunk slots kept free for metadata pages: what the next checkpoint
+    /// may need (every dirty node on new pages, with the pages they
+    /// supersede still held until the root is durable), so data can never
+    /// fill the devices so full that metadata cannot be written.
+    pub(super) fn meta_headroom(&self) -> u64 {
+        let per = self.space.pages_per_chunk().max(1);
+        let dirty = self.meta.dirty_nodes() as u64;
+        (4 + 2 * dirty.div_ceil(per)) * self.space.copies() as u64
+    }
+
     /// Reserves chunk slots for a stripe of width `w`: on the healthy
-    /// devices with the most free slots, then on failed ones if it must.
+    /// devices with the most free slots, then on failed ones if it must;
+    /// never into the metadata's headroom.
     pub(super) fn reserve(&mut self, w: usize) -> Result<Vec<(u16, u64)>> {
-        let mut cands: Vec<(usize, usize, bool)> = self
-            .devs
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let healthy = d.as_ref().is_some_and(|d| !d.failed);
-                (i, self.slots.free_on(i), healthy)
-            })
-            .filter(|&(_, free, _)| free > 0)
-            .collect();
-        cands.sort_by_key(|&(i, free, healthy)| (!healthy, std::cmp::Reverse(free), i));
-        let healthy = cands.iter().filter(|c| c.2).count();
-        if cands.len() < w {
+        let spare = self.meta_headroom();
+        if self.slots.free_total() < spare + w as u64 {
             return Err(StoreError::NoSpace {
                 what: format!(
-                    "devices are full (a stripe needs free space on {w} devices); \
-                     delete files to free space"
+                    "devices are full ({} free chunk slots on shard {}, {spare} kept for \
+                     metadata); delete files to free space",
+                    self.slots.free_total(),
+                    self.layout.shard
                 ),
             });
         }
-        if healthy == 0 {
-            return Err(StoreError::Io {
-                device: "all".into(),
-                op: "reserve stripe",
-                error: IoError::Device { errno: libc::EIO },
-            });
-        }
-        let mut out = Vec::with_capacity(w);
-        for &(d, _, _) in cands.iter().take(w) {
-            let slot = self.slots.take(d).expect("device has a free slot");
-            out.push((d as u16, slot));
-        }
-        debug_assert_eq!(out.len(), w);
-        Ok(out)
+        reserve_slots(&self.devs, &mut self.slots, w)
     }
 
     /// Frees a stripe: its record is queued, and its slots become free
     /// once that record is durable.
-    pub(super) fn free_stripe(&mut self, id: u64) {
+    pub(super) fn free_stripe(&mut self, id: u64) -> Result<()> {
         let chunks = self
-            .meta
-            .stripes
-            .get(&id)
+            .with_meta(|m, io| m.stripe(io, id))?
             .map(|s| s.chunks.clone())
             .unwrap_or_default();
         let rec = Record::StripeFree { id };
-        self.meta.apply(&rec);
+        self.with_meta(|m, io| m.apply(io, &rec))?;
         let n = self.push(rec);
         self.slots.release_after(n, chunks);
         self.refs.remove(&id);
+        Ok(())
     }
 }

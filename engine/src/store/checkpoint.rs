@@ -1,7 +1,23 @@
-//! Checkpoints: the whole state written to the spare checkpoint slot on
-//! every healthy device, after which the journal restarts.
+//! Checkpoints: the metadata pages changed since the last one are written
+//! to new places, then the root — the catalog, the tree's root and the page
+//! space's table — to the spare checkpoint slot on every healthy device,
+//! after which the journal restarts and the superseded pages are free. A
+//! checkpoint costs what changed, not what exists.
 
 use super::*;
+
+/// Dirty tree nodes that trigger a checkpoint at the next sync (bounds the
+/// memory changed metadata takes between checkpoints).
+pub(super) const DIRTY_LIMIT: usize = 8192;
+
+/// A checkpoint's payload: the metadata root, then the page space's table.
+pub(super) fn root_payload(meta: &Meta, space: &PageSpace) -> Vec<u8> {
+    let mut w = Writer {
+        buf: meta.encode_root(),
+    };
+    space.encode(&mut w);
+    w.buf
+}
 
 impl Store {
     /// Bytes a checkpoint can hold.
@@ -9,17 +25,18 @@ impl Store {
         (self.layout.checkpoint_blocks * u64::from(self.layout.block_size)).saturating_sub(4096)
     }
 
-    /// Refuses to take more data when the metadata could outgrow the
-    /// checkpoint area (the next checkpoint, and with it recovery, would
-    /// fail): a clean no-space error while there is still room.
+    /// Refuses to take more data when the root record (which grows with the
+    /// page space's table, a few bytes per 128 KiB of metadata) nears the
+    /// checkpoint area: a clean no-space error while there is still room.
     pub(super) fn check_meta_room(&self) -> Result<()> {
-        if self.meta_bytes > self.meta_room() / 10 * 8 {
+        let per_chunk = 1 + 10 * self.space.copies() as u64 + self.space.pages_per_chunk() / 8 + 8;
+        let need = 4096 + self.space.chunk_count() as u64 * per_chunk;
+        if need > self.meta_room() / 10 * 8 {
             return Err(StoreError::NoSpace {
                 what: format!(
-                    "metadata of shard {} ({} bytes) nears its checkpoint area ({} bytes); \
-                     delete files, or format with larger checkpoints",
+                    "the metadata page table of shard {} ({need} bytes) nears its checkpoint \
+                     area ({} bytes); delete files, or format with larger checkpoints",
                     self.layout.shard,
-                    self.meta_bytes,
                     self.meta_room()
                 ),
             });
@@ -27,9 +44,9 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the whole state to the spare checkpoint slot, then restarts
-    /// the journal. Refused while records wait for other shards (the state
-    /// in memory includes them): sync every shard first.
+    /// Writes a checkpoint, then restarts the journal. Refused while
+    /// records wait for other shards (the state in memory includes them):
+    /// sync every shard first.
     pub fn checkpoint(&mut self) -> Result<()> {
         if !self.waits.is_empty() {
             return Err(StoreError::Invalid {
@@ -45,7 +62,11 @@ impl Store {
 
     pub(super) fn write_checkpoint(&mut self) -> Result<()> {
         let bs = self.layout.block_size as usize;
-        let payload = self.meta.encode();
+        // The changed pages, durable before the root that names them.
+        let retired = self.with_meta(|m, io| m.commit(io))?;
+        self.space.retire(&retired);
+        self.flush_devices()?;
+        let payload = root_payload(&self.meta, &self.space);
         // A checkpoint takes a sequence number of its own, so no two
         // checkpoints ever share one: recovery must never be able to pick an
         // older state of equal number (whose freed slots were reused since).
@@ -54,7 +75,8 @@ impl Store {
         if rec.len() as u64 > self.layout.checkpoint_blocks * bs as u64 {
             return Err(StoreError::NoSpace {
                 what: format!(
-                    "metadata ({} bytes) outgrew the checkpoint area; format with larger checkpoints",
+                    "the metadata root ({} bytes) outgrew the checkpoint area; format with \
+                     larger checkpoints",
                     payload.len()
                 ),
             });
@@ -67,7 +89,9 @@ impl Store {
         self.seq = seq;
         self.ckpt_slot = slot;
         self.head = 0;
-        self.meta_bytes = payload.len() as u64;
+        // The new root is durable: what the old one alone named is free.
+        let back = self.space.durable();
+        self.slots.unreserve(back);
         Ok(())
     }
 }

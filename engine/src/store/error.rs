@@ -69,6 +69,9 @@ pub enum StoreError {
     },
     /// The engine is stopping and dropped the request before it ran.
     Stopping,
+    /// The metadata tree failed (a page unreadable on every copy, or no
+    /// space for new pages).
+    Meta(TreeError),
     /// Data cannot be read: more chunks of its stripe are lost than parity
     /// can rebuild.
     Unrecoverable {
@@ -88,6 +91,7 @@ impl StoreError {
             StoreError::Exists { .. } | StoreError::AlreadyFormatted { .. } => libc::EEXIST,
             StoreError::Invalid { .. } | StoreError::Mismatch { .. } => libc::EINVAL,
             StoreError::Io { error, .. } => error.errno(),
+            StoreError::Meta(e) => return e.errno(),
             StoreError::Moved { .. } => libc::EAGAIN,
             StoreError::NotOpen { .. } => libc::ENXIO,
             StoreError::Stopping | StoreError::Dataplane(DpError::Stopped { .. }) => {
@@ -121,6 +125,7 @@ impl fmt::Display for StoreError {
                 write!(f, "shard {shard} is not open; open the engine first")
             }
             StoreError::Stopping => write!(f, "the engine is stopping; retry once it is back"),
+            StoreError::Meta(e) => write!(f, "{e}"),
             StoreError::Unrecoverable { stripe, reason } => {
                 write!(f, "stripe {stripe} cannot be read: {reason}")
             }
@@ -142,6 +147,19 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub(super) fn io_err(device: &str, op: &'static str) -> impl FnOnce(IoError) -> StoreError {
     let device = device.to_string();
     move |error| StoreError::Io { device, op, error }
+}
+
+/// A metadata tree error as the store reports it: running out of pages is
+/// the devices being full.
+pub(super) fn meta_err(e: TreeError) -> StoreError {
+    match e {
+        TreeError::NoSpace => StoreError::NoSpace {
+            what: "devices are full: no chunk slot left for metadata pages; delete files \
+                   to free space"
+                .into(),
+        },
+        e => StoreError::Meta(e),
+    }
 }
 
 pub(super) fn not_found(ino: Ino) -> StoreError {

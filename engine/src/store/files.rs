@@ -7,7 +7,7 @@ impl Store {
     pub fn create(&mut self, fs: FsId, name: &str) -> Result<Ino> {
         check_name(name)?;
         self.fs(fs)?;
-        if self.lookup(fs, name).is_some() {
+        if self.lookup(fs, name)?.is_some() {
             return Err(StoreError::Exists {
                 what: format!("file {name}"),
             });
@@ -19,58 +19,73 @@ impl Store {
             ino,
             fs,
             name: name.into(),
-        });
+        })?;
         Ok(ino)
     }
 
     /// A file by name.
-    pub fn lookup(&self, fs: FsId, name: &str) -> Option<Ino> {
-        self.meta
-            .inodes
-            .values()
-            .find(|i| i.fs == fs && i.name == name)
-            .map(|i| i.ino)
+    pub fn lookup(&mut self, fs: FsId, name: &str) -> Result<Option<Ino>> {
+        self.with_meta(|m, io| m.lookup(io, fs, name))
     }
 
     /// The files of a file system.
-    pub fn list(&self, fs: FsId) -> Vec<Stat> {
-        self.meta
-            .inodes
-            .values()
-            .filter(|i| i.fs == fs && !i.is_part())
-            .map(|i| self.stat_of(i))
-            .collect()
+    pub fn list(&mut self, fs: FsId) -> Result<Vec<Stat>> {
+        let mut files = Vec::new();
+        self.with_meta(|m, io| {
+            m.files(io, &mut |i| {
+                if i.fs == fs && !i.is_part() {
+                    files.push(i);
+                }
+                true
+            })
+        })?;
+        files.into_iter().map(|i| self.stat_of(i)).collect()
     }
 
-    pub(super) fn stat_of(&self, i: &meta::Inode) -> Stat {
-        Stat {
+    pub(super) fn stat_of(&mut self, i: meta::Inode) -> Result<Stat> {
+        let mut blocks = 0u64;
+        self.with_meta(|m, io| {
+            m.blocks(io, i.ino, 0, &mut |_, _| {
+                blocks += 1;
+                true
+            })
+        })?;
+        Ok(Stat {
             ino: i.ino,
             fs: i.fs,
-            name: i.name.clone(),
+            name: i.name,
             size: i.size,
-            blocks: i.blocks.len() as u64,
-        }
+            blocks,
+        })
+    }
+
+    /// A file's header.
+    pub(super) fn inode(&mut self, ino: Ino) -> Result<meta::Inode> {
+        self.with_meta(|m, io| m.file(io, ino))?
+            .ok_or_else(|| not_found(ino))
+    }
+
+    /// Whether a file (or a part) exists on this shard.
+    pub(super) fn has_file(&mut self, ino: Ino) -> Result<bool> {
+        Ok(self.with_meta(|m, io| m.file(io, ino))?.is_some())
     }
 
     /// A file's attributes.
-    pub fn stat(&self, ino: Ino) -> Result<Stat> {
-        self.meta
-            .inodes
-            .get(&ino)
-            .map(|i| self.stat_of(i))
-            .ok_or_else(|| not_found(ino))
+    pub fn stat(&mut self, ino: Ino) -> Result<Stat> {
+        let i = self.inode(ino)?;
+        self.stat_of(i)
     }
 
     /// Removes a file.
     pub fn unlink(&mut self, ino: Ino) -> Result<()> {
-        self.stat(ino)?;
-        self.record(Record::FileUnlink { ino });
+        self.inode(ino)?;
+        self.record(Record::FileUnlink { ino })?;
         Ok(())
     }
 
     /// Sets a file's size (dropping blocks past it, or leaving a hole).
     pub fn truncate(&mut self, ino: Ino, size: u64) -> Result<()> {
-        let st = self.stat(ino)?;
+        let st = self.inode(ino)?;
         if size > st.size {
             self.check_capacity(st.fs, size - st.size)?;
         }
@@ -78,9 +93,8 @@ impl Store {
         if !size.is_multiple_of(BLOCK as u64) && size < st.size {
             let idx = size / BLOCK as u64;
             // (A shared block's tail is the engine's to rewrite.)
-            let local = self.meta.inodes[&ino]
-                .blocks
-                .get(&idx)
+            let local = self
+                .with_meta(|m, io| m.block(io, ino, idx))?
                 .is_some_and(|b| b.owner().is_none());
             if local {
                 let mut block = vec![0u8; BLOCK];
@@ -91,10 +105,10 @@ impl Store {
                     ino,
                     size: st.size,
                     blocks: r,
-                });
+                })?;
             }
         }
-        self.record(Record::Truncate { ino, size });
+        self.record(Record::Truncate { ino, size })?;
         Ok(())
     }
 
@@ -113,12 +127,7 @@ impl Store {
         Ok(())
     }
 
-    pub(super) fn size_of(&self, ino: Ino) -> Result<u64> {
-        Ok(self
-            .meta
-            .inodes
-            .get(&ino)
-            .ok_or_else(|| not_found(ino))?
-            .size)
+    pub(super) fn size_of(&mut self, ino: Ino) -> Result<u64> {
+        Ok(self.inode(ino)?.size)
     }
 }

@@ -43,7 +43,7 @@ impl Store {
             m,
             reduction,
             capacity,
-        }));
+        }))?;
         self.writer(id)?;
         Ok(id)
     }
@@ -100,7 +100,7 @@ impl Store {
     /// Changes a file system's capacity.
     pub fn fs_resize(&mut self, fs: FsId, capacity: u64) -> Result<()> {
         self.fs(fs)?;
-        self.record(Record::FsResize { fs, capacity });
+        self.record(Record::FsResize { fs, capacity })?;
         Ok(())
     }
 
@@ -123,22 +123,24 @@ impl Store {
     /// this shard.
     pub fn fs_delete(&mut self, fs: FsId) -> Result<()> {
         self.fs(fs)?;
-        let inos: Vec<Ino> = self
-            .meta
-            .inodes
-            .values()
-            .filter(|i| i.fs == fs)
-            .map(|i| i.ino)
-            .collect();
+        let mut inos: Vec<Ino> = Vec::new();
+        self.with_meta(|m, io| {
+            m.files(io, &mut |i| {
+                if i.fs == fs {
+                    inos.push(i.ino);
+                }
+                true
+            })
+        })?;
         for ino in inos {
-            self.record(Record::FileUnlink { ino });
+            self.record(Record::FileUnlink { ino })?;
         }
         if let Some(w) = self.writers.remove(&fs) {
             // The open stripe's slots were reserved, never named by a record.
             self.slots
                 .unreserve(w.reserved.into_iter().chain(w.next).flatten());
         }
-        self.record(Record::FsDelete { fs });
+        self.record(Record::FsDelete { fs })?;
         Ok(())
     }
 
@@ -156,7 +158,7 @@ impl Store {
             name: name.to_string(),
             key: crate::net::auth::random(),
         };
-        self.record(Record::OrgCreate(org.clone()));
+        self.record(Record::OrgCreate(org.clone()))?;
         Ok(org)
     }
 
@@ -173,7 +175,7 @@ impl Store {
                 what: format!("organization {org}"),
             });
         }
-        self.record(Record::FsOwner { fs, org });
+        self.record(Record::FsOwner { fs, org })?;
         Ok(())
     }
 

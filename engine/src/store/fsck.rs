@@ -1,6 +1,9 @@
 //! The metadata's invariants, checked: every block reference names a
-//! stripe that exists, no chunk slot is claimed twice or also free, and
-//! every stripe's chunks are on distinct devices.
+//! stripe that exists, no chunk slot is claimed twice (by stripes or
+//! metadata pages) or also free, every stripe's chunks are on distinct
+//! devices, and the metadata tree is well formed.
+
+use std::collections::HashSet;
 
 use super::*;
 
@@ -8,10 +11,13 @@ impl Store {
     /// Checks the metadata's invariants: every block reference names a
     /// stripe that exists, no chunk slot is claimed twice or also free, and
     /// every stripe's chunks are on distinct devices. Returns what is wrong.
-    pub fn fsck(&self) -> Vec<String> {
+    pub fn fsck(&mut self) -> Result<Vec<String>> {
         let mut bad = Vec::new();
         let mut owner: HashMap<(u16, u64), u64> = HashMap::new();
-        for s in self.meta.stripes.values() {
+        let ids = self.with_meta(|m, io| m.stripe_ids(io))?;
+        let stripes: HashSet<u64> = ids.iter().copied().collect();
+        for id in ids {
+            let s = self.stripe(id)?;
             let mut devs: Vec<u16> = s.chunks.iter().map(|c| c.0).collect();
             devs.sort_unstable();
             devs.dedup();
@@ -30,45 +36,65 @@ impl Store {
                 }
             }
         }
+        for c in self.space.slots() {
+            if let Some(other) = owner.insert(c, u64::MAX) {
+                bad.push(format!("slot {c:?} holds metadata pages and stripe {other}"));
+            }
+            if self.slots.is_free(c.0, c.1) {
+                bad.push(format!("slot {c:?} holds metadata pages and is also free"));
+            }
+        }
+        let writers = &self.writers;
         let open = |fs: FsId, a: &BlockAddr| {
-            self.writers.get(&fs).is_some_and(|w| {
+            writers.get(&fs).is_some_and(|w| {
                 w.pipeline.open_stripe() == a.stripe
                     && w.pipeline.has_open_data()
                     && w.pipeline.open_bytes(a).is_some()
             })
         };
-        for (&(fs, key), b) in &self.meta.shared {
-            if !open(fs, &b.addr) && !self.meta.stripes.contains_key(&b.addr.stripe) {
+        let mut io = dev_pages!(self);
+        let meta = &mut self.meta;
+        let mut keys = HashSet::new();
+        meta.shared_blocks(&mut io, &mut |fs, key, b| {
+            keys.insert((fs, key));
+            if !open(fs, &b.addr) && !stripes.contains(&b.addr.stripe) {
                 bad.push(format!(
                     "shared block {key:#x} refers to missing stripe {}",
                     b.addr.stripe
                 ));
             }
-        }
-        for i in self.meta.inodes.values() {
-            for (idx, b) in i.blocks.iter() {
-                if let Some(owner) = b.owner() {
-                    if owner == self.layout.shard && !self.meta.shared.contains_key(&(i.fs, b.fp)) {
-                        bad.push(format!(
-                            "file {} block {idx} refers to missing shared block {:#x}",
-                            i.ino, b.fp
-                        ));
-                    }
-                    continue;
-                }
-                let open = self.writers.get(&i.fs).is_some_and(|w| {
-                    w.pipeline.open_stripe() == b.addr.stripe
-                        && w.pipeline.has_open_data()
-                        && w.pipeline.open_bytes(&b.addr).is_some()
-                });
-                if !open && !self.meta.stripes.contains_key(&b.addr.stripe) {
+            true
+        })
+        .map_err(meta_err)?;
+        let mut fs_of = HashMap::new();
+        meta.files(&mut io, &mut |i| {
+            fs_of.insert(i.ino, i.fs);
+            true
+        })
+        .map_err(meta_err)?;
+        let shard = self.layout.shard;
+        meta.all_blocks(&mut io, &mut |ino, idx, b| {
+            let Some(&fs) = fs_of.get(&ino) else {
+                bad.push(format!("block {idx} of file {ino}, which does not exist"));
+                return true;
+            };
+            if let Some(owner) = b.owner() {
+                if owner == shard && !keys.contains(&(fs, b.fp)) {
                     bad.push(format!(
-                        "file {} block {idx} refers to missing stripe {}",
-                        i.ino, b.addr.stripe
+                        "file {ino} block {idx} refers to missing shared block {:#x}",
+                        b.fp
                     ));
                 }
+            } else if !open(fs, &b.addr) && !stripes.contains(&b.addr.stripe) {
+                bad.push(format!(
+                    "file {ino} block {idx} refers to missing stripe {}",
+                    b.addr.stripe
+                ));
             }
-        }
-        bad
+            true
+        })
+        .map_err(meta_err)?;
+        bad.extend(meta.check(&mut io).map_err(meta_err)?);
+        Ok(bad)
     }
 }

@@ -26,31 +26,35 @@ impl Store {
         // Live (distinct) stored bytes and references per sealed stripe.
         let mut live: HashMap<u64, (u64, Vec<BlockUse>)> = HashMap::new();
         let mut seen: std::collections::HashSet<BlockAddr> = std::collections::HashSet::new();
-        for i in self.meta.inodes.values() {
-            for (idx, b) in i.blocks.iter() {
-                if !self.meta.stripes.contains_key(&b.addr.stripe) {
-                    continue;
+        let mut width: HashMap<u64, u64> = HashMap::new();
+        for id in self.with_meta(|m, io| m.stripe_ids(io))? {
+            width.insert(id, u64::from(self.stripe(id)?.k));
+        }
+        self.with_meta(|m, io| {
+            let mut add = |holder: Holder, b: BlockRef| {
+                if !width.contains_key(&b.addr.stripe) {
+                    return;
                 }
                 let e = live.entry(b.addr.stripe).or_default();
                 if seen.insert(b.addr) {
                     e.0 += u64::from(b.addr.stored_len);
                 }
-                e.1.push((Holder::File(i.ino, idx), *b));
-            }
-        }
-        for (&(_, key), sh) in &self.meta.shared {
-            let b = sh.as_ref();
-            let e = live.entry(b.addr.stripe).or_default();
-            if seen.insert(b.addr) {
-                e.0 += u64::from(b.addr.stored_len);
-            }
-            e.1.push((Holder::Shared(key), b));
-        }
+                e.1.push((holder, b));
+            };
+            m.all_blocks(io, &mut |ino, idx, b| {
+                add(Holder::File(ino, idx), b);
+                true
+            })?;
+            m.shared_blocks(io, &mut |_, key, sh| {
+                add(Holder::Shared(key), sh.as_ref());
+                true
+            })
+        })?;
         let mut cands: Vec<(u64, u64)> = live
             .iter()
             .filter_map(|(&id, (bytes, _))| {
-                let s = self.meta.stripes.get(&id)?;
-                (*bytes * 2 < u64::from(s.k) * cs).then_some((*bytes, id))
+                let k = *width.get(&id)?;
+                (*bytes * 2 < k * cs).then_some((*bytes, id))
             })
             .collect();
         cands.sort();
@@ -95,11 +99,11 @@ impl Store {
                 }
             }
             for (ino, blocks) in by_ino {
-                let size = self.meta.inodes.get(&ino).map_or(0, |i| i.size);
-                self.record(Record::Extents { ino, size, blocks });
+                let size = self.with_meta(|m, io| m.file(io, ino))?.map_or(0, |i| i.size);
+                self.record(Record::Extents { ino, size, blocks })?;
             }
             for (key, block) in shared {
-                self.record(Record::SharedPut { fs, key, block });
+                self.record(Record::SharedPut { fs, key, block })?;
             }
             rep.stripes += 1;
         }

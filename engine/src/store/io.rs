@@ -158,6 +158,17 @@ pub(super) fn open_qpairs(
         .collect()
 }
 
+/// Counts an error on device `d` and takes it out of service.
+pub(super) fn mark_failed(devs: &mut [Option<Dev>], d: usize, what: &str) {
+    if let Some(dev) = devs.get_mut(d).and_then(|x| x.as_mut()) {
+        dev.errors += 1;
+        if !dev.failed {
+            tracing::error!(device = %dev.name, op = what, "device failed; running degraded");
+            dev.failed = true;
+        }
+    }
+}
+
 /// Copies a sealed stripe's chunks, contiguous, into `buf`.
 pub(super) fn copy_chunks(s: &SealedStripe<'_>, buf: &mut Scratch) {
     let mut at = 0;
@@ -177,13 +188,7 @@ impl Store {
     }
 
     pub(super) fn mark_failed(&mut self, d: usize, what: &str) {
-        if let Some(dev) = self.devs.get_mut(d).and_then(|x| x.as_mut()) {
-            dev.errors += 1;
-            if !dev.failed {
-                tracing::error!(device = %dev.name, op = what, "device failed; running degraded");
-                dev.failed = true;
-            }
-        }
+        mark_failed(&mut self.devs, d, what);
     }
 
     /// Reads `blocks` blocks at `lba` from every healthy device.

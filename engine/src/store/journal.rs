@@ -25,13 +25,13 @@ impl Store {
     }
 
     /// Drops references released by a metadata change (record `n`).
-    pub(super) fn release(&mut self, n: u64, released: meta::Released) {
+    pub(super) fn release(&mut self, n: u64, released: meta::Released) -> Result<()> {
         for (fs, b) in released {
             if let Some(owner) = b.owner() {
                 if owner == self.layout.shard {
                     // Journaled after the record that dropped it, so a
                     // crash between the two only leaks (the open recounts).
-                    self.unref_shared(fs, b.fp);
+                    self.unref_shared(fs, b.fp)?;
                 } else {
                     self.drops.push((n, (owner, fs, b.fp)));
                 }
@@ -53,19 +53,23 @@ impl Store {
                         .writers
                         .get(&fs)
                         .is_some_and(|w| w.pipeline.open_stripe() == b.addr.stripe);
-                    if !open && self.meta.stripes.contains_key(&b.addr.stripe) {
-                        self.free_stripe(b.addr.stripe);
+                    let id = b.addr.stripe;
+                    if !open && self.with_meta(|m, io| m.has_stripe(io, id))? {
+                        self.free_stripe(id)?;
                     }
                 }
             }
         }
+        Ok(())
     }
 
-    pub(super) fn record(&mut self, rec: Record) -> u64 {
-        let released = self.meta.apply(&rec);
+    /// Applies a change, queues it for the journal and drops what it
+    /// released; returns its number.
+    pub(super) fn record(&mut self, rec: Record) -> Result<u64> {
+        let released = self.with_meta(|m, io| m.apply(io, &rec))?;
         let n = self.push(rec);
-        self.release(n, released);
-        n
+        self.release(n, released)?;
+        Ok(n)
     }
 
     /// Whether anything written is not yet durable.
@@ -118,7 +122,7 @@ impl Store {
             })
             .collect();
         for id in dead {
-            self.free_stripe(id);
+            self.free_stripe(id)?;
         }
         self.flush_devices()?;
         // Stripe and new shared-block records first, then the records up to
@@ -176,7 +180,8 @@ impl Store {
             .partition(|(n, _)| *n <= done);
         self.drops = later;
         self.ready_drops.extend(now.into_iter().map(|(_, d)| d));
-        if (self.head * 2 > self.layout.journal_blocks || self.meta_bytes > self.meta_room() / 2)
+        if (self.head * 2 > self.layout.journal_blocks
+            || self.meta.dirty_nodes() > checkpoint::DIRTY_LIMIT)
             && self.pending.is_empty()
         {
             self.checkpoint()?;
@@ -252,7 +257,6 @@ impl Store {
     pub(super) fn journal(&mut self, entries: Vec<Vec<u8>>) -> Result<()> {
         let bs = self.layout.block_size as usize;
         for payload in entries {
-            self.meta_bytes += payload.len() as u64;
             let blocks = format::record_blocks(payload.len(), bs);
             self.seq += 1;
             let rec = format::encode_record(JOURNAL_MAGIC, self.seq, &payload, bs);

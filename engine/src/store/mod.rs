@@ -33,7 +33,8 @@
 //! | `open.rs` | formatting, opening a shard, superblocks |
 //! | `recover.rs` | checkpoint + journal replay, derived state rebuilt |
 //! | `journal.rs` | records queued, ordered across shards, journaled at sync |
-//! | `checkpoint.rs` | the whole state into the spare checkpoint slot |
+//! | `checkpoint.rs` | changed metadata pages, then the root into the spare checkpoint slot |
+//! | `pages.rs` | the metadata page space: page chunks in chunk slots, mirrored |
 //! | `alloc.rs` | free chunk slots: the reserve → use → free-once-durable lifecycle |
 //! | `write.rs` | the pipeline, open stripes, full-stripe writes |
 //! | `read.rs` | verified reads, runs of contiguous blocks |
@@ -55,6 +56,7 @@ use flint_dataplane::{Error as DpError, IoError};
 
 use crate::codec::Writer;
 use crate::format::{self, FormatError, Layout, Superblock, CHECKPOINT_MAGIC, JOURNAL_MAGIC};
+use crate::meta::btree::{PageIo, TreeError};
 use crate::meta::{self, BlockRef, FsId, FsMeta, Ino, Meta, Record, Shared, StripeMeta, MAX_NAME};
 use crate::pipeline::checksum::{Checksummer, Xxh3Sum, SEED_CHUNK};
 use crate::pipeline::compress::{Compressor, Lz4Probe};
@@ -73,6 +75,7 @@ mod gc;
 mod io;
 mod journal;
 mod open;
+mod pages;
 mod parts;
 mod read;
 mod recover;
@@ -89,7 +92,7 @@ pub use report::{
     BlockLocation, DeviceReport, GcReport, RepairStats, ScrubReport, SpaceStats, Stat,
 };
 pub use shared::{Journaled, SharedDrop};
-use {alloc::Slots, error::*, fs::*, io::*, read::*, repair::*, write::*};
+use {alloc::Slots, error::*, fs::*, io::*, pages::*, read::*, repair::*, write::*};
 
 /// Logical block size of files.
 pub const BLOCK: usize = 4096;
@@ -149,6 +152,8 @@ pub struct Store {
     dropping: HashMap<(FsId, u128), u64>,
     /// Free chunk slots, and slots waiting for the records freeing them.
     slots: Slots,
+    /// Where the metadata tree's pages live.
+    space: PageSpace,
     /// Records pushed to `pending` this session (the newest one's number).
     pushed: u64,
     /// Records journaled this session.
@@ -173,9 +178,6 @@ pub struct Store {
     seq: u64,
     head: u64,
     ckpt_slot: u64,
-    /// Bytes of the last checkpoint's payload plus the journal entries
-    /// since: a bound on what the next checkpoint must hold.
-    meta_bytes: u64,
     repairs: RepairStats,
     /// The superblock the engine was opened by (a replacement device gets
     /// the same, with its own index and uuid).
@@ -195,6 +197,31 @@ pub struct Store {
     codecs: HashMap<(u8, u8), Codec>,
     /// Prepared decoders by (k, m, present chunks, wanted chunk).
     decoders: HashMap<DecoderKey, Box<dyn Prepared>>,
+}
+
+/// The metadata page space bound to a store's devices and allocator
+/// (disjoint from its other fields, which a scan's callback may use).
+macro_rules! dev_pages {
+    ($s:expr) => {
+        DevPages {
+            devs: &mut $s.devs,
+            space: &mut $s.space,
+            slots: &mut $s.slots,
+            layout: &$s.layout,
+        }
+    };
+}
+pub(super) use dev_pages;
+
+impl Store {
+    /// Runs `f` on the metadata with the page space it reads and writes
+    /// through (the shard's devices and allocator).
+    pub(super) fn with_meta<T>(
+        &mut self,
+        f: impl FnOnce(&mut Meta, &mut dyn PageIo) -> Result<T, TreeError>,
+    ) -> Result<T> {
+        f(&mut self.meta, &mut dev_pages!(self)).map_err(meta_err)
+    }
 }
 
 pub(crate) fn new_uuid() -> u128 {

@@ -3,6 +3,16 @@
 
 use super::*;
 
+/// Per shard, bytes of metadata pages kept in memory.
+pub(super) const META_CACHE: usize = 64 << 20;
+
+/// The checkpoint of an empty shard: no file system, an empty tree, no
+/// page chunks.
+fn empty_root(layout: &Layout, devices: usize) -> Vec<u8> {
+    let payload = checkpoint::root_payload(&Meta::new(0), &PageSpace::new(layout, devices));
+    format::encode_record(CHECKPOINT_MAGIC, 0, &payload, 4096)
+}
+
 impl Store {
     /// Formats `devices` as one engine. Refuses devices that already carry
     /// a Flint superblock unless `force`.
@@ -49,7 +59,6 @@ impl Store {
         }
         // An empty checkpoint at sequence 0 in slot A, and zeroed slot B and
         // journal head, so stale records of an earlier format never replay.
-        let empty = format::encode_record(CHECKPOINT_MAGIC, 0, &Meta::default().encode(), 4096);
         let mut zero = Scratch::new(4096)?;
         zero.0.as_mut_slice().fill(0);
         for (i, d) in devices.iter().enumerate() {
@@ -70,6 +79,7 @@ impl Store {
                 device: d.name().into(),
                 error,
             })?;
+            let empty = empty_root(&layout, devices.len());
             let mut ck = Scratch::new(empty.len())?;
             ck.0.as_mut_slice()[..empty.len()].copy_from_slice(&empty);
             let sbb = sb.encode();
@@ -202,11 +212,12 @@ impl Store {
                 }
             }
         }
+        let space = PageSpace::new(&layout, count);
         let mut store = Store {
             devs,
             layout,
             uuid: first.engine_uuid,
-            meta: Meta::default(),
+            meta: Meta::new(0),
             writers: HashMap::new(),
             pending: Vec::new(),
             pending_stripes: Vec::new(),
@@ -216,6 +227,7 @@ impl Store {
             put_at: HashMap::new(),
             dropping: HashMap::new(),
             slots: Slots::default(),
+            space,
             pushed: 0,
             journaled: 0,
             waits: VecDeque::new(),
@@ -227,7 +239,6 @@ impl Store {
             seq: 0,
             head: 0,
             ckpt_slot: 0,
-            meta_bytes: 0,
             rbuf: None,
             dbuf: None,
             cbuf: Vec::new(),

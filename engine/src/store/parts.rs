@@ -9,13 +9,13 @@ impl Store {
     /// falls in one of this shard's ranges, creating the part on first use.
     /// Capacity is the home shard's to check ([`Store::check_extend`]).
     pub fn write_part(&mut self, ino: Ino, fs: FsId, offset: u64, data: &[u8]) -> Result<()> {
-        if !self.meta.inodes.contains_key(&ino) {
+        if !self.has_file(ino)? {
             self.fs(fs)?;
             self.record(Record::FileCreate {
                 ino,
                 fs,
                 name: String::new(),
-            });
+            })?;
         }
         self.write(ino, offset, data)
     }
@@ -24,7 +24,7 @@ impl Store {
     /// holds nothing.
     pub fn read_part(&mut self, ino: Ino, offset: u64, len: usize) -> Result<Vec<u8>> {
         let mut out = vec![0u8; len];
-        if self.meta.inodes.contains_key(&ino) {
+        if self.has_file(ino)? {
             self.read_into(ino, offset, &mut out)?;
         }
         Ok(out)
@@ -40,7 +40,7 @@ impl Store {
     ) -> Result<(Vec<u8>, Vec<RemoteRead>)> {
         let mut out = vec![0u8; len];
         let mut remote = Vec::new();
-        if self.meta.inodes.contains_key(&ino) {
+        if self.has_file(ino)? {
             self.read_mapped(ino, offset, &mut out, &mut remote)?;
         }
         Ok((out, remote))
@@ -48,7 +48,7 @@ impl Store {
 
     /// Drops what this shard holds of a file past `size`.
     pub fn truncate_part(&mut self, ino: Ino, size: u64) -> Result<()> {
-        match self.meta.inodes.get(&ino) {
+        match self.with_meta(|m, io| m.file(io, ino))? {
             Some(i) if i.is_part() && i.size > size => self.truncate(ino, size),
             _ => Ok(()),
         }
@@ -56,40 +56,55 @@ impl Store {
 
     /// Drops what this shard holds of a removed file.
     pub fn unlink_part(&mut self, ino: Ino) -> Result<()> {
-        match self.meta.inodes.get(&ino) {
+        match self.with_meta(|m, io| m.file(io, ino))? {
             Some(i) if i.is_part() => self.unlink(ino),
             _ => Ok(()),
         }
     }
 
+    /// Every file and part of this shard: (inode, size, whether a part).
+    fn sizes(&mut self) -> Result<Vec<(Ino, u64, bool)>> {
+        let mut out = Vec::new();
+        self.with_meta(|m, io| {
+            m.files(io, &mut |i| {
+                out.push((i.ino, i.size, i.is_part()));
+                true
+            })
+        })?;
+        Ok(out)
+    }
+
     /// Sizes of the files whose home is this shard.
-    pub fn home_sizes(&self) -> Vec<(Ino, u64)> {
-        self.meta
-            .inodes
-            .values()
-            .filter(|i| !i.is_part())
-            .map(|i| (i.ino, i.size))
-            .collect()
+    pub fn home_sizes(&mut self) -> Result<Vec<(Ino, u64)>> {
+        Ok(self
+            .sizes()?
+            .into_iter()
+            .filter(|f| !f.2)
+            .map(|(i, s, _)| (i, s))
+            .collect())
     }
 
     /// The parts [`Store::reconcile_parts`] will cut inside a shared block:
     /// (file, size) whose block's tail the engine must zero first (this
     /// shard cannot rewrite another shard's block).
-    pub fn shared_tails(&self, homes: &HashMap<Ino, u64>) -> Vec<(Ino, u64)> {
-        self.meta
-            .inodes
-            .values()
-            .filter(|i| i.is_part())
-            .filter_map(|i| {
-                let home = *homes.get(&i.ino)?;
-                let straddle = i
-                    .blocks
-                    .get(&(home / BLOCK as u64))
-                    .is_some_and(|b| b.owner().is_some());
-                (i.size > home && straddle && !home.is_multiple_of(BLOCK as u64))
-                    .then_some((i.ino, home))
-            })
-            .collect()
+    pub fn shared_tails(&mut self, homes: &HashMap<Ino, u64>) -> Result<Vec<(Ino, u64)>> {
+        let mut out = Vec::new();
+        for (ino, size, part) in self.sizes()? {
+            let Some(&home) = homes.get(&ino) else {
+                continue;
+            };
+            if !part || size <= home || home.is_multiple_of(BLOCK as u64) {
+                continue;
+            }
+            let idx = home / BLOCK as u64;
+            let straddle = self
+                .with_meta(|m, io| m.block(io, ino, idx))?
+                .is_some_and(|b| b.owner().is_some());
+            if straddle {
+                out.push((ino, home));
+            }
+        }
+        Ok(out)
     }
 
     /// After a crash: cuts parts back to their file's size on its home
@@ -97,11 +112,10 @@ impl Store {
     /// written but never made part of the file can surface later.
     pub fn reconcile_parts(&mut self, homes: &HashMap<Ino, u64>) -> Result<()> {
         let parts: Vec<(Ino, u64)> = self
-            .meta
-            .inodes
-            .values()
-            .filter(|i| i.is_part())
-            .map(|i| (i.ino, i.size))
+            .sizes()?
+            .into_iter()
+            .filter(|f| f.2)
+            .map(|(i, s, _)| (i, s))
             .collect();
         for (ino, size) in parts {
             match homes.get(&ino) {
@@ -116,8 +130,8 @@ impl Store {
     /// On the home shard: checks that growing file `ino` to `end` bytes fits
     /// its file system's capacity; returns its file system, size, and
     /// whether the file system reduces data.
-    pub fn check_extend(&self, ino: Ino, end: u64) -> Result<(FsId, u64, bool)> {
-        let st = self.stat(ino)?;
+    pub fn check_extend(&mut self, ino: Ino, end: u64) -> Result<(FsId, u64, bool)> {
+        let st = self.inode(ino)?;
         if end > st.size {
             self.check_capacity(st.fs, end - st.size)?;
         }
@@ -127,13 +141,13 @@ impl Store {
     /// On the home shard: records that file `ino` now has at least `end`
     /// bytes (its pieces were written on other shards).
     pub fn extend(&mut self, ino: Ino, end: u64) -> Result<()> {
-        let st = self.stat(ino)?;
+        let st = self.inode(ino)?;
         if end > st.size {
             self.record(Record::Extents {
                 ino,
                 size: end,
                 blocks: Vec::new(),
-            });
+            })?;
         }
         Ok(())
     }

@@ -51,7 +51,13 @@ impl Store {
             return Ok(0);
         }
         let end = (offset + out.len() as u64).min(size);
-        let fs = self.meta.inodes[&ino].fs;
+        let fs = self.inode(ino)?.fs;
+        // The block map of the range, looked up once.
+        let (lo, hi) = (offset / BLOCK as u64, end.div_ceil(BLOCK as u64));
+        let map: BTreeMap<u64, BlockRef> = self
+            .with_meta(|m, io| m.blocks_in(io, ino, lo, hi))?
+            .into_iter()
+            .collect();
         let mut block = Vec::new();
         let mut pos = offset;
         // Runs are not tried again before this (one just failed).
@@ -64,16 +70,12 @@ impl Store {
             // Whole uncompressed blocks stored back to back in one chunk (as
             // a sequential write leaves them): one device read for the run.
             let run = if pos >= no_runs_until {
-                self.local_run(ino, idx, pos, end)
+                local_run(&map, idx, pos, end)
             } else {
                 0
             };
             if run > 1 {
-                let first = self.meta.inodes[&ino]
-                    .blocks
-                    .get(&idx)
-                    .copied()
-                    .expect("in the run");
+                let first = map[&idx];
                 let whole = BlockAddr {
                     stored_len: (run * BLOCK) as u32,
                     ..first.addr
@@ -91,7 +93,7 @@ impl Store {
                 no_runs_until = pos + (run * BLOCK) as u64;
             }
             let dst = &mut out[at..(hi - offset) as usize];
-            let b = self.meta.inodes[&ino].blocks.get(&idx).copied();
+            let b = map.get(&idx).copied();
             match b.and_then(|b| b.owner().map(|o| (o, b.fp))) {
                 Some((owner, key)) if owner != self.layout.shard => remote.push(RemoteRead {
                     at,
@@ -102,50 +104,17 @@ impl Store {
                     key,
                 }),
                 _ if pos == bstart && hi - bstart == BLOCK as u64 => {
-                    self.read_block_into(ino, idx, dst)?;
+                    self.read_ref_block(fs, ino, idx, b, dst)?;
                 }
                 _ => {
                     block.resize(BLOCK, 0);
-                    self.read_block_into(ino, idx, &mut block)?;
+                    self.read_ref_block(fs, ino, idx, b, &mut block)?;
                     dst.copy_from_slice(&block[(pos - bstart) as usize..(hi - bstart) as usize]);
                 }
             }
             pos = hi;
         }
         Ok((end - offset) as usize)
-    }
-
-    /// How many whole blocks from logical block `idx` (at byte `pos`, before
-    /// `end`) are local, uncompressed and stored back to back in one chunk.
-    pub(super) fn local_run(&self, ino: Ino, idx: u64, pos: u64, end: u64) -> usize {
-        let b64 = BLOCK as u64;
-        if pos != idx * b64 {
-            return 0;
-        }
-        let Some(inode) = self.meta.inodes.get(&ino) else {
-            return 0;
-        };
-        let plain = |b: &BlockRef| {
-            b.owner().is_none() && !b.addr.compressed && b.addr.stored_len == BLOCK as u32
-        };
-        let Some(first) = inode.blocks.get(&idx).filter(|b| plain(b)) else {
-            return 0;
-        };
-        let mut n = 0u64;
-        while (idx + n + 1) * b64 <= end && ((n + 1) * b64) as usize <= MAX_IO {
-            match inode.blocks.get(&(idx + n)) {
-                Some(b)
-                    if plain(b)
-                        && b.addr.stripe == first.addr.stripe
-                        && b.addr.chunk == first.addr.chunk
-                        && u64::from(b.addr.offset) == u64::from(first.addr.offset) + n * b64 =>
-                {
-                    n += 1;
-                }
-                _ => break,
-            }
-        }
-        n as usize
     }
 
     /// Reads up to `len` bytes at `offset` (less at the end of the file).
@@ -175,9 +144,22 @@ impl Store {
     }
 
     pub(super) fn read_block_into(&mut self, ino: Ino, idx: u64, out: &mut [u8]) -> Result<()> {
-        let inode = self.meta.inodes.get(&ino).ok_or_else(|| not_found(ino))?;
-        let fs = inode.fs;
-        let Some(b) = inode.blocks.get(&idx).copied() else {
+        let fs = self.inode(ino)?.fs;
+        let b = self.with_meta(|m, io| m.block(io, ino, idx))?;
+        self.read_ref_block(fs, ino, idx, b, out)
+    }
+
+    /// Reads logical block `idx` of file `ino`, stored at `b` (`None`: a
+    /// hole, zeros).
+    fn read_ref_block(
+        &mut self,
+        fs: FsId,
+        ino: Ino,
+        idx: u64,
+        b: Option<BlockRef>,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let Some(b) = b else {
             out.fill(0);
             return Ok(());
         };
@@ -281,14 +263,41 @@ impl Store {
         Ok(())
     }
 
-    pub(super) fn stripe(&self, id: u64) -> Result<Arc<StripeMeta>> {
-        self.meta
-            .stripes
-            .get(&id)
-            .cloned()
+    pub(super) fn stripe(&mut self, id: u64) -> Result<Arc<StripeMeta>> {
+        self.with_meta(|m, io| m.stripe(io, id))?
             .ok_or_else(|| StoreError::Unrecoverable {
                 stripe: id,
                 reason: "stripe missing from metadata".into(),
             })
     }
+}
+
+/// How many whole blocks from logical block `idx` (at byte `pos`, before
+/// `end`) are local, uncompressed and stored back to back in one chunk,
+/// by the block map `map` of the range.
+fn local_run(map: &BTreeMap<u64, BlockRef>, idx: u64, pos: u64, end: u64) -> usize {
+    let b64 = BLOCK as u64;
+    if pos != idx * b64 {
+        return 0;
+    }
+    let plain =
+        |b: &BlockRef| b.owner().is_none() && !b.addr.compressed && b.addr.stored_len == BLOCK as u32;
+    let Some(first) = map.get(&idx).filter(|b| plain(b)) else {
+        return 0;
+    };
+    let mut n = 0u64;
+    while (idx + n + 1) * b64 <= end && ((n + 1) * b64) as usize <= MAX_IO {
+        match map.get(&(idx + n)) {
+            Some(b)
+                if plain(b)
+                    && b.addr.stripe == first.addr.stripe
+                    && b.addr.chunk == first.addr.chunk
+                    && u64::from(b.addr.offset) == u64::from(first.addr.offset) + n * b64 =>
+            {
+                n += 1;
+            }
+            _ => break,
+        }
+    }
+    n as usize
 }

@@ -1,5 +1,6 @@
-//! Recovery: the newest valid checkpoint, then the journal records after
-//! it in sequence order up to the first gap (a torn tail); then the state
+//! Recovery: the newest valid checkpoint (the metadata root and the page
+//! space's table), then the journal records after it in sequence order up
+//! to the first gap (a torn tail), applied to the tree; then the state
 //! derived from the metadata (free slots, stripe references, dedup
 //! indexes) is rebuilt and a fresh checkpoint written.
 
@@ -9,7 +10,8 @@ impl Store {
     pub(super) fn recover(&mut self) -> Result<()> {
         let bs = self.layout.block_size as usize;
         // Newest valid checkpoint on any device.
-        let mut best: Option<(u64, u64, Meta)> = None;
+        let mut best: Option<(u64, u64, Meta, PageSpace)> = None;
+        let devices = self.devs.len();
         for which in 0..2 {
             let lba = self.layout.checkpoint_lba(which);
             for (_, buf) in self.read_all(lba, self.layout.checkpoint_blocks)? {
@@ -17,14 +19,24 @@ impl Store {
                     format::decode_record(CHECKPOINT_MAGIC, buf.0.as_slice())
                 {
                     if best.as_ref().is_none_or(|b| seq > b.0) {
-                        if let Ok(m) = Meta::decode(payload) {
-                            best = Some((seq, which, m));
+                        let mut r = crate::codec::Reader::new(payload);
+                        let root = Meta::decode_root(&mut r, open::META_CACHE).and_then(|m| {
+                            let space = PageSpace::decode(&mut r, &self.layout, devices)?;
+                            match r.remaining() {
+                                0 => Ok((m, space)),
+                                _ => Err(crate::codec::DecodeError {
+                                    what: "checkpoint length",
+                                }),
+                            }
+                        });
+                        if let Ok((m, space)) = root {
+                            best = Some((seq, which, m, space));
                         }
                     }
                 }
             }
         }
-        let Some((ck_seq, ck_slot, meta)) = best else {
+        let Some((ck_seq, ck_slot, meta, space)) = best else {
             return Err(StoreError::Format {
                 device: "every device".into(),
                 error: FormatError::Damaged {
@@ -54,10 +66,16 @@ impl Store {
             }
         }
         self.meta = meta;
+        self.space = space;
+        // Slots the page space holds are not free (replay may allocate).
+        self.slots = Slots::all_free(&self.layout, self.devs.len());
+        for (d, slot) in self.space.slots().collect::<Vec<_>>() {
+            self.slots.claim(d, slot);
+        }
         let mut seq = ck_seq;
         while let Some(batch) = records.remove(&(seq + 1)) {
             for r in &batch {
-                self.meta.apply(r);
+                self.with_meta(|m, io| m.apply(io, r))?;
             }
             seq += 1;
         }
@@ -87,7 +105,12 @@ impl Store {
     /// writers with their dedup indexes, from the metadata.
     pub(super) fn rebuild_derived(&mut self) -> Result<()> {
         self.slots = Slots::all_free(&self.layout, self.devs.len());
-        for s in self.meta.stripes.values() {
+        for (d, slot) in self.space.slots().collect::<Vec<_>>() {
+            self.slots.claim(d, slot);
+        }
+        let ids = self.with_meta(|m, io| m.stripe_ids(io))?;
+        for &id in &ids {
+            let s = self.stripe(id)?;
             for &(d, slot) in &s.chunks {
                 self.slots.claim(d, slot);
             }
@@ -100,32 +123,38 @@ impl Store {
         }
         // Every stored block this shard holds: the blocks of its files'
         // maps (not references to other shards' pools) and its shared pool.
-        let mut held: Vec<(FsId, Vec<BlockRef>)> = self
-            .meta
-            .inodes
-            .values()
-            .map(|i| {
-                let local = i.blocks.values().filter(|b| b.owner().is_none());
-                (i.fs, local.copied().collect())
+        let mut held: Vec<(FsId, BlockRef)> = Vec::new();
+        self.with_meta(|m, io| {
+            let mut fs_of = HashMap::new();
+            m.files(io, &mut |i| {
+                fs_of.insert(i.ino, i.fs);
+                true
+            })?;
+            m.all_blocks(io, &mut |ino, _, b| {
+                if b.owner().is_none() {
+                    if let Some(&fs) = fs_of.get(&ino) {
+                        held.push((fs, b));
+                    }
+                }
+                true
+            })?;
+            m.shared_blocks(io, &mut |fs, _, b| {
+                held.push((fs, b.as_ref()));
+                true
             })
-            .collect();
-        for (&(fs, _), b) in &self.meta.shared {
-            held.push((fs, vec![b.as_ref()]));
-        }
-        for (fs, blocks) in held {
-            for b in blocks {
-                *self.refs.entry(b.addr.stripe).or_default() += 1;
-                if b.fp != 0 {
-                    if let Some(w) = self.writers.get_mut(&fs) {
-                        let idx = w.pipeline.index_mut();
-                        match idx.get(fs, b.fp) {
-                            Some(e) if e.location == b.addr => {
-                                idx.add_ref(fs, b.fp);
-                            }
-                            Some(_) => {}
-                            None => {
-                                idx.insert(fs, b.fp, b.addr);
-                            }
+        })?;
+        for (fs, b) in held {
+            *self.refs.entry(b.addr.stripe).or_default() += 1;
+            if b.fp != 0 {
+                if let Some(w) = self.writers.get_mut(&fs) {
+                    let idx = w.pipeline.index_mut();
+                    match idx.get(fs, b.fp) {
+                        Some(e) if e.location == b.addr => {
+                            idx.add_ref(fs, b.fp);
+                        }
+                        Some(_) => {}
+                        None => {
+                            idx.insert(fs, b.fp, b.addr);
                         }
                     }
                 }
@@ -133,15 +162,10 @@ impl Store {
         }
         // Stripes nothing refers to (their last block died just before a
         // crash, or a sync never finished) are freed now.
-        let dead: Vec<u64> = self
-            .meta
-            .stripes
-            .keys()
-            .filter(|id| !self.refs.contains_key(id))
-            .copied()
-            .collect();
-        for id in dead {
-            self.free_stripe(id);
+        for id in ids {
+            if !self.refs.contains_key(&id) {
+                self.free_stripe(id)?;
+            }
         }
         Ok(())
     }

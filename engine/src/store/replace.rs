@@ -14,7 +14,8 @@ impl Store {
     /// blank replacement `name`) takes slot `index`. This shard's journal
     /// and checkpoint areas on it are zeroed (records a former owner left
     /// there must never replay), and every chunk this shard keeps in that
-    /// slot is rebuilt onto it from the survivors, at the same place. The
+    /// slot (stripe chunks and metadata page chunks) is rebuilt onto it
+    /// from the survivors, at the same place. The
     /// device is held aside — nothing is placed on or read from it — until
     /// [`Store::adopt_join`]. Returns the chunks rebuilt. On an error
     /// nothing changed (the device stays out).
@@ -58,7 +59,7 @@ impl Store {
         }
         // Rebuild the slot's chunks.
         let per = self.layout.chunk_blocks as usize;
-        let ids: Vec<u64> = self.meta.stripes.keys().copied().collect();
+        let ids = self.with_meta(|m, io| m.stripe_ids(io))?;
         let mut rebuilt = 0;
         let mut w = Scratch::new(per * 4096)?;
         for id in ids {
@@ -87,6 +88,30 @@ impl Store {
                 r[0].map_err(io_err(name, "write rebuilt chunk"))?;
                 rebuilt += 1;
             }
+        }
+        // And the metadata page chunks with a copy in that slot, copied
+        // from a surviving copy.
+        for (n, slot) in self.space.chunks_on(index as u16) {
+            let from: Vec<(u16, u64)> = self.space.copies_of(n).to_vec();
+            let mut copied = false;
+            for (d, s) in from.into_iter().filter(|c| usize::from(c.0) != index) {
+                let cmd = IoCmd::read(self.layout.slot_lba(s), per as u32, w.0.as_ptr(), 0);
+                if run_io(&mut self.devs, &[(usize::from(d), cmd)])[0].is_ok() {
+                    copied = true;
+                    break;
+                }
+            }
+            if !copied {
+                return Err(StoreError::Invalid {
+                    reason: format!(
+                        "metadata page chunk {n} has no readable copy; bring back the devices \
+                         that hold it, then retry"
+                    ),
+                });
+            }
+            let cmd = IoCmd::write(self.layout.slot_lba(slot), per as u32, w.0.as_ptr(), 0);
+            run_io(&mut one, &[(0, cmd)])[0].map_err(io_err(name, "write metadata pages"))?;
+            rebuilt += 1;
         }
         for r in run_io(&mut one, &[(0, IoCmd::flush(0))]) {
             r.map_err(io_err(name, "flush"))?;

@@ -2,6 +2,8 @@
 //! reduction figures, devices, repair counters, and the reports of scrub
 //! and garbage collection.
 
+use std::collections::HashSet;
+
 use super::*;
 
 /// Where a block lives: its address, the (device, slot) of each chunk of its
@@ -32,6 +34,9 @@ pub struct SpaceStats {
     pub physical: u64,
     /// Chunk slots in all, in bytes.
     pub capacity: u64,
+    /// Of `physical`, the bytes of chunk slots holding metadata pages
+    /// (every copy).
+    pub metadata: u64,
     /// Logical blocks referenced / distinct stored blocks.
     pub dedup_ratio: f64,
     /// Uncompressed bytes of stored blocks / stored bytes.
@@ -53,6 +58,7 @@ impl SpaceStats {
             t.logical += p.logical;
             t.physical += p.physical;
             t.capacity += p.capacity;
+            t.metadata += p.metadata;
             t.block_refs += p.block_refs;
             t.stored_blocks += p.stored_blocks;
             t.stored_bytes += p.stored_bytes;
@@ -129,47 +135,44 @@ pub struct RepairStats {
 
 impl Store {
     /// Space and reduction figures.
-    pub fn space(&self) -> SpaceStats {
+    pub fn space(&mut self) -> Result<SpaceStats> {
         let cs = self.layout.chunk_blocks * 4096;
-        let used_slots: u64 = self
-            .meta
-            .stripes
-            .values()
-            .map(|s| s.chunks.len() as u64)
-            .sum();
-        let mut distinct: HashMap<BlockAddr, ()> = HashMap::new();
+        let mut used_slots = 0u64;
+        for id in self.with_meta(|m, io| m.stripe_ids(io))? {
+            used_slots += self.stripe(id)?.chunks.len() as u64;
+        }
+        let meta_slots = self.space.slots().count() as u64;
+        let mut distinct: HashSet<BlockAddr> = HashSet::new();
         let mut refs = 0u64;
         let mut stored = 0u64;
-        for i in self.meta.inodes.values() {
-            for b in i.blocks.values() {
+        self.with_meta(|m, io| {
+            m.all_blocks(io, &mut |_, _, b| {
                 refs += 1;
-                if b.owner().is_none() && distinct.insert(b.addr, ()).is_none() {
+                if b.owner().is_none() && distinct.insert(b.addr) {
                     stored += u64::from(b.addr.stored_len);
                 }
-            }
-        }
-        for b in self.meta.shared.values() {
-            if distinct.insert(b.addr, ()).is_none() {
-                stored += u64::from(b.addr.stored_len);
-            }
-        }
-        SpaceStats {
-            logical: self
-                .meta
-                .inodes
-                .values()
-                .filter(|i| !i.is_part())
-                .map(|i| i.size)
-                .sum(),
-            physical: used_slots * cs,
+                true
+            })?;
+            m.shared_blocks(io, &mut |_, _, b| {
+                if distinct.insert(b.addr) {
+                    stored += u64::from(b.addr.stored_len);
+                }
+                true
+            })
+        })?;
+        let logical = self.meta.fss.keys().map(|&fs| self.meta.fs_used(fs)).sum();
+        Ok(SpaceStats {
+            logical,
+            physical: (used_slots + meta_slots) * cs,
             capacity: self.layout.owned_slots() * self.devs.len() as u64 * cs,
+            metadata: meta_slots * cs,
             dedup_ratio: 1.0,
             compression_ratio: 1.0,
             block_refs: refs,
             stored_blocks: distinct.len() as u64,
             stored_bytes: stored,
         }
-        .with_ratios()
+        .with_ratios())
     }
 
     /// Share of chunk slots free, 0.0 to 1.0.
@@ -223,9 +226,9 @@ impl Store {
 
     /// Where a file's block lives (for tests and tools): its address, the
     /// (device, slot) of each chunk of its stripe, and the device layout.
-    pub fn block_location(&self, ino: Ino, idx: u64) -> Option<BlockLocation> {
-        let b = self.meta.inodes.get(&ino)?.blocks.get(&idx)?;
-        let s = self.meta.stripes.get(&b.addr.stripe)?;
+    pub fn block_location(&mut self, ino: Ino, idx: u64) -> Option<BlockLocation> {
+        let b = self.with_meta(|m, io| m.block(io, ino, idx)).ok()??;
+        let s = self.with_meta(|m, io| m.stripe(io, b.addr.stripe)).ok()??;
         Some((b.addr, s.chunks.clone(), self.layout))
     }
 }

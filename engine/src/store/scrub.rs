@@ -10,7 +10,7 @@ impl Store {
     pub fn scrub(&mut self) -> Result<ScrubReport> {
         let mut rep = ScrubReport::default();
         let per = self.layout.chunk_blocks as usize;
-        let ids: Vec<u64> = self.meta.stripes.keys().copied().collect();
+        let ids = self.with_meta(|m, io| m.stripe_ids(io))?;
         for id in ids {
             rep.stripes += 1;
             let s = self.stripe(id)?;
@@ -66,7 +66,7 @@ impl Store {
                 moved = true;
             }
             if moved {
-                self.record(Record::Stripe(new));
+                self.record(Record::Stripe(new))?;
             }
         }
         self.sync()?;

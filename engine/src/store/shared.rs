@@ -69,10 +69,10 @@ impl Store {
                 };
                 (addr, p.last_fingerprint().unwrap_or(0))
             })?;
-            let entry = (fp != 0)
-                .then(|| self.meta.shared.get(&(fs, fp)))
-                .flatten()
-                .copied();
+            let entry = match fp {
+                0 => None,
+                _ => self.with_meta(|m, io| m.shared(io, fs, fp))?,
+            };
             let key = match entry {
                 Some(e) if e.addr == addr => {
                     // A hit on the pool's own block: the entry already holds
@@ -97,7 +97,7 @@ impl Store {
                                 | u128::from(addr.stripe) << 48
                                 | u128::from(addr.chunk) << 32
                                 | u128::from(addr.offset);
-                            while self.meta.shared.contains_key(&(fs, k))
+                            while self.with_meta(|m, io| m.shared(io, fs, k))?.is_some()
                                 || self.dropping.contains_key(&(fs, k))
                             {
                                 k = k.wrapping_add(1 << 96);
@@ -110,7 +110,7 @@ impl Store {
                         key,
                         block: Shared { addr, fp },
                     };
-                    self.meta.apply(&rec);
+                    self.with_meta(|m, io| m.apply(io, &rec))?;
                     self.pending_puts.push(rec);
                     self.puts_pushed += 1;
                     self.put_at.insert((fs, key), self.puts_pushed);
@@ -126,7 +126,7 @@ impl Store {
 
     /// Blocks in this shard's shared pool.
     pub fn shared_blocks(&self) -> usize {
-        self.meta.shared.len()
+        self.meta.shared_len() as usize
     }
 
     /// Reads shared blocks by key: 4 KiB each, in order.
@@ -198,28 +198,26 @@ impl Store {
     }
 
     /// A block of this shard's shared pool by key.
-    pub(super) fn shared_block(&self, fs: FsId, key: u128) -> Result<Shared> {
-        self.meta
-            .shared
-            .get(&(fs, key))
-            .copied()
+    pub(super) fn shared_block(&mut self, fs: FsId, key: u128) -> Result<Shared> {
+        let shard = self.layout.shard;
+        self.with_meta(|m, io| m.shared(io, fs, key))?
             .ok_or_else(|| StoreError::NotFound {
                 what: format!(
-                    "shared block {key:#x} of file system {fs} on shard {}",
-                    self.layout.shard
+                    "shared block {key:#x} of file system {fs} on shard {shard}"
                 ),
             })
     }
 
     /// Drops references to shared blocks (their referring records are
     /// durable); a block nothing refers to leaves the pool.
-    pub fn drop_shared(&mut self, drops: &[(FsId, u128)]) {
+    pub fn drop_shared(&mut self, drops: &[(FsId, u128)]) -> Result<()> {
         for &(fs, key) in drops {
-            self.unref_shared(fs, key);
+            self.unref_shared(fs, key)?;
         }
+        Ok(())
     }
 
-    pub(super) fn unref_shared(&mut self, fs: FsId, key: u128) {
+    pub(super) fn unref_shared(&mut self, fs: FsId, key: u128) -> Result<()> {
         let left = match self.shared_refs.get_mut(&(fs, key)) {
             Some(n) => {
                 *n -= 1;
@@ -229,30 +227,38 @@ impl Store {
         };
         if left == 0 {
             self.shared_refs.remove(&(fs, key));
-            self.drop_entry(fs, key);
+            self.drop_entry(fs, key)?;
         }
+        Ok(())
     }
 
     /// Removes a shared block from the pool.
-    pub(super) fn drop_entry(&mut self, fs: FsId, key: u128) {
-        if self.meta.shared.contains_key(&(fs, key)) {
-            let n = self.record(Record::SharedDrop { fs, key });
+    pub(super) fn drop_entry(&mut self, fs: FsId, key: u128) -> Result<()> {
+        if self.with_meta(|m, io| m.shared(io, fs, key))?.is_some() {
+            let n = self.record(Record::SharedDrop { fs, key })?;
             self.dropping.insert((fs, key), n);
         }
+        Ok(())
     }
 
     /// Every reference this shard's block maps hold to shared blocks (of
     /// any shard, this one included), by (owner, file system, key).
-    pub fn remote_refs(&self) -> HashMap<(u32, FsId, u128), u64> {
+    pub fn remote_refs(&mut self) -> Result<HashMap<(u32, FsId, u128), u64>> {
         let mut out = HashMap::new();
-        for i in self.meta.inodes.values() {
-            for b in i.blocks.values() {
-                if let Some(owner) = b.owner() {
-                    *out.entry((owner, i.fs, b.fp)).or_default() += 1;
+        self.with_meta(|m, io| {
+            let mut fs_of = HashMap::new();
+            m.files(io, &mut |i| {
+                fs_of.insert(i.ino, i.fs);
+                true
+            })?;
+            m.all_blocks(io, &mut |ino, _, b| {
+                if let (Some(owner), Some(&fs)) = (b.owner(), fs_of.get(&ino)) {
+                    *out.entry((owner, fs, b.fp)).or_default() += 1;
                 }
-            }
-        }
-        out
+                true
+            })
+        })?;
+        Ok(out)
     }
 
     /// Sets the reference counts of this shard's shared blocks from every
@@ -260,23 +266,21 @@ impl Store {
     /// (put just before a crash, or dropped by a record whose owner never
     /// heard of it) leave the pool. Returns the references to keys the pool
     /// does not hold (which would be a bug: [`Store::fsck`] reports them).
-    pub fn set_shared_refs(&mut self, refs: HashMap<(FsId, u128), u64>) -> u64 {
-        let missing = refs
-            .keys()
-            .filter(|k| !self.meta.shared.contains_key(k))
-            .count() as u64;
-        let dead: Vec<(FsId, u128)> = self
-            .meta
-            .shared
-            .keys()
-            .filter(|k| !refs.contains_key(k))
-            .copied()
-            .collect();
+    pub fn set_shared_refs(&mut self, refs: HashMap<(FsId, u128), u64>) -> Result<u64> {
+        let mut held = std::collections::HashSet::new();
+        self.with_meta(|m, io| {
+            m.shared_blocks(io, &mut |fs, key, _| {
+                held.insert((fs, key));
+                true
+            })
+        })?;
+        let missing = refs.keys().filter(|k| !held.contains(k)).count() as u64;
+        let dead: Vec<(FsId, u128)> = held.into_iter().filter(|k| !refs.contains_key(k)).collect();
         self.shared_refs = refs;
         for (fs, key) in dead {
-            self.drop_entry(fs, key);
+            self.drop_entry(fs, key)?;
         }
-        missing
+        Ok(missing)
     }
 
     /// Records that blocks of file `ino` (a part here when not homed here)
@@ -291,16 +295,16 @@ impl Store {
         blocks: Vec<(u64, BlockRef)>,
         waits: &[(u32, u64)],
     ) -> Result<()> {
-        if !self.meta.inodes.contains_key(&ino) {
+        if !self.has_file(ino)? {
             self.fs(fs)?;
             self.record(Record::FileCreate {
                 ino,
                 fs,
                 name: String::new(),
-            });
+            })?;
         }
         let size = self.size_of(ino)?.max(size);
-        let n = self.record(Record::Extents { ino, size, blocks });
+        let n = self.record(Record::Extents { ino, size, blocks })?;
         for &(owner, need) in waits {
             if owner != self.layout.shard {
                 self.waits.push_back((n, owner, need));

@@ -28,9 +28,7 @@ pub(super) struct FsWriter {
 impl Store {
     pub(super) fn writer(&mut self, fs: FsId) -> Result<&mut FsWriter> {
         if !self.writers.contains_key(&fs) {
-            let f = self.meta.fss.get(&fs).ok_or_else(|| StoreError::NotFound {
-                what: format!("file system {fs}"),
-            })?;
+            let f = self.fs(fs)?.clone();
             let cfg = PipelineConfig {
                 k: usize::from(f.k),
                 m: usize::from(f.m),
@@ -42,11 +40,8 @@ impl Store {
             // file system f use (s << 56 | f << 40) .. + 2^40.
             let base = (u64::from(self.layout.shard) << 56) | (u64::from(fs) << 40);
             let next = self
-                .meta
-                .stripes
-                .range(base..base + (1 << 40))
-                .next_back()
-                .map_or(base, |(id, _)| id + 1);
+                .with_meta(|m, io| m.last_stripe_in(io, base, base + (1 << 40)))?
+                .map_or(base, |id| id + 1);
             let pipeline =
                 WritePipeline::new(cfg, Stages::fast(), next).map_err(|e| StoreError::Invalid {
                     reason: e.to_string(),
@@ -192,21 +187,20 @@ impl Store {
             chunks: slots,
             sums,
         });
-        self.meta.apply(&rec);
-        self.meta.next_stripe = self.meta.next_stripe.max(id + 1);
+        self.with_meta(|m, io| m.apply(io, &rec))?;
         self.pending_stripes.push(rec);
         Ok(())
     }
 
     /// Writes `data` at `offset` of a file. Durable after [`Store::sync`].
     pub fn write(&mut self, ino: Ino, offset: u64, data: &[u8]) -> Result<()> {
-        let st = self.stat(ino)?;
+        let st = self.inode(ino)?;
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or_else(|| StoreError::Invalid {
                 reason: "offset + length overflows".into(),
             })?;
-        if end > st.size && !self.meta.inodes[&ino].is_part() {
+        if end > st.size && !st.is_part() {
             self.check_capacity(st.fs, end - st.size)?;
         }
         if data.is_empty() {
@@ -234,7 +228,7 @@ impl Store {
             ino,
             size: st.size.max(end),
             blocks: refs,
-        });
+        })?;
         Ok(())
     }
 }

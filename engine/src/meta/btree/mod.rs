@@ -33,6 +33,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 pub use page::PagePtr;
+pub use page::intact;
 pub use tree::{Pager, PagerStats, Tree};
 
 /// Bytes of a page.

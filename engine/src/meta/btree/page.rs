@@ -213,6 +213,16 @@ impl Node {
     }
 }
 
+/// Whether `page` is a whole page written for address `addr` (magic, own
+/// address and checksum), whatever its generation: what a page space checks
+/// to pick a good copy among mirrors and heal the others.
+pub fn intact(addr: PageAddr, page: &[u8]) -> bool {
+    page.len() == PAGE
+        && &page[..4] == MAGIC
+        && page[16..24] == addr.to_le_bytes()
+        && page[24..32] == checksum(page).to_le_bytes()
+}
+
 fn checksum(page: &[u8]) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::with_seed(SEED_META);
     h.update(&page[..24]);

@@ -1,0 +1,696 @@
+//! A shard's metadata state: the small catalog (file systems,
+//! organizations, counters) kept whole beside the root, and everything that
+//! grows with the data — files, their block maps, the name index, the
+//! stripe table and the shared pool — in one copy-on-write B+tree whose
+//! pages live on the devices.
+//!
+//! | key | value |
+//! |---|---|
+//! | `f` ino | a file: file system, size, name |
+//! | `n` fs name | the inode of the file of that name |
+//! | `b` ino block | where one logical block lives ([`BlockRef`]) |
+//! | `s` id part | a stripe record, cut into parts of at most a value |
+//! | `p` fs key | a block of the shared pool ([`Shared`]) |
+//!
+//! Integers in keys are big-endian so the tree orders them numerically: a
+//! file's blocks are one range, listed in order.
+//!
+//! [`Meta::apply`] is still the only way state changes, live and in
+//! replay. What it changes are dirty pages in memory; a checkpoint commits
+//! them ([`Meta::commit`]) and writes the root ([`Meta::encode_root`]), so
+//! a checkpoint costs what changed and opening costs the root.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::codec::{DecodeError, Reader, Writer};
+
+use super::btree::{PageIo, PagePtr, Pager, PagerStats, Tree, TreeError, MAX_VALUE};
+use super::{
+    decode_record, encode_record, BlockRef, FsId, FsMeta, Ino, Org, OrgId, Record, Released,
+    Shared, StripeMeta, MAX_NAME,
+};
+
+type Result<T> = std::result::Result<T, TreeError>;
+
+const BLOCK: u64 = 4096;
+/// Stripes kept decoded (reads look one up per run of blocks).
+const STRIPE_CACHE: usize = 4096;
+
+/// A file's header (its blocks are separate entries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inode {
+    /// Inode number.
+    pub ino: Ino,
+    /// Its file system.
+    pub fs: FsId,
+    /// Name within the file system (empty for a part).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl Inode {
+    /// Whether this is a part: the blocks this shard holds of a file whose
+    /// name and size live on another shard (its name is empty).
+    pub fn is_part(&self) -> bool {
+        self.name.is_empty()
+    }
+}
+
+fn file_key(ino: Ino) -> [u8; 9] {
+    let mut k = [b'f'; 9];
+    k[1..].copy_from_slice(&ino.to_be_bytes());
+    k
+}
+
+fn name_key(fs: FsId, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + name.len());
+    k.push(b'n');
+    k.extend_from_slice(&fs.to_be_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn block_key(ino: Ino, idx: u64) -> [u8; 17] {
+    let mut k = [b'b'; 17];
+    k[1..9].copy_from_slice(&ino.to_be_bytes());
+    k[9..].copy_from_slice(&idx.to_be_bytes());
+    k
+}
+
+fn stripe_key(id: u64, part: u8) -> [u8; 10] {
+    let mut k = [b's'; 10];
+    k[1..9].copy_from_slice(&id.to_be_bytes());
+    k[9] = part;
+    k
+}
+
+fn shared_key(fs: FsId, key: u128) -> [u8; 21] {
+    let mut k = [b'p'; 21];
+    k[1..5].copy_from_slice(&fs.to_be_bytes());
+    k[5..].copy_from_slice(&key.to_be_bytes());
+    k
+}
+
+fn be64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b.try_into().expect("8 bytes"))
+}
+
+fn corrupt(what: &'static str) -> TreeError {
+    TreeError::Corrupt { page: 0, what }
+}
+
+fn encode_file(i: &Inode) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u32(i.fs).u64(i.size).str(&i.name);
+    w.buf
+}
+
+fn decode_file(ino: Ino, v: &[u8]) -> Result<Inode> {
+    let mut r = Reader::new(v);
+    let bad = |_| corrupt("file entry");
+    Ok(Inode {
+        ino,
+        fs: r.u32("fs").map_err(bad)?,
+        size: r.u64("size").map_err(bad)?,
+        name: r.str(MAX_NAME, "name").map_err(bad)?,
+    })
+}
+
+/// A block reference as a value: the address, then the fingerprint only
+/// when there is one (most file systems do not deduplicate).
+fn encode_block(b: &BlockRef) -> Vec<u8> {
+    let mut w = Writer::default();
+    super::encode_addr(&mut w, &b.addr);
+    if b.fp != 0 {
+        w.u128(b.fp);
+    }
+    w.buf
+}
+
+fn decode_block(v: &[u8]) -> Result<BlockRef> {
+    let mut r = Reader::new(v);
+    let addr = super::decode_addr(&mut r).map_err(|_| corrupt("block entry"))?;
+    let fp = match r.remaining() {
+        0 => 0,
+        16 => r.u128("fp").map_err(|_| corrupt("block entry"))?,
+        _ => return Err(corrupt("block entry")),
+    };
+    Ok(BlockRef { addr, fp })
+}
+
+/// Decoded stripes, bounded: two generations, the older dropped when the
+/// newer fills (a cheap approximation of least-recently-used).
+#[derive(Default)]
+struct StripeCache {
+    hot: HashMap<u64, Arc<StripeMeta>>,
+    cold: HashMap<u64, Arc<StripeMeta>>,
+}
+
+impl StripeCache {
+    fn get(&mut self, id: u64) -> Option<Arc<StripeMeta>> {
+        if let Some(s) = self.hot.get(&id) {
+            return Some(s.clone());
+        }
+        let s = self.cold.remove(&id)?;
+        self.put(s.clone());
+        Some(s)
+    }
+
+    fn put(&mut self, s: Arc<StripeMeta>) {
+        if self.hot.len() >= STRIPE_CACHE / 2 {
+            self.cold = std::mem::take(&mut self.hot);
+        }
+        self.hot.insert(s.id, s);
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.hot.remove(&id);
+        self.cold.remove(&id);
+    }
+}
+
+/// All metadata of one shard.
+pub struct Meta {
+    /// File systems by id.
+    pub fss: BTreeMap<FsId, FsMeta>,
+    /// Next file system id.
+    pub next_fs: FsId,
+    /// Next inode number.
+    pub next_ino: Ino,
+    /// Next stripe id.
+    pub next_stripe: u64,
+    /// Organizations by id (shard 0).
+    pub orgs: BTreeMap<OrgId, Org>,
+    /// The organization owning each file system (shard 0; absent: none).
+    pub fs_owner: BTreeMap<FsId, OrgId>,
+    /// Logical bytes of each file system's whole files (not parts).
+    used: BTreeMap<FsId, u64>,
+    /// Blocks in the shared pool.
+    shared_len: u64,
+    tree: Tree,
+    pager: Pager,
+    stripes: StripeCache,
+}
+
+impl Meta {
+    /// Empty metadata whose page cache holds `cache_bytes`.
+    pub fn new(cache_bytes: usize) -> Meta {
+        Meta {
+            fss: BTreeMap::new(),
+            next_fs: 0,
+            next_ino: 0,
+            next_stripe: 0,
+            orgs: BTreeMap::new(),
+            fs_owner: BTreeMap::new(),
+            used: BTreeMap::new(),
+            shared_len: 0,
+            tree: Tree::new(),
+            pager: Pager::new(1, cache_bytes),
+            stripes: StripeCache::default(),
+        }
+    }
+
+    /// The pager's counters.
+    pub fn pager_stats(&self) -> PagerStats {
+        self.pager.stats()
+    }
+
+    /// Nodes changed since the last commit (what the next one writes).
+    pub fn dirty_nodes(&self) -> usize {
+        self.pager.dirty_nodes()
+    }
+
+    /// Entries in the tree.
+    pub fn entries(&self) -> u64 {
+        self.tree.len()
+    }
+
+    /// Logical bytes stored in a file system (sum of file sizes).
+    pub fn fs_used(&self, fs: FsId) -> u64 {
+        self.used.get(&fs).copied().unwrap_or(0)
+    }
+
+    /// Blocks in this shard's shared pool.
+    pub fn shared_len(&self) -> u64 {
+        self.shared_len
+    }
+
+    /// A file's header.
+    pub fn file(&mut self, io: &mut dyn PageIo, ino: Ino) -> Result<Option<Inode>> {
+        match self.pager.get(io, &self.tree, &file_key(ino))? {
+            Some(v) => decode_file(ino, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The file named `name` in file system `fs`.
+    pub fn lookup(&mut self, io: &mut dyn PageIo, fs: FsId, name: &str) -> Result<Option<Ino>> {
+        match self.pager.get(io, &self.tree, &name_key(fs, name))? {
+            Some(v) if v.len() == 8 => Ok(Some(be64(&v))),
+            Some(_) => Err(corrupt("name entry")),
+            None => Ok(None),
+        }
+    }
+
+    /// Where logical block `idx` of file `ino` lives.
+    pub fn block(&mut self, io: &mut dyn PageIo, ino: Ino, idx: u64) -> Result<Option<BlockRef>> {
+        match self.pager.get(io, &self.tree, &block_key(ino, idx))? {
+            Some(v) => decode_block(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Calls `f` with every stored block of file `ino` from logical block
+    /// `from` on, in order, until it returns false.
+    pub fn blocks(
+        &mut self,
+        io: &mut dyn PageIo,
+        ino: Ino,
+        from: u64,
+        f: &mut dyn FnMut(u64, BlockRef) -> bool,
+    ) -> Result<()> {
+        let prefix = file_key(ino);
+        let mut bad = None;
+        self.pager
+            .scan(io, &self.tree, &block_key(ino, from), &mut |k, v| {
+                if k.len() != 17 || k[0] != b'b' || k[1..9] != prefix[1..] {
+                    return false;
+                }
+                match decode_block(v) {
+                    Ok(b) => f(be64(&k[9..]), b),
+                    Err(e) => {
+                        bad = Some(e);
+                        false
+                    }
+                }
+            })?;
+        bad.map_or(Ok(()), Err)
+    }
+
+    /// Calls `f` with every stored block of every file, in (inode, block)
+    /// order, until it returns false.
+    pub fn all_blocks(
+        &mut self,
+        io: &mut dyn PageIo,
+        f: &mut dyn FnMut(Ino, u64, BlockRef) -> bool,
+    ) -> Result<()> {
+        let mut bad = None;
+        self.pager.scan(io, &self.tree, b"b", &mut |k, v| {
+            if k.len() != 17 || k[0] != b'b' {
+                return false;
+            }
+            match decode_block(v) {
+                Ok(b) => f(be64(&k[1..9]), be64(&k[9..]), b),
+                Err(e) => {
+                    bad = Some(e);
+                    false
+                }
+            }
+        })?;
+        bad.map_or(Ok(()), Err)
+    }
+
+    /// The stored blocks of file `ino` in logical blocks `from..to`.
+    pub fn blocks_in(
+        &mut self,
+        io: &mut dyn PageIo,
+        ino: Ino,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, BlockRef)>> {
+        let mut out = Vec::new();
+        self.blocks(io, ino, from, &mut |i, b| {
+            if i >= to {
+                return false;
+            }
+            out.push((i, b));
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with every file, in inode order, until it returns false.
+    pub fn files(&mut self, io: &mut dyn PageIo, f: &mut dyn FnMut(Inode) -> bool) -> Result<()> {
+        let mut bad = None;
+        self.pager.scan(io, &self.tree, b"f", &mut |k, v| {
+            if k.len() != 9 || k[0] != b'f' {
+                return false;
+            }
+            match decode_file(be64(&k[1..]), v) {
+                Ok(i) => f(i),
+                Err(e) => {
+                    bad = Some(e);
+                    false
+                }
+            }
+        })?;
+        bad.map_or(Ok(()), Err)
+    }
+
+    /// A stripe.
+    pub fn stripe(&mut self, io: &mut dyn PageIo, id: u64) -> Result<Option<Arc<StripeMeta>>> {
+        if let Some(s) = self.stripes.get(id) {
+            return Ok(Some(s));
+        }
+        let mut bytes = Vec::new();
+        let mut parts = 0u8;
+        self.pager
+            .scan(io, &self.tree, &stripe_key(id, 0), &mut |k, v| {
+                if k != stripe_key(id, parts) {
+                    return false;
+                }
+                bytes.extend_from_slice(v);
+                parts += 1;
+                true
+            })?;
+        if parts == 0 {
+            return Ok(None);
+        }
+        let s = match decode_record(&mut Reader::new(&bytes)) {
+            Ok(Record::Stripe(s)) if s.id == id => Arc::new(s),
+            _ => return Err(corrupt("stripe entry")),
+        };
+        self.stripes.put(s.clone());
+        Ok(Some(s))
+    }
+
+    /// Whether a stripe exists.
+    pub fn has_stripe(&mut self, io: &mut dyn PageIo, id: u64) -> Result<bool> {
+        if self.stripes.get(id).is_some() {
+            return Ok(true);
+        }
+        Ok(self.pager.get(io, &self.tree, &stripe_key(id, 0))?.is_some())
+    }
+
+    /// Every stripe's id, in order.
+    pub fn stripe_ids(&mut self, io: &mut dyn PageIo) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        self.pager.scan(io, &self.tree, b"s", &mut |k, _| {
+            if k.len() != 10 || k[0] != b's' {
+                return false;
+            }
+            if k[9] == 0 {
+                out.push(be64(&k[1..9]));
+            }
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// The highest stripe id in `lo..hi`.
+    pub fn last_stripe_in(&mut self, io: &mut dyn PageIo, lo: u64, hi: u64) -> Result<Option<u64>> {
+        let mut last = None;
+        self.pager
+            .scan(io, &self.tree, &stripe_key(lo, 0), &mut |k, _| {
+                if k.len() != 10 || k[0] != b's' || be64(&k[1..9]) >= hi {
+                    return false;
+                }
+                last = Some(be64(&k[1..9]));
+                true
+            })?;
+        Ok(last)
+    }
+
+    /// A block of the shared pool.
+    pub fn shared(&mut self, io: &mut dyn PageIo, fs: FsId, key: u128) -> Result<Option<Shared>> {
+        match self.pager.get(io, &self.tree, &shared_key(fs, key))? {
+            Some(v) => decode_block(&v).map(|b| {
+                Some(Shared {
+                    addr: b.addr,
+                    fp: b.fp,
+                })
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// Calls `f` with every block of the shared pool, in (fs, key) order,
+    /// until it returns false.
+    pub fn shared_blocks(
+        &mut self,
+        io: &mut dyn PageIo,
+        f: &mut dyn FnMut(FsId, u128, Shared) -> bool,
+    ) -> Result<()> {
+        let mut bad = None;
+        self.pager.scan(io, &self.tree, b"p", &mut |k, v| {
+            if k.len() != 21 || k[0] != b'p' {
+                return false;
+            }
+            let fs = u32::from_be_bytes(k[1..5].try_into().expect("4 bytes"));
+            let key = u128::from_be_bytes(k[5..].try_into().expect("16 bytes"));
+            match decode_block(v) {
+                Ok(b) => f(
+                    fs,
+                    key,
+                    Shared {
+                        addr: b.addr,
+                        fp: b.fp,
+                    },
+                ),
+                Err(e) => {
+                    bad = Some(e);
+                    false
+                }
+            }
+        })?;
+        bad.map_or(Ok(()), Err)
+    }
+
+    fn put_file(&mut self, io: &mut dyn PageIo, i: &Inode) -> Result<()> {
+        self.pager
+            .insert(io, &mut self.tree, &file_key(i.ino), &encode_file(i))?;
+        Ok(())
+    }
+
+    /// Removes the blocks of file `ino` from logical block `from` on;
+    /// returns them.
+    fn cut_blocks(&mut self, io: &mut dyn PageIo, ino: Ino, from: u64) -> Result<Vec<BlockRef>> {
+        let mut idxs = Vec::new();
+        self.blocks(io, ino, from, &mut |i, b| {
+            idxs.push((i, b));
+            true
+        })?;
+        for (i, _) in &idxs {
+            self.pager.remove(io, &mut self.tree, &block_key(ino, *i))?;
+        }
+        Ok(idxs.into_iter().map(|(_, b)| b).collect())
+    }
+
+    fn set_size(&mut self, io: &mut dyn PageIo, mut i: Inode, size: u64) -> Result<()> {
+        if !i.is_part() {
+            let u = self.used.entry(i.fs).or_default();
+            *u = (*u + size).saturating_sub(i.size);
+        }
+        i.size = size;
+        self.put_file(io, &i)
+    }
+
+    /// Applies one change. Returns the block references the change dropped.
+    pub fn apply(&mut self, io: &mut dyn PageIo, rec: &Record) -> Result<Released> {
+        let mut released = Vec::new();
+        match rec {
+            Record::FsCreate(fs) => {
+                self.next_fs = self.next_fs.max(fs.id + 1);
+                self.fss.insert(fs.id, fs.clone());
+            }
+            Record::FsResize { fs, capacity } => {
+                if let Some(f) = self.fss.get_mut(fs) {
+                    f.capacity = *capacity;
+                }
+            }
+            Record::FileCreate { ino, fs, name } => {
+                // Idempotent: inode numbers are never reused, so a create
+                // seen twice must not empty the file.
+                self.next_ino = self.next_ino.max(ino + 1);
+                if self.file(io, *ino)?.is_none() {
+                    let i = Inode {
+                        ino: *ino,
+                        fs: *fs,
+                        name: name.clone(),
+                        size: 0,
+                    };
+                    self.put_file(io, &i)?;
+                    if !name.is_empty() {
+                        self.pager
+                            .insert(io, &mut self.tree, &name_key(*fs, name), &ino.to_be_bytes())?;
+                    }
+                }
+            }
+            Record::FileUnlink { ino } => {
+                if let Some(i) = self.file(io, *ino)? {
+                    let blocks = self.cut_blocks(io, *ino, 0)?;
+                    released.extend(blocks.into_iter().map(|b| (i.fs, b)));
+                    self.set_size(io, i.clone(), 0)?;
+                    self.pager.remove(io, &mut self.tree, &file_key(*ino))?;
+                    if !i.name.is_empty() && self.lookup(io, i.fs, &i.name)? == Some(*ino) {
+                        self.pager
+                            .remove(io, &mut self.tree, &name_key(i.fs, &i.name))?;
+                    }
+                }
+            }
+            Record::Stripe(s) => {
+                self.next_stripe = self.next_stripe.max(s.id + 1);
+                let mut w = Writer::default();
+                encode_record(&mut w, rec);
+                for (part, bytes) in w.buf.chunks(MAX_VALUE).enumerate() {
+                    let part = u8::try_from(part).map_err(|_| TreeError::TooLarge {
+                        key: 10,
+                        value: w.buf.len(),
+                    })?;
+                    self.pager
+                        .insert(io, &mut self.tree, &stripe_key(s.id, part), bytes)?;
+                }
+                self.stripes.put(Arc::new(s.clone()));
+            }
+            Record::Extents { ino, size, blocks } => {
+                if let Some(i) = self.file(io, *ino)? {
+                    for (idx, b) in blocks {
+                        let old =
+                            self.pager
+                                .insert(io, &mut self.tree, &block_key(*ino, *idx), &encode_block(b))?;
+                        if let Some(old) = old {
+                            released.push((i.fs, decode_block(&old)?));
+                        }
+                    }
+                    self.set_size(io, i, *size)?;
+                }
+            }
+            Record::StripeFree { id } => {
+                let mut part = 0u8;
+                while self
+                    .pager
+                    .remove(io, &mut self.tree, &stripe_key(*id, part))?
+                    .is_some()
+                {
+                    part += 1;
+                }
+                self.stripes.remove(*id);
+            }
+            Record::Truncate { ino, size } => {
+                if let Some(i) = self.file(io, *ino)? {
+                    let dropped = self.cut_blocks(io, *ino, size.div_ceil(BLOCK))?;
+                    released.extend(dropped.into_iter().map(|b| (i.fs, b)));
+                    self.set_size(io, i, *size)?;
+                }
+            }
+            Record::SharedPut { fs, key, block } => {
+                let v = encode_block(&block.as_ref());
+                match self
+                    .pager
+                    .insert(io, &mut self.tree, &shared_key(*fs, *key), &v)?
+                {
+                    Some(old) => released.push((*fs, decode_block(&old)?)),
+                    None => self.shared_len += 1,
+                }
+            }
+            Record::SharedDrop { fs, key } => {
+                if let Some(old) = self.pager.remove(io, &mut self.tree, &shared_key(*fs, *key))? {
+                    released.push((*fs, decode_block(&old)?));
+                    self.shared_len -= 1;
+                }
+            }
+            Record::OrgCreate(o) => {
+                self.orgs.insert(o.id, o.clone());
+            }
+            Record::FsOwner { fs, org } => {
+                self.fs_owner.insert(*fs, *org);
+            }
+            Record::FsDelete { fs } => {
+                self.fss.remove(fs);
+                self.fs_owner.remove(fs);
+                self.used.remove(fs);
+            }
+        }
+        Ok(released)
+    }
+
+    /// Writes the changed pages (not flushed) and closes the generation:
+    /// returns the pages superseded, to free once the root naming the new
+    /// pages ([`Meta::encode_root`]) is durable.
+    pub fn commit(&mut self, io: &mut dyn PageIo) -> Result<Vec<PagePtr>> {
+        self.pager.commit(io, &mut self.tree)?;
+        Ok(self.pager.finish())
+    }
+
+    /// Checks the tree's structure; returns what is wrong.
+    pub fn check(&mut self, io: &mut dyn PageIo) -> Result<Vec<String>> {
+        self.pager.check(io, &self.tree)
+    }
+
+    /// Every page the committed tree reaches.
+    pub fn pages(&mut self, io: &mut dyn PageIo) -> Result<Vec<PagePtr>> {
+        self.pager.pages_of(io, &self.tree)
+    }
+
+    /// The root record: the catalog, the counters and the tree's root (a
+    /// checkpoint's payload, with the page space's own table after it).
+    /// Panics if the tree has changes not yet committed.
+    pub fn encode_root(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u32(self.next_fs).u64(self.next_ino).u64(self.next_stripe);
+        w.u64(self.pager.epoch());
+        match self.tree.root() {
+            Some(p) => w.u8(1).u64(p.addr).u64(p.birth),
+            None => w.u8(0),
+        };
+        w.u64(self.tree.len()).u64(self.shared_len);
+        let mut recs: Vec<Record> = self.fss.values().cloned().map(Record::FsCreate).collect();
+        recs.extend(self.orgs.values().cloned().map(Record::OrgCreate));
+        for (&fs, &org) in &self.fs_owner {
+            recs.push(Record::FsOwner { fs, org });
+        }
+        w.u32(recs.len() as u32);
+        for r in &recs {
+            encode_record(&mut w, r);
+        }
+        w.u32(self.used.len() as u32);
+        for (&fs, &u) in &self.used {
+            w.u32(fs).u64(u);
+        }
+        w.buf
+    }
+
+    /// Reads a root record from `r` (which goes on with what follows it).
+    pub fn decode_root(
+        r: &mut Reader<'_>,
+        cache_bytes: usize,
+    ) -> std::result::Result<Meta, DecodeError> {
+        let mut m = Meta::new(0);
+        m.next_fs = r.u32("next fs")?;
+        m.next_ino = r.u64("next ino")?;
+        m.next_stripe = r.u64("next stripe")?;
+        let epoch = r.u64("epoch")?;
+        let root = match r.u8("root flag")? {
+            0 => None,
+            1 => Some(PagePtr {
+                addr: r.u64("root address")?,
+                birth: r.u64("root birth")?,
+            }),
+            _ => return Err(DecodeError { what: "root flag" }),
+        };
+        if root.is_some_and(|p| p.birth >= epoch) {
+            return Err(DecodeError { what: "root epoch" });
+        }
+        m.tree = Tree::open(root, r.u64("entries")?);
+        m.shared_len = r.u64("shared blocks")?;
+        m.pager = Pager::new(epoch, cache_bytes);
+        for _ in 0..r.count(2, "catalog count")? {
+            match decode_record(r)? {
+                rec @ (Record::FsCreate(_) | Record::OrgCreate(_) | Record::FsOwner { .. }) => {
+                    let mut none = super::btree::MemPages::new();
+                    // Catalog records touch no pages.
+                    m.apply(&mut none, &rec)
+                        .map_err(|_| DecodeError { what: "catalog" })?;
+                }
+                _ => return Err(DecodeError { what: "catalog" }),
+            }
+        }
+        for _ in 0..r.count(12, "usage count")? {
+            let fs = r.u32("fs")?;
+            m.used.insert(fs, r.u64("used")?);
+        }
+        Ok(m)
+    }
+}
