@@ -14,6 +14,8 @@
 //!   kernel UDP.
 //! - `flint-bench meta`: namespace operations beside tmpfs and the disk's
 //!   file system.
+//! - `flint-bench fill`: sequential writes until the devices are full,
+//!   window by window, beside a plain file on the same disk.
 //! - `flint-bench remote`: the data protocol over loopback beside a UDP
 //!   echo, and remote sequential I/O beside the engine in-process.
 
@@ -21,6 +23,7 @@ mod args;
 mod device;
 mod ec;
 mod engine;
+mod fill;
 mod fio;
 mod meta;
 #[cfg(feature = "dpdk")]
@@ -63,6 +66,9 @@ USAGE:
   flint-bench meta [options]     namespace create/stat/readdir/rename/unlink vs tmpfs and the disk fs
       --files N --dirs N --cache-mib N (200000 100 256)
       --disk-dir DIR --tmpfs-dir DIR (/var/tmp/flint-bench-meta, /dev/shm/flint-bench-meta) --json
+  flint-bench fill [options]     1 MiB sequential writes until the devices are full, per window, vs a plain file
+      --devices N (6) --dev-mib MIB (1024) --gib G (0: until full) --window MIB (256)
+      --dir DIR (/var/tmp/flint-bench-fill) --json
   flint-bench remote [options]   protocol reads vs UDP echo; remote vs embedded 1 MiB I/O
       --time SECS --qd N --shards N --size-mib N --workers N (3 32 1 64 4) --json
 ";
@@ -92,6 +98,7 @@ fn main() {
         "pipeline" => pipeline::main(a),
         "engine" => engine::main(a),
         "meta" => meta::main(a),
+        "fill" => fill::main(a),
         "remote" => remote::main(a),
         #[cfg(feature = "dpdk")]
         "net" => net::main(a),

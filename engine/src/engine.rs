@@ -1145,9 +1145,7 @@ impl Engine {
         let tasks = per
             .into_iter()
             .enumerate()
-            .map(|(shard, refs)| {
-                self.shard_task(shard as u32, move |s| s.set_shared_refs(refs))
-            })
+            .map(|(shard, refs)| self.shard_task(shard as u32, move |s| s.set_shared_refs(refs)))
             .collect::<Result<Vec<_>>>()?;
         let missing: u64 = Self::join(tasks)?.into_iter().sum();
         if missing > 0 {
@@ -1163,9 +1161,7 @@ impl Engine {
     fn deliver(&self, drops: Vec<SharedDrop>) -> Result<()> {
         let tasks = by_owner(drops)
             .into_iter()
-            .map(|(owner, d)| {
-                self.shard_task(owner, move |s| s.drop_shared(&d))
-            })
+            .map(|(owner, d)| self.shard_task(owner, move |s| s.drop_shared(&d)))
             .collect::<Result<Vec<_>>>()?;
         Self::join(tasks).map(|_| ())
     }

@@ -574,7 +574,8 @@ mod tests {
         assert_eq!(back.lookup(&mut io, 0, "a.bin").unwrap(), None);
         assert_eq!(back.fs_used(0), 0);
         back.apply(&mut io, &Record::StripeFree { id: 3 }).unwrap();
-        back.apply(&mut io, &Record::SharedDrop { fs: 0, key: 77 }).unwrap();
+        back.apply(&mut io, &Record::SharedDrop { fs: 0, key: 77 })
+            .unwrap();
         assert_eq!(back.entries(), 0);
     }
 

@@ -381,7 +381,10 @@ impl Meta {
         if self.stripes.get(id).is_some() {
             return Ok(true);
         }
-        Ok(self.pager.get(io, &self.tree, &stripe_key(id, 0))?.is_some())
+        Ok(self
+            .pager
+            .get(io, &self.tree, &stripe_key(id, 0))?
+            .is_some())
     }
 
     /// Every stripe's id, in order.
@@ -513,8 +516,12 @@ impl Meta {
                     };
                     self.put_file(io, &i)?;
                     if !name.is_empty() {
-                        self.pager
-                            .insert(io, &mut self.tree, &name_key(*fs, name), &ino.to_be_bytes())?;
+                        self.pager.insert(
+                            io,
+                            &mut self.tree,
+                            &name_key(*fs, name),
+                            &ino.to_be_bytes(),
+                        )?;
                     }
                 }
             }
@@ -547,9 +554,12 @@ impl Meta {
             Record::Extents { ino, size, blocks } => {
                 if let Some(i) = self.file(io, *ino)? {
                     for (idx, b) in blocks {
-                        let old =
-                            self.pager
-                                .insert(io, &mut self.tree, &block_key(*ino, *idx), &encode_block(b))?;
+                        let old = self.pager.insert(
+                            io,
+                            &mut self.tree,
+                            &block_key(*ino, *idx),
+                            &encode_block(b),
+                        )?;
                         if let Some(old) = old {
                             released.push((i.fs, decode_block(&old)?));
                         }
@@ -586,7 +596,10 @@ impl Meta {
                 }
             }
             Record::SharedDrop { fs, key } => {
-                if let Some(old) = self.pager.remove(io, &mut self.tree, &shared_key(*fs, *key))? {
+                if let Some(old) = self
+                    .pager
+                    .remove(io, &mut self.tree, &shared_key(*fs, *key))?
+                {
                     released.push((*fs, decode_block(&old)?));
                     self.shared_len -= 1;
                 }

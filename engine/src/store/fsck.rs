@@ -38,7 +38,9 @@ impl Store {
         }
         for c in self.space.slots() {
             if let Some(other) = owner.insert(c, u64::MAX) {
-                bad.push(format!("slot {c:?} holds metadata pages and stripe {other}"));
+                bad.push(format!(
+                    "slot {c:?} holds metadata pages and stripe {other}"
+                ));
             }
             if self.slots.is_free(c.0, c.1) {
                 bad.push(format!("slot {c:?} holds metadata pages and is also free"));

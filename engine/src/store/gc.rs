@@ -99,7 +99,9 @@ impl Store {
                 }
             }
             for (ino, blocks) in by_ino {
-                let size = self.with_meta(|m, io| m.file(io, ino))?.map_or(0, |i| i.size);
+                let size = self
+                    .with_meta(|m, io| m.file(io, ino))?
+                    .map_or(0, |i| i.size);
                 self.record(Record::Extents { ino, size, blocks })?;
             }
             for (key, block) in shared {

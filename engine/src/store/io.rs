@@ -71,37 +71,44 @@ impl Drop for AlignedBytes {
 
 /// Runs commands on several queue pairs and waits for all of them.
 /// `cmds` are (device index, command); results come back in the same order.
+/// A queue pair that is full takes the rest of its commands as earlier ones
+/// complete (a batch may be longer than any queue).
 pub(super) fn run_io(
     devs: &mut [Option<Dev>],
     cmds: &[(usize, IoCmd)],
 ) -> Vec<Result<u32, IoError>> {
     let mut results: Vec<Option<Result<u32, IoError>>> = vec![None; cmds.len()];
+    let mut next = 0;
     let mut waiting = 0;
-    for (i, (d, cmd)) in cmds.iter().enumerate() {
-        let mut cmd = *cmd;
-        cmd.tag = i as u64;
-        match devs.get_mut(*d).and_then(|x| x.as_mut()) {
-            Some(dev) if !dev.failed => {
-                // SAFETY: every buffer named by `cmds` is owned by the caller
-                // and outlives this function, which returns only after every
-                // submitted command has completed.
-                match unsafe { dev.qp.submit(&cmd) } {
-                    Ok(()) => waiting += 1,
-                    Err(e) => results[i] = Some(Err(e)),
+    let mut out = [Completion::EMPTY; 32];
+    while next < cmds.len() || waiting > 0 {
+        // Submit in order until a queue is full.
+        while next < cmds.len() {
+            let (d, cmd) = &cmds[next];
+            let mut cmd = *cmd;
+            cmd.tag = next as u64;
+            match devs.get_mut(*d).and_then(|x| x.as_mut()) {
+                Some(dev) if !dev.failed => {
+                    // SAFETY: every buffer named by `cmds` is owned by the
+                    // caller and outlives this function, which returns only
+                    // after every submitted command has completed.
+                    match unsafe { dev.qp.submit(&cmd) } {
+                        Ok(()) => waiting += 1,
+                        Err(IoError::QueueFull) if waiting > 0 => break,
+                        Err(e) => results[next] = Some(Err(e)),
+                    }
+                }
+                _ => {
+                    results[next] = Some(Err(IoError::Device {
+                        errno: libc::ENODEV,
+                    }))
                 }
             }
-            _ => {
-                results[i] = Some(Err(IoError::Device {
-                    errno: libc::ENODEV,
-                }))
-            }
+            next += 1;
         }
-    }
-    for dev in devs.iter_mut().flatten() {
-        dev.qp.flush();
-    }
-    let mut out = [Completion::EMPTY; 32];
-    while waiting > 0 {
+        for dev in devs.iter_mut().flatten() {
+            dev.qp.flush();
+        }
         let mut got = 0;
         for dev in devs.iter_mut().flatten() {
             let n = dev.qp.poll(&mut out);

@@ -75,7 +75,11 @@ impl PageSpace {
     fn set_used(&mut self, addr: PageAddr, on: bool) {
         let (c, p) = ((addr / self.per) as usize, addr % self.per);
         let w = &mut self.used[c][(p / 64) as usize];
-        debug_assert_ne!(*w >> (p % 64) & 1 == 1, on, "page {addr} used state flipped twice");
+        debug_assert_ne!(
+            *w >> (p % 64) & 1 == 1,
+            on,
+            "page {addr} used state flipped twice"
+        );
         if on {
             *w |= 1 << (p % 64);
         } else {
@@ -238,7 +242,10 @@ impl DevPages<'_> {
 
 impl PageIo for DevPages<'_> {
     fn read(&mut self, addr: PageAddr, out: &mut [u8]) -> Result<(), TreeError> {
-        let copies = self.space.copies_of((addr / self.space.per) as usize).to_vec();
+        let copies = self
+            .space
+            .copies_of((addr / self.space.per) as usize)
+            .to_vec();
         let blocks = (PAGE / self.layout.block_size as usize) as u32;
         let buf = Scratch::new(PAGE).map_err(|_| TreeError::Io {
             page: addr,

@@ -280,8 +280,9 @@ fn local_run(map: &BTreeMap<u64, BlockRef>, idx: u64, pos: u64, end: u64) -> usi
     if pos != idx * b64 {
         return 0;
     }
-    let plain =
-        |b: &BlockRef| b.owner().is_none() && !b.addr.compressed && b.addr.stored_len == BLOCK as u32;
+    let plain = |b: &BlockRef| {
+        b.owner().is_none() && !b.addr.compressed && b.addr.stored_len == BLOCK as u32
+    };
     let Some(first) = map.get(&idx).filter(|b| plain(b)) else {
         return 0;
     };

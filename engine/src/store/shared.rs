@@ -202,9 +202,7 @@ impl Store {
         let shard = self.layout.shard;
         self.with_meta(|m, io| m.shared(io, fs, key))?
             .ok_or_else(|| StoreError::NotFound {
-                what: format!(
-                    "shared block {key:#x} of file system {fs} on shard {shard}"
-                ),
+                what: format!("shared block {key:#x} of file system {fs} on shard {shard}"),
             })
     }
 

@@ -32,8 +32,8 @@ mod tree;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-pub use page::PagePtr;
 pub use page::intact;
+pub use page::PagePtr;
 pub use tree::{Pager, PagerStats, Tree};
 
 /// Bytes of a page.
