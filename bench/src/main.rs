@@ -16,6 +16,8 @@
 //!   file system.
 //! - `flint-bench fill`: sequential writes until the devices are full,
 //!   window by window, beside a plain file on the same disk.
+//! - `flint-bench files`: many small files created and written, window by
+//!   window, beside the disk's file system; then the reopen time.
 //! - `flint-bench remote`: the data protocol over loopback beside a UDP
 //!   echo, and remote sequential I/O beside the engine in-process.
 
@@ -23,6 +25,7 @@ mod args;
 mod device;
 mod ec;
 mod engine;
+mod files;
 mod fill;
 mod fio;
 mod meta;
@@ -69,6 +72,8 @@ USAGE:
   flint-bench fill [options]     1 MiB sequential writes until the devices are full, per window, vs a plain file
       --devices N (6) --dev-mib MIB (1024) --gib G (0: until full) --window MIB (256)
       --dir DIR (/var/tmp/flint-bench-fill) --json
+  flint-bench files [options]    create + 4 KiB write per file, per window, vs the disk fs; reopen time
+      --files N --window N (20000 5000) --dir DIR (/var/tmp/flint-bench-files) --json
   flint-bench remote [options]   protocol reads vs UDP echo; remote vs embedded 1 MiB I/O
       --time SECS --qd N --shards N --size-mib N --workers N (3 32 1 64 4) --json
 ";
@@ -99,6 +104,7 @@ fn main() {
         "engine" => engine::main(a),
         "meta" => meta::main(a),
         "fill" => fill::main(a),
+        "files" => files::main(a),
         "remote" => remote::main(a),
         #[cfg(feature = "dpdk")]
         "net" => net::main(a),

@@ -1,0 +1,143 @@
+//! `flint-bench files`: many small files through the engine in-process —
+//! create, write 4 KiB, sync every 1,000 files — window by window, so a
+//! rate that falls as files accumulate shows; beside the same files created,
+//! written and fdatasync'd (every 1,000th) on the disk's file system, in
+//! the same run; then the engine's reopen time with all of them.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use flint_dataplane::bdev::{self, Backend, BlockDevice, DeviceSpec};
+use flint_dataplane::config::ByteSize;
+use flint_dataplane::reactor::ReactorConfig;
+use flint_engine::engine::Engine;
+use flint_engine::store::StoreConfig;
+
+use crate::args::Args;
+use crate::report::{ratio, Table};
+
+const SYNC_EVERY: usize = 1000;
+
+/// Files per second of each window, and the reopen time (engine only).
+fn windows(
+    n: usize,
+    window: usize,
+    step: &mut dyn FnMut(usize) -> Result<(), String>,
+) -> Result<Vec<f64>, String> {
+    let mut out = Vec::new();
+    let mut t = Instant::now();
+    for i in 0..n {
+        step(i)?;
+        if (i + 1) % window == 0 {
+            out.push(window as f64 / t.elapsed().as_secs_f64());
+            t = Instant::now();
+        }
+    }
+    Ok(out)
+}
+
+fn engine() -> Result<Engine, String> {
+    let cpus = flint_dataplane::placement::allowed_cores().map_err(|e| e.to_string())?;
+    let cfg = ReactorConfig {
+        cores: cpus.last().map(|c| vec![*c]).unwrap_or_default(),
+        ..ReactorConfig::default()
+    };
+    Engine::start(&cfg).map_err(|e| e.to_string())
+}
+
+fn run_flint(dir: &std::path::Path, n: usize, window: usize) -> Result<(Vec<f64>, f64), String> {
+    let devs: Vec<Arc<dyn BlockDevice>> = (0..6)
+        .map(|i| {
+            let mut s = DeviceSpec::new(&format!("files{i}"), Backend::Uring);
+            s.path = Some(dir.join(format!("dev{i}.img")));
+            s.size = Some(ByteSize(1 << 30));
+            bdev::open(&s).map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let mut e = engine()?;
+    e.format(devs.clone(), StoreConfig::default(), true)
+        .map_err(|e| e.to_string())?;
+    e.open(devs.iter().cloned().map(Some).collect())
+        .map_err(|e| e.to_string())?;
+    let fs = e
+        .fs_create("small", 4, 2, false, u64::MAX)
+        .map_err(|e| e.to_string())?;
+    let data = vec![0x5a; 4096];
+    let rates = windows(n, window, &mut |i| {
+        let ino = e
+            .create(fs, &format!("f{i:08}"))
+            .map_err(|e| e.to_string())?;
+        e.write(ino, 0, data.clone()).map_err(|e| e.to_string())?;
+        if (i + 1) % SYNC_EVERY == 0 {
+            e.sync().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })?;
+    e.close().map_err(|e| e.to_string())?;
+    let mut e = engine()?;
+    let t = Instant::now();
+    e.open(devs.iter().cloned().map(Some).collect())
+        .map_err(|e| e.to_string())?;
+    let reopen = t.elapsed().as_secs_f64();
+    let _ = e.close();
+    Ok((rates, reopen))
+}
+
+fn run_kernel(dir: &std::path::Path, n: usize, window: usize) -> Result<Vec<f64>, String> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let data = vec![0x5a; 4096];
+    let r = windows(n, window, &mut |i| {
+        let mut f =
+            std::fs::File::create(dir.join(format!("f{i:08}"))).map_err(|e| e.to_string())?;
+        f.write_all(&data).map_err(|e| e.to_string())?;
+        if (i + 1) % SYNC_EVERY == 0 {
+            f.sync_data().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(dir);
+    r
+}
+
+/// Entry point.
+pub fn main(mut a: Args) -> Result<(), String> {
+    let n = a.get("files", 20_000usize)?.max(1);
+    let window = a.get("window", 5_000usize)?.clamp(1, n);
+    let dir: String = a.get("dir", "/var/tmp/flint-bench-files".to_string())?;
+    let json = a.flag("json");
+    a.finish()?;
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (flint, reopen) = run_flint(&dir, n, window)?;
+    for i in 0..6 {
+        let _ = std::fs::remove_file(dir.join(format!("dev{i}.img")));
+    }
+    let kernel = run_kernel(&dir.join("kernel"), n, window)?;
+    if json {
+        let v = serde_json::json!({
+            "files": n, "window": window, "flint_per_sec": flint,
+            "disk_fs_per_sec": kernel, "flint_reopen_s": reopen,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "create + 4 KiB write per file, sync every {SYNC_EVERY}: Flint in-process (6 \
+         file-backed devices, 4+2) beside the disk's file system"
+    );
+    let mut t = Table::new(&["files", "flint /s", "disk fs /s", "flint/disk fs"]);
+    for (i, f) in flint.iter().enumerate() {
+        let k = kernel.get(i).copied().unwrap_or(0.0);
+        t.row(vec![
+            format!("{}..{}", i * window, (i + 1) * window),
+            format!("{f:.0}"),
+            format!("{k:.0}"),
+            ratio(*f, k),
+        ]);
+    }
+    print!("{t}");
+    println!("reopen with {n} files: {reopen:.2} s");
+    Ok(())
+}
