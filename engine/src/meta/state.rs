@@ -349,6 +349,17 @@ impl Meta {
         bad.map_or(Ok(()), Err)
     }
 
+    /// The file system of every file (for scans of every block, whose keys
+    /// name only the inode).
+    pub fn fs_of_files(&mut self, io: &mut dyn PageIo) -> Result<HashMap<Ino, FsId>> {
+        let mut out = HashMap::new();
+        self.files(io, &mut |i| {
+            out.insert(i.ino, i.fs);
+            true
+        })?;
+        Ok(out)
+    }
+
     /// A stripe.
     pub fn stripe(&mut self, io: &mut dyn PageIo, id: u64) -> Result<Option<Arc<StripeMeta>>> {
         if let Some(s) = self.stripes.get(id) {

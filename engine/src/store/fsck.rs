@@ -68,12 +68,7 @@ impl Store {
             true
         })
         .map_err(meta_err)?;
-        let mut fs_of = HashMap::new();
-        meta.files(&mut io, &mut |i| {
-            fs_of.insert(i.ino, i.fs);
-            true
-        })
-        .map_err(meta_err)?;
+        let fs_of = meta.fs_of_files(&mut io).map_err(meta_err)?;
         let shard = self.layout.shard;
         meta.all_blocks(&mut io, &mut |ino, idx, b| {
             let Some(&fs) = fs_of.get(&ino) else {

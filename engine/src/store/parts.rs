@@ -5,10 +5,9 @@
 use super::*;
 
 impl Store {
-    /// Writes a piece of file `ino` (homed on another shard, or here) that
-    /// falls in one of this shard's ranges, creating the part on first use.
-    /// Capacity is the home shard's to check ([`Store::check_extend`]).
-    pub fn write_part(&mut self, ino: Ino, fs: FsId, offset: u64, data: &[u8]) -> Result<()> {
+    /// Creates the part of file `ino` of file system `fs` on this shard
+    /// unless the file (or a part of it) is already here.
+    pub(super) fn ensure_part(&mut self, ino: Ino, fs: FsId) -> Result<()> {
         if !self.has_file(ino)? {
             self.fs(fs)?;
             self.record(Record::FileCreate {
@@ -17,6 +16,14 @@ impl Store {
                 name: String::new(),
             })?;
         }
+        Ok(())
+    }
+
+    /// Writes a piece of file `ino` (homed on another shard, or here) that
+    /// falls in one of this shard's ranges, creating the part on first use.
+    /// Capacity is the home shard's to check ([`Store::check_extend`]).
+    pub fn write_part(&mut self, ino: Ino, fs: FsId, offset: u64, data: &[u8]) -> Result<()> {
+        self.ensure_part(ino, fs)?;
         self.write(ino, offset, data)
     }
 

@@ -125,11 +125,7 @@ impl Store {
         // maps (not references to other shards' pools) and its shared pool.
         let mut held: Vec<(FsId, BlockRef)> = Vec::new();
         self.with_meta(|m, io| {
-            let mut fs_of = HashMap::new();
-            m.files(io, &mut |i| {
-                fs_of.insert(i.ino, i.fs);
-                true
-            })?;
+            let fs_of = m.fs_of_files(io)?;
             m.all_blocks(io, &mut |ino, _, b| {
                 if b.owner().is_none() {
                     if let Some(&fs) = fs_of.get(&ino) {

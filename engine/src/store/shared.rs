@@ -244,11 +244,7 @@ impl Store {
     pub fn remote_refs(&mut self) -> Result<HashMap<(u32, FsId, u128), u64>> {
         let mut out = HashMap::new();
         self.with_meta(|m, io| {
-            let mut fs_of = HashMap::new();
-            m.files(io, &mut |i| {
-                fs_of.insert(i.ino, i.fs);
-                true
-            })?;
+            let fs_of = m.fs_of_files(io)?;
             m.all_blocks(io, &mut |ino, _, b| {
                 if let (Some(owner), Some(&fs)) = (b.owner(), fs_of.get(&ino)) {
                     *out.entry((owner, fs, b.fp)).or_default() += 1;
@@ -293,14 +289,7 @@ impl Store {
         blocks: Vec<(u64, BlockRef)>,
         waits: &[(u32, u64)],
     ) -> Result<()> {
-        if !self.has_file(ino)? {
-            self.fs(fs)?;
-            self.record(Record::FileCreate {
-                ino,
-                fs,
-                name: String::new(),
-            })?;
-        }
+        self.ensure_part(ino, fs)?;
         let size = self.size_of(ino)?.max(size);
         let n = self.record(Record::Extents { ino, size, blocks })?;
         for &(owner, need) in waits {
