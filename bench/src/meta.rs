@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use flint_engine::meta::btree::{MemPages, Pager, PAGE};
-use flint_engine::meta::namespace::{Ctx, Namespace, RenameFlags, ROOT};
+use flint_engine::meta::namespace::{Ctx, RenameFlags, Standalone, ROOT};
 
 use crate::args::Args;
 use crate::report::{ratio, Table};
@@ -44,17 +44,18 @@ fn run_flint(files: usize, dirs: usize, cache_mib: usize) -> Result<Rates, Strin
         now: now(),
     };
     let pager = Pager::new(1, cache_mib << 20);
-    let mut ns = Namespace::new(MemPages::new(), pager, ctx, 0o755).map_err(e)?;
-    let commit = |ns: &mut Namespace<MemPages>| -> Result<(), String> {
+    let mut ns = Standalone::new(MemPages::new(), pager, ctx, 0o755).map_err(e)?;
+    let commit = |ns: &mut Standalone<MemPages>| -> Result<(), String> {
         for p in ns.commit().map_err(e)? {
-            ns.io().free(p.addr);
+            ns.io.free(p.addr);
         }
         Ok(())
     };
     let mut d = Vec::with_capacity(dirs);
     for i in 0..dirs {
         d.push(
-            ns.mkdir(ROOT, format!("d{i}").as_bytes(), 0o755, ctx)
+            ns.ns()
+                .mkdir(ROOT, format!("d{i}").as_bytes(), 0o755, ctx)
                 .map_err(e)?
                 .ino,
         );
@@ -64,7 +65,8 @@ fn run_flint(files: usize, dirs: usize, cache_mib: usize) -> Result<Rates, Strin
     let mut r = Rates::default();
     let t = Instant::now();
     for i in 0..files {
-        ns.create(d[i % dirs], name(i).as_bytes(), 0o644, ctx)
+        ns.ns()
+            .create(d[i % dirs], name(i).as_bytes(), 0o644, ctx)
             .map_err(e)?;
         if i % 10_000 == 9_999 {
             commit(&mut ns)?;
@@ -74,7 +76,7 @@ fn run_flint(files: usize, dirs: usize, cache_mib: usize) -> Result<Rates, Strin
     r.create = rate(files, t);
     let t = Instant::now();
     for i in 0..files {
-        let a = ns.lookup(d[i % dirs], name(i).as_bytes()).map_err(e)?;
+        let a = ns.ns().lookup(d[i % dirs], name(i).as_bytes()).map_err(e)?;
         std::hint::black_box(a);
     }
     r.stat = rate(files, t);
@@ -83,7 +85,7 @@ fn run_flint(files: usize, dirs: usize, cache_mib: usize) -> Result<Rates, Strin
     for &dir in &d {
         let mut cookie = 0;
         loop {
-            let page = ns.readdir(dir, cookie, 1024).map_err(e)?;
+            let page = ns.ns().readdir(dir, cookie, 1024).map_err(e)?;
             let Some(last) = page.last() else { break };
             cookie = last.cookie;
             listed += page.len();
@@ -97,15 +99,16 @@ fn run_flint(files: usize, dirs: usize, cache_mib: usize) -> Result<Rates, Strin
     for i in 0..files {
         let dir = d[i % dirs];
         let to = format!("moved-{i:08}");
-        ns.rename(
-            dir,
-            name(i).as_bytes(),
-            dir,
-            to.as_bytes(),
-            RenameFlags::default(),
-            ctx,
-        )
-        .map_err(e)?;
+        ns.ns()
+            .rename(
+                dir,
+                name(i).as_bytes(),
+                dir,
+                to.as_bytes(),
+                RenameFlags::default(),
+                ctx,
+            )
+            .map_err(e)?;
         if i % 10_000 == 9_999 {
             commit(&mut ns)?;
         }
@@ -114,7 +117,8 @@ fn run_flint(files: usize, dirs: usize, cache_mib: usize) -> Result<Rates, Strin
     r.rename = rate(files, t);
     let t = Instant::now();
     for i in 0..files {
-        ns.unlink(d[i % dirs], format!("moved-{i:08}").as_bytes(), ctx)
+        ns.ns()
+            .unlink(d[i % dirs], format!("moved-{i:08}").as_bytes(), ctx)
             .map_err(e)?;
         if i % 10_000 == 9_999 {
             commit(&mut ns)?;

@@ -37,7 +37,7 @@ pub enum XattrMode {
     Replace,
 }
 
-impl<I: PageIo> Namespace<I> {
+impl Namespace<'_> {
     /// Changes the attributes `s` names; ctime becomes `ctx.now` (and
     /// mtime too when the size changes and no mtime is given).
     pub fn setattr(&mut self, ino: Ino, s: SetAttr, ctx: Ctx) -> Result<Attr> {
@@ -88,14 +88,14 @@ impl<I: PageIo> Namespace<I> {
         }
         let mut a = self.getattr(ino)?;
         let key = xattr_key(ino, name);
-        let exists = self.pager.get(&mut self.io, &self.tree, &key)?.is_some();
+        let exists = self.pager.get(&mut *self.io, &*self.tree, &key)?.is_some();
         match (mode, exists) {
             (XattrMode::Create, true) => return Err(NsError::Exists),
             (XattrMode::Replace, false) => return Err(NsError::NoAttr),
             _ => {}
         }
         self.pager
-            .insert(&mut self.io, &mut self.tree, &key, value)?;
+            .insert(&mut *self.io, &mut *self.tree, &key, value)?;
         a.ctime = ctx.now;
         self.put_attr(&a)
     }
@@ -105,7 +105,7 @@ impl<I: PageIo> Namespace<I> {
         check_xattr_name(name)?;
         self.getattr(ino)?;
         self.pager
-            .get(&mut self.io, &self.tree, &xattr_key(ino, name))?
+            .get(&mut *self.io, &*self.tree, &xattr_key(ino, name))?
             .ok_or(NsError::NoAttr)
     }
 
@@ -114,7 +114,7 @@ impl<I: PageIo> Namespace<I> {
         let from = xattr_key(ino, b"");
         let mut out = Vec::new();
         self.pager
-            .scan(&mut self.io, &self.tree, &from, &mut |k, _| {
+            .scan(&mut *self.io, &*self.tree, &from, &mut |k, _| {
                 if k.len() < 9 || k[..9] != from[..9] {
                     return false;
                 }
@@ -129,7 +129,7 @@ impl<I: PageIo> Namespace<I> {
         check_xattr_name(name)?;
         let mut a = self.getattr(ino)?;
         self.pager
-            .remove(&mut self.io, &mut self.tree, &xattr_key(ino, name))?
+            .remove(&mut *self.io, &mut *self.tree, &xattr_key(ino, name))?
             .ok_or(NsError::NoAttr)?;
         a.ctime = ctx.now;
         self.put_attr(&a)

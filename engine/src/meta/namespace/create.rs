@@ -10,7 +10,7 @@
 
 use super::*;
 
-impl<I: PageIo> Namespace<I> {
+impl Namespace<'_> {
     /// Creates `name` in `dir` with `mode` (kind and permission bits; a
     /// file, FIFO, socket or device node numbered `rdev`).
     pub fn mknod(&mut self, dir: Ino, name: &[u8], mode: u32, rdev: u32, ctx: Ctx) -> Result<Attr> {
@@ -44,8 +44,8 @@ impl<I: PageIo> Namespace<I> {
         let mut a = self.make(dir, name, Kind::Symlink, 0o777, 0, ctx)?;
         for (part, bytes) in target.chunks(MAX_VALUE).enumerate() {
             self.pager.insert(
-                &mut self.io,
-                &mut self.tree,
+                &mut *self.io,
+                &mut *self.tree,
                 &link_key(a.ino, part as u8),
                 bytes,
             )?;
@@ -65,7 +65,7 @@ impl<I: PageIo> Namespace<I> {
         for part in 0..=(PATH_MAX / MAX_VALUE) as u8 {
             match self
                 .pager
-                .get(&mut self.io, &self.tree, &link_key(ino, part))?
+                .get(&mut *self.io, &*self.tree, &link_key(ino, part))?
             {
                 Some(b) => out.extend_from_slice(&b),
                 None => break,
@@ -96,6 +96,7 @@ impl<I: PageIo> Namespace<I> {
         let a = Attr {
             ino,
             generation,
+            fs: self.fs,
             kind,
             perm,
             uid: ctx.uid,

@@ -7,7 +7,7 @@
 
 use super::*;
 
-impl<I: PageIo> Namespace<I> {
+impl Namespace<'_> {
     /// Adds entry `name` in `dir` for inode `ino`.
     pub fn link(&mut self, ino: Ino, dir: Ino, name: &[u8], ctx: Ctx) -> Result<Attr> {
         check_name(name)?;

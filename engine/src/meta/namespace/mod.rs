@@ -125,6 +125,8 @@ pub struct Attr {
     pub ino: Ino,
     /// Generation: with the number, names this inode and no later one.
     pub generation: u64,
+    /// The file system it belongs to.
+    pub fs: u32,
     /// What it is.
     pub kind: Kind,
     /// Permission bits (and setuid/setgid/sticky), without the kind.
@@ -151,7 +153,7 @@ pub struct Attr {
     pub next_seq: u64,
 }
 
-const ATTR_LEN: usize = 8 + 8 + 1 + 4 * 5 + 8 + 8 * 3 + 8 + 8;
+const ATTR_LEN: usize = 8 + 8 + 4 + 1 + 4 * 5 + 8 + 8 * 3 + 8 + 8;
 
 impl Attr {
     /// The full mode: kind bits and permissions.
@@ -159,10 +161,16 @@ impl Attr {
         self.kind.mode_bits() | self.perm
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// Whether this is a file system's root directory (its own parent).
+    pub fn is_root(&self) -> bool {
+        self.kind == Kind::Dir && self.parent == self.ino
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(ATTR_LEN);
         b.extend_from_slice(&self.ino.to_le_bytes());
         b.extend_from_slice(&self.generation.to_le_bytes());
+        b.extend_from_slice(&self.fs.to_le_bytes());
         b.push(self.kind as u8);
         for v in [self.perm, self.uid, self.gid, self.nlink, self.rdev] {
             b.extend_from_slice(&v.to_le_bytes());
@@ -177,7 +185,7 @@ impl Attr {
         b
     }
 
-    fn decode(b: &[u8]) -> Option<Attr> {
+    pub(crate) fn decode(b: &[u8]) -> Option<Attr> {
         if b.len() != ATTR_LEN {
             return None;
         }
@@ -186,18 +194,19 @@ impl Attr {
         Some(Attr {
             ino: u64_at(0),
             generation: u64_at(8),
-            kind: Kind::from_u8(b[16])?,
-            perm: u32_at(17),
-            uid: u32_at(21),
-            gid: u32_at(25),
-            nlink: u32_at(29),
-            rdev: u32_at(33),
-            size: u64_at(37),
-            atime: u64_at(45) as i64,
-            mtime: u64_at(53) as i64,
-            ctime: u64_at(61) as i64,
-            parent: u64_at(69),
-            next_seq: u64_at(77),
+            fs: u32_at(16),
+            kind: Kind::from_u8(b[20])?,
+            perm: u32_at(21),
+            uid: u32_at(25),
+            gid: u32_at(29),
+            nlink: u32_at(33),
+            rdev: u32_at(37),
+            size: u64_at(41),
+            atime: u64_at(49) as i64,
+            mtime: u64_at(57) as i64,
+            ctime: u64_at(65) as i64,
+            parent: u64_at(73),
+            next_seq: u64_at(81),
         })
     }
 }
@@ -304,7 +313,7 @@ pub type Result<T, E = NsError> = std::result::Result<T, E>;
 /// Most links to one inode.
 pub const LINK_MAX: u32 = 65_000;
 
-fn inode_key(ino: Ino) -> [u8; 9] {
+pub(crate) fn inode_key(ino: Ino) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = b'I';
     k[1..].copy_from_slice(&ino.to_be_bytes());
@@ -388,31 +397,125 @@ fn check_name(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// One file system's namespace on one shard: a tree of its entries and
-/// inodes, and the pager that keeps the tree's pages.
-pub struct Namespace<I: PageIo> {
-    io: I,
-    pager: Pager,
-    tree: Tree,
-    /// Next inode number to hand out.
-    next_ino: Ino,
-    /// Generation of the next inode.
-    next_gen: u64,
+/// Where new inode numbers come from: each create takes `ino` and
+/// `generation`, then `ino` moves on by `step` (the engine steps past the
+/// shard bits it keeps in the low byte) and the generation by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    /// The number the next create takes.
+    pub ino: Ino,
+    /// Its generation.
+    pub generation: u64,
+    /// How far `ino` moves per create.
+    pub step: u64,
 }
 
-impl<I: PageIo> Namespace<I> {
-    /// A new namespace with an empty root directory owned by `ctx`.
-    pub fn new(io: I, pager: Pager, ctx: Ctx, perm: u32) -> Result<Namespace<I>> {
-        let mut ns = Namespace {
+impl Ids {
+    fn take(&mut self) -> (Ino, u64) {
+        let out = (self.ino, self.generation);
+        self.ino += self.step;
+        self.generation += 1;
+        out
+    }
+}
+
+/// One file system's namespace, as a view of a tree: the tree, its pager
+/// and page space, the file system new inodes belong to and where their
+/// numbers come from. The view owns nothing, so the engine keeps the
+/// namespace in the same tree as the rest of a shard's metadata and lends
+/// its parts for each operation; [`Standalone`] owns them instead.
+///
+/// A root directory is its own parent (`..` of `/` is `/`); every other
+/// directory reaches a root through its parents.
+pub struct Namespace<'a> {
+    io: &'a mut dyn PageIo,
+    pager: &'a mut Pager,
+    tree: &'a mut Tree,
+    fs: u32,
+    ids: &'a mut Ids,
+}
+
+/// A namespace that owns its tree and page space (tests and the in-memory
+/// benchmark; the engine lends its own instead).
+pub struct Standalone<I: PageIo> {
+    /// The page space.
+    pub io: I,
+    /// The pager.
+    pub pager: Pager,
+    /// The tree.
+    pub tree: Tree,
+    /// Inode numbers.
+    pub ids: Ids,
+}
+
+impl<I: PageIo> Standalone<I> {
+    /// A new namespace whose root directory is [`ROOT`], owned by `ctx`.
+    pub fn new(io: I, pager: Pager, ctx: Ctx, perm: u32) -> Result<Standalone<I>> {
+        let mut s = Standalone {
             io,
             pager,
             tree: Tree::new(),
-            next_ino: ROOT + 1,
-            next_gen: 1,
+            ids: Ids {
+                ino: ROOT + 1,
+                generation: 1,
+                step: 1,
+            },
         };
+        s.ns().make_root(ROOT, perm, ctx)?;
+        Ok(s)
+    }
+
+    /// The namespace (of file system 0).
+    pub fn ns(&mut self) -> Namespace<'_> {
+        Namespace::new(
+            &mut self.io,
+            &mut self.pager,
+            &mut self.tree,
+            0,
+            &mut self.ids,
+        )
+    }
+
+    /// Writes the changed pages and closes the generation; returns the
+    /// pages superseded (free them once the root is durable).
+    pub fn commit(&mut self) -> Result<Vec<super::btree::PagePtr>> {
+        self.pager.commit(&mut self.io, &mut self.tree)?;
+        Ok(self.pager.finish())
+    }
+}
+
+impl<'a> Namespace<'a> {
+    /// The namespace of file system `fs` in `tree`, whose new inodes take
+    /// their numbers from `ids`.
+    pub fn new(
+        io: &'a mut dyn PageIo,
+        pager: &'a mut Pager,
+        tree: &'a mut Tree,
+        fs: u32,
+        ids: &'a mut Ids,
+    ) -> Namespace<'a> {
+        Namespace {
+            io,
+            pager,
+            tree,
+            fs,
+            ids,
+        }
+    }
+
+    /// Creates a root directory numbered `ino`, owned by `ctx`.
+    pub fn make_root(&mut self, ino: Ino, perm: u32, ctx: Ctx) -> Result<Attr> {
+        if self
+            .pager
+            .get(&mut *self.io, &*self.tree, &inode_key(ino))?
+            .is_some()
+        {
+            return Err(NsError::Exists);
+        }
         let root = Attr {
-            ino: ROOT,
+            ino,
             generation: 0,
+            fs: self.fs,
             kind: Kind::Dir,
             perm: perm & 0o7777,
             uid: ctx.uid,
@@ -423,57 +526,18 @@ impl<I: PageIo> Namespace<I> {
             atime: ctx.now,
             mtime: ctx.now,
             ctime: ctx.now,
-            parent: ROOT,
+            parent: ino,
             next_seq: 1,
         };
-        ns.put_attr(&root)?;
-        Ok(ns)
-    }
-
-    /// The namespace committed as `tree` in page space `io`, whose next
-    /// inode number and generation are `next_ino` and `next_gen`.
-    pub fn open(io: I, pager: Pager, tree: Tree, next_ino: Ino, next_gen: u64) -> Namespace<I> {
-        Namespace {
-            io,
-            pager,
-            tree,
-            next_ino,
-            next_gen,
-        }
-    }
-
-    /// The pager.
-    pub fn pager(&mut self) -> &mut Pager {
-        &mut self.pager
-    }
-
-    /// The page space.
-    pub fn io(&mut self) -> &mut I {
-        &mut self.io
-    }
-
-    /// The tree (for its root and size).
-    pub fn tree(&self) -> &Tree {
-        &self.tree
-    }
-
-    /// The next inode number and generation (kept beside the root).
-    pub fn counters(&self) -> (Ino, u64) {
-        (self.next_ino, self.next_gen)
-    }
-
-    /// Writes the changed pages and closes the generation; returns the
-    /// pages superseded (free them once the root is durable).
-    pub fn commit(&mut self) -> Result<Vec<super::btree::PagePtr>> {
-        self.pager.commit(&mut self.io, &mut self.tree)?;
-        Ok(self.pager.finish())
+        self.put_attr(&root)?;
+        Ok(root)
     }
 
     /// An inode's attributes.
     pub fn getattr(&mut self, ino: Ino) -> Result<Attr> {
         let v = self
             .pager
-            .get(&mut self.io, &self.tree, &inode_key(ino))?
+            .get(&mut *self.io, &*self.tree, &inode_key(ino))?
             .ok_or(NsError::NotFound)?;
         Attr::decode(&v).ok_or(NsError::Tree(TreeError::Corrupt {
             page: 0,
@@ -504,7 +568,7 @@ impl<I: PageIo> Namespace<I> {
         // a miss tells ENOENT from ENOTDIR.
         match self
             .pager
-            .get(&mut self.io, &self.tree, &name_key(dir, name))?
+            .get(&mut *self.io, &*self.tree, &name_key(dir, name))?
         {
             Some(v) => Ok(Entry::decode(&v)),
             None => {
@@ -515,8 +579,12 @@ impl<I: PageIo> Namespace<I> {
     }
 
     fn put_attr(&mut self, a: &Attr) -> Result<()> {
-        self.pager
-            .insert(&mut self.io, &mut self.tree, &inode_key(a.ino), &a.encode())?;
+        self.pager.insert(
+            &mut *self.io,
+            &mut *self.tree,
+            &inode_key(a.ino),
+            &a.encode(),
+        )?;
         Ok(())
     }
 
@@ -530,8 +598,8 @@ impl<I: PageIo> Namespace<I> {
         };
         d.next_seq += 1;
         self.pager.insert(
-            &mut self.io,
-            &mut self.tree,
+            &mut *self.io,
+            &mut *self.tree,
             &name_key(d.ino, name),
             &e.encode(),
         )?;
@@ -540,8 +608,8 @@ impl<I: PageIo> Namespace<I> {
         // (ino, kind, name) by sequence; name lengths fit MAX_VALUE.
         const _: () = assert!(17 + NAME_MAX <= MAX_VALUE);
         self.pager.insert(
-            &mut self.io,
-            &mut self.tree,
+            &mut *self.io,
+            &mut *self.tree,
             &seq_key(d.ino, e.seq),
             &by_seq,
         )?;
@@ -550,17 +618,14 @@ impl<I: PageIo> Namespace<I> {
 
     fn remove_entry(&mut self, dir: Ino, name: &[u8], e: &Entry) -> Result<()> {
         self.pager
-            .remove(&mut self.io, &mut self.tree, &name_key(dir, name))?;
+            .remove(&mut *self.io, &mut *self.tree, &name_key(dir, name))?;
         self.pager
-            .remove(&mut self.io, &mut self.tree, &seq_key(dir, e.seq))?;
+            .remove(&mut *self.io, &mut *self.tree, &seq_key(dir, e.seq))?;
         Ok(())
     }
 
     fn new_ino(&mut self) -> (Ino, u64) {
-        let ino = self.next_ino;
-        self.next_ino += 1;
-        self.next_gen += 1;
-        (ino, self.next_gen)
+        self.ids.take()
     }
 
     /// Drops one link to inode `a`; removes the inode (and its symlink
@@ -578,16 +643,16 @@ impl<I: PageIo> Namespace<I> {
             return Ok(false);
         }
         self.pager
-            .remove(&mut self.io, &mut self.tree, &inode_key(a.ino))?;
+            .remove(&mut *self.io, &mut *self.tree, &inode_key(a.ino))?;
         if a.kind == Kind::Symlink {
             for part in 0..=(PATH_MAX / MAX_VALUE) as u8 {
                 self.pager
-                    .remove(&mut self.io, &mut self.tree, &link_key(a.ino, part))?;
+                    .remove(&mut *self.io, &mut *self.tree, &link_key(a.ino, part))?;
             }
         }
         for name in self.listxattr(a.ino)? {
             self.pager
-                .remove(&mut self.io, &mut self.tree, &xattr_key(a.ino, &name))?;
+                .remove(&mut *self.io, &mut *self.tree, &xattr_key(a.ino, &name))?;
         }
         Ok(true)
     }
@@ -604,7 +669,7 @@ impl<I: PageIo> Namespace<I> {
         let mut seqs: Vec<(Ino, u64, Vec<u8>)> = Vec::new();
         let mut failed = false;
         self.pager
-            .scan(&mut self.io, &self.tree, &[], &mut |k, v| {
+            .scan(&mut *self.io, &*self.tree, &[], &mut |k, v| {
                 match k[0] {
                     b'I' => match Attr::decode(v) {
                         Some(a) => {
@@ -663,7 +728,7 @@ impl<I: PageIo> Namespace<I> {
         for a in attrs.values() {
             let want = links.get(&a.ino).copied().unwrap_or(0)
                 + if a.kind == Kind::Dir { 1 } else { 0 }
-                + u32::from(a.ino == ROOT);
+                + u32::from(a.is_root());
             if a.nlink != want {
                 bad.push(format!(
                     "inode {} has nlink {}, {} links",
@@ -673,8 +738,11 @@ impl<I: PageIo> Namespace<I> {
             if a.kind == Kind::Dir {
                 let mut at = a.ino;
                 let mut steps = 0;
-                while at != ROOT && steps <= attrs.len() {
-                    at = attrs.get(&at).map_or(ROOT, |x| x.parent);
+                while steps <= attrs.len() {
+                    match attrs.get(&at) {
+                        Some(x) if !x.is_root() => at = x.parent,
+                        _ => break,
+                    }
                     steps += 1;
                 }
                 if steps > attrs.len() {
@@ -684,7 +752,7 @@ impl<I: PageIo> Namespace<I> {
                     ));
                 }
             }
-            if a.ino != ROOT && !links.contains_key(&a.ino) {
+            if !a.is_root() && !links.contains_key(&a.ino) {
                 bad.push(format!("inode {} is an orphan", a.ino));
             }
         }

@@ -19,7 +19,7 @@ pub struct DirEntry {
     pub cookie: u64,
 }
 
-impl<I: PageIo> Namespace<I> {
+impl Namespace<'_> {
     /// Up to `max` entries of `dir` after `cookie` (0: from the start).
     pub fn readdir(&mut self, dir: Ino, cookie: u64, max: usize) -> Result<Vec<DirEntry>> {
         self.dir(dir)?;
@@ -27,7 +27,7 @@ impl<I: PageIo> Namespace<I> {
         let mut out = Vec::new();
         let mut bad = false;
         self.pager
-            .scan(&mut self.io, &self.tree, &from, &mut |k, v| {
+            .scan(&mut *self.io, &*self.tree, &from, &mut |k, v| {
                 if k[..9] != from[..9] || out.len() >= max {
                     return false;
                 }

@@ -16,7 +16,7 @@ pub struct Removed {
     pub last: bool,
 }
 
-impl<I: PageIo> Namespace<I> {
+impl Namespace<'_> {
     /// Removes entry `name` from `dir`; it must not name a directory.
     pub fn unlink(&mut self, dir: Ino, name: &[u8], ctx: Ctx) -> Result<Removed> {
         if name == b"." || name == b".." {
@@ -62,7 +62,7 @@ impl<I: PageIo> Namespace<I> {
         let from = seq_key(dir, 0);
         let mut any = false;
         self.pager
-            .scan(&mut self.io, &self.tree, &from, &mut |k, _| {
+            .scan(&mut *self.io, &*self.tree, &from, &mut |k, _| {
                 any = k[..9] == from[..9];
                 false
             })?;

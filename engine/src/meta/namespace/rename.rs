@@ -19,7 +19,7 @@ pub struct RenameFlags {
     pub exchange: bool,
 }
 
-impl<I: PageIo> Namespace<I> {
+impl Namespace<'_> {
     /// Renames `from_dir`/`from` to `to_dir`/`to`. Returns what happened to
     /// an inode whose entry the rename replaced.
     pub fn rename(
@@ -105,12 +105,12 @@ impl<I: PageIo> Namespace<I> {
             if at == dir {
                 return Err(NsError::Invalid("a directory cannot move under itself"));
             }
-            if at == ROOT {
+            let a = self.getattr(at)?;
+            if a.is_root() {
                 return Ok(());
             }
-            let parent = self.getattr(at)?.parent;
-            debug_assert_ne!(parent, 0, "a directory has a parent");
-            at = parent;
+            debug_assert_ne!(a.parent, 0, "a directory has a parent");
+            at = a.parent;
         }
     }
 
@@ -144,15 +144,19 @@ impl<I: PageIo> Namespace<I> {
                 kind: to.kind,
             };
             self.pager.insert(
-                &mut self.io,
-                &mut self.tree,
+                &mut *self.io,
+                &mut *self.tree,
                 &name_key(dir, name),
                 &e.encode(),
             )?;
             let mut by_seq = e.encode().to_vec();
             by_seq.extend_from_slice(name);
-            self.pager
-                .insert(&mut self.io, &mut self.tree, &seq_key(dir, at.seq), &by_seq)?;
+            self.pager.insert(
+                &mut *self.io,
+                &mut *self.tree,
+                &seq_key(dir, at.seq),
+                &by_seq,
+            )?;
         }
         let dirs = i32::from(a.kind == Kind::Dir) - i32::from(b.kind == Kind::Dir);
         if a_dir != b_dir {
