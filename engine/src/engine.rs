@@ -39,6 +39,10 @@ use crate::store::{
     Journaled, RemoteRead, SharedDrop, SpaceStats, Stat, Store, StoreConfig, StoreError, BLOCK,
 };
 
+mod names;
+
+pub use names::root_ctx;
+
 /// Engine errors: the store's, or the reactor's.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -596,7 +600,7 @@ impl Engine {
         Self::join(pending)
     }
 
-    /// Creates a file system on every shard under one id.
+    /// Creates a file system on every shard under one id, durably.
     pub fn fs_create(
         &self,
         name: &str,
@@ -612,6 +616,9 @@ impl Engine {
             .unwrap_or(0);
         let name = name.to_string();
         self.broadcast(move |s| s.fs_create_as(id, &name, k, m, reduction, capacity))?;
+        // Acknowledged means durable: the file system and its root survive
+        // a crash from here on.
+        self.sync()?;
         Ok(id)
     }
 
@@ -829,20 +836,6 @@ impl Engine {
     pub fn fs_by_name(&self, name: &str) -> Result<Option<FsId>> {
         let name = name.to_string();
         self.call(move |s| Ok(s.fs_by_name(&name)))
-    }
-
-    /// Creates a file on the shard its name maps to.
-    pub fn create(&self, fs: FsId, name: &str) -> Result<Ino> {
-        let shard = self.map.shard_of_name(fs, name);
-        let name = name.to_string();
-        self.call_shard(shard, move |s| s.create(fs, &name))
-    }
-
-    /// A file by name.
-    pub fn lookup(&self, fs: FsId, name: &str) -> Result<Option<Ino>> {
-        let shard = self.map.shard_of_name(fs, name);
-        let name = name.to_string();
-        self.call_shard(shard, move |s| s.lookup(fs, &name))
     }
 
     /// Writes `data` at `offset` of a file. Pieces in ranges of other
@@ -1195,27 +1188,6 @@ impl Engine {
             self.broadcast(move |s| s.truncate_part(ino, size))?;
         }
         Ok(())
-    }
-
-    /// Removes a file, with its pieces on every shard.
-    pub fn unlink(&self, ino: Ino) -> Result<()> {
-        self.call_shard(self.map.shard_of_ino(ino), move |s| s.unlink(ino))?;
-        if self.map.shards() > 1 {
-            self.broadcast(move |s| s.unlink_part(ino))?;
-        }
-        Ok(())
-    }
-
-    /// A file's attributes.
-    pub fn stat(&self, ino: Ino) -> Result<Stat> {
-        self.call_shard(self.map.shard_of_ino(ino), move |s| s.stat(ino))
-    }
-
-    /// The files of a file system, from every shard.
-    pub fn list(&self, fs: FsId) -> Result<Vec<Stat>> {
-        let mut all: Vec<Stat> = self.broadcast(move |s| s.list(fs))?.concat();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(all)
     }
 
     /// Makes everything written so far durable, on every shard: with

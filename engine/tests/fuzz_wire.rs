@@ -30,31 +30,7 @@ impl Rng {
 }
 
 fn corpus() -> Vec<Vec<u8>> {
-    let reqs = [
-        Request::Open {
-            create: true,
-            fs: "data".into(),
-            name: "f".into(),
-        },
-        Request::Read {
-            ino: 7,
-            offset: 4096,
-            len: 4096,
-        },
-        Request::Write {
-            ino: 7,
-            offset: 1,
-            data: vec![9; 3000],
-        },
-        Request::Sync,
-        Request::Stat { ino: 7 },
-        Request::List { fs: "data".into() },
-        Request::Unlink { ino: 7 },
-        Request::Truncate { ino: 7, size: 100 },
-        Request::Ping {
-            payload: vec![1; 16],
-        },
-    ];
+    let reqs = wire::sample_requests();
     let mut msgs: Vec<(Kind, Vec<u8>)> = Vec::new();
     for r in reqs {
         let mut w = Writer::default();
@@ -89,6 +65,14 @@ fn corpus() -> Vec<Vec<u8>> {
         ino: 1,
         size: 2,
         blocks: 3,
+        mode: libc::S_IFREG | 0o644,
+        nlink: 1,
+        uid: 0,
+        gid: 0,
+        atime: 4,
+        mtime: 5,
+        ctime: 6,
+        cookie: 7,
         name: "x".into(),
     }
     .encode(&mut body);

@@ -106,8 +106,52 @@ fn every_operation_round_trips_and_large_messages_span_packets() {
         c.open("data", "missing", false).unwrap_err().errno(),
         -libc::ENOENT
     );
-    c.unlink(ino).unwrap();
+    c.unlink("data", "f").unwrap();
     assert!(c.list("data").unwrap().is_empty());
+    // Directories over the protocol: nested paths, listings in pages,
+    // renames, links, symlinks and their refusals' errnos.
+    let d = c.mkdir("data", "ds", 0o750).unwrap();
+    assert!(d.is_dir() && d.mode & 0o7777 == 0o750, "{d:?}");
+    c.mkdir("data", "ds/train", 0o755).unwrap();
+    for i in 0..30 {
+        let (f, _) = c
+            .open("data", &format!("ds/train/{i:03}.jpg"), true)
+            .unwrap();
+        c.write(f, 0, &[i as u8; 100]).unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cookie = 0;
+    loop {
+        let page = c.list_page("data", "ds/train", cookie, 7).unwrap();
+        let Some(last) = page.last() else { break };
+        cookie = last.cookie;
+        seen.extend(page.into_iter().map(|f| (f.name, f.size)));
+    }
+    assert_eq!(seen.len(), 30);
+    assert!(seen.iter().all(|(_, size)| *size == 100));
+    c.rename("data", "ds/train/000.jpg", "ds/first.jpg", 0)
+        .unwrap();
+    assert_eq!(c.stat_path("data", "ds/first.jpg").unwrap().size, 100);
+    assert_eq!(c.link("data", "ds/first.jpg", "hard").unwrap().nlink, 2);
+    c.symlink("data", "ds/first.jpg", "soft").unwrap();
+    assert_eq!(c.readlink("data", "soft").unwrap(), b"ds/first.jpg");
+    let errno = |r: Result<(), ClientError>| r.unwrap_err().errno();
+    assert_eq!(errno(c.rmdir("data", "ds")), -libc::ENOTEMPTY);
+    assert_eq!(errno(c.unlink("data", "ds")), -libc::EISDIR);
+    assert_eq!(
+        errno(c.rename("data", "hard", "ds/first.jpg", 1)),
+        -libc::EEXIST
+    );
+    assert_eq!(
+        errno(c.mkdir("data", "nope/x", 0o755).map(|_| ())),
+        -libc::ENOENT
+    );
+    assert_eq!(
+        errno(c.open("data", "ds", false).map(|_| ())),
+        -libc::EISDIR
+    );
+    c.unlink("data", "ds/first.jpg").unwrap();
+    assert_eq!(c.stat_path("data", "hard").unwrap().nlink, 1);
     // Many requests in flight at once, completed by tag.
     let (ino, _) = c.open("data", "q", true).unwrap();
     for i in 0..32u64 {

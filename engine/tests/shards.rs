@@ -48,11 +48,17 @@ fn files_spread_over_shards_and_survive_restarts_and_crashes() {
     let inos: Vec<u64> = (0..12)
         .map(|i| e.create(fs, &format!("file{i}")).unwrap())
         .collect();
+    // A directory's entries and new inodes live on the directory's shard.
     let shards: BTreeSet<u32> = inos
         .iter()
         .map(|&i| e.shard_map().shard_of_ino(i))
         .collect();
-    assert!(shards.len() >= 3, "files landed on shards {shards:?}");
+    let root = e.shard_map().shard_of_ino(e.root_of(fs));
+    assert_eq!(
+        shards,
+        BTreeSet::from([root]),
+        "files landed on shards {shards:?}"
+    );
     assert_eq!(e.lookup(fs, "file7").unwrap(), Some(inos[7]));
     assert_eq!(e.list(fs).unwrap().len(), 12);
 
@@ -102,7 +108,7 @@ fn files_spread_over_shards_and_survive_restarts_and_crashes() {
     let mut e = two_reactors();
     e.open(present(&devs)).unwrap();
     check(&e, &model);
-    e.unlink(inos[0]).unwrap();
+    e.unlink(fs, "file0").unwrap();
     e.sync().unwrap();
     assert_eq!(e.list(fs).unwrap().len(), 11);
     e.close().unwrap();
@@ -134,9 +140,7 @@ fn one_large_file_spreads_over_every_shard() {
         model[off as usize..off as usize + 5000].copy_from_slice(&data);
     }
     e.sync().unwrap();
-    let held: Vec<u64> = e
-        .broadcast(move |s| Ok(s.stat(ino).map(|st| st.blocks).unwrap_or(0)))
-        .unwrap();
+    let held: Vec<u64> = e.broadcast(move |s| s.blocks_held(ino)).unwrap();
     assert!(
         held.iter().all(|&b| b > 0),
         "every shard holds part of the file: {held:?}"
@@ -168,9 +172,9 @@ fn one_large_file_spreads_over_every_shard() {
     assert!(e.read(ino, 0, 6 << 20).unwrap() == model);
     let problems: Vec<String> = e.broadcast(|s| s.fsck()).unwrap().concat();
     assert!(problems.is_empty(), "{problems:?}");
-    e.unlink(ino).unwrap();
+    e.unlink(fs, "model.ckpt").unwrap();
     e.sync().unwrap();
-    let left: Vec<bool> = e.broadcast(move |s| Ok(s.stat(ino).is_ok())).unwrap();
+    let left: Vec<bool> = e.broadcast(move |s| s.holds_file(ino)).unwrap();
     assert!(left.iter().all(|&l| !l), "no shard keeps a piece: {left:?}");
     // Every data chunk is free (metadata pages remain until a checkpoint).
     let space = e.space().unwrap();
@@ -278,11 +282,16 @@ fn dedup_spans_every_shard_and_reclaims_across_restarts() {
         file.extend_from_slice(&data);
         model.insert(ino, file);
     }
-    let homes: BTreeSet<u32> = model
-        .keys()
-        .map(|&i| e.shard_map().shard_of_ino(i))
-        .collect();
-    assert!(homes.len() >= 2, "files homed on {homes:?}");
+    // The files share their directory's shard; their ranges' block maps
+    // lie on several.
+    let inos: Vec<u64> = model.keys().copied().collect();
+    let mapped: Vec<u64> = e
+        .broadcast(move |s| inos.iter().map(|&i| s.blocks_held(i)).sum())
+        .unwrap();
+    assert!(
+        mapped.iter().filter(|&&n| n > 0).count() >= 2,
+        "block maps on shards {mapped:?}"
+    );
     e.sync().unwrap();
     check(&e, &model);
     let space = e.space().unwrap();
@@ -305,15 +314,16 @@ fn dedup_spans_every_shard_and_reclaims_across_restarts() {
     assert_eq!(e.space().unwrap().stored_blocks, 64);
     // Removing all copies but one keeps every block; removing the last
     // frees them all.
+    // Inode numbers grow in creation order: inos[f] is copy{f}.
     let inos: Vec<u64> = model.keys().copied().collect();
-    for &ino in &inos[1..] {
-        e.unlink(ino).unwrap();
+    for (f, &ino) in inos.iter().enumerate().skip(1) {
+        e.unlink(fs, &format!("copy{f}")).unwrap();
         model.remove(&ino);
     }
     e.sync().unwrap();
     check(&e, &model);
     assert_eq!(e.space().unwrap().stored_blocks, 64);
-    e.unlink(inos[0]).unwrap();
+    e.unlink(fs, "copy0").unwrap();
     e.sync().unwrap();
     let space = e.space().unwrap();
     assert_eq!((space.stored_blocks, space.block_refs), (0, 0), "{space:?}");
@@ -329,7 +339,7 @@ fn dedup_spans_every_shard_and_reclaims_across_restarts() {
     e.write(a, 0, blocks.concat()).unwrap();
     e.sync().unwrap();
     assert_eq!(e.space().unwrap().stored_blocks, 64);
-    e.unlink(a).unwrap();
+    e.unlink(fs, "a").unwrap();
     e.sync().unwrap();
     drop(e);
     let mut e = two_reactors();
@@ -339,7 +349,7 @@ fn dedup_spans_every_shard_and_reclaims_across_restarts() {
     e.write(b, 0, blocks.concat()).unwrap();
     e.sync().unwrap();
     e.call_shard(e.shard_map().shard_of_ino(b), move |s| {
-        s.unlink(b)?;
+        s.unlink(fs, "b")?;
         s.sync()
     })
     .unwrap();

@@ -417,9 +417,11 @@ fn full_devices_and_full_file_systems_are_clean_errors() {
         assert!(e.call(move |s| s.read(ino, 0, len)).unwrap() == *data);
     }
     // Freeing space lets writes resume.
-    for (ino, _) in written.drain(..written.len() / 2) {
-        e.call(move |s| s.unlink(ino)).unwrap();
+    for i in 0..written.len() / 2 {
+        let name = format!("f{i}");
+        e.call(move |s| s.unlink(fs, &name)).unwrap();
     }
+    written.drain(..written.len() / 2);
     e.call(|s| s.sync()).unwrap();
     let data = rng.data(256 << 10);
     e.call(move |s| {
@@ -448,7 +450,7 @@ fn dedup_shares_identical_blocks_and_frees_them_with_the_last_reference() {
     let (e, fs) = fresh(&devs, 2, 2, true);
     let block: Vec<u8> = (0..BLOCK).map(|i| (i * 31 % 256) as u8).collect();
     let data: Vec<u8> = block.iter().cycle().take(40 * BLOCK).copied().collect();
-    let (a, b) = e
+    let (_, b) = e
         .call(move |s| {
             let a = s.create(fs, "a")?;
             let b = s.create(fs, "b")?;
@@ -460,11 +462,11 @@ fn dedup_shares_identical_blocks_and_frees_them_with_the_last_reference() {
         .unwrap();
     let sp = e.call(|s| s.space()).unwrap();
     assert!(sp.dedup_ratio >= 80.0, "{sp:?}");
-    e.call(move |s| s.unlink(a)).unwrap();
+    e.call(move |s| s.unlink(fs, "a")).unwrap();
     e.call(|s| s.sync()).unwrap();
     let got = e.call(move |s| s.read(b, 0, 40 * BLOCK)).unwrap();
     assert!(got.chunks(BLOCK).all(|c| c == block));
-    e.call(move |s| s.unlink(b)).unwrap();
+    e.call(move |s| s.unlink(fs, "b")).unwrap();
     e.call(|s| s.sync()).unwrap();
     assert_eq!(
         e.call(|s| s.space()).unwrap().physical,
@@ -538,7 +540,7 @@ fn garbage_collection_compacts_half_dead_stripes_and_keeps_every_byte() {
     e.open(present(&devs)).unwrap();
     check(&e, &model);
     // Dedup references survived the move: dropping one copy keeps the other.
-    e.call(move |s| s.unlink(b)).unwrap();
+    e.call(move |s| s.unlink(fs, "b")).unwrap();
     model.remove(&b);
     e.call(|s| s.sync()).unwrap();
     check(&e, &model);
@@ -593,7 +595,7 @@ fn bad_requests_are_clear_errors() {
     let err = |r: Result<(), StoreError>| r.unwrap_err().to_string();
     assert!(err(e.call(move |s| s.create(fs, "a").map(|_| ()))).contains("already exists"));
     assert!(err(e.call(move |s| s.create(fs, "").map(|_| ()))).contains("name"));
-    assert!(err(e.call(move |s| s.create(fs, "a/b").map(|_| ()))).contains("'/'"));
+    assert!(err(e.call(move |s| s.create(fs, "nodir/b").map(|_| ()))).contains("no such file"));
     assert!(err(e.call(move |s| s.create(fs, &"x".repeat(300)).map(|_| ()))).contains("255"));
     assert!(err(e.call(move |s| s.create(99, "z").map(|_| ()))).contains("file system 99"));
     assert!(err(e.call(|s| s.write(12345, 0, b"x"))).contains("not found"));
@@ -606,8 +608,8 @@ fn bad_requests_are_clear_errors() {
     e.call(move |s| s.write(ino, 0, b"hello")).unwrap();
     e.call(move |s| s.truncate(ino, 0)).unwrap();
     assert_eq!(e.call(move |s| s.stat(ino)).unwrap().size, 0);
-    e.call(move |s| s.unlink(ino)).unwrap();
-    assert!(err(e.call(move |s| s.unlink(ino))).contains("not found"));
+    e.call(move |s| s.unlink(fs, "a")).unwrap();
+    assert!(err(e.call(move |s| s.unlink(fs, "a").map(|_| ()))).contains("no such file"));
 }
 
 #[test]
@@ -717,7 +719,7 @@ fn devices_fill_to_near_capacity_with_a_clean_error_free_on_unlink_and_fill_agai
     let problems: Vec<String> = e.broadcast(|s| s.fsck()).unwrap().concat();
     assert!(problems.is_empty(), "{problems:?}");
     // Unlinking frees the space, and it fills as far again.
-    e.unlink(ino).unwrap();
+    e.unlink(fs, "big").unwrap();
     e.sync().unwrap();
     let again = fill(&mut e, "again");
     assert!(again as f64 > first as f64 * 0.98, "{again} after {first}");
@@ -775,7 +777,7 @@ fn an_older_on_device_format_is_refused_with_what_to_do() {
     let (e, _) = fresh(&devs, 2, 1, false);
     e.close().unwrap();
     drop(devs);
-    // Version 1 kept all metadata in memory and checkpointed it whole.
+    // Version 2 kept a flat set of names per file system.
     for i in 0..3 {
         use std::io::{Seek, SeekFrom, Write};
         let mut f = std::fs::OpenOptions::new()
@@ -783,13 +785,13 @@ fn an_older_on_device_format_is_refused_with_what_to_do() {
             .open(dir.path().join(format!("dev{i}.img")))
             .unwrap();
         f.seek(SeekFrom::Start(8)).unwrap();
-        f.write_all(&1u32.to_le_bytes()).unwrap();
+        f.write_all(&2u32.to_le_bytes()).unwrap();
     }
     let devs = file_devices(dir.path(), 3, 64);
     let mut e = engine();
     let err = e.open(present(&devs)).unwrap_err().to_string();
     assert!(
-        err.contains("format version 1 is older") && err.contains("reformat"),
+        err.contains("format version 2 is older") && err.contains("reformat"),
         "{err}"
     );
 }

@@ -6,10 +6,12 @@
 //! never disagree. The whole state encodes into a checkpoint.
 
 pub mod btree;
+mod names;
 pub mod namespace;
 mod state;
 
-pub use state::{Inode, Meta};
+pub use names::{NsOp, NsRecord};
+pub use state::{root_ino, Inode, Meta, NsDone};
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::pipeline::BlockAddr;
@@ -117,20 +119,21 @@ pub enum Record {
         /// New capacity.
         capacity: u64,
     },
-    /// A file was created.
-    FileCreate {
+    /// This shard took a part of a file homed on another shard (its
+    /// ranges here).
+    PartCreate {
         /// Inode number.
         ino: Ino,
         /// File system.
         fs: FsId,
-        /// Name.
-        name: String,
     },
-    /// A file was removed.
-    FileUnlink {
+    /// A part's file is gone: its blocks here are free.
+    PartDrop {
         /// Inode number.
         ino: Ino,
     },
+    /// A namespace change (directories, names, attributes).
+    Ns(NsRecord),
     /// A stripe was written.
     Stripe(StripeMeta),
     /// Blocks of a file now live at new addresses; the file has `size` bytes.
@@ -141,6 +144,9 @@ pub enum Record {
         size: u64,
         /// (logical block, where it lives).
         blocks: Vec<(u64, BlockRef)>,
+        /// The write's time, the file's new mtime and ctime (0: a move of
+        /// blocks that leaves the times alone).
+        mtime: namespace::Nanos,
     },
     /// A stripe no longer holds live data; its chunk slots are free.
     StripeFree {
@@ -153,6 +159,8 @@ pub enum Record {
         ino: Ino,
         /// New size.
         size: u64,
+        /// The file's new mtime and ctime (0: unchanged).
+        mtime: namespace::Nanos,
     },
     /// A block entered this shard's shared pool, or moved within it.
     SharedPut {
@@ -256,11 +264,15 @@ pub fn encode_record(w: &mut Writer, rec: &Record) {
         Record::FsResize { fs, capacity } => {
             w.u8(2).u32(*fs).u64(*capacity);
         }
-        Record::FileCreate { ino, fs, name } => {
-            w.u8(3).u64(*ino).u32(*fs).str(name);
+        Record::PartCreate { ino, fs } => {
+            w.u8(3).u64(*ino).u32(*fs);
         }
-        Record::FileUnlink { ino } => {
+        Record::PartDrop { ino } => {
             w.u8(4).u64(*ino);
+        }
+        Record::Ns(n) => {
+            w.u8(14);
+            names::encode(w, n);
         }
         Record::Stripe(s) => {
             w.u8(5).u64(s.id).u32(s.fs).u8(s.k).u8(s.m);
@@ -273,16 +285,22 @@ pub fn encode_record(w: &mut Writer, rec: &Record) {
                 w.u64(*x);
             }
         }
-        Record::Extents { ino, size, blocks } => {
-            w.u8(6).u64(*ino).u64(*size).u32(blocks.len() as u32);
+        Record::Extents {
+            ino,
+            size,
+            blocks,
+            mtime,
+        } => {
+            w.u8(6).u64(*ino).u64(*size).u64(*mtime as u64);
+            w.u32(blocks.len() as u32);
             for (idx, b) in blocks {
                 w.u64(*idx);
                 encode_addr(w, &b.addr);
                 w.u128(b.fp);
             }
         }
-        Record::Truncate { ino, size } => {
-            w.u8(7).u64(*ino).u64(*size);
+        Record::Truncate { ino, size, mtime } => {
+            w.u8(7).u64(*ino).u64(*size).u64(*mtime as u64);
         }
         Record::StripeFree { id } => {
             w.u8(8).u64(*id);
@@ -323,12 +341,12 @@ pub fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
             fs: r.u32("fs id")?,
             capacity: r.u64("capacity")?,
         },
-        3 => Record::FileCreate {
+        3 => Record::PartCreate {
             ino: r.u64("ino")?,
             fs: r.u32("fs id")?,
-            name: r.str(MAX_NAME, "file name")?,
         },
-        4 => Record::FileUnlink { ino: r.u64("ino")? },
+        4 => Record::PartDrop { ino: r.u64("ino")? },
+        14 => Record::Ns(names::decode(r)?),
         5 => {
             let id = r.u64("stripe id")?;
             let fs = r.u32("fs id")?;
@@ -361,6 +379,7 @@ pub fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
         6 => {
             let ino = r.u64("ino")?;
             let size = r.u64("size")?;
+            let mtime = r.u64("mtime")? as i64;
             let n = r.count(8 + 19 + 16, "extent count")?;
             let mut blocks = Vec::with_capacity(n);
             for _ in 0..n {
@@ -374,11 +393,17 @@ pub fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
                     },
                 ));
             }
-            Record::Extents { ino, size, blocks }
+            Record::Extents {
+                ino,
+                size,
+                blocks,
+                mtime,
+            }
         }
         7 => Record::Truncate {
             ino: r.u64("ino")?,
             size: r.u64("size")?,
+            mtime: r.u64("mtime")? as i64,
         },
         8 => Record::StripeFree {
             id: r.u64("stripe id")?,
@@ -458,6 +483,31 @@ mod tests {
         }
     }
 
+    const ROOT: Ino = 1 << 62;
+    const F: Ino = 0x100;
+
+    fn ns(op: NsOp) -> Record {
+        Record::Ns(NsRecord {
+            fs: 0,
+            uid: 1000,
+            gid: 100,
+            now: 1_700_000_000_000_000_000,
+            op,
+        })
+    }
+
+    fn make(dir: Ino, name: &str, ino: Ino, mode: u32, target: &str) -> Record {
+        ns(NsOp::Make {
+            dir,
+            name: name.into(),
+            ino,
+            generation: ino,
+            mode,
+            rdev: 0,
+            target: target.into(),
+        })
+    }
+
     fn sample() -> Vec<Record> {
         vec![
             Record::FsCreate(FsMeta {
@@ -468,11 +518,52 @@ mod tests {
                 reduction: true,
                 capacity: 1 << 30,
             }),
-            Record::FileCreate {
-                ino: 1,
-                fs: 0,
-                name: "a.bin".into(),
-            },
+            ns(NsOp::Root {
+                ino: ROOT,
+                perm: 0o755,
+            }),
+            make(ROOT, "a.bin", F, libc::S_IFREG | 0o644, ""),
+            make(ROOT, "d", 0x200, libc::S_IFDIR | 0o750, ""),
+            make(0x200, "s", 0x300, libc::S_IFLNK | 0o777, "../a.bin"),
+            ns(NsOp::Link {
+                ino: F,
+                dir: 0x200,
+                name: "hard".into(),
+            }),
+            ns(NsOp::Rename {
+                from_dir: 0x200,
+                from: "s".into(),
+                to_dir: ROOT,
+                to: "s2".into(),
+                flags: namespace::RenameFlags::default(),
+            }),
+            ns(NsOp::SetAttr {
+                ino: 0x200,
+                set: namespace::SetAttr {
+                    perm: Some(0o700),
+                    mtime: Some(5),
+                    ..Default::default()
+                },
+            }),
+            ns(NsOp::SetXattr {
+                ino: F,
+                name: "user.k".into(),
+                value: vec![1, 2, 3],
+                mode: namespace::XattrMode::Create,
+            }),
+            ns(NsOp::RemoveXattr {
+                ino: F,
+                name: "user.k".into(),
+            }),
+            ns(NsOp::Unlink {
+                dir: 0x200,
+                name: "hard".into(),
+            }),
+            make(ROOT, "gone", 0x400, libc::S_IFDIR | 0o755, ""),
+            ns(NsOp::Rmdir {
+                dir: ROOT,
+                name: "gone".into(),
+            }),
             Record::Stripe(StripeMeta {
                 id: 3,
                 fs: 0,
@@ -482,20 +573,28 @@ mod tests {
                 sums: (0..6 * 32).collect(),
             }),
             Record::Extents {
-                ino: 1,
+                ino: F,
                 size: 9000,
                 blocks: vec![(0, addr(3)), (2, addr(3))],
+                mtime: 7,
             },
             Record::FsResize {
                 fs: 0,
                 capacity: 2 << 30,
             },
             Record::Extents {
-                ino: 1,
+                ino: F,
                 size: 9000,
                 blocks: vec![(0, addr(4))],
+                mtime: 0,
             },
-            Record::Truncate { ino: 1, size: 4096 },
+            Record::Truncate {
+                ino: F,
+                size: 4096,
+                mtime: 8,
+            },
+            Record::PartCreate { ino: 0x501, fs: 0 },
+            Record::PartDrop { ino: 0x501 },
             Record::StripeFree { id: 9 },
             Record::SharedPut {
                 fs: 0,
@@ -521,9 +620,10 @@ mod tests {
             }),
             Record::FsOwner { fs: 0, org: 1 },
             Record::Extents {
-                ino: 1,
+                ino: F,
                 size: 4096,
                 blocks: vec![(5, BlockRef::remote(3, 99))],
+                mtime: 0,
             },
         ]
     }
@@ -546,19 +646,37 @@ mod tests {
             fp: 0,
         };
         assert_eq!(released, vec![(0, addr(3)), (0, addr(3)), (0, shared78)]);
+        let lookup = |m: &mut Meta, io: &mut btree::MemPages, dir: Ino, name: &str| {
+            let mut ids = namespace::Ids {
+                ino: 0,
+                generation: 0,
+                step: 0,
+            };
+            m.namespace(io, 0, &mut ids).lookup(dir, name.as_bytes())
+        };
         let check = |m: &mut Meta, io: &mut btree::MemPages| {
-            let ino = m.file(io, 1).unwrap().unwrap();
-            assert_eq!((ino.size, ino.name.as_str()), (4096, "a.bin"));
-            let blocks = m.blocks_in(io, 1, 0, u64::MAX).unwrap();
+            let ino = m.file(io, F).unwrap().unwrap();
+            assert_eq!((ino.size, ino.part), (4096, false));
+            let a = m.attr(io, F).unwrap().unwrap();
+            assert_eq!(
+                (a.mtime, a.ctime, a.nlink),
+                (8, 8, 1),
+                "the truncate's time"
+            );
+            assert_eq!(m.attr(io, 0x200).unwrap().unwrap().perm, 0o700);
+            assert_eq!(m.file(io, 0x501).unwrap(), None, "the part was dropped");
+            let blocks = m.blocks_in(io, F, 0, u64::MAX).unwrap();
             assert_eq!(blocks.len(), 2);
-            assert_eq!(m.block(io, 1, 5).unwrap().unwrap().owner(), Some(3));
-            assert_eq!(m.block(io, 1, 0).unwrap().unwrap(), addr(4));
-            assert_eq!(m.lookup(io, 0, "a.bin").unwrap(), Some(1));
+            assert_eq!(m.block(io, F, 5).unwrap().unwrap().owner(), Some(3));
+            assert_eq!(m.block(io, F, 0).unwrap().unwrap(), addr(4));
+            assert_eq!(lookup(m, io, ROOT, "a.bin").unwrap().ino, F);
+            assert_eq!(lookup(m, io, ROOT, "s2").unwrap().ino, 0x300);
+            assert!(lookup(m, io, ROOT, "gone").is_err());
             assert_eq!(m.shared_len(), 1);
             assert_eq!(m.stripe(io, 3).unwrap().unwrap().sums.len(), 6 * 32);
             assert_eq!(m.fss[&0].capacity, 2 << 30);
             assert_eq!(m.fs_used(0), 4096);
-            assert_eq!((m.next_fs, m.next_ino, m.next_stripe), (1, 2, 4));
+            assert_eq!((m.next_fs, m.next_ino, m.next_stripe), (1, 0x400, 4));
         };
         check(&mut m, &mut io);
         // Committed and reopened from the root record alone.
@@ -569,14 +687,51 @@ mod tests {
         let mut back = Meta::decode_root(&mut Reader::new(&root), 1 << 20).unwrap();
         check(&mut back, &mut io);
         assert_eq!(back.encode_root(), root);
-        back.apply(&mut io, &Record::FileUnlink { ino: 1 }).unwrap();
-        assert_eq!(back.file(&mut io, 1).unwrap(), None);
-        assert_eq!(back.lookup(&mut io, 0, "a.bin").unwrap(), None);
+        let gone = back
+            .apply(
+                &mut io,
+                &ns(NsOp::Unlink {
+                    dir: ROOT,
+                    name: "a.bin".into(),
+                }),
+            )
+            .unwrap();
+        assert_eq!(
+            gone.len(),
+            2,
+            "the last name released both blocks (local and remote)"
+        );
+        assert_eq!(back.file(&mut io, F).unwrap(), None);
+        assert!(lookup(&mut back, &mut io, ROOT, "a.bin").is_err());
         assert_eq!(back.fs_used(0), 0);
         back.apply(&mut io, &Record::StripeFree { id: 3 }).unwrap();
         back.apply(&mut io, &Record::SharedDrop { fs: 0, key: 77 })
             .unwrap();
-        assert_eq!(back.entries(), 0);
+        for (dir, name) in [(ROOT, "s2"), (ROOT, "d")] {
+            let op = if name == "d" {
+                NsOp::Rmdir {
+                    dir,
+                    name: name.into(),
+                }
+            } else {
+                NsOp::Unlink {
+                    dir,
+                    name: name.into(),
+                }
+            };
+            back.apply(&mut io, &ns(op)).unwrap();
+        }
+        let names = {
+            let mut ids = namespace::Ids {
+                ino: 0,
+                generation: 0,
+                step: 0,
+            };
+            back.namespace(&mut io, 0, &mut ids).fsck().unwrap()
+        };
+        assert!(names.is_empty(), "{names:?}");
+        // The root alone is left (its inode and nothing else).
+        assert_eq!(back.entries(), 1);
     }
 
     #[test]

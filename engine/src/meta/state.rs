@@ -6,8 +6,8 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `f` ino | a file: file system, size, name |
-//! | `n` fs name | the inode of the file of that name |
+//! | `I` `N` `E` `L` `X` | the namespace: inodes, entries by name and by sequence, symlink targets, xattrs ([`super::namespace`]) |
+//! | `f` ino | a part: this shard's ranges of a file homed elsewhere (file system, size) |
 //! | `b` ino block | where one logical block lives ([`BlockRef`]) |
 //! | `s` id part | a stripe record, cut into parts of at most a value |
 //! | `p` fs key | a block of the shared pool ([`Shared`]) |
@@ -26,10 +26,13 @@ use std::sync::Arc;
 use crate::codec::{DecodeError, Reader, Writer};
 
 use super::btree::{PageIo, PagePtr, Pager, PagerStats, Tree, TreeError, MAX_VALUE};
+use super::namespace::{inode_key, Attr, Ids, Kind, Namespace, NsError};
 use super::{
-    decode_record, encode_record, BlockRef, FsId, FsMeta, Ino, Org, OrgId, Record, Released,
-    Shared, StripeMeta, MAX_NAME,
+    decode_record, encode_record, BlockRef, FsId, FsMeta, Ino, NsOp, NsRecord, Org, OrgId, Record,
+    Released, Shared, StripeMeta,
 };
+
+mod ns;
 
 type Result<T> = std::result::Result<T, TreeError>;
 
@@ -37,38 +40,40 @@ const BLOCK: u64 = 4096;
 /// Stripes kept decoded (reads look one up per run of blocks).
 const STRIPE_CACHE: usize = 4096;
 
-/// A file's header (its blocks are separate entries).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A regular file as the data path sees it: its file system and size (its
+/// blocks are separate entries). On the file's home shard this is its
+/// inode in the namespace; elsewhere, a part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Inode {
     /// Inode number.
     pub ino: Ino,
     /// Its file system.
     pub fs: FsId,
-    /// Name within the file system (empty for a part).
-    pub name: String,
-    /// Size in bytes.
+    /// Size in bytes (a part's: up to the end of what it holds).
     pub size: u64,
+    /// Whether this is a part: the blocks this shard holds of a file whose
+    /// inode lives on another shard.
+    pub part: bool,
 }
 
 impl Inode {
-    /// Whether this is a part: the blocks this shard holds of a file whose
-    /// name and size live on another shard (its name is empty).
+    /// Whether this is a part (see [`Inode::part`]).
     pub fn is_part(&self) -> bool {
-        self.name.is_empty()
+        self.part
     }
 }
 
-fn file_key(ino: Ino) -> [u8; 9] {
-    let mut k = [b'f'; 9];
-    k[1..].copy_from_slice(&ino.to_be_bytes());
-    k
+/// The inode number of file system `fs`'s root directory in an engine of
+/// `shards` shards: above every number a shard hands out, carrying the
+/// shard that holds it (`fs % shards`) in its low byte like every inode.
+pub fn root_ino(fs: FsId, shards: u32) -> Ino {
+    debug_assert!((1..=256).contains(&shards));
+    (1 << 62) | (u64::from(fs) << 8) | u64::from(fs % shards.max(1))
 }
 
-fn name_key(fs: FsId, name: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(5 + name.len());
-    k.push(b'n');
-    k.extend_from_slice(&fs.to_be_bytes());
-    k.extend_from_slice(name.as_bytes());
+fn part_key(ino: Ino) -> [u8; 9] {
+    let mut k = [b'f'; 9];
+    k[1..].copy_from_slice(&ino.to_be_bytes());
     k
 }
 
@@ -101,21 +106,37 @@ fn corrupt(what: &'static str) -> TreeError {
     TreeError::Corrupt { page: 0, what }
 }
 
-fn encode_file(i: &Inode) -> Vec<u8> {
+fn encode_part(i: &Inode) -> Vec<u8> {
     let mut w = Writer::default();
-    w.u32(i.fs).u64(i.size).str(&i.name);
+    w.u32(i.fs).u64(i.size);
     w.buf
 }
 
-fn decode_file(ino: Ino, v: &[u8]) -> Result<Inode> {
+fn decode_part(ino: Ino, v: &[u8]) -> Result<Inode> {
     let mut r = Reader::new(v);
-    let bad = |_| corrupt("file entry");
+    let bad = |_| corrupt("part entry");
     Ok(Inode {
         ino,
         fs: r.u32("fs").map_err(bad)?,
         size: r.u64("size").map_err(bad)?,
-        name: r.str(MAX_NAME, "name").map_err(bad)?,
+        part: true,
     })
+}
+
+fn decode_attr(v: &[u8]) -> Result<Attr> {
+    Attr::decode(v).ok_or(corrupt("inode record"))
+}
+
+/// What a namespace change did, for the store and the engine.
+#[derive(Debug, Default)]
+pub struct NsDone {
+    /// The inode created or changed (for replies).
+    pub attr: Option<Attr>,
+    /// A regular file whose last name went: its parts on other shards are
+    /// to be dropped.
+    pub gone: Option<Ino>,
+    /// Block references the change dropped.
+    pub released: Released,
 }
 
 /// A block reference as a value: the address, then the fingerprint only
@@ -187,6 +208,8 @@ pub struct Meta {
     pub fs_owner: BTreeMap<FsId, OrgId>,
     /// Logical bytes of each file system's whole files (not parts).
     used: BTreeMap<FsId, u64>,
+    /// Inode generations handed out.
+    pub next_gen: u64,
     /// Blocks in the shared pool.
     shared_len: u64,
     tree: Tree,
@@ -205,6 +228,7 @@ impl Meta {
             orgs: BTreeMap::new(),
             fs_owner: BTreeMap::new(),
             used: BTreeMap::new(),
+            next_gen: 1,
             shared_len: 0,
             tree: Tree::new(),
             pager: Pager::new(1, cache_bytes),
@@ -237,21 +261,39 @@ impl Meta {
         self.shared_len
     }
 
-    /// A file's header.
+    /// A regular file (its inode here, or a part of it).
     pub fn file(&mut self, io: &mut dyn PageIo, ino: Ino) -> Result<Option<Inode>> {
-        match self.pager.get(io, &self.tree, &file_key(ino))? {
-            Some(v) => decode_file(ino, &v).map(Some),
+        if let Some(a) = self.attr(io, ino)? {
+            return Ok((a.kind == Kind::File).then_some(Inode {
+                ino,
+                fs: a.fs,
+                size: a.size,
+                part: false,
+            }));
+        }
+        match self.pager.get(io, &self.tree, &part_key(ino))? {
+            Some(v) => decode_part(ino, &v).map(Some),
             None => Ok(None),
         }
     }
 
-    /// The file named `name` in file system `fs`.
-    pub fn lookup(&mut self, io: &mut dyn PageIo, fs: FsId, name: &str) -> Result<Option<Ino>> {
-        match self.pager.get(io, &self.tree, &name_key(fs, name))? {
-            Some(v) if v.len() == 8 => Ok(Some(be64(&v))),
-            Some(_) => Err(corrupt("name entry")),
+    /// An inode's attributes, if it lives on this shard.
+    pub fn attr(&mut self, io: &mut dyn PageIo, ino: Ino) -> Result<Option<Attr>> {
+        match self.pager.get(io, &self.tree, &inode_key(ino))? {
+            Some(v) => decode_attr(&v).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The namespace of file system `fs` in this tree, lent for one
+    /// operation; a create takes its number from `ids`.
+    pub fn namespace<'a>(
+        &'a mut self,
+        io: &'a mut dyn PageIo,
+        fs: FsId,
+        ids: &'a mut Ids,
+    ) -> Namespace<'a> {
+        Namespace::new(io, &mut self.pager, &mut self.tree, fs, ids)
     }
 
     /// Where logical block `idx` of file `ino` lives.
@@ -271,7 +313,7 @@ impl Meta {
         from: u64,
         f: &mut dyn FnMut(u64, BlockRef) -> bool,
     ) -> Result<()> {
-        let prefix = file_key(ino);
+        let prefix = part_key(ino);
         let mut bad = None;
         self.pager
             .scan(io, &self.tree, &block_key(ino, from), &mut |k, v| {
@@ -331,14 +373,40 @@ impl Meta {
         Ok(out)
     }
 
-    /// Calls `f` with every file, in inode order, until it returns false.
+    /// Calls `f` with every regular file this shard holds (the inodes
+    /// homed here, then the parts), until it returns false.
     pub fn files(&mut self, io: &mut dyn PageIo, f: &mut dyn FnMut(Inode) -> bool) -> Result<()> {
         let mut bad = None;
+        let mut go = true;
+        self.pager.scan(io, &self.tree, b"I", &mut |k, v| {
+            if k.len() != 9 || k[0] != b'I' {
+                return false;
+            }
+            match decode_attr(v) {
+                Ok(a) if a.kind != Kind::File => true,
+                Ok(a) => {
+                    go = f(Inode {
+                        ino: a.ino,
+                        fs: a.fs,
+                        size: a.size,
+                        part: false,
+                    });
+                    go
+                }
+                Err(e) => {
+                    bad = Some(e);
+                    false
+                }
+            }
+        })?;
+        if !go || bad.is_some() {
+            return bad.map_or(Ok(()), Err);
+        }
         self.pager.scan(io, &self.tree, b"f", &mut |k, v| {
             if k.len() != 9 || k[0] != b'f' {
                 return false;
             }
-            match decode_file(be64(&k[1..]), v) {
+            match decode_part(be64(&k[1..]), v) {
                 Ok(i) => f(i),
                 Err(e) => {
                     bad = Some(e);
@@ -472,12 +540,6 @@ impl Meta {
         bad.map_or(Ok(()), Err)
     }
 
-    fn put_file(&mut self, io: &mut dyn PageIo, i: &Inode) -> Result<()> {
-        self.pager
-            .insert(io, &mut self.tree, &file_key(i.ino), &encode_file(i))?;
-        Ok(())
-    }
-
     /// Removes the blocks of file `ino` from logical block `from` on;
     /// returns them.
     fn cut_blocks(&mut self, io: &mut dyn PageIo, ino: Ino, from: u64) -> Result<Vec<BlockRef>> {
@@ -492,13 +554,26 @@ impl Meta {
         Ok(idxs.into_iter().map(|(_, b)| b).collect())
     }
 
-    fn set_size(&mut self, io: &mut dyn PageIo, mut i: Inode, size: u64) -> Result<()> {
-        if !i.is_part() {
-            let u = self.used.entry(i.fs).or_default();
-            *u = (*u + size).saturating_sub(i.size);
+    /// Sets a file's size; on its home shard also its mtime and ctime,
+    /// unless `mtime` is 0.
+    fn set_size(&mut self, io: &mut dyn PageIo, mut i: Inode, size: u64, mtime: i64) -> Result<()> {
+        if i.is_part() {
+            i.size = size;
+            self.pager
+                .insert(io, &mut self.tree, &part_key(i.ino), &encode_part(&i))?;
+            return Ok(());
         }
-        i.size = size;
-        self.put_file(io, &i)
+        let u = self.used.entry(i.fs).or_default();
+        *u = (*u + size).saturating_sub(i.size);
+        let mut a = self.attr(io, i.ino)?.ok_or(corrupt("file without inode"))?;
+        a.size = size;
+        if mtime != 0 {
+            a.mtime = mtime;
+            a.ctime = mtime;
+        }
+        self.pager
+            .insert(io, &mut self.tree, &inode_key(i.ino), &a.encode())?;
+        Ok(())
     }
 
     /// Applies one change. Returns the block references the change dropped.
@@ -514,39 +589,33 @@ impl Meta {
                     f.capacity = *capacity;
                 }
             }
-            Record::FileCreate { ino, fs, name } => {
-                // Idempotent: inode numbers are never reused, so a create
-                // seen twice must not empty the file.
-                self.next_ino = self.next_ino.max(ino + 1);
+            Record::PartCreate { ino, fs } => {
                 if self.file(io, *ino)?.is_none() {
                     let i = Inode {
                         ino: *ino,
                         fs: *fs,
-                        name: name.clone(),
                         size: 0,
+                        part: true,
                     };
-                    self.put_file(io, &i)?;
-                    if !name.is_empty() {
-                        self.pager.insert(
-                            io,
-                            &mut self.tree,
-                            &name_key(*fs, name),
-                            &ino.to_be_bytes(),
-                        )?;
-                    }
+                    self.pager
+                        .insert(io, &mut self.tree, &part_key(*ino), &encode_part(&i))?;
                 }
             }
-            Record::FileUnlink { ino } => {
-                if let Some(i) = self.file(io, *ino)? {
+            Record::PartDrop { ino } => {
+                if let Some(i) = self.file(io, *ino)?.filter(|i| i.part) {
                     let blocks = self.cut_blocks(io, *ino, 0)?;
                     released.extend(blocks.into_iter().map(|b| (i.fs, b)));
-                    self.set_size(io, i.clone(), 0)?;
-                    self.pager.remove(io, &mut self.tree, &file_key(*ino))?;
-                    if !i.name.is_empty() && self.lookup(io, i.fs, &i.name)? == Some(*ino) {
-                        self.pager
-                            .remove(io, &mut self.tree, &name_key(i.fs, &i.name))?;
-                    }
+                    self.pager.remove(io, &mut self.tree, &part_key(*ino))?;
                 }
+            }
+            Record::Ns(n) => {
+                return self
+                    .apply_ns(io, n)
+                    .map(|d| d.released)
+                    .map_err(|e| match e {
+                        NsError::Tree(t) => t,
+                        _ => corrupt("a namespace record that does not apply"),
+                    });
             }
             Record::Stripe(s) => {
                 self.next_stripe = self.next_stripe.max(s.id + 1);
@@ -562,7 +631,12 @@ impl Meta {
                 }
                 self.stripes.put(Arc::new(s.clone()));
             }
-            Record::Extents { ino, size, blocks } => {
+            Record::Extents {
+                ino,
+                size,
+                blocks,
+                mtime,
+            } => {
                 if let Some(i) = self.file(io, *ino)? {
                     for (idx, b) in blocks {
                         let old = self.pager.insert(
@@ -575,7 +649,7 @@ impl Meta {
                             released.push((i.fs, decode_block(&old)?));
                         }
                     }
-                    self.set_size(io, i, *size)?;
+                    self.set_size(io, i, *size, *mtime)?;
                 }
             }
             Record::StripeFree { id } => {
@@ -589,11 +663,11 @@ impl Meta {
                 }
                 self.stripes.remove(*id);
             }
-            Record::Truncate { ino, size } => {
+            Record::Truncate { ino, size, mtime } => {
                 if let Some(i) = self.file(io, *ino)? {
                     let dropped = self.cut_blocks(io, *ino, size.div_ceil(BLOCK))?;
                     released.extend(dropped.into_iter().map(|b| (i.fs, b)));
-                    self.set_size(io, i, *size)?;
+                    self.set_size(io, i, *size, *mtime)?;
                 }
             }
             Record::SharedPut { fs, key, block } => {
@@ -622,6 +696,7 @@ impl Meta {
                 self.fs_owner.insert(*fs, *org);
             }
             Record::FsDelete { fs } => {
+                released = self.drop_fs_files(io, *fs)?;
                 self.fss.remove(fs);
                 self.fs_owner.remove(fs);
                 self.used.remove(fs);
@@ -654,6 +729,7 @@ impl Meta {
     pub fn encode_root(&self) -> Vec<u8> {
         let mut w = Writer::default();
         w.u32(self.next_fs).u64(self.next_ino).u64(self.next_stripe);
+        w.u64(self.next_gen);
         w.u64(self.pager.epoch());
         match self.tree.root() {
             Some(p) => w.u8(1).u64(p.addr).u64(p.birth),
@@ -685,6 +761,7 @@ impl Meta {
         m.next_fs = r.u32("next fs")?;
         m.next_ino = r.u64("next ino")?;
         m.next_stripe = r.u64("next stripe")?;
+        m.next_gen = r.u64("next generation")?;
         let epoch = r.u64("epoch")?;
         let root = match r.u8("root flag")? {
             0 => None,

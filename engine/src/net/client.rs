@@ -616,12 +616,13 @@ impl Client {
         }
     }
 
-    /// Opens a file (creating it if asked): its inode number and size.
-    pub fn open(&mut self, fs: &str, name: &str, create: bool) -> Result<(u64, u64)> {
+    /// Opens the regular file at `path` (creating it if asked; its
+    /// directory must exist): its inode number and size.
+    pub fn open(&mut self, fs: &str, path: &str, create: bool) -> Result<(u64, u64)> {
         let b = self.call(&Request::Open {
             create,
             fs: fs.into(),
-            name: name.into(),
+            path: path.into(),
         })?;
         let mut r = Reader::new(&b);
         let parse =
@@ -663,25 +664,129 @@ impl Client {
 
     /// A file's attributes.
     pub fn stat(&mut self, ino: u64) -> Result<FileStat> {
-        let b = self.call(&Request::Stat { ino })?;
-        FileStat::decode(&mut Reader::new(&b)).map_err(|_| ClientError::Protocol("stat response"))
+        self.stat_call(Request::Stat { ino })
     }
 
-    /// The files of a file system.
-    pub fn list(&mut self, fs: &str) -> Result<Vec<FileStat>> {
-        let b = self.call(&Request::List { fs: fs.into() })?;
+    /// A page of up to `max` entries of the directory at `path` after
+    /// `cookie` (0: from the start; pass the last entry's cookie on).
+    pub fn list_page(
+        &mut self,
+        fs: &str,
+        path: &str,
+        cookie: u64,
+        max: u32,
+    ) -> Result<Vec<FileStat>> {
+        let b = self.call(&Request::List {
+            fs: fs.into(),
+            path: path.into(),
+            cookie,
+            max,
+        })?;
         let mut r = Reader::new(&b);
         let n = r
-            .count(28, "file count")
+            .count(72, "entry count")
             .map_err(|_| ClientError::Protocol("list response"))?;
         (0..n)
             .map(|_| FileStat::decode(&mut r).map_err(|_| ClientError::Protocol("list response")))
             .collect()
     }
 
-    /// Removes a file.
-    pub fn unlink(&mut self, ino: u64) -> Result<()> {
-        self.call(&Request::Unlink { ino }).map(|_| ())
+    /// Every entry of the directory at `path`, page by page.
+    pub fn list_dir(&mut self, fs: &str, path: &str) -> Result<Vec<FileStat>> {
+        let mut out = Vec::new();
+        let mut cookie = 0;
+        loop {
+            let page = self.list_page(fs, path, cookie, 1024)?;
+            let Some(last) = page.last() else {
+                return Ok(out);
+            };
+            cookie = last.cookie;
+            out.extend(page);
+        }
+    }
+
+    /// The entries of a file system's root directory.
+    pub fn list(&mut self, fs: &str) -> Result<Vec<FileStat>> {
+        self.list_dir(fs, "")
+    }
+
+    /// Removes the name at `path` (not a directory); the file goes with its
+    /// last name.
+    pub fn unlink(&mut self, fs: &str, path: &str) -> Result<()> {
+        self.call(&Request::Unlink {
+            fs: fs.into(),
+            path: path.into(),
+        })
+        .map(|_| ())
+    }
+
+    /// Creates a directory.
+    pub fn mkdir(&mut self, fs: &str, path: &str, perm: u32) -> Result<FileStat> {
+        self.stat_call(Request::Mkdir {
+            fs: fs.into(),
+            path: path.into(),
+            perm,
+        })
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&mut self, fs: &str, path: &str) -> Result<()> {
+        self.call(&Request::Rmdir {
+            fs: fs.into(),
+            path: path.into(),
+        })
+        .map(|_| ())
+    }
+
+    /// Renames `from` to `to`; `flags` bit 0 refuses to replace, bit 1
+    /// exchanges the two.
+    pub fn rename(&mut self, fs: &str, from: &str, to: &str, flags: u8) -> Result<()> {
+        self.call(&Request::Rename {
+            fs: fs.into(),
+            from: from.into(),
+            to: to.into(),
+            flags,
+        })
+        .map(|_| ())
+    }
+
+    /// The attributes of the inode at `path` (a symlink itself).
+    pub fn stat_path(&mut self, fs: &str, path: &str) -> Result<FileStat> {
+        self.stat_call(Request::StatPath {
+            fs: fs.into(),
+            path: path.into(),
+        })
+    }
+
+    /// A hard link: `to` names what `from` names.
+    pub fn link(&mut self, fs: &str, from: &str, to: &str) -> Result<FileStat> {
+        self.stat_call(Request::Link {
+            fs: fs.into(),
+            from: from.into(),
+            to: to.into(),
+        })
+    }
+
+    /// A symbolic link at `path` to `target`.
+    pub fn symlink(&mut self, fs: &str, target: &str, path: &str) -> Result<FileStat> {
+        self.stat_call(Request::Symlink {
+            fs: fs.into(),
+            target: target.into(),
+            path: path.into(),
+        })
+    }
+
+    /// The target of the symbolic link at `path`.
+    pub fn readlink(&mut self, fs: &str, path: &str) -> Result<Vec<u8>> {
+        self.call(&Request::Readlink {
+            fs: fs.into(),
+            path: path.into(),
+        })
+    }
+
+    fn stat_call(&mut self, req: Request) -> Result<FileStat> {
+        let b = self.call(&req)?;
+        FileStat::decode(&mut Reader::new(&b)).map_err(|_| ClientError::Protocol("stat response"))
     }
 
     /// Sets a file's size.

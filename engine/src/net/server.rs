@@ -29,6 +29,7 @@ use super::auth::{self, Key};
 use super::wire::{self, hello, Envelope, FileStat, FrameError, Header, Kind, Partial, Request};
 use crate::codec::Writer;
 use crate::engine::Engine;
+use crate::meta::namespace::RenameFlags;
 use crate::meta::{FsId, Ino, OrgId};
 use crate::store::StoreError;
 
@@ -1014,13 +1015,113 @@ fn fs_of_org(s: &Shared, ctx: &Ctx, name: &str) -> Result<FsId, i32> {
     Ok(fs)
 }
 
+/// A store attribute record as the wire carries it.
+fn wire_stat(st: crate::store::Stat, cookie: u64) -> FileStat {
+    FileStat {
+        ino: st.ino,
+        size: st.size,
+        blocks: st.blocks,
+        mode: st.mode,
+        nlink: st.nlink,
+        uid: st.uid,
+        gid: st.gid,
+        atime: st.atime,
+        mtime: st.mtime,
+        ctime: st.ctime,
+        cookie,
+        name: st.name,
+    }
+}
+
+fn stat_body(st: crate::store::Stat) -> Vec<u8> {
+    let mut w = Writer::default();
+    wire_stat(st, 0).encode(&mut w);
+    w.buf
+}
+
+/// Runs a path request (its file system already checked as the session's).
+fn run_path(e: &Engine, ctx: &Ctx, fs: FsId, req: Request) -> Outcome {
+    let done = |op: &'static str, r: crate::engine::Result<Vec<u8>>| match r {
+        Ok(body) => (op, 0, 0, body),
+        Err(er) => err(op, &er),
+    };
+    match req {
+        Request::Open { create, path, .. } => {
+            let ino = match e.lookup(fs, &path) {
+                Ok(Some(i)) => Ok(i),
+                Ok(None) if create => e.create(fs, &path),
+                Ok(None) => return ("open", 0, -libc::ENOENT, Vec::new()),
+                Err(er) => Err(er),
+            };
+            match ino.and_then(|i| e.stat(i)) {
+                Ok(st) if st.is_dir() => ("open", 0, -libc::EISDIR, Vec::new()),
+                Ok(st) => {
+                    if let Ok(mut f) = ctx.files.lock() {
+                        f.insert(st.ino);
+                    }
+                    let mut w = Writer::default();
+                    w.u64(st.ino).u64(st.size);
+                    ("open", 0, 0, w.buf)
+                }
+                Err(er) => err("open", &er),
+            }
+        }
+        Request::List {
+            path, cookie, max, ..
+        } => done(
+            "list",
+            e.list_page(fs, &path, cookie, max.min(4096) as usize)
+                .map(|page| {
+                    let mut w = Writer::default();
+                    w.u32(page.len() as u32);
+                    for (st, c) in page {
+                        wire_stat(st, c).encode(&mut w);
+                    }
+                    w.buf
+                }),
+        ),
+        Request::Unlink { path, .. } => done("unlink", e.unlink(fs, &path).map(|()| Vec::new())),
+        Request::Mkdir { path, perm, .. } => done(
+            "mkdir",
+            e.mkdir(fs, &path, perm & 0o7777)
+                .and_then(|i| e.stat(i))
+                .map(stat_body),
+        ),
+        Request::Rmdir { path, .. } => done("rmdir", e.rmdir(fs, &path).map(|()| Vec::new())),
+        Request::Rename {
+            from, to, flags, ..
+        } => {
+            let flags = RenameFlags {
+                noreplace: flags & 1 != 0,
+                exchange: flags & 2 != 0,
+            };
+            done(
+                "rename",
+                e.rename(fs, &from, &to, flags).map(|()| Vec::new()),
+            )
+        }
+        Request::StatPath { path, .. } => done("stat", e.stat_path(fs, &path).map(stat_body)),
+        Request::Link { from, to, .. } => done("link", e.link(fs, &from, &to).map(stat_body)),
+        Request::Symlink { target, path, .. } => {
+            done("symlink", e.symlink(fs, &target, &path).map(stat_body))
+        }
+        Request::Readlink { path, .. } => done("readlink", e.readlink_path(fs, &path)),
+        _ => ("invalid", 0, -libc::EINVAL, Vec::new()),
+    }
+}
+
 fn run(s: &Shared, ctx: &Ctx, req: Request) -> Outcome {
     let e = &s.engine;
+    if let Some(name) = req.fs_name() {
+        return match fs_of_org(s, ctx, name) {
+            Ok(fs) => run_path(e, ctx, fs, req),
+            Err(code) => ("denied", 0, code, Vec::new()),
+        };
+    }
     let ino_of = |r: &Request| match r {
         Request::Read { ino, .. }
         | Request::Write { ino, .. }
         | Request::Stat { ino }
-        | Request::Unlink { ino }
         | Request::Truncate { ino, .. } => Some(*ino),
         _ => None,
     };
@@ -1030,29 +1131,6 @@ fn run(s: &Shared, ctx: &Ctx, req: Request) -> Outcome {
         }
     }
     match req {
-        Request::Open { create, fs, name } => {
-            let fs = match fs_of_org(s, ctx, &fs) {
-                Ok(f) => f,
-                Err(code) => return ("open", 0, code, Vec::new()),
-            };
-            let ino = match e.lookup(fs, &name) {
-                Ok(Some(i)) => Ok(i),
-                Ok(None) if create => e.create(fs, &name),
-                Ok(None) => return ("open", 0, -libc::ENOENT, Vec::new()),
-                Err(er) => Err(er),
-            };
-            match ino.and_then(|i| e.stat(i).map(|st| (i, st.size))) {
-                Ok((ino, size)) => {
-                    if let Ok(mut f) = ctx.files.lock() {
-                        f.insert(ino);
-                    }
-                    let mut w = Writer::default();
-                    w.u64(ino).u64(size);
-                    ("open", 0, 0, w.buf)
-                }
-                Err(er) => err("open", &er),
-            }
-        }
         Request::Read { ino, offset, len } => match e.read(ino, offset, len as usize) {
             Ok(data) => ("read", data.len() as u64, 0, data),
             Err(er) => err("read", &er),
@@ -1069,55 +1147,14 @@ fn run(s: &Shared, ctx: &Ctx, req: Request) -> Outcome {
             Err(er) => err("sync", &er),
         },
         Request::Stat { ino } => match e.stat(ino) {
-            Ok(st) => {
-                let mut w = Writer::default();
-                FileStat {
-                    ino,
-                    size: st.size,
-                    blocks: st.blocks,
-                    name: st.name,
-                }
-                .encode(&mut w);
-                ("stat", 0, 0, w.buf)
-            }
+            Ok(st) => ("stat", 0, 0, stat_body(st)),
             Err(er) => err("stat", &er),
-        },
-        Request::List { fs } => {
-            let fs = match fs_of_org(s, ctx, &fs) {
-                Ok(f) => f,
-                Err(code) => return ("list", 0, code, Vec::new()),
-            };
-            match e.list(fs) {
-                Ok(files) => {
-                    let mut w = Writer::default();
-                    w.u32(files.len() as u32);
-                    for f in files {
-                        FileStat {
-                            ino: f.ino,
-                            size: f.size,
-                            blocks: f.blocks,
-                            name: f.name,
-                        }
-                        .encode(&mut w);
-                    }
-                    ("list", 0, 0, w.buf)
-                }
-                Err(er) => err("list", &er),
-            }
-        }
-        Request::Unlink { ino } => match e.unlink(ino) {
-            Ok(()) => {
-                if let Ok(mut f) = ctx.files.lock() {
-                    f.remove(&ino);
-                }
-                ("unlink", 0, 0, Vec::new())
-            }
-            Err(er) => err("unlink", &er),
         },
         Request::Ping { payload } => ("ping", 0, 0, payload),
         Request::Truncate { ino, size } => match e.truncate(ino, size) {
             Ok(()) => ("truncate", 0, 0, Vec::new()),
             Err(er) => err("truncate", &er),
         },
+        _ => ("invalid", 0, -libc::EINVAL, Vec::new()),
     }
 }

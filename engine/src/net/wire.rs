@@ -372,8 +372,10 @@ impl Partial {
     }
 }
 
-/// Longest file system or file name on the wire.
+/// Longest file system name or path component on the wire.
 pub const MAX_NAME: usize = 255;
+/// Longest path (or symlink target) on the wire.
+pub const MAX_PATH: usize = 4095;
 
 /// A request's operation code: the first byte of every request message
 /// (PROTOCOL.md, "Requests").
@@ -398,11 +400,25 @@ pub enum Op {
     Truncate = 8,
     /// [`Request::Ping`].
     Ping = 9,
+    /// [`Request::Mkdir`].
+    Mkdir = 10,
+    /// [`Request::Rmdir`].
+    Rmdir = 11,
+    /// [`Request::Rename`].
+    Rename = 12,
+    /// [`Request::StatPath`].
+    StatPath = 13,
+    /// [`Request::Link`].
+    Link = 14,
+    /// [`Request::Symlink`].
+    Symlink = 15,
+    /// [`Request::Readlink`].
+    Readlink = 16,
 }
 
 impl Op {
     /// Every operation, in code order.
-    pub const ALL: [Op; 9] = [
+    pub const ALL: [Op; 16] = [
         Op::Open,
         Op::Read,
         Op::Write,
@@ -412,6 +428,13 @@ impl Op {
         Op::Unlink,
         Op::Truncate,
         Op::Ping,
+        Op::Mkdir,
+        Op::Rmdir,
+        Op::Rename,
+        Op::StatPath,
+        Op::Link,
+        Op::Symlink,
+        Op::Readlink,
     ];
 
     /// The operation a code names, if any.
@@ -420,17 +443,18 @@ impl Op {
     }
 }
 
-/// A request message.
+/// A request message. Paths are `/`-separated and relative to the file
+/// system's root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// Opens (optionally creating) a file of a file system.
+    /// Opens (optionally creating) a regular file.
     Open {
         /// Create it if missing.
         create: bool,
         /// File system name.
         fs: String,
-        /// File name.
-        name: String,
+        /// Path.
+        path: String,
     },
     /// Reads `len` bytes at `offset`.
     Read {
@@ -452,20 +476,28 @@ pub enum Request {
     },
     /// Makes every acknowledged write durable.
     Sync,
-    /// A file's attributes.
+    /// An open file's attributes.
     Stat {
         /// File.
         ino: u64,
     },
-    /// The files of a file system.
+    /// A page of a directory's entries after `cookie` (0: from the start).
     List {
         /// File system name.
         fs: String,
+        /// The directory.
+        path: String,
+        /// The last entry's cookie of the previous page.
+        cookie: u64,
+        /// Most entries to return.
+        max: u32,
     },
-    /// Removes a file.
+    /// Removes a name (not a directory); the file goes with its last name.
     Unlink {
-        /// File.
-        ino: u64,
+        /// File system name.
+        fs: String,
+        /// Path.
+        path: String,
     },
     /// Sets a file's size.
     Truncate {
@@ -479,6 +511,65 @@ pub enum Request {
     Ping {
         /// Echoed bytes.
         payload: Vec<u8>,
+    },
+    /// Creates a directory.
+    Mkdir {
+        /// File system name.
+        fs: String,
+        /// Path.
+        path: String,
+        /// Permission bits.
+        perm: u32,
+    },
+    /// Removes an empty directory.
+    Rmdir {
+        /// File system name.
+        fs: String,
+        /// Path.
+        path: String,
+    },
+    /// Renames `from` to `to`.
+    Rename {
+        /// File system name.
+        fs: String,
+        /// Source path.
+        from: String,
+        /// Target path.
+        to: String,
+        /// Bit 0: no-replace; bit 1: exchange.
+        flags: u8,
+    },
+    /// The attributes of the inode at a path (a symlink itself).
+    StatPath {
+        /// File system name.
+        fs: String,
+        /// Path.
+        path: String,
+    },
+    /// A hard link: `to` names the inode `from` names.
+    Link {
+        /// File system name.
+        fs: String,
+        /// Existing path.
+        from: String,
+        /// New path.
+        to: String,
+    },
+    /// A symbolic link at `path` to `target`.
+    Symlink {
+        /// File system name.
+        fs: String,
+        /// What it points to.
+        target: String,
+        /// Path of the link.
+        path: String,
+    },
+    /// A symbolic link's target.
+    Readlink {
+        /// File system name.
+        fs: String,
+        /// Path of the link.
+        path: String,
     },
 }
 
@@ -495,6 +586,30 @@ impl Request {
             Request::Unlink { .. } => Op::Unlink,
             Request::Truncate { .. } => Op::Truncate,
             Request::Ping { .. } => Op::Ping,
+            Request::Mkdir { .. } => Op::Mkdir,
+            Request::Rmdir { .. } => Op::Rmdir,
+            Request::Rename { .. } => Op::Rename,
+            Request::StatPath { .. } => Op::StatPath,
+            Request::Link { .. } => Op::Link,
+            Request::Symlink { .. } => Op::Symlink,
+            Request::Readlink { .. } => Op::Readlink,
+        }
+    }
+
+    /// The file system a path request names.
+    pub fn fs_name(&self) -> Option<&str> {
+        match self {
+            Request::Open { fs, .. }
+            | Request::List { fs, .. }
+            | Request::Unlink { fs, .. }
+            | Request::Mkdir { fs, .. }
+            | Request::Rmdir { fs, .. }
+            | Request::Rename { fs, .. }
+            | Request::StatPath { fs, .. }
+            | Request::Link { fs, .. }
+            | Request::Symlink { fs, .. }
+            | Request::Readlink { fs, .. } => Some(fs),
+            _ => None,
         }
     }
 
@@ -502,8 +617,8 @@ impl Request {
     pub fn encode(&self, w: &mut Writer) {
         w.u8(self.op() as u8);
         match self {
-            Request::Open { create, fs, name } => {
-                w.u8(u8::from(*create)).str(fs).str(name);
+            Request::Open { create, fs, path } => {
+                w.u8(u8::from(*create)).str(fs).str(path);
             }
             Request::Read { ino, offset, len } => {
                 w.u64(*ino).u64(*offset).u32(*len);
@@ -516,17 +631,42 @@ impl Request {
             Request::Stat { ino } => {
                 w.u64(*ino);
             }
-            Request::List { fs } => {
-                w.str(fs);
+            Request::List {
+                fs,
+                path,
+                cookie,
+                max,
+            } => {
+                w.str(fs).str(path).u64(*cookie).u32(*max);
             }
-            Request::Unlink { ino } => {
-                w.u64(*ino);
+            Request::Unlink { fs, path }
+            | Request::Rmdir { fs, path }
+            | Request::StatPath { fs, path }
+            | Request::Readlink { fs, path } => {
+                w.str(fs).str(path);
             }
             Request::Truncate { ino, size } => {
                 w.u64(*ino).u64(*size);
             }
             Request::Ping { payload } => {
                 w.buf.extend_from_slice(payload);
+            }
+            Request::Mkdir { fs, path, perm } => {
+                w.str(fs).str(path).u32(*perm);
+            }
+            Request::Rename {
+                fs,
+                from,
+                to,
+                flags,
+            } => {
+                w.str(fs).str(from).str(to).u8(*flags);
+            }
+            Request::Link { fs, from, to } => {
+                w.str(fs).str(from).str(to);
+            }
+            Request::Symlink { fs, target, path } => {
+                w.str(fs).str(target).str(path);
             }
         }
     }
@@ -535,11 +675,13 @@ impl Request {
     pub fn decode(msg: &[u8]) -> Result<Request, DecodeError> {
         let mut r = Reader::new(msg);
         let op = Op::from_u8(r.u8("op")?).ok_or(DecodeError { what: "op" })?;
+        let fs = |r: &mut Reader<'_>| r.str(MAX_NAME, "file system name");
+        let path = |r: &mut Reader<'_>| r.str(MAX_PATH, "path");
         let req = match op {
             Op::Open => Request::Open {
                 create: r.u8("create")? != 0,
-                fs: r.str(MAX_NAME, "file system name")?,
-                name: r.str(MAX_NAME, "file name")?,
+                fs: fs(&mut r)?,
+                path: path(&mut r)?,
             },
             Op::Read => {
                 let ino = r.u64("ino")?;
@@ -562,9 +704,15 @@ impl Request {
             Op::Sync => Request::Sync,
             Op::Stat => Request::Stat { ino: r.u64("ino")? },
             Op::List => Request::List {
-                fs: r.str(MAX_NAME, "file system name")?,
+                fs: fs(&mut r)?,
+                path: path(&mut r)?,
+                cookie: r.u64("cookie")?,
+                max: r.u32("max entries")?,
             },
-            Op::Unlink => Request::Unlink { ino: r.u64("ino")? },
+            Op::Unlink => Request::Unlink {
+                fs: fs(&mut r)?,
+                path: path(&mut r)?,
+            },
             Op::Truncate => Request::Truncate {
                 ino: r.u64("ino")?,
                 size: r.u64("size")?,
@@ -575,6 +723,46 @@ impl Request {
                     payload: r.take(n, "payload")?.to_vec(),
                 }
             }
+            Op::Mkdir => Request::Mkdir {
+                fs: fs(&mut r)?,
+                path: path(&mut r)?,
+                perm: r.u32("perm")?,
+            },
+            Op::Rmdir => Request::Rmdir {
+                fs: fs(&mut r)?,
+                path: path(&mut r)?,
+            },
+            Op::Rename => Request::Rename {
+                fs: fs(&mut r)?,
+                from: path(&mut r)?,
+                to: path(&mut r)?,
+                flags: match r.u8("rename flags")? {
+                    f @ 0..=2 => f,
+                    _ => {
+                        return Err(DecodeError {
+                            what: "rename flags",
+                        })
+                    }
+                },
+            },
+            Op::StatPath => Request::StatPath {
+                fs: fs(&mut r)?,
+                path: path(&mut r)?,
+            },
+            Op::Link => Request::Link {
+                fs: fs(&mut r)?,
+                from: path(&mut r)?,
+                to: path(&mut r)?,
+            },
+            Op::Symlink => Request::Symlink {
+                fs: fs(&mut r)?,
+                target: path(&mut r)?,
+                path: path(&mut r)?,
+            },
+            Op::Readlink => Request::Readlink {
+                fs: fs(&mut r)?,
+                path: path(&mut r)?,
+            },
         };
         if r.remaining() != 0 {
             return Err(DecodeError {
@@ -585,7 +773,8 @@ impl Request {
     }
 }
 
-/// A file's attributes on the wire.
+/// An inode's attributes on the wire (`stat`), with its name and cookie
+/// when listed from a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileStat {
     /// Inode number.
@@ -594,17 +783,35 @@ pub struct FileStat {
     pub size: u64,
     /// Logical blocks stored.
     pub blocks: u64,
-    /// Name.
+    /// Kind and permission bits (`st_mode`).
+    pub mode: u32,
+    /// Links.
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Last access (ns since the epoch).
+    pub atime: i64,
+    /// Last modification.
+    pub mtime: i64,
+    /// Last change of the inode.
+    pub ctime: i64,
+    /// Where a listing resumes after this entry (0 outside listings).
+    pub cookie: u64,
+    /// Name (in a listing; empty otherwise).
     pub name: String,
 }
 
 impl FileStat {
     /// Encodes it.
     pub fn encode(&self, w: &mut Writer) {
-        w.u64(self.ino)
-            .u64(self.size)
-            .u64(self.blocks)
-            .str(&self.name);
+        w.u64(self.ino).u64(self.size).u64(self.blocks);
+        w.u32(self.mode).u32(self.nlink).u32(self.uid).u32(self.gid);
+        w.u64(self.atime as u64)
+            .u64(self.mtime as u64)
+            .u64(self.ctime as u64);
+        w.u64(self.cookie).str(&self.name);
     }
 
     /// Decodes one.
@@ -613,8 +820,21 @@ impl FileStat {
             ino: r.u64("ino")?,
             size: r.u64("size")?,
             blocks: r.u64("blocks")?,
+            mode: r.u32("mode")?,
+            nlink: r.u32("nlink")?,
+            uid: r.u32("uid")?,
+            gid: r.u32("gid")?,
+            atime: r.u64("atime")? as i64,
+            mtime: r.u64("mtime")? as i64,
+            ctime: r.u64("ctime")? as i64,
+            cookie: r.u64("cookie")?,
             name: r.str(MAX_NAME, "file name")?,
         })
+    }
+
+    /// Whether it is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
     }
 }
 
@@ -769,35 +989,86 @@ pub mod hello {
     }
 }
 
+/// One request of every operation, in code order (for tests and fuzzing).
+#[doc(hidden)]
+pub fn sample_requests() -> Vec<Request> {
+    let fs = || "data".to_string();
+    let path = || "dir/sub/file".to_string();
+    vec![
+        Request::Open {
+            create: true,
+            fs: fs(),
+            path: path(),
+        },
+        Request::Read {
+            ino: 7,
+            offset: 4096,
+            len: 4096,
+        },
+        Request::Write {
+            ino: 7,
+            offset: 1,
+            data: vec![9; 300],
+        },
+        Request::Sync,
+        Request::Stat { ino: 7 },
+        Request::List {
+            fs: fs(),
+            path: "dir".into(),
+            cookie: 3,
+            max: 100,
+        },
+        Request::Unlink {
+            fs: fs(),
+            path: path(),
+        },
+        Request::Truncate { ino: 7, size: 100 },
+        Request::Ping {
+            payload: vec![1; 16],
+        },
+        Request::Mkdir {
+            fs: fs(),
+            path: "dir".into(),
+            perm: 0o755,
+        },
+        Request::Rmdir {
+            fs: fs(),
+            path: "dir".into(),
+        },
+        Request::Rename {
+            fs: fs(),
+            from: path(),
+            to: "dir/other".into(),
+            flags: 1,
+        },
+        Request::StatPath {
+            fs: fs(),
+            path: path(),
+        },
+        Request::Link {
+            fs: fs(),
+            from: path(),
+            to: "dir/hard".into(),
+        },
+        Request::Symlink {
+            fs: fs(),
+            target: "../file".into(),
+            path: "dir/soft".into(),
+        },
+        Request::Readlink {
+            fs: fs(),
+            path: "dir/soft".into(),
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_op_code_is_the_first_byte_of_its_request() {
-        let reqs = [
-            Request::Open {
-                create: true,
-                fs: "a".into(),
-                name: "b".into(),
-            },
-            Request::Read {
-                ino: 1,
-                offset: 2,
-                len: 3,
-            },
-            Request::Write {
-                ino: 1,
-                offset: 2,
-                data: vec![7; 5],
-            },
-            Request::Sync,
-            Request::Stat { ino: 9 },
-            Request::List { fs: "a".into() },
-            Request::Unlink { ino: 9 },
-            Request::Truncate { ino: 9, size: 10 },
-            Request::Ping { payload: vec![1] },
-        ];
+        let reqs = sample_requests();
         assert_eq!(reqs.len(), Op::ALL.len());
         for (req, op) in reqs.iter().zip(Op::ALL) {
             assert_eq!(req.op(), op);
@@ -807,7 +1078,7 @@ mod tests {
             assert_eq!(w.buf[0], op as u8);
             assert_eq!(&Request::decode(&w.buf).unwrap(), req);
         }
-        for code in [0u8, 10, 0xff] {
+        for code in [0u8, 17, 0xff] {
             assert_eq!(Op::from_u8(code), None);
             assert!(Request::decode(&[code]).is_err());
         }
@@ -897,31 +1168,7 @@ mod tests {
 
     #[test]
     fn requests_round_trip() {
-        let reqs = [
-            Request::Open {
-                create: true,
-                fs: "data".into(),
-                name: "a".into(),
-            },
-            Request::Read {
-                ino: 5,
-                offset: 4096,
-                len: 8192,
-            },
-            Request::Write {
-                ino: 5,
-                offset: 1,
-                data: vec![1, 2, 3],
-            },
-            Request::Sync,
-            Request::Stat { ino: 9 },
-            Request::List { fs: "x".into() },
-            Request::Unlink { ino: 3 },
-            Request::Truncate { ino: 3, size: 10 },
-            Request::Ping {
-                payload: vec![1, 2],
-            },
-        ];
+        let reqs = sample_requests();
         for r in reqs {
             let mut w = Writer::default();
             r.encode(&mut w);

@@ -72,6 +72,9 @@ pub enum StoreError {
     /// The metadata tree failed (a page unreadable on every copy, or no
     /// space for new pages).
     Meta(TreeError),
+    /// A namespace operation was refused, with its POSIX errno (ENOENT,
+    /// EEXIST, ENOTEMPTY, ENOTDIR, EISDIR, ELOOP, EXDEV...).
+    Ns(crate::meta::namespace::NsError),
     /// Data cannot be read: more chunks of its stripe are lost than parity
     /// can rebuild.
     Unrecoverable {
@@ -92,6 +95,7 @@ impl StoreError {
             StoreError::Invalid { .. } | StoreError::Mismatch { .. } => libc::EINVAL,
             StoreError::Io { error, .. } => error.errno(),
             StoreError::Meta(e) => return e.errno(),
+            StoreError::Ns(e) => return e.errno(),
             StoreError::Moved { .. } => libc::EAGAIN,
             StoreError::NotOpen { .. } => libc::ENXIO,
             StoreError::Stopping | StoreError::Dataplane(DpError::Stopped { .. }) => {
@@ -126,6 +130,7 @@ impl fmt::Display for StoreError {
             }
             StoreError::Stopping => write!(f, "the engine is stopping; retry once it is back"),
             StoreError::Meta(e) => write!(f, "{e}"),
+            StoreError::Ns(e) => write!(f, "{e}"),
             StoreError::Unrecoverable { stripe, reason } => {
                 write!(f, "stripe {stripe} cannot be read: {reason}")
             }

@@ -1,68 +1,157 @@
-//! Files: create, look up, list, stat, unlink and truncate.
+//! Files by path (create, look up, list, stat, unlink) on top of the
+//! namespace, and a file's size (truncate), with the data a shard holds.
 
 use super::*;
+use crate::meta::namespace::{Attr, Ctx};
+
+/// The caller of the store's path-based calls: root, now.
+fn root_ctx() -> Ctx {
+    Ctx {
+        uid: 0,
+        gid: 0,
+        now: now_nanos(),
+    }
+}
 
 impl Store {
-    /// Creates an empty file.
-    pub fn create(&mut self, fs: FsId, name: &str) -> Result<Ino> {
-        check_name(name)?;
-        self.fs(fs)?;
-        if self.lookup(fs, name)?.is_some() {
-            return Err(StoreError::Exists {
-                what: format!("file {name}"),
-            });
+    /// Creates an empty regular file at `path` (its directory must exist).
+    pub fn create(&mut self, fs: FsId, path: &str) -> Result<Ino> {
+        let (dir, name) = self.parent_and_name(fs, path)?;
+        match self.lookup_at(dir.ino, &name) {
+            Ok(_) => {
+                return Err(StoreError::Exists {
+                    what: format!("file {path}"),
+                })
+            }
+            Err(StoreError::Ns(meta::namespace::NsError::NotFound)) => {}
+            Err(e) => return Err(e),
         }
-        // Inode numbers carry their shard in the low byte, so any core can
-        // route a request for a file to its owner.
-        let ino = (((self.meta.next_ino >> 8) + 1) << 8) | u64::from(self.layout.shard);
-        self.record(Record::FileCreate {
-            ino,
-            fs,
-            name: name.into(),
-        })?;
-        Ok(ino)
+        let a = self.make(dir.ino, &name, libc::S_IFREG | 0o644, 0, &[], root_ctx())?;
+        Ok(a.ino)
     }
 
-    /// A file by name.
-    pub fn lookup(&mut self, fs: FsId, name: &str) -> Result<Option<Ino>> {
-        self.with_meta(|m, io| m.lookup(io, fs, name))
+    /// Creates a directory at `path`.
+    pub fn mkdir(&mut self, fs: FsId, path: &str, perm: u32) -> Result<Ino> {
+        let (dir, name) = self.parent_and_name(fs, path)?;
+        Ok(self
+            .make(dir.ino, &name, libc::S_IFDIR | perm, 0, &[], root_ctx())?
+            .ino)
     }
 
-    /// The files of a file system.
+    /// The inode at `path`, if there is one.
+    pub fn lookup(&mut self, fs: FsId, path: &str) -> Result<Option<Ino>> {
+        match self.resolve(fs, path) {
+            Ok(a) => Ok(Some(a.ino)),
+            Err(StoreError::Ns(meta::namespace::NsError::NotFound)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes the entry at `path` (not a directory); returns the regular
+    /// file whose last name it was.
+    pub fn unlink(&mut self, fs: FsId, path: &str) -> Result<Option<Ino>> {
+        let (dir, name) = self.parent_and_name(fs, path)?;
+        self.unlink_at(dir.ino, &name, root_ctx())
+    }
+
+    /// Up to `max` entries of the directory at `path` after `cookie`, with
+    /// their attributes and cookies.
+    pub fn list_page(
+        &mut self,
+        fs: FsId,
+        path: &str,
+        cookie: u64,
+        max: usize,
+    ) -> Result<Vec<(Stat, u64)>> {
+        let dir = self.resolve(fs, path)?;
+        let page = self.readdir(dir.ino, cookie, max)?;
+        let mut out = Vec::with_capacity(page.len());
+        for e in page {
+            let a = self.getattr(e.ino)?;
+            let mut st = self.stat_of(a)?;
+            st.name = String::from_utf8_lossy(&e.name).into_owned();
+            out.push((st, e.cookie));
+        }
+        Ok(out)
+    }
+
+    /// Every entry of the directory at `path`, with its attributes.
+    pub fn list_dir(&mut self, fs: FsId, path: &str) -> Result<Vec<Stat>> {
+        let mut out = Vec::new();
+        let mut cookie = 0;
+        loop {
+            let page = self.list_page(fs, path, cookie, 1024)?;
+            let Some(&(_, last)) = page.last() else {
+                break;
+            };
+            cookie = last;
+            out.extend(page.into_iter().map(|(st, _)| st));
+        }
+        Ok(out)
+    }
+
+    /// The entries of a file system's root directory.
     pub fn list(&mut self, fs: FsId) -> Result<Vec<Stat>> {
-        let mut files = Vec::new();
-        self.with_meta(|m, io| {
-            m.files(io, &mut |i| {
-                if i.fs == fs && !i.is_part() {
-                    files.push(i);
-                }
-                true
-            })
-        })?;
-        files.into_iter().map(|i| self.stat_of(i)).collect()
+        self.list_dir(fs, "")
     }
 
-    pub(super) fn stat_of(&mut self, i: meta::Inode) -> Result<Stat> {
+    /// The logical blocks this shard maps of file `ino` (its inode's or a
+    /// part's).
+    pub fn blocks_held(&mut self, ino: Ino) -> Result<u64> {
         let mut blocks = 0u64;
         self.with_meta(|m, io| {
-            m.blocks(io, i.ino, 0, &mut |_, _| {
+            m.blocks(io, ino, 0, &mut |_, _| {
                 blocks += 1;
                 true
             })
         })?;
+        Ok(blocks)
+    }
+
+    /// An inode's attributes with the blocks its home shard stores.
+    pub fn stat_of(&mut self, a: Attr) -> Result<Stat> {
+        let blocks = match a.kind {
+            meta::namespace::Kind::File => self.blocks_held(a.ino)?,
+            _ => 0,
+        };
         Ok(Stat {
-            ino: i.ino,
-            fs: i.fs,
-            name: i.name,
-            size: i.size,
+            ino: a.ino,
+            fs: a.fs,
+            name: String::new(),
+            size: a.size,
             blocks,
+            mode: a.mode(),
+            nlink: a.nlink,
+            uid: a.uid,
+            gid: a.gid,
+            rdev: a.rdev,
+            atime: a.atime,
+            mtime: a.mtime,
+            ctime: a.ctime,
+            generation: a.generation,
         })
     }
 
-    /// A file's header.
+    /// A regular file (or a part of one) on this shard.
     pub(super) fn inode(&mut self, ino: Ino) -> Result<meta::Inode> {
-        self.with_meta(|m, io| m.file(io, ino))?
-            .ok_or_else(|| not_found(ino))
+        if let Some(i) = self.with_meta(|m, io| m.file(io, ino))? {
+            return Ok(i);
+        }
+        match self.with_meta(|m, io| m.attr(io, ino))? {
+            Some(a) if a.kind == meta::namespace::Kind::Dir => {
+                Err(StoreError::Ns(meta::namespace::NsError::IsDir))
+            }
+            Some(_) => Err(StoreError::Invalid {
+                reason: format!("inode {ino} is not a regular file"),
+            }),
+            None => Err(not_found(ino)),
+        }
+    }
+
+    /// Whether this shard holds any of regular file `ino` (its inode or a
+    /// part).
+    pub fn holds_file(&mut self, ino: Ino) -> Result<bool> {
+        self.has_file(ino)
     }
 
     /// Whether a file (or a part) exists on this shard.
@@ -70,23 +159,27 @@ impl Store {
         Ok(self.with_meta(|m, io| m.file(io, ino))?.is_some())
     }
 
-    /// A file's attributes.
+    /// An inode's attributes.
     pub fn stat(&mut self, ino: Ino) -> Result<Stat> {
-        let i = self.inode(ino)?;
-        self.stat_of(i)
+        let a = self.getattr(ino)?;
+        self.stat_of(a)
     }
 
-    /// Removes a file.
-    pub fn unlink(&mut self, ino: Ino) -> Result<()> {
-        self.inode(ino)?;
-        self.record(Record::FileUnlink { ino })?;
+    /// Drops this shard's part of a file (its home removed it).
+    pub(super) fn drop_part(&mut self, ino: Ino) -> Result<()> {
+        self.record(Record::PartDrop { ino })?;
         Ok(())
     }
 
     /// Sets a file's size (dropping blocks past it, or leaving a hole).
     pub fn truncate(&mut self, ino: Ino, size: u64) -> Result<()> {
+        self.truncate_at(ino, size, now_nanos())
+    }
+
+    /// Sets a file's size; its mtime and ctime become `now`.
+    pub(super) fn truncate_at(&mut self, ino: Ino, size: u64, now: i64) -> Result<()> {
         let st = self.inode(ino)?;
-        if size > st.size {
+        if size > st.size && !st.part {
             self.check_capacity(st.fs, size - st.size)?;
         }
         // The block straddling the new end keeps only bytes before it.
@@ -105,10 +198,15 @@ impl Store {
                     ino,
                     size: st.size,
                     blocks: r,
+                    mtime: 0,
                 })?;
             }
         }
-        self.record(Record::Truncate { ino, size })?;
+        self.record(Record::Truncate {
+            ino,
+            size,
+            mtime: now,
+        })?;
         Ok(())
     }
 

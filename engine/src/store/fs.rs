@@ -45,6 +45,9 @@ impl Store {
             capacity,
         }))?;
         self.writer(id)?;
+        if self.holds_root(id) {
+            self.make_root(id)?;
+        }
         Ok(id)
     }
 
@@ -123,18 +126,6 @@ impl Store {
     /// this shard.
     pub fn fs_delete(&mut self, fs: FsId) -> Result<()> {
         self.fs(fs)?;
-        let mut inos: Vec<Ino> = Vec::new();
-        self.with_meta(|m, io| {
-            m.files(io, &mut |i| {
-                if i.fs == fs {
-                    inos.push(i.ino);
-                }
-                true
-            })
-        })?;
-        for ino in inos {
-            self.record(Record::FileUnlink { ino })?;
-        }
         if let Some(w) = self.writers.remove(&fs) {
             // The open stripe's slots were reserved, never named by a record.
             self.slots

@@ -102,7 +102,12 @@ impl Store {
                 let size = self
                     .with_meta(|m, io| m.file(io, ino))?
                     .map_or(0, |i| i.size);
-                self.record(Record::Extents { ino, size, blocks })?;
+                self.record(Record::Extents {
+                    ino,
+                    size,
+                    blocks,
+                    mtime: 0,
+                })?;
             }
             for (key, block) in shared {
                 self.record(Record::SharedPut { fs, key, block })?;

@@ -40,7 +40,8 @@
 //! | `read.rs` | verified reads, runs of contiguous blocks |
 //! | `repair.rs` | degraded reads and self-heal from parity |
 //! | `shared.rs` | this shard's part of the engine-wide dedup pool |
-//! | `files.rs`, `parts.rs`, `fs.rs` | files, their ranges on other shards, file systems and organizations |
+//! | `names.rs` | the namespace: directories, names, links, attributes, paths |
+//! | `files.rs`, `parts.rs`, `fs.rs` | files' data, their ranges on other shards, file systems and organizations |
 //! | `gc.rs`, `scrub.rs`, `replace.rs` | background and repair work |
 //! | `io.rs` | queue-pair I/O, aligned buffers, mirrored metadata writes |
 //! | `report.rs`, `fsck.rs`, `error.rs` | figures, invariant checks, errors |
@@ -74,6 +75,7 @@ mod fsck;
 mod gc;
 mod io;
 mod journal;
+mod names;
 mod open;
 mod pages;
 mod parts;
@@ -87,12 +89,13 @@ mod shared;
 mod write;
 
 pub use error::{Result, StoreError};
+pub use names::{components, now_nanos, MAX_SYMLINKS};
 pub use read::RemoteRead;
 pub use report::{
     BlockLocation, DeviceReport, GcReport, RepairStats, ScrubReport, SpaceStats, Stat,
 };
 pub use shared::{Journaled, SharedDrop};
-use {alloc::Slots, error::*, fs::*, io::*, pages::*, read::*, repair::*, write::*};
+use {alloc::Slots, error::*, io::*, pages::*, read::*, repair::*, write::*};
 
 /// Logical block size of files.
 pub const BLOCK: usize = 4096;

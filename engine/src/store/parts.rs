@@ -10,11 +10,7 @@ impl Store {
     pub(super) fn ensure_part(&mut self, ino: Ino, fs: FsId) -> Result<()> {
         if !self.has_file(ino)? {
             self.fs(fs)?;
-            self.record(Record::FileCreate {
-                ino,
-                fs,
-                name: String::new(),
-            })?;
+            self.record(Record::PartCreate { ino, fs })?;
         }
         Ok(())
     }
@@ -64,7 +60,7 @@ impl Store {
     /// Drops what this shard holds of a removed file.
     pub fn unlink_part(&mut self, ino: Ino) -> Result<()> {
         match self.with_meta(|m, io| m.file(io, ino))? {
-            Some(i) if i.is_part() => self.unlink(ino),
+            Some(i) if i.is_part() => self.drop_part(ino),
             _ => Ok(()),
         }
     }
@@ -126,7 +122,7 @@ impl Store {
             .collect();
         for (ino, size) in parts {
             match homes.get(&ino) {
-                None => self.unlink(ino)?,
+                None => self.drop_part(ino)?,
                 Some(&home) if size > home => self.truncate(ino, home)?,
                 Some(_) => {}
             }
@@ -154,6 +150,7 @@ impl Store {
                 ino,
                 size: end,
                 blocks: Vec::new(),
+                mtime: now_nanos(),
             })?;
         }
         Ok(())

@@ -10,19 +10,44 @@ use super::*;
 /// stripe, and the device layout.
 pub type BlockLocation = (BlockAddr, Vec<(u16, u64)>, Layout);
 
-/// A file's attributes.
+/// An inode's attributes, as `stat` reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stat {
     /// Inode number.
     pub ino: Ino,
     /// File system.
     pub fs: FsId,
-    /// Name.
+    /// The entry's name when listed from a directory (empty otherwise).
     pub name: String,
     /// Size in bytes.
     pub size: u64,
-    /// Logical blocks stored (holes excluded).
+    /// Logical blocks stored on the inode's home shard (holes excluded).
     pub blocks: u64,
+    /// Kind and permission bits (`st_mode`).
+    pub mode: u32,
+    /// Links.
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device number of a device node.
+    pub rdev: u32,
+    /// Last access, in nanoseconds since the epoch.
+    pub atime: i64,
+    /// Last change of the contents.
+    pub mtime: i64,
+    /// Last change of the inode.
+    pub ctime: i64,
+    /// Generation: with the number, names this inode and no later one.
+    pub generation: u64,
+}
+
+impl Stat {
+    /// Whether it is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
 }
 
 /// Space and reduction figures.

@@ -291,7 +291,12 @@ impl Store {
     ) -> Result<()> {
         self.ensure_part(ino, fs)?;
         let size = self.size_of(ino)?.max(size);
-        let n = self.record(Record::Extents { ino, size, blocks })?;
+        let n = self.record(Record::Extents {
+            ino,
+            size,
+            blocks,
+            mtime: now_nanos(),
+        })?;
         for &(owner, need) in waits {
             if owner != self.layout.shard {
                 self.waits.push_back((n, owner, need));

@@ -228,6 +228,7 @@ impl Store {
             ino,
             size: st.size.max(end),
             blocks: refs,
+            mtime: now_nanos(),
         })?;
         Ok(())
     }

@@ -252,6 +252,10 @@ pub enum NsError {
     NotPermitted,
     /// An extended attribute's value is too large (E2BIG).
     ValueTooLarge,
+    /// Too many symbolic links met resolving a path (ELOOP).
+    Loop,
+    /// A rename or link between file systems (EXDEV).
+    CrossDevice,
     /// The tree failed (I/O, damage, space).
     Tree(TreeError),
 }
@@ -271,6 +275,8 @@ impl NsError {
             NsError::NoAttr => libc::ENODATA,
             NsError::NotPermitted => libc::EPERM,
             NsError::ValueTooLarge => libc::E2BIG,
+            NsError::Loop => libc::ELOOP,
+            NsError::CrossDevice => libc::EXDEV,
             NsError::Tree(e) => return e.errno(),
         }
     }
@@ -294,6 +300,8 @@ impl fmt::Display for NsError {
                 f,
                 "extended attribute value too large (at most {MAX_VALUE} bytes)"
             ),
+            NsError::Loop => write!(f, "too many levels of symbolic links"),
+            NsError::CrossDevice => write!(f, "a rename or link stays within one file system"),
             NsError::Tree(e) => write!(f, "{e}"),
         }
     }

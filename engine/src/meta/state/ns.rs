@@ -1,0 +1,203 @@
+//! Applying namespace records to a shard's tree, and the data a removed
+//! file leaves behind: the last name of a regular file takes its blocks
+//! and its bytes from its file system's usage in the same change.
+
+use super::*;
+
+impl Meta {
+    /// Applies a namespace change. A refusal changes nothing (and the
+    /// store journals nothing); what the change did is returned.
+    pub fn apply_ns(
+        &mut self,
+        io: &mut dyn PageIo,
+        rec: &NsRecord,
+    ) -> std::result::Result<NsDone, NsError> {
+        let ctx = rec.ctx();
+        let fs = rec.fs;
+        let mut done = NsDone::default();
+        // The inode a removal may take (its size and blocks go with it).
+        let mut victim: Option<Attr> = None;
+        let mut ids = Ids {
+            ino: 0,
+            generation: 0,
+            step: 0,
+        };
+        let removed = match &rec.op {
+            NsOp::Root { ino, perm } => {
+                done.attr = Some(
+                    self.namespace(io, fs, &mut ids)
+                        .make_root(*ino, *perm, ctx)?,
+                );
+                None
+            }
+            NsOp::Make {
+                dir,
+                name,
+                ino,
+                generation,
+                mode,
+                rdev,
+                target,
+            } => {
+                ids.ino = *ino;
+                ids.generation = *generation;
+                let mut ns = self.namespace(io, fs, &mut ids);
+                let a = match Kind::from_mode(*mode) {
+                    Some(Kind::Dir) => ns.mkdir(*dir, name, *mode, ctx)?,
+                    Some(Kind::Symlink) => ns.symlink(*dir, name, target, ctx)?,
+                    Some(Kind::File) | None => ns.create(*dir, name, *mode, ctx)?,
+                    Some(_) => ns.mknod(*dir, name, *mode, *rdev, ctx)?,
+                };
+                self.next_ino = self.next_ino.max(*ino);
+                self.next_gen = self.next_gen.max(generation + 1);
+                done.attr = Some(a);
+                None
+            }
+            NsOp::Unlink { dir, name } => {
+                let mut ns = self.namespace(io, fs, &mut ids);
+                victim = ns.lookup(*dir, name).ok();
+                Some(ns.unlink(*dir, name, ctx)?)
+            }
+            NsOp::Rmdir { dir, name } => {
+                Some(self.namespace(io, fs, &mut ids).rmdir(*dir, name, ctx)?)
+            }
+            NsOp::Rename {
+                from_dir,
+                from,
+                to_dir,
+                to,
+                flags,
+            } => {
+                let mut ns = self.namespace(io, fs, &mut ids);
+                if !flags.exchange {
+                    victim = ns.lookup(*to_dir, to).ok();
+                }
+                ns.rename(*from_dir, from, *to_dir, to, *flags, ctx)?
+            }
+            NsOp::Link { ino, dir, name } => {
+                done.attr = Some(
+                    self.namespace(io, fs, &mut ids)
+                        .link(*ino, *dir, name, ctx)?,
+                );
+                None
+            }
+            NsOp::SetAttr { ino, set } => {
+                if set.size.is_some() {
+                    return Err(NsError::Invalid(
+                        "a size is set by truncating, which drops the data past it",
+                    ));
+                }
+                done.attr = Some(self.namespace(io, fs, &mut ids).setattr(*ino, *set, ctx)?);
+                None
+            }
+            NsOp::SetXattr {
+                ino,
+                name,
+                value,
+                mode,
+            } => {
+                self.namespace(io, fs, &mut ids)
+                    .setxattr(*ino, name, value, *mode, ctx)?;
+                None
+            }
+            NsOp::RemoveXattr { ino, name } => {
+                self.namespace(io, fs, &mut ids)
+                    .removexattr(*ino, name, ctx)?;
+                None
+            }
+        };
+        debug_assert_eq!(ids.step, 0, "a record creates at most one inode");
+        if let (Some(r), Some(a)) = (removed, victim) {
+            debug_assert_eq!(r.ino, a.ino);
+            if r.last && a.kind == Kind::File {
+                self.drop_file_data(io, &a, &mut done.released)?;
+                done.gone = Some(a.ino);
+            }
+        }
+        Ok(done)
+    }
+
+    /// Drops the blocks and the usage of a regular file whose inode is
+    /// gone.
+    fn drop_file_data(
+        &mut self,
+        io: &mut dyn PageIo,
+        a: &Attr,
+        released: &mut Released,
+    ) -> Result<()> {
+        let u = self.used.entry(a.fs).or_default();
+        *u = u.saturating_sub(a.size);
+        let blocks = self.cut_blocks(io, a.ino, 0)?;
+        released.extend(blocks.into_iter().map(|b| (a.fs, b)));
+        Ok(())
+    }
+
+    /// Removes every key that starts with `prefix`.
+    fn remove_prefix(&mut self, io: &mut dyn PageIo, prefix: &[u8]) -> Result<()> {
+        let mut keys = Vec::new();
+        self.pager.scan(io, &self.tree, prefix, &mut |k, _| {
+            if !k.starts_with(prefix) {
+                return false;
+            }
+            keys.push(k.to_vec());
+            true
+        })?;
+        for k in keys {
+            self.pager.remove(io, &mut self.tree, &k)?;
+        }
+        Ok(())
+    }
+
+    /// Removes everything file system `fs` keeps on this shard: every inode
+    /// with its entries, symlink target, xattrs and blocks, and every part.
+    pub(super) fn drop_fs_files(&mut self, io: &mut dyn PageIo, fs: FsId) -> Result<Released> {
+        let mut attrs = Vec::new();
+        let mut bad = None;
+        self.pager.scan(io, &self.tree, b"I", &mut |k, v| {
+            if k.len() != 9 || k[0] != b'I' {
+                return false;
+            }
+            match decode_attr(v) {
+                Ok(a) => {
+                    if a.fs == fs {
+                        attrs.push(a);
+                    }
+                    true
+                }
+                Err(e) => {
+                    bad = Some(e);
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        let mut parts = Vec::new();
+        self.files(io, &mut |i| {
+            if i.part && i.fs == fs {
+                parts.push(i);
+            }
+            true
+        })?;
+        let mut released = Released::new();
+        for a in &attrs {
+            if a.kind == Kind::File {
+                self.drop_file_data(io, a, &mut released)?;
+            }
+            let ino = a.ino.to_be_bytes();
+            for tag in [b'N', b'E', b'L', b'X'] {
+                let mut p = vec![tag];
+                p.extend_from_slice(&ino);
+                self.remove_prefix(io, &p)?;
+            }
+            self.pager.remove(io, &mut self.tree, &inode_key(a.ino))?;
+        }
+        for i in parts {
+            let blocks = self.cut_blocks(io, i.ino, 0)?;
+            released.extend(blocks.into_iter().map(|b| (fs, b)));
+            self.pager.remove(io, &mut self.tree, &part_key(i.ino))?;
+        }
+        Ok(released)
+    }
+}

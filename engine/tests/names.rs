@@ -1,0 +1,299 @@
+//! The namespace in the engine against an in-memory model: random
+//! directory trees, files with data, renames of files and directories,
+//! hard links, symlinks, unlinks, rmdirs and truncates, on four shards over
+//! two reactors, across clean restarts and crashes.
+//!
+//! After a crash the recovered tree must equal the model at some point
+//! between the last sync and the crash (the journal keeps its order), and
+//! at least the state of the last sync; the namespace's own check (every
+//! entry names a live inode, link counts, parents, no loops, no orphans)
+//! must find nothing.
+
+mod common;
+
+use common::{memory_devices, present, small_config, Rng};
+use flint_dataplane::reactor::ReactorConfig;
+use flint_engine::engine::Engine;
+use flint_engine::meta::namespace::RenameFlags;
+use flint_engine::store::StoreConfig;
+use std::collections::BTreeMap;
+
+fn two_reactors() -> Engine {
+    Engine::start(&ReactorConfig {
+        cores: vec![],
+        pin: false,
+        ..ReactorConfig::default()
+    })
+    .unwrap()
+}
+
+/// What a path names, as the model and the engine's tree are compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Dir,
+    File(Vec<u8>),
+    Symlink(String),
+}
+
+type Tree = BTreeMap<String, Node>;
+
+/// The model: paths to nodes, where a file's node holds its inode's id in
+/// `data` (hard links share one).
+#[derive(Clone, Default)]
+struct Model {
+    paths: BTreeMap<String, Node>,
+    data: BTreeMap<u64, Vec<u8>>,
+}
+
+impl Model {
+    /// The tree as paths to contents.
+    fn view(&self) -> Tree {
+        self.paths
+            .iter()
+            .map(|(p, n)| {
+                let n = match n {
+                    Node::File(id) => Node::File(self.data[&id_of(id)].clone()),
+                    n => n.clone(),
+                };
+                (p.clone(), n)
+            })
+            .collect()
+    }
+}
+
+/// A model file's id, kept in its node's bytes.
+fn id_of(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().unwrap())
+}
+
+/// The engine's tree, walked from the root with paged listings.
+fn walk(e: &Engine, fs: u32) -> Tree {
+    let mut out = Tree::new();
+    let mut dirs = vec![String::new()];
+    while let Some(d) = dirs.pop() {
+        for st in e.list_dir(fs, &d).unwrap() {
+            let path = if d.is_empty() {
+                st.name.clone()
+            } else {
+                format!("{d}/{}", st.name)
+            };
+            let node = match st.mode & libc::S_IFMT {
+                libc::S_IFDIR => {
+                    dirs.push(path.clone());
+                    Node::Dir
+                }
+                libc::S_IFLNK => {
+                    Node::Symlink(String::from_utf8(e.readlink_path(fs, &path).unwrap()).unwrap())
+                }
+                _ => Node::File(e.read(st.ino, 0, st.size as usize + 1).unwrap()),
+            };
+            out.insert(path, node);
+        }
+    }
+    out
+}
+
+fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(p, _)| p)
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// The model's paths of one kind.
+fn of(model: &Model, want: fn(&Node) -> bool) -> Vec<String> {
+    model
+        .paths
+        .iter()
+        .filter(|(_, n)| want(n))
+        .map(|(p, _)| p.clone())
+        .collect()
+}
+
+fn clean(e: &Engine) {
+    let bad: Vec<String> = e
+        .broadcast(|s| {
+            let mut b = s.fsck_names()?;
+            b.extend(s.fsck()?);
+            Ok(b)
+        })
+        .unwrap()
+        .concat();
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+#[test]
+fn namespace_matches_a_model_across_restarts_and_crashes() {
+    let devs = memory_devices(5, 64);
+    let mut e = two_reactors();
+    e.format(
+        devs.clone(),
+        StoreConfig {
+            shards: 4,
+            ..small_config()
+        },
+        false,
+    )
+    .unwrap();
+    e.open(present(&devs)).unwrap();
+    let fs = e.fs_create("data", 3, 2, false, 1 << 40).unwrap();
+    let mut rng = Rng(2024);
+    let mut model = Model::default();
+    // Model states since the last sync: the recovered tree is one of them.
+    let mut since_sync: Vec<Tree> = vec![model.view()];
+    let mut models: Vec<Model> = vec![model.clone()];
+    let mut n = 0u64;
+    for step in 0..1500 {
+        let dirs: Vec<String> = std::iter::once(String::new())
+            .chain(of(&model, |n| *n == Node::Dir))
+            .collect();
+        let dir = dirs[rng.below(dirs.len() as u64) as usize].clone();
+        n += 1;
+        let fresh = join(&dir, &format!("n{n}"));
+        let files = of(&model, |n| matches!(n, Node::File(_)));
+        let pick = |v: &Vec<String>, rng: &mut Rng| {
+            (!v.is_empty()).then(|| v[rng.below(v.len() as u64) as usize].clone())
+        };
+        match rng.below(20) {
+            0..=2 => {
+                e.mkdir(fs, &fresh, 0o755).unwrap();
+                model.paths.insert(fresh, Node::Dir);
+            }
+            3..=7 => {
+                let ino = e.create(fs, &fresh).unwrap();
+                let len = rng.below(20_000) as usize;
+                let data = rng.data(len);
+                e.write(ino, 0, data.clone()).unwrap();
+                model.data.insert(n, data);
+                model
+                    .paths
+                    .insert(fresh, Node::File(n.to_le_bytes().to_vec()));
+            }
+            8 | 9 => {
+                if let Some(f) = pick(&files, &mut rng) {
+                    e.rename(fs, &f, &fresh, RenameFlags::default()).unwrap();
+                    let node = model.paths.remove(&f).unwrap();
+                    model.paths.insert(fresh, node);
+                }
+            }
+            10 => {
+                // A directory moves with everything under it, never under
+                // itself.
+                let subdirs = of(&model, |n| *n == Node::Dir);
+                if let Some(d) = pick(&subdirs, &mut rng) {
+                    let inside = dir == d || dir.starts_with(&format!("{d}/"));
+                    let r = e.rename(fs, &d, &fresh, RenameFlags::default());
+                    if inside {
+                        assert_eq!(r.unwrap_err().errno(), -libc::EINVAL);
+                    } else {
+                        r.unwrap();
+                        let moved: Vec<String> = model
+                            .paths
+                            .keys()
+                            .filter(|p| *p == &d || p.starts_with(&format!("{d}/")))
+                            .cloned()
+                            .collect();
+                        for p in moved {
+                            let node = model.paths.remove(&p).unwrap();
+                            model
+                                .paths
+                                .insert(format!("{fresh}{}", &p[d.len()..]), node);
+                        }
+                    }
+                }
+            }
+            11 => {
+                if let Some(f) = pick(&files, &mut rng) {
+                    let st = e.link(fs, &f, &fresh).unwrap();
+                    assert!(st.nlink >= 2);
+                    let node = model.paths[&f].clone();
+                    model.paths.insert(fresh, node);
+                }
+            }
+            12 => {
+                e.symlink(fs, "../some/target", &fresh).unwrap();
+                model
+                    .paths
+                    .insert(fresh, Node::Symlink("../some/target".into()));
+            }
+            13 | 14 => {
+                let names = of(&model, |n| *n != Node::Dir);
+                if let Some(f) = pick(&names, &mut rng) {
+                    e.unlink(fs, &f).unwrap();
+                    model.paths.remove(&f);
+                }
+            }
+            15 => {
+                let subdirs = of(&model, |n| *n == Node::Dir);
+                if let Some(d) = pick(&subdirs, &mut rng) {
+                    let empty = !model.paths.keys().any(|p| parent(p) == d);
+                    let r = e.rmdir(fs, &d);
+                    if empty {
+                        r.unwrap();
+                        model.paths.remove(&d);
+                    } else {
+                        assert_eq!(r.unwrap_err().errno(), -libc::ENOTEMPTY);
+                    }
+                }
+            }
+            16 => {
+                if let Some(f) = pick(&files, &mut rng) {
+                    let ino = e.lookup(fs, &f).unwrap().unwrap();
+                    let size = rng.below(25_000);
+                    e.truncate(ino, size).unwrap();
+                    // Every name of the inode sees the new size.
+                    let Node::File(id) = &model.paths[&f] else {
+                        unreachable!()
+                    };
+                    let id = id_of(id);
+                    model.data.get_mut(&id).unwrap().resize(size as usize, 0);
+                }
+            }
+            17 => {
+                e.sync().unwrap();
+                since_sync = vec![model.view()];
+                models = vec![model.clone()];
+                continue;
+            }
+            18 => {
+                // A crash at an arbitrary point after the last sync.
+                drop(e);
+                e = two_reactors();
+                e.open(present(&devs)).unwrap();
+                let got = walk(&e, fs);
+                let Some(at) = since_sync.iter().position(|m| *m == got) else {
+                    panic!("step {step}: the recovered tree is no state since the last sync");
+                };
+                // Go on from the state recovered: the model at that point.
+                model = models.swap_remove(at);
+                since_sync = vec![model.view()];
+                models = vec![model.clone()];
+                clean(&e);
+                continue;
+            }
+            _ => {
+                e.close().unwrap();
+                e = two_reactors();
+                e.open(present(&devs)).unwrap();
+                assert_eq!(
+                    walk(&e, fs),
+                    model.view(),
+                    "step {step}: after a clean restart"
+                );
+                since_sync = vec![model.view()];
+                models = vec![model.clone()];
+                continue;
+            }
+        }
+        since_sync.push(model.view());
+        models.push(model.clone());
+    }
+    assert_eq!(walk(&e, fs), model.view());
+    clean(&e);
+    e.close().unwrap();
+}
