@@ -116,6 +116,29 @@ fn a_node_serves_restarts_and_stops_cleanly() {
     let back = dir.path().join("out.bin");
     ok(&cfg, &["get", "data/blob", back.to_str().unwrap()]);
     assert!(std::fs::read(&back).unwrap() == data);
+    // Directories with paths: mkdir, put into one, ls, mv, stat, rm.
+    ok(&cfg, &["mkdir", "data/runs"]);
+    ok(&cfg, &["mkdir", "data/runs/r1"]);
+    ok(&cfg, &["put", "data/runs/r1/ckpt.bin", file.to_str().unwrap()]);
+    assert!(ok(&cfg, &["ls", "data/runs/r1"]).contains("ckpt.bin"));
+    ok(&cfg, &["mv", "data/runs/r1", "data/runs/best"]);
+    let st: serde_json::Value =
+        serde_json::from_str(&ok(&cfg, &["stat", "data/runs/best/ckpt.bin", "--json"])).unwrap();
+    assert_eq!(st["size"], 2_500_000);
+    assert_eq!(st["kind"], "file");
+    let ls: serde_json::Value =
+        serde_json::from_str(&ok(&cfg, &["ls", "data/runs", "--json"])).unwrap();
+    assert_eq!(ls[0]["name"], "best");
+    assert_eq!(ls[0]["kind"], "dir");
+    let busy = flint(&cfg, &["rm", "data/runs/best"]);
+    assert!(!busy.status.success());
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("not empty"),
+        "{busy:?}"
+    );
+    ok(&cfg, &["rm", "data/runs/best/ckpt.bin"]);
+    ok(&cfg, &["rm", "data/runs/best"]);
+    assert!(!ok(&cfg, &["ls", "data/runs"]).contains("best"));
     // Management.
     let org: serde_json::Value =
         serde_json::from_str(&ok(&cfg, &["org", "create", "acme", "--json"])).unwrap();

@@ -37,7 +37,9 @@ Management (over the API at --addr, or the config's server.mgmt_addr):
   events [--since N]                    events and alerts
   scrub                                 verify every stripe, rebuild onto healthy devices
 Data (over the protocol at the config's server.data_addr):
-  put FS/NAME FILE | get FS/NAME [FILE] | ls FS   (--org ORG --key-file F, default the config's first [[org]])
+  put FS/PATH FILE | get FS/PATH [FILE] | ls FS[/DIR] | stat FS/PATH
+  mkdir FS/PATH | mv FS/FROM TO | rm FS/PATH (a file, link or empty directory)
+                    (--org ORG --key-file F, default the config's first [[org]])
 
 The token comes from --token, $FLINT_TOKEN or the config's server.token.
 ";
@@ -148,7 +150,9 @@ fn run(argv: &[String]) -> Result<(), String> {
             }
             Ok(())
         }
-        "put" | "get" | "ls" => data_cmd(&o, cfg.as_ref(), &cmd, args),
+        "put" | "get" | "ls" | "stat" | "mkdir" | "mv" | "rm" => {
+            data_cmd(&o, cfg.as_ref(), &cmd, args)
+        }
         _ => {
             let addr = match (&o.addr, &cfg) {
                 (Some(a), _) => a.clone(),
@@ -639,28 +643,101 @@ fn data_cmd(
     } else {
         args.remove(0)
     };
+    let split = |t: &str| -> Result<(String, String), String> {
+        let (fs, path) = t.split_once('/').unwrap_or((t, ""));
+        Ok((fs.to_string(), path.to_string()))
+    };
+    let named = |t: &str| -> Result<(String, String), String> {
+        match split(t)? {
+            (_, p) if p.is_empty() => Err(format!("{t}: the target is FS/PATH")),
+            x => Ok(x),
+        }
+    };
     match cmd {
         "ls" => {
-            let files = c.list(&target).map_err(|e| format!("{target}: {e}"))?;
+            let (fs, dir) = split(&target)?;
+            let files = c
+                .list_dir(&fs, &dir)
+                .map_err(|e| format!("{target}: {e}"))?;
             if o.json {
-                let v: Vec<Value> = files
-                    .iter()
-                    .map(|f| json!({"ino": f.ino, "name": f.name, "size": f.size}))
-                    .collect();
+                let v: Vec<Value> = files.iter().map(stat_json).collect();
                 println!("{}", Value::Array(v));
             } else {
                 table(
-                    &["name", "size"],
+                    &["name", "kind", "mode", "links", "size"],
                     files
                         .iter()
-                        .map(|f| vec![f.name.clone(), bytes(&json!(f.size))])
+                        .map(|f| {
+                            vec![
+                                f.name.clone(),
+                                kind_name(f.mode).into(),
+                                format!("{:o}", f.mode & 0o7777),
+                                f.nlink.to_string(),
+                                bytes(&json!(f.size)),
+                            ]
+                        })
                         .collect(),
                 );
             }
             Ok(())
         }
+        "stat" => {
+            let (fs, path) = split(&target)?;
+            let f = c
+                .stat_path(&fs, &path)
+                .map_err(|e| format!("{target}: {e}"))?;
+            if o.json {
+                println!("{}", stat_json(&f));
+            } else {
+                table(
+                    &["field", "value"],
+                    vec![
+                        vec!["ino".into(), format!("{:#x}", f.ino)],
+                        vec!["kind".into(), kind_name(f.mode).into()],
+                        vec!["mode".into(), format!("{:o}", f.mode & 0o7777)],
+                        vec!["links".into(), f.nlink.to_string()],
+                        vec!["owner".into(), format!("{}:{}", f.uid, f.gid)],
+                        vec!["size".into(), bytes(&json!(f.size))],
+                        vec!["blocks".into(), f.blocks.to_string()],
+                        vec!["mtime (ns)".into(), f.mtime.to_string()],
+                        vec!["ctime (ns)".into(), f.ctime.to_string()],
+                    ],
+                );
+            }
+            Ok(())
+        }
+        "mkdir" => {
+            let (fs, path) = named(&target)?;
+            c.mkdir(&fs, &path, 0o755)
+                .map_err(|e| format!("{target}: {e}"))?;
+            say(o, json!({"created": target}), &format!("{target}: created"));
+            Ok(())
+        }
+        "mv" => {
+            let (fs, from) = named(&target)?;
+            let to = args.first().ok_or("mv needs a target path TO")?;
+            let to = to.strip_prefix(&format!("{fs}/")).unwrap_or(to);
+            c.rename(&fs, &from, to, 0)
+                .map_err(|e| format!("{target} -> {to}: {e}"))?;
+            say(
+                o,
+                json!({"renamed": target, "to": to}),
+                &format!("{target} -> {fs}/{to}"),
+            );
+            Ok(())
+        }
+        "rm" => {
+            let (fs, path) = named(&target)?;
+            let r = match c.unlink(&fs, &path) {
+                Err(e) if e.errno() == -libc::EISDIR => c.rmdir(&fs, &path),
+                r => r,
+            };
+            r.map_err(|e| format!("{target}: {e}"))?;
+            say(o, json!({"removed": target}), &format!("{target}: removed"));
+            Ok(())
+        }
         "put" => {
-            let (fs, name) = target.split_once('/').ok_or("the target is FS/NAME")?;
+            let (fs, name) = target.split_once('/').ok_or("the target is FS/PATH")?;
             let file = args.first().ok_or("put needs a FILE")?;
             let data = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
             let (ino, _) = c
@@ -676,7 +753,7 @@ fn data_cmd(
             Ok(())
         }
         _ => {
-            let (fs, name) = target.split_once('/').ok_or("the target is FS/NAME")?;
+            let (fs, name) = target.split_once('/').ok_or("the target is FS/PATH")?;
             let (ino, size) = c
                 .open(fs, name, false)
                 .map_err(|e| format!("{target}: {e}"))?;
@@ -696,5 +773,33 @@ fn data_cmd(
             }
             Ok(())
         }
+    }
+}
+
+/// A file type's name for tables.
+fn kind_name(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => "dir",
+        libc::S_IFLNK => "symlink",
+        libc::S_IFREG => "file",
+        _ => "special",
+    }
+}
+
+/// An entry's attributes as JSON.
+fn stat_json(f: &crate::net::wire::FileStat) -> Value {
+    json!({
+        "ino": f.ino, "name": f.name, "kind": kind_name(f.mode), "mode": f.mode & 0o7777,
+        "nlink": f.nlink, "uid": f.uid, "gid": f.gid, "size": f.size, "blocks": f.blocks,
+        "atime_ns": f.atime, "mtime_ns": f.mtime, "ctime_ns": f.ctime,
+    })
+}
+
+/// Prints a result: JSON with --json, else the sentence.
+fn say(o: &Opts, v: Value, text: &str) {
+    if o.json {
+        println!("{v}");
+    } else {
+        println!("{text}");
     }
 }
