@@ -119,7 +119,10 @@ fn a_node_serves_restarts_and_stops_cleanly() {
     // Directories with paths: mkdir, put into one, ls, mv, stat, rm.
     ok(&cfg, &["mkdir", "data/runs"]);
     ok(&cfg, &["mkdir", "data/runs/r1"]);
-    ok(&cfg, &["put", "data/runs/r1/ckpt.bin", file.to_str().unwrap()]);
+    ok(
+        &cfg,
+        &["put", "data/runs/r1/ckpt.bin", file.to_str().unwrap()],
+    );
     assert!(ok(&cfg, &["ls", "data/runs/r1"]).contains("ckpt.bin"));
     ok(&cfg, &["mv", "data/runs/r1", "data/runs/best"]);
     let st: serde_json::Value =

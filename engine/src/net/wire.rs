@@ -1,4 +1,4 @@
-//! The data protocol's wire format, version 1 (described for implementers
+//! The data protocol's wire format, version 2 (described for implementers
 //! in `PROTOCOL.md` beside this file).
 //!
 //! Every frame is one datagram: a 48-byte header, then up to
@@ -13,7 +13,7 @@ use crate::codec::{DecodeError, Reader, Writer};
 /// "FLNT", little-endian.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"FLNT");
 /// Wire format version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Header bytes.
 pub const HEADER: usize = 48;
 /// Largest message (a request or response, all its packets together).
