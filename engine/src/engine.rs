@@ -2,12 +2,13 @@
 //! reactor the [`ShardMap`] assigns it to, reached from any thread by
 //! sending it work.
 //!
-//! File systems exist on every shard under the same id. A file's home is the
-//! shard its name hashes to, and its inode number carries that shard, so
-//! requests go straight to the owner reactor as messages. The home holds the
-//! name and the size and the file's first 1 MiB range; range r lives on the
-//! r-th shard after it, so one large file spreads over every core and its
-//! pieces are written and read in parallel. `sync`, listings and space
+//! File systems exist on every shard under the same id. A file system's
+//! namespace lives on the shard of its root directory (`names.rs`); a
+//! file's home is its directory's shard, and its inode number carries that
+//! shard, so requests go straight to the owner reactor as messages. The
+//! home holds the inode (size, times) and the file's first 1 MiB range;
+//! range r lives on the r-th shard after it, so one large file spreads over
+//! every core and its pieces are written and read in parallel. `sync`, listings and space
 //! figures go to every shard.
 //!
 //! Dedup is engine-wide: in a file system that reduces data, every block is
