@@ -174,7 +174,7 @@ fn one_large_file_spreads_over_every_shard() {
     assert!(problems.is_empty(), "{problems:?}");
     e.unlink(fs, "model.ckpt").unwrap();
     e.sync().unwrap();
-    let left: Vec<bool> = e.broadcast(move |s| s.holds_file(ino)).unwrap();
+    let left: Vec<bool> = e.broadcast(move |s| s.has_file(ino)).unwrap();
     assert!(left.iter().all(|&l| !l), "no shard keeps a piece: {left:?}");
     // Every data chunk is free (metadata pages remain until a checkpoint).
     let space = e.space().unwrap();

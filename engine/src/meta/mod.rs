@@ -647,11 +647,7 @@ mod tests {
         };
         assert_eq!(released, vec![(0, addr(3)), (0, addr(3)), (0, shared78)]);
         let lookup = |m: &mut Meta, io: &mut btree::MemPages, dir: Ino, name: &str| {
-            let mut ids = namespace::Ids {
-                ino: 0,
-                generation: 0,
-                step: 0,
-            };
+            let mut ids = namespace::Ids::none();
             m.namespace(io, 0, &mut ids).lookup(dir, name.as_bytes())
         };
         let check = |m: &mut Meta, io: &mut btree::MemPages| {
@@ -722,11 +718,7 @@ mod tests {
             back.apply(&mut io, &ns(op)).unwrap();
         }
         let names = {
-            let mut ids = namespace::Ids {
-                ino: 0,
-                generation: 0,
-                step: 0,
-            };
+            let mut ids = namespace::Ids::none();
             back.namespace(&mut io, 0, &mut ids).fsck().unwrap()
         };
         assert!(names.is_empty(), "{names:?}");

@@ -71,6 +71,28 @@ pub fn root_ino(fs: FsId, shards: u32) -> Ino {
     (1 << 62) | (u64::from(fs) << 8) | u64::from(fs % shards.max(1))
 }
 
+/// What a shard holds of a regular file.
+enum Held {
+    /// Its inode (this is its home).
+    Home(Attr),
+    /// A part of it.
+    Part(Inode),
+}
+
+impl Held {
+    fn inode(&self) -> Inode {
+        match self {
+            Held::Home(a) => Inode {
+                ino: a.ino,
+                fs: a.fs,
+                size: a.size,
+                part: false,
+            },
+            Held::Part(i) => *i,
+        }
+    }
+}
+
 fn part_key(ino: Ino) -> [u8; 9] {
     let mut k = [b'f'; 9];
     k[1..].copy_from_slice(&ino.to_be_bytes());
@@ -263,16 +285,16 @@ impl Meta {
 
     /// A regular file (its inode here, or a part of it).
     pub fn file(&mut self, io: &mut dyn PageIo, ino: Ino) -> Result<Option<Inode>> {
+        Ok(self.held(io, ino)?.map(|h| h.inode()))
+    }
+
+    /// What this shard holds of regular file `ino`: its inode, or a part.
+    fn held(&mut self, io: &mut dyn PageIo, ino: Ino) -> Result<Option<Held>> {
         if let Some(a) = self.attr(io, ino)? {
-            return Ok((a.kind == Kind::File).then_some(Inode {
-                ino,
-                fs: a.fs,
-                size: a.size,
-                part: false,
-            }));
+            return Ok((a.kind == Kind::File).then_some(Held::Home(a)));
         }
         match self.pager.get(io, &self.tree, &part_key(ino))? {
-            Some(v) => decode_part(ino, &v).map(Some),
+            Some(v) => decode_part(ino, &v).map(|i| Some(Held::Part(i))),
             None => Ok(None),
         }
     }
@@ -555,24 +577,31 @@ impl Meta {
     }
 
     /// Sets a file's size; on its home shard also its mtime and ctime,
-    /// unless `mtime` is 0.
-    fn set_size(&mut self, io: &mut dyn PageIo, mut i: Inode, size: u64, mtime: i64) -> Result<()> {
-        if i.is_part() {
-            i.size = size;
-            self.pager
-                .insert(io, &mut self.tree, &part_key(i.ino), &encode_part(&i))?;
-            return Ok(());
+    /// unless `mtime` is 0 (a move of blocks, which changes nothing here).
+    fn set_size(&mut self, io: &mut dyn PageIo, held: Held, size: u64, mtime: i64) -> Result<()> {
+        match held {
+            Held::Part(mut i) => {
+                if i.size != size {
+                    i.size = size;
+                    self.pager
+                        .insert(io, &mut self.tree, &part_key(i.ino), &encode_part(&i))?;
+                }
+            }
+            Held::Home(mut a) => {
+                if a.size == size && mtime == 0 {
+                    return Ok(());
+                }
+                let u = self.used.entry(a.fs).or_default();
+                *u = (*u + size).saturating_sub(a.size);
+                a.size = size;
+                if mtime != 0 {
+                    a.mtime = mtime;
+                    a.ctime = mtime;
+                }
+                self.pager
+                    .insert(io, &mut self.tree, &inode_key(a.ino), &a.encode())?;
+            }
         }
-        let u = self.used.entry(i.fs).or_default();
-        *u = (*u + size).saturating_sub(i.size);
-        let mut a = self.attr(io, i.ino)?.ok_or(corrupt("file without inode"))?;
-        a.size = size;
-        if mtime != 0 {
-            a.mtime = mtime;
-            a.ctime = mtime;
-        }
-        self.pager
-            .insert(io, &mut self.tree, &inode_key(i.ino), &a.encode())?;
         Ok(())
     }
 
@@ -637,7 +666,8 @@ impl Meta {
                 blocks,
                 mtime,
             } => {
-                if let Some(i) = self.file(io, *ino)? {
+                if let Some(held) = self.held(io, *ino)? {
+                    let fs = held.inode().fs;
                     for (idx, b) in blocks {
                         let old = self.pager.insert(
                             io,
@@ -646,10 +676,10 @@ impl Meta {
                             &encode_block(b),
                         )?;
                         if let Some(old) = old {
-                            released.push((i.fs, decode_block(&old)?));
+                            released.push((fs, decode_block(&old)?));
                         }
                     }
-                    self.set_size(io, i, *size, *mtime)?;
+                    self.set_size(io, held, *size, *mtime)?;
                 }
             }
             Record::StripeFree { id } => {
@@ -664,10 +694,11 @@ impl Meta {
                 self.stripes.remove(*id);
             }
             Record::Truncate { ino, size, mtime } => {
-                if let Some(i) = self.file(io, *ino)? {
+                if let Some(held) = self.held(io, *ino)? {
+                    let fs = held.inode().fs;
                     let dropped = self.cut_blocks(io, *ino, size.div_ceil(BLOCK))?;
-                    released.extend(dropped.into_iter().map(|b| (i.fs, b)));
-                    self.set_size(io, i, *size, *mtime)?;
+                    released.extend(dropped.into_iter().map(|b| (fs, b)));
+                    self.set_size(io, held, *size, *mtime)?;
                 }
             }
             Record::SharedPut { fs, key, block } => {

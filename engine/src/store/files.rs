@@ -150,12 +150,7 @@ impl Store {
 
     /// Whether this shard holds any of regular file `ino` (its inode or a
     /// part).
-    pub fn holds_file(&mut self, ino: Ino) -> Result<bool> {
-        self.has_file(ino)
-    }
-
-    /// Whether a file (or a part) exists on this shard.
-    pub(super) fn has_file(&mut self, ino: Ino) -> Result<bool> {
+    pub fn has_file(&mut self, ino: Ino) -> Result<bool> {
         Ok(self.with_meta(|m, io| m.file(io, ino))?.is_some())
     }
 

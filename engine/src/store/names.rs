@@ -51,16 +51,23 @@ impl Store {
             now: ctx.now,
             op,
         };
-        let done = self
+        let mut done = self
             .meta
             .apply_ns(&mut dev_pages!(self), &rec)
             .map_err(ns_err)?;
         let n = self.push(Record::Ns(rec));
-        self.release(n, done.released)?;
-        Ok(meta::NsDone {
-            released: Vec::new(),
-            ..done
-        })
+        self.release(n, std::mem::take(&mut done.released))?;
+        Ok(done)
+    }
+
+    /// A namespace change that yields an inode (make, link, setattr): its
+    /// attributes after the change.
+    fn ns_change(&mut self, fs: FsId, ctx: Ctx, op: NsOp) -> Result<Attr> {
+        self.ns_record(fs, ctx, op)?
+            .attr
+            .ok_or_else(|| StoreError::Invalid {
+                reason: "a namespace change returned no inode".into(),
+            })
     }
 
     /// Runs a read-only namespace query.
@@ -68,11 +75,7 @@ impl Store {
         &mut self,
         f: impl FnOnce(&mut meta::namespace::Namespace<'_>) -> Result<T, NsError>,
     ) -> Result<T> {
-        let mut ids = Ids {
-            ino: 0,
-            generation: 0,
-            step: 0,
-        };
+        let mut ids = Ids::none();
         let mut io = dev_pages!(self);
         let mut ns = self.meta.namespace(&mut io, 0, &mut ids);
         f(&mut ns).map_err(ns_err)
@@ -106,9 +109,13 @@ impl Store {
     /// are followed: a relative target from the directory holding the
     /// link, an absolute one from the root.
     pub fn resolve(&mut self, fs: FsId, path: &str) -> Result<Attr> {
+        self.walk(fs, components(path.as_bytes()))
+    }
+
+    /// Resolves path components from `fs`'s root (see [`Store::resolve`]).
+    fn walk(&mut self, fs: FsId, mut todo: Vec<Vec<u8>>) -> Result<Attr> {
         self.fs(fs)?;
         let root = self.getattr(self.root_of(fs))?;
-        let mut todo = components(path.as_bytes());
         todo.reverse();
         let mut dir = root;
         let mut links = 0;
@@ -149,9 +156,7 @@ impl Store {
                 reason: format!("path {path:?} names no entry (it is the root)"),
             });
         };
-        let dir_path: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
-        let dir_path = String::from_utf8_lossy(&dir_path.join(&b'/')).into_owned();
-        let dir = self.resolve(fs, &dir_path)?;
+        let dir = self.walk(fs, parts)?;
         if dir.kind != Kind::Dir {
             return Err(StoreError::Ns(NsError::NotDir));
         }
@@ -177,7 +182,7 @@ impl Store {
     ) -> Result<Attr> {
         let d = self.getattr(dir)?;
         let (ino, generation) = self.fresh_ino();
-        let done = self.ns_record(
+        self.ns_change(
             d.fs,
             ctx,
             NsOp::Make {
@@ -189,10 +194,7 @@ impl Store {
                 rdev,
                 target: target.to_vec(),
             },
-        )?;
-        done.attr.ok_or_else(|| StoreError::Invalid {
-            reason: "a create returned no inode".into(),
-        })
+        )
     }
 
     /// Removes a non-directory entry; returns the regular file whose last
@@ -254,11 +256,7 @@ impl Store {
             dir,
             name: name.to_vec(),
         };
-        self.ns_record(a.fs, ctx, op)?
-            .attr
-            .ok_or_else(|| StoreError::Invalid {
-                reason: "a link returned no inode".into(),
-            })
+        self.ns_change(a.fs, ctx, op)
     }
 
     /// Changes attributes; a new size truncates (or extends with a hole)
@@ -279,11 +277,7 @@ impl Store {
                 return self.getattr(ino);
             }
         }
-        self.ns_record(a.fs, ctx, NsOp::SetAttr { ino, set })?
-            .attr
-            .ok_or_else(|| StoreError::Invalid {
-                reason: "setattr returned no inode".into(),
-            })
+        self.ns_change(a.fs, ctx, NsOp::SetAttr { ino, set })
     }
 
     /// Sets an extended attribute.

@@ -93,6 +93,7 @@ impl Namespace<'_> {
             return Err(NsError::TooManyLinks);
         }
         let (ino, generation) = self.new_ino();
+        debug_assert_ne!(ino, 0, "a create needs an inode number");
         let a = Attr {
             ino,
             generation,

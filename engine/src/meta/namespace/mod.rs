@@ -419,6 +419,16 @@ pub struct Ids {
 }
 
 impl Ids {
+    /// A source for operations that create nothing (a create from it is a
+    /// bug, caught by its zero number in debug builds).
+    pub fn none() -> Ids {
+        Ids {
+            ino: 0,
+            generation: 0,
+            step: 0,
+        }
+    }
+
     fn take(&mut self) -> (Ino, u64) {
         let out = (self.ino, self.generation);
         self.ino += self.step;

@@ -17,11 +17,7 @@ impl Meta {
         let mut done = NsDone::default();
         // The inode a removal may take (its size and blocks go with it).
         let mut victim: Option<Attr> = None;
-        let mut ids = Ids {
-            ino: 0,
-            generation: 0,
-            step: 0,
-        };
+        let mut ids = Ids::none();
         let removed = match &rec.op {
             NsOp::Root { ino, perm } => {
                 done.attr = Some(
