@@ -3,12 +3,24 @@
 //! in-process, beside the same operations through the kernel on tmpfs and
 //! on the disk's file system, in the same run.
 //!
-//! Flint's column is the namespace layer on its copy-on-write B+tree with
-//! the pages in memory (`MemPages`), one core, including the commits that
-//! write the changed pages; it is not yet the engine's on-device metadata,
-//! nor over the protocol.
+//! Flint's columns:
+//! - *namespace*: the namespace layer alone on its copy-on-write B+tree with
+//!   the pages in memory (`MemPages`), one core, commits included;
+//! - *engine*: the engine in-process (one shard on one reactor, RAM
+//!   devices): every operation a journaled record, pages written through
+//!   the queue pairs, a sync every 10,000 operations;
+//! - *protocol*: the same engine served over loopback UDP (the socket polled
+//!   by the reactor, as the appliance serves), `--clients` client threads
+//!   each on its own directories, paths on the wire.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
+
+use flint_dataplane::nic::udp::UdpPort;
+use flint_engine::engine::root_ctx;
+use flint_engine::net::client::{Client, ClientConfig};
+use flint_engine::net::server::{Server, ServerConfig};
 
 use flint_engine::meta::btree::{MemPages, Pager, PAGE};
 use flint_engine::meta::namespace::{Ctx, RenameFlags, Standalone, ROOT};
@@ -129,6 +141,201 @@ fn run_flint(files: usize, dirs: usize, cache_mib: usize) -> Result<Rates, Strin
     Ok(r)
 }
 
+/// Ops between syncs of the engine.
+const SYNC_EVERY: usize = 10_000;
+
+fn run_engine(files: usize, dirs: usize) -> Result<Rates, String> {
+    let er = |x: flint_engine::store::StoreError| x.to_string();
+    let (e, _, fs) = crate::remote::bench_node(3, 2 << 30, 1)?;
+    let root = e.root_of(fs);
+    let mut d = Vec::with_capacity(dirs);
+    for i in 0..dirs {
+        let name = format!("d{i}");
+        d.push(
+            e.make(
+                root,
+                name.as_bytes(),
+                libc::S_IFDIR | 0o755,
+                0,
+                &[],
+                root_ctx(),
+            )
+            .map_err(er)?
+            .ino,
+        );
+    }
+    e.sync().map_err(er)?;
+    let name = |i: usize| format!("file-{i:08}");
+    let synced = |i: usize| -> Result<(), String> {
+        if i % SYNC_EVERY == SYNC_EVERY - 1 {
+            e.sync().map_err(er)?;
+        }
+        Ok(())
+    };
+    let mut r = Rates::default();
+    let t = Instant::now();
+    for i in 0..files {
+        let ctx = root_ctx();
+        e.make(
+            d[i % dirs],
+            name(i).as_bytes(),
+            libc::S_IFREG | 0o644,
+            0,
+            &[],
+            ctx,
+        )
+        .map_err(er)?;
+        synced(i)?;
+    }
+    e.sync().map_err(er)?;
+    r.create = rate(files, t);
+    let t = Instant::now();
+    for i in 0..files {
+        std::hint::black_box(e.lookup_at(d[i % dirs], name(i).as_bytes()).map_err(er)?);
+    }
+    r.stat = rate(files, t);
+    let t = Instant::now();
+    let mut listed = 0;
+    for &dir in &d {
+        let mut cookie = 0;
+        loop {
+            let page = e.readdir(dir, cookie, 1024).map_err(er)?;
+            let Some(last) = page.last() else { break };
+            cookie = last.cookie;
+            listed += page.len();
+        }
+    }
+    if listed != files {
+        return Err(format!("engine readdir listed {listed} of {files} entries"));
+    }
+    r.readdir = rate(listed, t);
+    let t = Instant::now();
+    for i in 0..files {
+        let dir = d[i % dirs];
+        let to = format!("moved-{i:08}");
+        let flags = RenameFlags::default();
+        e.rename_at(
+            dir,
+            name(i).as_bytes(),
+            dir,
+            to.as_bytes(),
+            flags,
+            root_ctx(),
+        )
+        .map_err(er)?;
+        synced(i)?;
+    }
+    e.sync().map_err(er)?;
+    r.rename = rate(files, t);
+    let t = Instant::now();
+    for i in 0..files {
+        let to = format!("moved-{i:08}");
+        e.unlink_at(d[i % dirs], to.as_bytes(), root_ctx())
+            .map_err(er)?;
+        synced(i)?;
+    }
+    e.sync().map_err(er)?;
+    r.unlink = rate(files, t);
+    e.close().map_err(er)?;
+    Ok(r)
+}
+
+/// One protocol phase: every client thread runs `op` over its own share
+/// of the files; the rate is all of them over the slowest.
+fn clients_phase(
+    clients: &mut [Client],
+    files: usize,
+    op: &(dyn Fn(&mut Client, usize) -> Result<usize, String> + Sync),
+) -> Result<f64, String> {
+    let n = clients.len();
+    let t = Instant::now();
+    let done: Vec<Result<usize, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = clients
+            .iter_mut()
+            .enumerate()
+            .map(|(k, c)| {
+                s.spawn(move || {
+                    let mut count = 0;
+                    for i in (k..files).step_by(n) {
+                        count += op(c, i)?;
+                    }
+                    Ok(count)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("client thread panicked".into()))
+            })
+            .collect()
+    });
+    let mut total = 0;
+    for d in done {
+        total += d?;
+    }
+    Ok(rate(total, t))
+}
+
+fn run_protocol(files: usize, dirs: usize, clients: usize) -> Result<Rates, String> {
+    let ce = |x: flint_engine::net::client::ClientError| x.to_string();
+    let (e, org, _) = crate::remote::bench_node(3, 2 << 30, 1)?;
+    let engine = Arc::new(e);
+    let port = UdpPort::bind("127.0.0.1:0".parse::<SocketAddr>().expect("valid"))
+        .map(|p| Arc::new(p) as Arc<dyn flint_dataplane::nic::Port>)
+        .map_err(|e| e.to_string())?;
+    let server = Server::start_polled(engine.clone(), vec![(0, port)], ServerConfig::default())
+        .map_err(|e| e.to_string())?;
+    let mut cs = (0..clients.max(1))
+        .map(|_| Client::connect(server.addr(), "bench", &org.key, ClientConfig::default()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ce)?;
+    let dirs = dirs.max(cs.len());
+    for i in 0..dirs {
+        cs[0].mkdir("bench", &format!("d{i}"), 0o755).map_err(ce)?;
+    }
+    // Client k works in the directories i % dirs of its files i = k (mod n).
+    let path = move |i: usize, stem: &str| format!("d{}/{stem}-{i:08}", i % dirs);
+    let mut r = Rates::default();
+    r.create = clients_phase(&mut cs, files, &|c, i| {
+        c.open("bench", &path(i, "file"), true).map_err(ce)?;
+        Ok(1)
+    })?;
+    cs[0].sync().map_err(ce)?;
+    r.stat = clients_phase(&mut cs, files, &|c, i| {
+        c.stat_path("bench", &path(i, "file")).map_err(ce)?;
+        Ok(1)
+    })?;
+    r.readdir = clients_phase(&mut cs, dirs, &|c, dir| {
+        let mut n = 0;
+        let mut cookie = 0;
+        loop {
+            let page = c
+                .list_page("bench", &format!("d{dir}"), cookie, 1024)
+                .map_err(ce)?;
+            let Some(last) = page.last() else {
+                return Ok(n);
+            };
+            cookie = last.cookie;
+            n += page.len();
+        }
+    })?;
+    r.rename = clients_phase(&mut cs, files, &|c, i| {
+        c.rename("bench", &path(i, "file"), &path(i, "moved"), 0)
+            .map_err(ce)?;
+        Ok(1)
+    })?;
+    r.unlink = clients_phase(&mut cs, files, &|c, i| {
+        c.unlink("bench", &path(i, "moved")).map_err(ce)?;
+        Ok(1)
+    })?;
+    cs[0].sync().map_err(ce)?;
+    drop(cs);
+    server.stop();
+    Ok(r)
+}
+
 fn run_kernel(root: &std::path::Path, files: usize, dirs: usize) -> Result<Rates, String> {
     let e = |x: std::io::Error| format!("{}: {x}", root.display());
     let _ = std::fs::remove_dir_all(root);
@@ -176,9 +383,13 @@ pub fn main(mut a: Args) -> Result<(), String> {
     let cache = a.get("cache-mib", 256usize)?;
     let disk: String = a.get("disk-dir", "/var/tmp/flint-bench-meta".to_string())?;
     let shm: String = a.get("tmpfs-dir", "/dev/shm/flint-bench-meta".to_string())?;
+    let clients = a.get("clients", 4usize)?.max(1);
+    let proto_files = a.get("protocol-files", files.min(50_000))?;
     let json = a.flag("json");
     a.finish()?;
     let flint = run_flint(files, dirs, cache)?;
+    let engine = run_engine(files, dirs)?;
+    let proto = run_protocol(proto_files, dirs, clients)?;
     let tmpfs = run_kernel(std::path::Path::new(&shm), files, dirs)?;
     let ext = run_kernel(std::path::Path::new(&disk), files, dirs)?;
     let phases = |r: &Rates| {
@@ -191,47 +402,54 @@ pub fn main(mut a: Args) -> Result<(), String> {
         ]
     };
     if json {
-        let rows: Vec<serde_json::Value> = phases(&flint)
-            .iter()
-            .zip(phases(&tmpfs))
-            .zip(phases(&ext))
-            .map(|(((op, f), (_, t)), (_, x))| {
+        let rows: Vec<serde_json::Value> = (0..5)
+            .map(|k| {
+                let (op, f) = phases(&flint)[k];
+                let (g, p) = (phases(&engine)[k].1, phases(&proto)[k].1);
+                let (t, x) = (phases(&tmpfs)[k].1, phases(&ext)[k].1);
                 serde_json::json!({
-                    "op": op, "flint_per_sec": f, "tmpfs_per_sec": t, "disk_fs_per_sec": x,
-                    "vs_tmpfs": f / t.max(1.0), "vs_disk_fs": f / x.max(1.0),
+                    "op": op, "namespace_per_sec": f, "engine_per_sec": g,
+                    "protocol_per_sec": p, "tmpfs_per_sec": t, "disk_fs_per_sec": x,
+                    "engine_vs_tmpfs": g / t.max(1.0), "protocol_vs_tmpfs": p / t.max(1.0),
                 })
             })
             .collect();
         let v = serde_json::json!({
-            "bench": "meta", "files": files, "dirs": dirs, "cache_mib": cache,
-            "page": PAGE, "rows": rows,
+            "bench": "meta", "files": files, "protocol_files": proto_files, "dirs": dirs,
+            "clients": clients, "cache_mib": cache, "page": PAGE, "rows": rows,
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
     println!(
-        "meta: {files} files in {dirs} directories; Flint's namespace in-process \
-         (pages in memory, {cache} MiB cache) vs the kernel on tmpfs ({shm}) and on {disk}"
+        "meta: {files} files in {dirs} directories (protocol: {proto_files} files, \
+         {clients} clients); Flint's namespace alone (pages in memory, {cache} MiB cache), \
+         the engine in-process (RAM devices, sync every {SYNC_EVERY}) and over loopback UDP, \
+         vs the kernel on tmpfs ({shm}) and on {disk}"
     );
     let mut t = Table::new(&[
         "op",
-        "flint/s",
+        "namespace/s",
+        "engine/s",
+        "protocol/s",
         "tmpfs/s",
         "disk fs/s",
-        "vs tmpfs",
-        "vs disk fs",
+        "engine vs tmpfs",
+        "protocol vs tmpfs",
     ]);
-    for ((op, f), ((_, tm), (_, x))) in phases(&flint)
-        .into_iter()
-        .zip(phases(&tmpfs).into_iter().zip(phases(&ext)))
-    {
+    for k in 0..5 {
+        let (op, f) = phases(&flint)[k];
+        let (g, p) = (phases(&engine)[k].1, phases(&proto)[k].1);
+        let (tm, x) = (phases(&tmpfs)[k].1, phases(&ext)[k].1);
         t.row(vec![
             op.to_string(),
             format!("{f:.0}"),
+            format!("{g:.0}"),
+            format!("{p:.0}"),
             format!("{tm:.0}"),
             format!("{x:.0}"),
-            ratio(f, tm),
-            ratio(f, x),
+            ratio(g, tm),
+            ratio(p, tm),
         ]);
     }
     print!("{t}");

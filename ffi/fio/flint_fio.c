@@ -200,11 +200,36 @@ static void flint_fio_cleanup(struct thread_data *td)
     td->io_ops_data = NULL;
 }
 
+/* Makes the directories of `path` ("a/b/file" needs "a" and "a/b"), as a
+ * job expects its file to be created wherever it names it. */
+static int flint_fio_mkdirs(struct flint_fio *d, const char *path)
+{
+    char dir[4096];
+    size_t n = strlen(path);
+    if (n >= sizeof dir)
+        return -ENAMETOOLONG;
+    for (size_t i = 1; i < n; i++) {
+        if (path[i] != '/')
+            continue;
+        memcpy(dir, path, i);
+        dir[i] = '\0';
+        int rc = flint_mkdir(d->eng, d->fs, dir, 0755);
+        if (rc < 0 && rc != -EEXIST)
+            return rc;
+    }
+    return 0;
+}
+
 static int flint_fio_open(struct thread_data *td, struct fio_file *f)
 {
     struct flint_fio *d = td->io_ops_data;
     uint64_t ino;
-    int rc = flint_file_open(d->eng, d->fs, f->file_name, 1, &ino);
+    int rc = flint_fio_mkdirs(d, f->file_name);
+    if (rc < 0) {
+        log_err("flint: directories of %s: %s\n", f->file_name, strerror(-rc));
+        return 1;
+    }
+    rc = flint_file_open(d->eng, d->fs, f->file_name, 1, &ino);
     if (rc < 0) {
         log_err("flint: open %s: %s\n", f->file_name, strerror(-rc));
         return 1;

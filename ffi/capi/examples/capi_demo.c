@@ -1,5 +1,7 @@
 /* A C program embedding Flint through flint.h: format four file-backed
- * devices, write and read synchronously and asynchronously, reopen, check.
+ * devices, write and read synchronously and asynchronously, make a directory
+ * tree (mkdir, files by path, rename, links, readdir in pages), reopen,
+ * check.
  * Usage: capi_demo DIR */
 #include <errno.h>
 #include <stdio.h>
@@ -7,6 +9,16 @@
 #include <string.h>
 
 #include "flint.h"
+
+#define EXPECT(call, want)                                                   \
+    do {                                                                     \
+        long long rc_ = (long long)(call);                                   \
+        if (rc_ != (want)) {                                                 \
+            fprintf(stderr, "%s:%d: %s returned %lld, want %lld\n",         \
+                    __FILE__, __LINE__, #call, rc_, (long long)(want));      \
+            exit(1);                                                         \
+        }                                                                    \
+    } while (0)
 
 #define CHECK(call)                                                          \
     do {                                                                     \
@@ -126,6 +138,52 @@ int main(int argc, char **argv) {
         fprintf(stderr, "expected -ENOENT\n");
         return 1;
     }
+
+    /* A directory tree by path. */
+    CHECK(flint_mkdir(eng, fs, "data", 0755));
+    CHECK(flint_mkdir(eng, fs, "data/train", 0750));
+    char path[64];
+    for (int i = 0; i < 40; i++) {
+        uint64_t f;
+        snprintf(path, sizeof path, "data/train/%03d.bin", i);
+        CHECK(flint_file_open(eng, fs, path, 1, &f));
+        CHECK(flint_write(eng, f, 0, path, strlen(path)));
+    }
+    CHECK(flint_rename(eng, fs, "data/train/000.bin", "data/first.bin", 0));
+    CHECK(flint_link(eng, fs, "data/first.bin", "hard.bin"));
+    CHECK(flint_symlink(eng, fs, "data/first.bin", "soft"));
+    char target[64];
+    EXPECT(flint_readlink(eng, fs, "soft", target, sizeof target), 14);
+    if (memcmp(target, "data/first.bin", 14) != 0) {
+        fprintf(stderr, "readlink returned the wrong target\n");
+        return 1;
+    }
+    struct flint_stat st = {.size = sizeof st};
+    CHECK(flint_stat_path(eng, fs, "hard.bin", &st));
+    if (st.nlink != 2 || st.st_size != 18 || (st.mode & 0170000) != 0100000) {
+        fprintf(stderr, "stat of a hard link: nlink %u size %llu mode %o\n", st.nlink,
+                (unsigned long long)st.st_size, st.mode);
+        return 1;
+    }
+    EXPECT(flint_rmdir(eng, fs, "data"), -ENOTEMPTY);
+    EXPECT(flint_unlink(eng, fs, "data"), -EISDIR);
+    EXPECT(flint_mkdir(eng, fs, "data/train", 0755), -EEXIST);
+    EXPECT(flint_rename(eng, fs, "data", "data/train/inside", 0), -EINVAL);
+    EXPECT(flint_rename(eng, fs, "hard.bin", "data/first.bin", FLINT_RENAME_NOREPLACE),
+           -EEXIST);
+    EXPECT(flint_file_open(eng, fs, "nodir/x", 1, &ino), -ENOENT);
+    /* The listing in pages of 7: 39 entries, each once. */
+    struct flint_dirent ents[7];
+    uint64_t cookie = 0;
+    int listed = 0, got;
+    while ((got = flint_readdir(eng, fs, "data/train", cookie, ents, 7)) > 0) {
+        listed += got;
+        cookie = ents[got - 1].cookie;
+    }
+    CHECK(got);
+    EXPECT(listed, 39);
+    CHECK(flint_unlink(eng, fs, "data/first.bin"));
+    CHECK(flint_fsync(eng));
     CHECK(flint_engine_close(eng));
 
     /* Reopen without formatting: everything is still there. */
@@ -144,6 +202,12 @@ int main(int argc, char **argv) {
         return 1;
     }
     CHECK(flint_file_close(eng, again));
+    /* The tree survived: the link keeps the renamed file's data. */
+    CHECK(flint_stat_path(eng, fs, "hard.bin", &st));
+    EXPECT(st.nlink, 1);
+    EXPECT(flint_stat_path(eng, fs, "data/first.bin", &st), -ENOENT);
+    CHECK(flint_stat_path(eng, fs, "data/train", &st));
+    EXPECT(st.mode & 07777, 0750);
     if (flint_file_close(eng, 999999) != -ENOENT) {
         fprintf(stderr, "closing a file that does not exist must be -ENOENT\n");
         return 1;

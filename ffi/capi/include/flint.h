@@ -81,9 +81,11 @@ int flint_fs_create(flint_engine *eng, const char *name, uint8_t k, uint8_t m,
  * -EINVAL, -EACCES (remote: another organization's). */
 int flint_fs_lookup(flint_engine *eng, const char *name, uint32_t *fs_out);
 
-/* Opens a file by name, creating it if `create` is nonzero.
- * Returns 0 and sets *ino_out, or -ENOENT (no such file or file system),
- * -EINVAL (bad name), -EIO. */
+/* Opens the regular file at `path` ("dir/sub/file", from the file system's
+ * root), creating it if `create` is nonzero (its directory must exist).
+ * Returns 0 and sets *ino_out, or -ENOENT (no such file, directory or file
+ * system), -EISDIR (remote: a directory), -ENOTDIR, -ENAMETOOLONG, -EINVAL
+ * (bad name), -EIO. */
 int flint_file_open(flint_engine *eng, uint32_t fs, const char *name, int create,
                     uint64_t *ino_out);
 
@@ -111,6 +113,62 @@ int64_t flint_read(flint_engine *eng, uint64_t ino, uint64_t offset, void *buf,
 /* Makes every write so far durable (data, parity and metadata).
  * Returns 0, or -EIO, -ENOSPC. */
 int flint_fsync(flint_engine *eng);
+
+/* The namespace, by path (relative to the file system's root). Every call
+ * returns 0 or a negated POSIX errno: -ENOENT, -EEXIST, -ENOTDIR, -EISDIR,
+ * -ENOTEMPTY, -EINVAL (e.g. a directory moved under itself), -ENAMETOOLONG,
+ * -ELOOP, -EXDEV, -EMLINK, -ENOSPC, -EACCES (remote: another
+ * organization's), -EIO. */
+struct flint_stat {
+    size_t size;        /* sizeof(struct flint_stat), set by the caller */
+    uint64_t ino;
+    uint64_t st_size;   /* bytes */
+    uint64_t blocks;    /* 4 KiB blocks stored on the inode's home shard */
+    uint32_t mode;      /* kind and permission bits, as st_mode */
+    uint32_t nlink;
+    uint32_t uid;
+    uint32_t gid;
+    int64_t atime_ns;   /* nanoseconds since the epoch */
+    int64_t mtime_ns;
+    int64_t ctime_ns;
+};
+
+/* The attributes of the inode at `path` (a symlink itself, not its target). */
+int flint_stat_path(flint_engine *eng, uint32_t fs, const char *path,
+                    struct flint_stat *out);
+/* Creates a directory with permission bits `perm`. */
+int flint_mkdir(flint_engine *eng, uint32_t fs, const char *path, uint32_t perm);
+/* Removes an empty directory. */
+int flint_rmdir(flint_engine *eng, uint32_t fs, const char *path);
+/* Removes a name that is not a directory; the file goes with its last name. */
+int flint_unlink(flint_engine *eng, uint32_t fs, const char *path);
+
+enum flint_rename_flags { FLINT_RENAME_NOREPLACE = 1, FLINT_RENAME_EXCHANGE = 2 };
+/* Renames `from` to `to` (flags: 0, FLINT_RENAME_NOREPLACE or
+ * FLINT_RENAME_EXCHANGE). */
+int flint_rename(flint_engine *eng, uint32_t fs, const char *from, const char *to,
+                 uint32_t flags);
+/* A hard link: `to` names the inode `from` names. */
+int flint_link(flint_engine *eng, uint32_t fs, const char *from, const char *to);
+/* A symbolic link at `path` pointing to `target`. */
+int flint_symlink(flint_engine *eng, uint32_t fs, const char *target, const char *path);
+/* Copies up to len bytes of the target of the symlink at `path` into buf
+ * (no NUL added). Returns the target's full length, or a negated errno. */
+int64_t flint_readlink(flint_engine *eng, uint32_t fs, const char *path, char *buf,
+                       size_t len);
+
+struct flint_dirent {
+    uint64_t ino;
+    uint64_t cookie;    /* pass the last one back to continue */
+    uint32_t mode;      /* kind and permission bits */
+    char name[256];     /* NUL-terminated */
+};
+/* Up to max entries of the directory at `path` after `cookie` (0: from the
+ * start), without "." and "..". Returns how many (0 at the end), or a
+ * negated errno. An entry present for the whole listing is returned exactly
+ * once, however the directory changes meanwhile. */
+int flint_readdir(flint_engine *eng, uint32_t fs, const char *path, uint64_t cookie,
+                  struct flint_dirent *out, int max);
 
 /* Asynchronous I/O. */
 enum flint_op { FLINT_OP_READ = 0, FLINT_OP_WRITE = 1, FLINT_OP_FSYNC = 2 };

@@ -34,6 +34,8 @@ use flint_engine::net::wire::Request;
 use flint_engine::store::{StoreConfig, StoreError};
 
 /// Most operations in flight per engine before `flint_submit` says -EAGAIN.
+mod names;
+
 const MAX_IN_FLIGHT: usize = 4096;
 
 /// `struct flint_engine_opts` (flint.h).
