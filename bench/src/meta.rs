@@ -297,17 +297,16 @@ fn run_protocol(files: usize, dirs: usize, clients: usize) -> Result<Rates, Stri
     }
     // Client k works in the directories i % dirs of its files i = k (mod n).
     let path = move |i: usize, stem: &str| format!("d{}/{stem}-{i:08}", i % dirs);
-    let mut r = Rates::default();
-    r.create = clients_phase(&mut cs, files, &|c, i| {
+    let create = clients_phase(&mut cs, files, &|c, i| {
         c.open("bench", &path(i, "file"), true).map_err(ce)?;
         Ok(1)
     })?;
     cs[0].sync().map_err(ce)?;
-    r.stat = clients_phase(&mut cs, files, &|c, i| {
+    let stat = clients_phase(&mut cs, files, &|c, i| {
         c.stat_path("bench", &path(i, "file")).map_err(ce)?;
         Ok(1)
     })?;
-    r.readdir = clients_phase(&mut cs, dirs, &|c, dir| {
+    let readdir = clients_phase(&mut cs, dirs, &|c, dir| {
         let mut n = 0;
         let mut cookie = 0;
         loop {
@@ -321,19 +320,25 @@ fn run_protocol(files: usize, dirs: usize, clients: usize) -> Result<Rates, Stri
             n += page.len();
         }
     })?;
-    r.rename = clients_phase(&mut cs, files, &|c, i| {
+    let rename = clients_phase(&mut cs, files, &|c, i| {
         c.rename("bench", &path(i, "file"), &path(i, "moved"), 0)
             .map_err(ce)?;
         Ok(1)
     })?;
-    r.unlink = clients_phase(&mut cs, files, &|c, i| {
+    let unlink = clients_phase(&mut cs, files, &|c, i| {
         c.unlink("bench", &path(i, "moved")).map_err(ce)?;
         Ok(1)
     })?;
     cs[0].sync().map_err(ce)?;
     drop(cs);
     server.stop();
-    Ok(r)
+    Ok(Rates {
+        create,
+        stat,
+        readdir,
+        rename,
+        unlink,
+    })
 }
 
 fn run_kernel(root: &std::path::Path, files: usize, dirs: usize) -> Result<Rates, String> {
