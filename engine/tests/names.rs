@@ -151,12 +151,12 @@ fn random_op(
     n: &mut u64,
 ) -> Result<(), StoreError> {
     let dirs: Vec<String> = std::iter::once(String::new())
-        .chain(of(&model, |n| *n == Node::Dir))
+        .chain(of(model, |n| *n == Node::Dir))
         .collect();
     let dir = dirs[rng.below(dirs.len() as u64) as usize].clone();
     *n += 1;
     let fresh = join(&dir, &format!("n{}", *n));
-    let files = of(&model, |n| matches!(n, Node::File(_)));
+    let files = of(model, |n| matches!(n, Node::File(_)));
     let pick = |v: &Vec<String>, rng: &mut Rng| {
         (!v.is_empty()).then(|| v[rng.below(v.len() as u64) as usize].clone())
     };
@@ -185,7 +185,7 @@ fn random_op(
         10 => {
             // A directory moves with everything under it, never under
             // itself.
-            let subdirs = of(&model, |n| *n == Node::Dir);
+            let subdirs = of(model, |n| *n == Node::Dir);
             if let Some(d) = pick(&subdirs, rng) {
                 let inside = dir == d || dir.starts_with(&format!("{d}/"));
                 let r = e.rename(fs, &d, &fresh, RenameFlags::default());
@@ -223,14 +223,14 @@ fn random_op(
                 .insert(fresh, Node::Symlink("../some/target".into()));
         }
         13 | 14 => {
-            let names = of(&model, |n| *n != Node::Dir);
+            let names = of(model, |n| *n != Node::Dir);
             if let Some(f) = pick(&names, rng) {
                 e.unlink(fs, &f)?;
                 model.paths.remove(&f);
             }
         }
         15 => {
-            let subdirs = of(&model, |n| *n == Node::Dir);
+            let subdirs = of(model, |n| *n == Node::Dir);
             if let Some(d) = pick(&subdirs, rng) {
                 let empty = !model.paths.keys().any(|p| parent(p) == d);
                 let r = e.rmdir(fs, &d);
