@@ -46,12 +46,38 @@ fn engine() -> Result<Engine, String> {
     Engine::start(&cfg).map_err(|e| e.to_string())
 }
 
-fn run_flint(dir: &std::path::Path, n: usize, window: usize) -> Result<(Vec<f64>, f64), String> {
+/// The resident set of this process, in MiB.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Flint's run: files per second per window, the reopen time and the
+/// resident set after the writes and after the reopen (MiB).
+struct FlintRun {
+    rates: Vec<f64>,
+    reopen: f64,
+    rss_written: f64,
+    rss_reopened: f64,
+}
+
+fn run_flint(
+    dir: &std::path::Path,
+    n: usize,
+    window: usize,
+    device_mib: u64,
+) -> Result<FlintRun, String> {
     let devs: Vec<Arc<dyn BlockDevice>> = (0..6)
         .map(|i| {
             let mut s = DeviceSpec::new(&format!("files{i}"), Backend::Uring);
             s.path = Some(dir.join(format!("dev{i}.img")));
-            s.size = Some(ByteSize(1 << 30));
+            s.size = Some(ByteSize(device_mib << 20));
             bdev::open(&s).map_err(|e| e.to_string())
         })
         .collect::<Result<_, _>>()?;
@@ -74,14 +100,30 @@ fn run_flint(dir: &std::path::Path, n: usize, window: usize) -> Result<(Vec<f64>
         }
         Ok(())
     })?;
+    let rss_written = rss_mib();
     e.close().map_err(|e| e.to_string())?;
     let mut e = engine()?;
     let t = Instant::now();
     e.open(devs.iter().cloned().map(Some).collect())
         .map_err(|e| e.to_string())?;
     let reopen = t.elapsed().as_secs_f64();
+    // Every file still there, by name, after the reopen.
+    for i in (0..n).step_by((n / 1000).max(1)) {
+        if e.lookup(fs, &format!("f{i:08}"))
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            return Err(format!("file f{i:08} missing after the reopen"));
+        }
+    }
+    let rss_reopened = rss_mib();
     let _ = e.close();
-    Ok((rates, reopen))
+    Ok(FlintRun {
+        rates,
+        reopen,
+        rss_written,
+        rss_reopened,
+    })
 }
 
 fn run_kernel(dir: &std::path::Path, n: usize, window: usize) -> Result<Vec<f64>, String> {
@@ -106,11 +148,13 @@ pub fn main(mut a: Args) -> Result<(), String> {
     let n = a.get("files", 20_000usize)?.max(1);
     let window = a.get("window", 5_000usize)?.clamp(1, n);
     let dir: String = a.get("dir", "/var/tmp/flint-bench-files".to_string())?;
+    let device_mib = a.get("device-mib", 1024u64)?;
     let json = a.flag("json");
     a.finish()?;
     let dir = std::path::PathBuf::from(dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let (flint, reopen) = run_flint(&dir, n, window)?;
+    let run = run_flint(&dir, n, window, device_mib)?;
+    let (flint, reopen) = (&run.rates, run.reopen);
     for i in 0..6 {
         let _ = std::fs::remove_file(dir.join(format!("dev{i}.img")));
     }
@@ -119,13 +163,14 @@ pub fn main(mut a: Args) -> Result<(), String> {
         let v = serde_json::json!({
             "files": n, "window": window, "flint_per_sec": flint,
             "disk_fs_per_sec": kernel, "flint_reopen_s": reopen,
+            "flint_rss_mib_written": run.rss_written, "flint_rss_mib_reopened": run.rss_reopened,
         });
         println!("{v}");
         return Ok(());
     }
     println!(
         "create + 4 KiB write per file, sync every {SYNC_EVERY}: Flint in-process (6 \
-         file-backed devices, 4+2) beside the disk's file system"
+         file-backed devices of {device_mib} MiB, 4+2) beside the disk's file system"
     );
     let mut t = Table::new(&["files", "flint /s", "disk fs /s", "flint/disk fs"]);
     for (i, f) in flint.iter().enumerate() {
@@ -138,6 +183,12 @@ pub fn main(mut a: Args) -> Result<(), String> {
         ]);
     }
     print!("{t}");
-    println!("reopen with {n} files: {reopen:.2} s");
+    println!(
+        "reopen with {n} files: {reopen:.2} s; resident set {:.0} MiB after the writes, \
+         {:.0} MiB after the reopen (metadata cache {} MiB per shard)",
+        run.rss_written,
+        run.rss_reopened,
+        flint_engine::store::META_CACHE_MIB,
+    );
     Ok(())
 }

@@ -92,6 +92,8 @@ pub struct Engine {
     routes: Arc<Routes>,
     /// Every shard's journal progress, with more than one shard.
     peers: Option<Arc<Journaled>>,
+    /// Bytes of metadata page cache each shard opens with.
+    meta_cache: usize,
 }
 
 /// Delivers dropped shared-block references to their owner's store, on
@@ -263,6 +265,7 @@ impl Engine {
             map,
             devices: Vec::new(),
             peers: None,
+            meta_cache: crate::store::META_CACHE_MIB << 20,
         })
     }
 
@@ -283,6 +286,13 @@ impl Engine {
         self.open_with(devices, None)
     }
 
+    /// Sets the bytes of metadata page cache each shard opens with (the
+    /// metadata's memory beyond the open files; default
+    /// [`crate::store::META_CACHE_MIB`] MiB). Takes effect at the next open.
+    pub fn set_meta_cache(&mut self, bytes: usize) {
+        self.meta_cache = bytes;
+    }
+
     /// Opens the engine and, with `seal_every`, seals open stripes and
     /// commits their metadata on that period (group commit), so data is
     /// durable within one period even without an fsync. The same timer
@@ -296,8 +306,9 @@ impl Engine {
         self.devices = devices.clone();
         // Shard 0 tells how many shards the engine was formatted with.
         let devs = devices.clone();
+        let cache = self.meta_cache;
         let shards = self.set.call(0, move |core| -> Result<u32> {
-            let store = Store::open_shard(core, &devs, 0)?;
+            let store = Store::open_shard(core, &devs, 0, cache)?;
             let n = store.shards();
             shards_of(core).0.insert(0, store);
             Ok(n)
@@ -308,7 +319,7 @@ impl Engine {
             let devs = devices.clone();
             let owner = self.map.owner(shard);
             pending.push(self.set.run_on(owner, move |core| -> Result<()> {
-                let store = Store::open_shard(core, &devs, shard)?;
+                let store = Store::open_shard(core, &devs, shard, cache)?;
                 shards_of(core).0.insert(shard, store);
                 Ok(())
             })?);
@@ -417,9 +428,10 @@ impl Engine {
         })??;
         let (counts, drops) = refs;
         let devs = self.devices.clone();
+        let cache = self.meta_cache;
         let peers = self.peers.clone();
         self.set.call(reactor, move |core| -> Result<()> {
-            let mut store = Store::open_shard(core, &devs, shard)?;
+            let mut store = Store::open_shard(core, &devs, shard, cache)?;
             if let Some(p) = peers {
                 store.set_peers(p);
                 store.set_shared_refs(counts)?;

@@ -56,6 +56,10 @@ pub struct EngineSection {
     /// Open stripes are sealed and made durable at least this often.
     #[serde(default = "default_seal")]
     pub seal_ms: u64,
+    /// Metadata page cache of each shard, in MiB: the metadata's memory
+    /// beyond the open files, whatever the number of files.
+    #[serde(default = "default_meta_cache")]
+    pub meta_cache_mib: u64,
 }
 
 fn default_chunk() -> ByteSize {
@@ -70,6 +74,9 @@ fn default_checkpoint() -> u64 {
 fn default_seal() -> u64 {
     20
 }
+fn default_meta_cache() -> u64 {
+    crate::store::META_CACHE_MIB as u64
+}
 
 impl Default for EngineSection {
     fn default() -> Self {
@@ -79,6 +86,7 @@ impl Default for EngineSection {
             journal_blocks: default_journal(),
             checkpoint_blocks: default_checkpoint(),
             seal_ms: default_seal(),
+            meta_cache_mib: default_meta_cache(),
         }
     }
 }

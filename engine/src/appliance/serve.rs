@@ -149,6 +149,7 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
             .map_err(|e| format!("format: {e}"))?;
     }
     let seal = Some(Duration::from_millis(cfg.engine.seal_ms.max(1)));
+    engine.set_meta_cache((cfg.engine.meta_cache_mib.max(1) << 20) as usize);
     let present: Vec<Option<Arc<dyn BlockDevice>>> = devs.iter().cloned().map(Some).collect();
     let blank = |e: &StoreError| {
         matches!(

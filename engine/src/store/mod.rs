@@ -90,6 +90,7 @@ mod write;
 
 pub use error::{Result, StoreError};
 pub use names::{components, now_nanos, MAX_SYMLINKS};
+pub use open::META_CACHE_MIB;
 pub use read::RemoteRead;
 pub use report::{
     BlockLocation, DeviceReport, GcReport, RepairStats, ScrubReport, SpaceStats, Stat,
@@ -134,6 +135,8 @@ pub struct Store {
     layout: Layout,
     uuid: u128,
     meta: Meta,
+    /// Bytes the metadata page cache may hold.
+    meta_cache: usize,
     writers: HashMap<FsId, FsWriter>,
     /// Changes not yet in the journal, oldest first.
     pending: Vec<Record>,

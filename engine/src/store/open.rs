@@ -4,7 +4,8 @@
 use super::*;
 
 /// Per shard, bytes of metadata pages kept in memory.
-pub(super) const META_CACHE: usize = 64 << 20;
+/// Default bytes (in MiB) of the metadata page cache of each shard.
+pub const META_CACHE_MIB: usize = 64;
 
 /// The checkpoint of an empty shard: no file system, an empty tree, no
 /// page chunks.
@@ -121,7 +122,7 @@ impl Store {
     /// Opens the engine on `devices` (in any order; `None` = missing) and
     /// recovers its state. Missing or unreadable devices are run degraded.
     pub fn open(core: &mut Core, devices: &[Option<Arc<dyn BlockDevice>>]) -> Result<Store> {
-        Self::open_shard(core, devices, 0)
+        Self::open_shard(core, devices, 0, META_CACHE_MIB << 20)
     }
 
     /// Opens shard `shard` of the engine on `devices` and recovers it. Each
@@ -131,6 +132,7 @@ impl Store {
         core: &mut Core,
         devices: &[Option<Arc<dyn BlockDevice>>],
         shard: u32,
+        meta_cache: usize,
     ) -> Result<Store> {
         let mut found: Vec<(Superblock, Arc<dyn BlockDevice>)> = Vec::new();
         let mut blank: Vec<String> = Vec::new();
@@ -218,6 +220,7 @@ impl Store {
             layout,
             uuid: first.engine_uuid,
             meta: Meta::new(0),
+            meta_cache,
             writers: HashMap::new(),
             pending: Vec::new(),
             pending_stripes: Vec::new(),

@@ -20,7 +20,7 @@ impl Store {
                 {
                     if best.as_ref().is_none_or(|b| seq > b.0) {
                         let mut r = crate::codec::Reader::new(payload);
-                        let root = Meta::decode_root(&mut r, open::META_CACHE).and_then(|m| {
+                        let root = Meta::decode_root(&mut r, self.meta_cache).and_then(|m| {
                             let space = PageSpace::decode(&mut r, &self.layout, devices)?;
                             match r.remaining() {
                                 0 => Ok((m, space)),
