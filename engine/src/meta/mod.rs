@@ -659,6 +659,7 @@ mod tests {
                 (8, 8, 1),
                 "the truncate's time"
             );
+            assert_eq!(a.blocks, 2, "blocks 0 and 5 stored (2 was cut)");
             assert_eq!(m.attr(io, 0x200).unwrap().unwrap().perm, 0o700);
             assert_eq!(m.file(io, 0x501).unwrap(), None, "the part was dropped");
             let blocks = m.blocks_in(io, F, 0, u64::MAX).unwrap();

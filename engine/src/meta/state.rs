@@ -577,8 +577,17 @@ impl Meta {
     }
 
     /// Sets a file's size; on its home shard also its mtime and ctime,
-    /// unless `mtime` is 0 (a move of blocks, which changes nothing here).
-    fn set_size(&mut self, io: &mut dyn PageIo, held: Held, size: u64, mtime: i64) -> Result<()> {
+    /// unless `mtime` is 0 (a move of blocks, which changes nothing here),
+    /// and its count of stored blocks by `blocks` (blocks mapped where none
+    /// was, less blocks cut).
+    fn set_size(
+        &mut self,
+        io: &mut dyn PageIo,
+        held: Held,
+        size: u64,
+        mtime: i64,
+        blocks: i64,
+    ) -> Result<()> {
         match held {
             Held::Part(mut i) => {
                 if i.size != size {
@@ -588,9 +597,13 @@ impl Meta {
                 }
             }
             Held::Home(mut a) => {
-                if a.size == size && mtime == 0 {
+                if a.size == size && mtime == 0 && blocks == 0 {
                     return Ok(());
                 }
+                a.blocks = a
+                    .blocks
+                    .checked_add_signed(blocks)
+                    .ok_or(corrupt("block count"))?;
                 let u = self.used.entry(a.fs).or_default();
                 *u = (*u + size).saturating_sub(a.size);
                 a.size = size;
@@ -668,6 +681,7 @@ impl Meta {
             } => {
                 if let Some(held) = self.held(io, *ino)? {
                     let fs = held.inode().fs;
+                    let mut added = 0i64;
                     for (idx, b) in blocks {
                         let old = self.pager.insert(
                             io,
@@ -675,11 +689,12 @@ impl Meta {
                             &block_key(*ino, *idx),
                             &encode_block(b),
                         )?;
-                        if let Some(old) = old {
-                            released.push((fs, decode_block(&old)?));
+                        match old {
+                            Some(old) => released.push((fs, decode_block(&old)?)),
+                            None => added += 1,
                         }
                     }
-                    self.set_size(io, held, *size, *mtime)?;
+                    self.set_size(io, held, *size, *mtime, added)?;
                 }
             }
             Record::StripeFree { id } => {
@@ -697,8 +712,9 @@ impl Meta {
                 if let Some(held) = self.held(io, *ino)? {
                     let fs = held.inode().fs;
                     let dropped = self.cut_blocks(io, *ino, size.div_ceil(BLOCK))?;
+                    let cut = -(dropped.len() as i64);
                     released.extend(dropped.into_iter().map(|b| (fs, b)));
-                    self.set_size(io, held, *size, *mtime)?;
+                    self.set_size(io, held, *size, *mtime, cut)?;
                 }
             }
             Record::SharedPut { fs, key, block } => {

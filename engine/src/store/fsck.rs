@@ -70,7 +70,9 @@ impl Store {
         .map_err(meta_err)?;
         let fs_of = meta.fs_of_files(&mut io).map_err(meta_err)?;
         let shard = self.layout.shard;
+        let mut counted: HashMap<Ino, u64> = HashMap::new();
         meta.all_blocks(&mut io, &mut |ino, idx, b| {
+            *counted.entry(ino).or_default() += 1;
             let Some(&fs) = fs_of.get(&ino) else {
                 bad.push(format!("block {idx} of file {ino}, which does not exist"));
                 return true;
@@ -91,6 +93,27 @@ impl Store {
             true
         })
         .map_err(meta_err)?;
+        // Each home file's inode counts the blocks its map holds.
+        let mut homes = Vec::new();
+        meta.files(&mut io, &mut |i| {
+            if !i.part {
+                homes.push(i.ino);
+            }
+            true
+        })
+        .map_err(meta_err)?;
+        for ino in homes {
+            let kept = meta
+                .attr(&mut io, ino)
+                .map_err(meta_err)?
+                .map_or(0, |a| a.blocks);
+            let mapped = counted.get(&ino).copied().unwrap_or(0);
+            if kept != mapped {
+                bad.push(format!(
+                    "file {ino:#x}'s inode counts {kept} blocks, its map holds {mapped}"
+                ));
+            }
+        }
         bad.extend(meta.check(&mut io).map_err(meta_err)?);
         Ok(bad)
     }

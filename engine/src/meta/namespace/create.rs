@@ -110,6 +110,7 @@ impl Namespace<'_> {
             ctime: ctx.now,
             parent: if kind == Kind::Dir { dir } else { 0 },
             next_seq: 1,
+            blocks: 0,
         };
         self.put_attr(&a)?;
         self.add_entry(&mut d, name, ino, kind)?;

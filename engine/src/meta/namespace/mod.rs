@@ -151,9 +151,12 @@ pub struct Attr {
     pub parent: Ino,
     /// A directory's next entry sequence number.
     pub next_seq: u64,
+    /// A regular file's stored 4 KiB blocks on its home shard (holes
+    /// excluded), kept by the data path so `stat` does not count them.
+    pub blocks: u64,
 }
 
-const ATTR_LEN: usize = 8 + 8 + 4 + 1 + 4 * 5 + 8 + 8 * 3 + 8 + 8;
+const ATTR_LEN: usize = 8 + 8 + 4 + 1 + 4 * 5 + 8 + 8 * 3 + 8 + 8 + 8;
 
 impl Attr {
     /// The full mode: kind bits and permissions.
@@ -181,6 +184,7 @@ impl Attr {
         }
         b.extend_from_slice(&self.parent.to_le_bytes());
         b.extend_from_slice(&self.next_seq.to_le_bytes());
+        b.extend_from_slice(&self.blocks.to_le_bytes());
         debug_assert_eq!(b.len(), ATTR_LEN);
         b
     }
@@ -207,6 +211,7 @@ impl Attr {
             ctime: u64_at(65) as i64,
             parent: u64_at(73),
             next_seq: u64_at(81),
+            blocks: u64_at(89),
         })
     }
 }
@@ -546,6 +551,7 @@ impl<'a> Namespace<'a> {
             ctime: ctx.now,
             parent: ino,
             next_seq: 1,
+            blocks: 0,
         };
         self.put_attr(&root)?;
         Ok(root)
