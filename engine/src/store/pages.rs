@@ -293,6 +293,46 @@ impl PageIo for DevPages<'_> {
         Err(last)
     }
 
+    fn read_ahead(&mut self, addrs: &[PageAddr]) -> Vec<Option<Vec<u8>>> {
+        let mut out = vec![None; addrs.len()];
+        let Ok(buf) = Scratch::new(PAGE * addrs.len().max(1)) else {
+            return out;
+        };
+        let blocks = (PAGE / self.layout.block_size as usize) as u32;
+        // Each page from its first copy on a healthy device, all at once.
+        let mut cmds = Vec::with_capacity(addrs.len());
+        let mut which = Vec::with_capacity(addrs.len());
+        for (i, &addr) in addrs.iter().enumerate() {
+            let copy = self
+                .space
+                .copies_of((addr / self.space.per) as usize)
+                .iter()
+                .copied()
+                .find(|&(d, _)| {
+                    self.devs
+                        .get(usize::from(d))
+                        .is_some_and(|x| x.as_ref().is_some_and(|x| !x.failed))
+                });
+            if let Some((d, slot)) = copy {
+                // Page i's part of `buf`, which outlives the batch.
+                let at = buf.0.as_ptr().wrapping_add(i * PAGE);
+                cmds.push((
+                    usize::from(d),
+                    IoCmd::read(self.lba(slot, addr), blocks, at, 0),
+                ));
+                which.push(i);
+            }
+        }
+        let bytes = buf.0.as_slice();
+        for (r, i) in run_io(self.devs, &cmds).into_iter().zip(which) {
+            let page = &bytes[i * PAGE..(i + 1) * PAGE];
+            if r.is_ok() && btree::intact(addrs[i], page) {
+                out[i] = Some(page.to_vec());
+            }
+        }
+        out
+    }
+
     fn alloc(&mut self) -> Result<PageAddr, TreeError> {
         if let Some(a) = self.space.free.pop_first() {
             self.space.set_used(a, true);

@@ -128,6 +128,18 @@ pub trait PageIo {
     /// durable when this returns; the owner flushes before it makes a root
     /// that names them durable.
     fn write(&mut self, pages: &[(PageAddr, Vec<u8>)]) -> Result<(), TreeError>;
+    /// Reads several pages at once for read-ahead, best effort: `None`
+    /// where a page could not be read whole (the reader then falls back to
+    /// [`PageIo::read`], which repairs). By default one at a time.
+    fn read_ahead(&mut self, addrs: &[PageAddr]) -> Vec<Option<Vec<u8>>> {
+        addrs
+            .iter()
+            .map(|&a| {
+                let mut buf = vec![0u8; PAGE];
+                self.read(a, &mut buf).ok().map(|()| buf)
+            })
+            .collect()
+    }
 }
 
 /// Pages in memory: the plain reference [`PageIo`], which also checks the

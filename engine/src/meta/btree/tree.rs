@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use super::cache::Cache;
 use super::page::{Node, PagePtr, HEADER};
-use super::{PageIo, TreeError, MAX_KEY, MAX_VALUE, PAGE};
+use super::{PageAddr, PageIo, TreeError, MAX_KEY, MAX_VALUE, PAGE};
+
+/// Most pages a scan reads ahead in one batch.
+const READ_AHEAD: usize = 64;
 
 type Result<T> = std::result::Result<T, TreeError>;
 
@@ -528,12 +531,45 @@ impl Pager {
             }
             return Ok(true);
         }
-        for c in child_of(&n.keys, from)..n.kids.len() {
+        // Read-ahead that doubles while the scan goes on: a scan that stops
+        // in its first child reads nothing more, a long one reads its
+        // children in batches of up to READ_AHEAD pages.
+        let first = child_of(&n.keys, from);
+        let (mut ahead, mut window) = (first + 1, 1);
+        for c in first..n.kids.len() {
+            if c == ahead {
+                let end = (c + window).min(n.kids.len());
+                self.read_ahead(io, &n.kids[c..end]);
+                ahead = end;
+                window = (window * 2).min(READ_AHEAD);
+            }
             if !self.scan_at(io, n.kids[c], from, f)? {
                 return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// Puts the nodes `kids` names into the cache, read in one batch
+    /// (best effort: what fails is read again, with repair, when loaded).
+    fn read_ahead(&mut self, io: &mut dyn PageIo, kids: &[Ptr]) {
+        let want: Vec<PagePtr> = kids
+            .iter()
+            .filter_map(|p| match p {
+                Ptr::Disk(pp) if self.cache.get(pp.addr, pp.birth).is_none() => Some(*pp),
+                _ => None,
+            })
+            .collect();
+        if want.len() < 2 {
+            return;
+        }
+        let addrs: Vec<PageAddr> = want.iter().map(|p| p.addr).collect();
+        for (pp, page) in want.iter().zip(io.read_ahead(&addrs)) {
+            if let Some(Ok(n)) = page.map(|b| Node::decode(*pp, &b)) {
+                self.stats.reads += 1;
+                self.cache.put(pp.addr, Arc::new(n));
+            }
+        }
     }
 
     /// Writes tree `t`'s changed nodes to new pages, children before
