@@ -17,17 +17,13 @@ impl Store {
     /// Creates an empty regular file at `path` (its directory must exist).
     pub fn create(&mut self, fs: FsId, path: &str) -> Result<Ino> {
         let (dir, name) = self.parent_and_name(fs, path)?;
-        match self.lookup_at(dir.ino, &name) {
-            Ok(_) => {
-                return Err(StoreError::Exists {
-                    what: format!("file {path}"),
-                })
-            }
-            Err(StoreError::Ns(meta::namespace::NsError::NotFound)) => {}
-            Err(e) => return Err(e),
+        match self.make(dir.ino, &name, libc::S_IFREG | 0o644, 0, &[], root_ctx()) {
+            Ok(a) => Ok(a.ino),
+            Err(StoreError::Ns(meta::namespace::NsError::Exists)) => Err(StoreError::Exists {
+                what: format!("file {path}"),
+            }),
+            Err(e) => Err(e),
         }
-        let a = self.make(dir.ino, &name, libc::S_IFREG | 0o644, 0, &[], root_ctx())?;
-        Ok(a.ino)
     }
 
     /// Creates a directory at `path`.
