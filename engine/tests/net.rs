@@ -152,6 +152,30 @@ fn every_operation_round_trips_and_large_messages_span_packets() {
     );
     c.unlink("data", "ds/first.jpg").unwrap();
     assert_eq!(c.stat_path("data", "hard").unwrap().nlink, 1);
+    // Extended attributes by path.
+    c.setxattr("data", "hard", "user.label", b"cat", 1).unwrap();
+    c.setxattr("data", "hard", "user.split", b"train", 0)
+        .unwrap();
+    assert_eq!(c.getxattr("data", "hard", "user.label").unwrap(), b"cat");
+    assert_eq!(
+        c.listxattr("data", "hard").unwrap(),
+        vec![b"user.label".to_vec(), b"user.split".to_vec()]
+    );
+    assert_eq!(
+        errno(c.setxattr("data", "hard", "user.label", b"dog", 1)),
+        -libc::EEXIST
+    );
+    c.removexattr("data", "hard", "user.label").unwrap();
+    assert_eq!(
+        c.getxattr("data", "hard", "user.label")
+            .unwrap_err()
+            .errno(),
+        -libc::ENODATA
+    );
+    assert_eq!(
+        errno(c.setxattr("data", "hard", "user.big", &[0; 2000], 0)),
+        -libc::E2BIG
+    );
     // Many requests in flight at once, completed by tag.
     let (ino, _) = c.open("data", "q", true).unwrap();
     for i in 0..32u64 {

@@ -784,6 +784,66 @@ impl Client {
         })
     }
 
+    /// Sets extended attribute `name` of the inode at `path`; `mode` 0
+    /// creates or replaces, 1 only creates, 2 only replaces.
+    pub fn setxattr(
+        &mut self,
+        fs: &str,
+        path: &str,
+        name: &str,
+        value: &[u8],
+        mode: u8,
+    ) -> Result<()> {
+        if value.len() > wire::MAX_XATTR {
+            return Err(ClientError::Status(-libc::E2BIG));
+        }
+        self.call(&Request::SetXattr {
+            fs: fs.into(),
+            path: path.into(),
+            name: name.into(),
+            value: value.to_vec(),
+            mode,
+        })
+        .map(|_| ())
+    }
+
+    /// Extended attribute `name` of the inode at `path`.
+    pub fn getxattr(&mut self, fs: &str, path: &str, name: &str) -> Result<Vec<u8>> {
+        self.call(&Request::GetXattr {
+            fs: fs.into(),
+            path: path.into(),
+            name: name.into(),
+        })
+    }
+
+    /// The names of the extended attributes of the inode at `path`.
+    pub fn listxattr(&mut self, fs: &str, path: &str) -> Result<Vec<Vec<u8>>> {
+        let b = self.call(&Request::ListXattr {
+            fs: fs.into(),
+            path: path.into(),
+        })?;
+        let mut r = Reader::new(&b);
+        let bad = |_| ClientError::Protocol("listxattr response");
+        let n = r.count(4, "xattr count").map_err(bad)?;
+        (0..n)
+            .map(|_| {
+                r.bytes(wire::MAX_NAME, "xattr name")
+                    .map(|b| b.to_vec())
+                    .map_err(bad)
+            })
+            .collect()
+    }
+
+    /// Removes extended attribute `name` of the inode at `path`.
+    pub fn removexattr(&mut self, fs: &str, path: &str, name: &str) -> Result<()> {
+        self.call(&Request::RemoveXattr {
+            fs: fs.into(),
+            path: path.into(),
+            name: name.into(),
+        })
+        .map(|_| ())
+    }
+
     fn stat_call(&mut self, req: Request) -> Result<FileStat> {
         let b = self.call(&req)?;
         FileStat::decode(&mut Reader::new(&b)).map_err(|_| ClientError::Protocol("stat response"))

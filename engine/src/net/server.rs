@@ -28,8 +28,9 @@ use hdrhistogram::Histogram;
 use super::auth::{self, Key};
 use super::wire::{self, hello, Envelope, FileStat, FrameError, Header, Kind, Partial, Request};
 use crate::codec::Writer;
+use crate::engine::root_ctx;
 use crate::engine::Engine;
-use crate::meta::namespace::RenameFlags;
+use crate::meta::namespace::{RenameFlags, XattrMode};
 use crate::meta::{FsId, Ino, OrgId};
 use crate::store::StoreError;
 
@@ -1106,6 +1107,49 @@ fn run_path(e: &Engine, ctx: &Ctx, fs: FsId, req: Request) -> Outcome {
             done("symlink", e.symlink(fs, &target, &path).map(stat_body))
         }
         Request::Readlink { path, .. } => done("readlink", e.readlink_path(fs, &path)),
+        Request::SetXattr {
+            path,
+            name,
+            value,
+            mode,
+            ..
+        } => {
+            let mode = match mode {
+                1 => XattrMode::Create,
+                2 => XattrMode::Replace,
+                _ => XattrMode::Any,
+            };
+            done(
+                "setxattr",
+                e.stat_path(fs, &path)
+                    .and_then(|st| e.setxattr(st.ino, name.as_bytes(), &value, mode, root_ctx()))
+                    .map(|()| Vec::new()),
+            )
+        }
+        Request::GetXattr { path, name, .. } => done(
+            "getxattr",
+            e.stat_path(fs, &path)
+                .and_then(|st| e.getxattr(st.ino, name.as_bytes())),
+        ),
+        Request::ListXattr { path, .. } => done(
+            "listxattr",
+            e.stat_path(fs, &path)
+                .and_then(|st| e.listxattr(st.ino))
+                .map(|names| {
+                    let mut w = Writer::default();
+                    w.u32(names.len() as u32);
+                    for n in names {
+                        w.bytes(&n);
+                    }
+                    w.buf
+                }),
+        ),
+        Request::RemoveXattr { path, name, .. } => done(
+            "removexattr",
+            e.stat_path(fs, &path)
+                .and_then(|st| e.removexattr(st.ino, name.as_bytes(), root_ctx()))
+                .map(|()| Vec::new()),
+        ),
         _ => ("invalid", 0, -libc::EINVAL, Vec::new()),
     }
 }

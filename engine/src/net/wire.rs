@@ -376,6 +376,8 @@ impl Partial {
 pub const MAX_NAME: usize = 255;
 /// Longest path (or symlink target) on the wire.
 pub const MAX_PATH: usize = 4095;
+/// Longest extended attribute value.
+pub const MAX_XATTR: usize = crate::meta::btree::MAX_VALUE;
 
 /// A request's operation code: the first byte of every request message
 /// (PROTOCOL.md, "Requests").
@@ -414,11 +416,19 @@ pub enum Op {
     Symlink = 15,
     /// [`Request::Readlink`].
     Readlink = 16,
+    /// [`Request::SetXattr`].
+    SetXattr = 17,
+    /// [`Request::GetXattr`].
+    GetXattr = 18,
+    /// [`Request::ListXattr`].
+    ListXattr = 19,
+    /// [`Request::RemoveXattr`].
+    RemoveXattr = 20,
 }
 
 impl Op {
     /// Every operation, in code order.
-    pub const ALL: [Op; 16] = [
+    pub const ALL: [Op; 20] = [
         Op::Open,
         Op::Read,
         Op::Write,
@@ -435,6 +445,10 @@ impl Op {
         Op::Link,
         Op::Symlink,
         Op::Readlink,
+        Op::SetXattr,
+        Op::GetXattr,
+        Op::ListXattr,
+        Op::RemoveXattr,
     ];
 
     /// The operation a code names, if any.
@@ -571,6 +585,44 @@ pub enum Request {
         /// Path of the link.
         path: String,
     },
+    /// Sets an extended attribute.
+    SetXattr {
+        /// File system name.
+        fs: String,
+        /// Path.
+        path: String,
+        /// Attribute name.
+        name: String,
+        /// Its value (at most [`MAX_XATTR`] bytes).
+        value: Vec<u8>,
+        /// 0 create or replace, 1 create only, 2 replace only.
+        mode: u8,
+    },
+    /// An extended attribute's value.
+    GetXattr {
+        /// File system name.
+        fs: String,
+        /// Path.
+        path: String,
+        /// Attribute name.
+        name: String,
+    },
+    /// The names of an inode's extended attributes.
+    ListXattr {
+        /// File system name.
+        fs: String,
+        /// Path.
+        path: String,
+    },
+    /// Removes an extended attribute.
+    RemoveXattr {
+        /// File system name.
+        fs: String,
+        /// Path.
+        path: String,
+        /// Attribute name.
+        name: String,
+    },
 }
 
 impl Request {
@@ -593,6 +645,10 @@ impl Request {
             Request::Link { .. } => Op::Link,
             Request::Symlink { .. } => Op::Symlink,
             Request::Readlink { .. } => Op::Readlink,
+            Request::SetXattr { .. } => Op::SetXattr,
+            Request::GetXattr { .. } => Op::GetXattr,
+            Request::ListXattr { .. } => Op::ListXattr,
+            Request::RemoveXattr { .. } => Op::RemoveXattr,
         }
     }
 
@@ -608,7 +664,11 @@ impl Request {
             | Request::StatPath { fs, .. }
             | Request::Link { fs, .. }
             | Request::Symlink { fs, .. }
-            | Request::Readlink { fs, .. } => Some(fs),
+            | Request::Readlink { fs, .. }
+            | Request::SetXattr { fs, .. }
+            | Request::GetXattr { fs, .. }
+            | Request::ListXattr { fs, .. }
+            | Request::RemoveXattr { fs, .. } => Some(fs),
             _ => None,
         }
     }
@@ -642,8 +702,21 @@ impl Request {
             Request::Unlink { fs, path }
             | Request::Rmdir { fs, path }
             | Request::StatPath { fs, path }
-            | Request::Readlink { fs, path } => {
+            | Request::Readlink { fs, path }
+            | Request::ListXattr { fs, path } => {
                 w.str(fs).str(path);
+            }
+            Request::SetXattr {
+                fs,
+                path,
+                name,
+                value,
+                mode,
+            } => {
+                w.str(fs).str(path).str(name).bytes(value).u8(*mode);
+            }
+            Request::GetXattr { fs, path, name } | Request::RemoveXattr { fs, path, name } => {
+                w.str(fs).str(path).str(name);
             }
             Request::Truncate { ino, size } => {
                 w.u64(*ino).u64(*size);
@@ -762,6 +835,30 @@ impl Request {
             Op::Readlink => Request::Readlink {
                 fs: fs(&mut r)?,
                 path: path(&mut r)?,
+            },
+            Op::SetXattr => Request::SetXattr {
+                fs: fs(&mut r)?,
+                path: path(&mut r)?,
+                name: r.str(MAX_NAME, "xattr name")?,
+                value: r.bytes(MAX_XATTR, "xattr value")?.to_vec(),
+                mode: match r.u8("xattr mode")? {
+                    m @ 0..=2 => m,
+                    _ => return Err(DecodeError { what: "xattr mode" }),
+                },
+            },
+            Op::GetXattr => Request::GetXattr {
+                fs: fs(&mut r)?,
+                path: path(&mut r)?,
+                name: r.str(MAX_NAME, "xattr name")?,
+            },
+            Op::ListXattr => Request::ListXattr {
+                fs: fs(&mut r)?,
+                path: path(&mut r)?,
+            },
+            Op::RemoveXattr => Request::RemoveXattr {
+                fs: fs(&mut r)?,
+                path: path(&mut r)?,
+                name: r.str(MAX_NAME, "xattr name")?,
             },
         };
         if r.remaining() != 0 {
@@ -1059,6 +1156,27 @@ pub fn sample_requests() -> Vec<Request> {
             fs: fs(),
             path: "dir/soft".into(),
         },
+        Request::SetXattr {
+            fs: fs(),
+            path: path(),
+            name: "user.label".into(),
+            value: b"cat".to_vec(),
+            mode: 1,
+        },
+        Request::GetXattr {
+            fs: fs(),
+            path: path(),
+            name: "user.label".into(),
+        },
+        Request::ListXattr {
+            fs: fs(),
+            path: path(),
+        },
+        Request::RemoveXattr {
+            fs: fs(),
+            path: path(),
+            name: "user.label".into(),
+        },
     ]
 }
 
@@ -1078,7 +1196,7 @@ mod tests {
             assert_eq!(w.buf[0], op as u8);
             assert_eq!(&Request::decode(&w.buf).unwrap(), req);
         }
-        for code in [0u8, 17, 0xff] {
+        for code in [0u8, 21, 0xff] {
             assert_eq!(Op::from_u8(code), None);
             assert!(Request::decode(&[code]).is_err());
         }

@@ -182,6 +182,17 @@ int main(int argc, char **argv) {
     }
     CHECK(got);
     EXPECT(listed, 39);
+    /* Extended attributes. */
+    CHECK(flint_setxattr(eng, fs, "hard.bin", "user.label", "cat", 3, FLINT_XATTR_CREATE));
+    CHECK(flint_setxattr(eng, fs, "hard.bin", "user.split", "train", 5, 0));
+    EXPECT(flint_setxattr(eng, fs, "hard.bin", "user.label", "dog", 3, FLINT_XATTR_CREATE),
+           -EEXIST);
+    char val[16];
+    EXPECT(flint_getxattr(eng, fs, "hard.bin", "user.label", val, sizeof val), 3);
+    EXPECT(flint_getxattr(eng, fs, "hard.bin", "user.label", val, 2), -ERANGE);
+    EXPECT(flint_listxattr(eng, fs, "hard.bin", NULL, 0), 22);
+    CHECK(flint_removexattr(eng, fs, "hard.bin", "user.split"));
+    EXPECT(flint_getxattr(eng, fs, "hard.bin", "user.split", val, sizeof val), -ENODATA);
     CHECK(flint_unlink(eng, fs, "data/first.bin"));
     CHECK(flint_fsync(eng));
     CHECK(flint_engine_close(eng));
@@ -208,6 +219,7 @@ int main(int argc, char **argv) {
     EXPECT(flint_stat_path(eng, fs, "data/first.bin", &st), -ENOENT);
     CHECK(flint_stat_path(eng, fs, "data/train", &st));
     EXPECT(st.mode & 07777, 0750);
+    EXPECT(flint_getxattr(eng, fs, "hard.bin", "user.label", val, sizeof val), 3);
     if (flint_file_close(eng, 999999) != -ENOENT) {
         fprintf(stderr, "closing a file that does not exist must be -ENOENT\n");
         return 1;

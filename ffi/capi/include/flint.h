@@ -170,6 +170,22 @@ struct flint_dirent {
 int flint_readdir(flint_engine *eng, uint32_t fs, const char *path, uint64_t cookie,
                   struct flint_dirent *out, int max);
 
+/* Extended attributes of the inode at `path`. Names up to 255 bytes,
+ * values up to 1 KiB (-E2BIG beyond). flint_setxattr's flags: 0 create or
+ * replace, FLINT_XATTR_CREATE (-EEXIST if present), FLINT_XATTR_REPLACE
+ * (-ENODATA if missing). flint_getxattr copies the value and
+ * flint_listxattr the NUL-terminated names one after another into buf:
+ * both return the full length, -ERANGE if len is nonzero and too small,
+ * and only the length with len 0. -ENODATA: no such attribute. */
+enum flint_xattr_flags { FLINT_XATTR_CREATE = 1, FLINT_XATTR_REPLACE = 2 };
+int flint_setxattr(flint_engine *eng, uint32_t fs, const char *path, const char *name,
+                   const void *value, size_t len, uint32_t flags);
+int64_t flint_getxattr(flint_engine *eng, uint32_t fs, const char *path, const char *name,
+                       char *buf, size_t len);
+int64_t flint_listxattr(flint_engine *eng, uint32_t fs, const char *path, char *buf,
+                        size_t len);
+int flint_removexattr(flint_engine *eng, uint32_t fs, const char *path, const char *name);
+
 /* Asynchronous I/O. */
 enum flint_op { FLINT_OP_READ = 0, FLINT_OP_WRITE = 1, FLINT_OP_FSYNC = 2 };
 

@@ -1,12 +1,13 @@
 //! The namespace through the C ABI: path-based calls (stat, mkdir, rmdir,
-//! unlink, rename, link, symlink, readlink, readdir) on an embedded engine
+//! unlink, rename, link, symlink, readlink, readdir, extended attributes)
+//! on an embedded engine
 //! or over the data protocol. Paths are relative to the file system's root,
 //! `/`-separated.
 
-use std::ffi::{c_char, c_int};
+use std::ffi::{c_char, c_int, c_void};
 
-use flint_engine::engine::Engine;
-use flint_engine::meta::namespace::RenameFlags;
+use flint_engine::engine::{root_ctx, Engine};
+use flint_engine::meta::namespace::{RenameFlags, XattrMode};
 use flint_engine::net::client::{Client, ClientError};
 use flint_engine::net::wire::FileStat;
 use flint_engine::store::{Stat, StoreError};
@@ -459,5 +460,198 @@ pub unsafe extern "C" fn flint_readdir(
             };
         }
         page.len().min(max) as c_int
+    })
+}
+
+/// Copies `bytes` into a caller's buffer of `len` bytes (as much as fits)
+/// and returns their full length, or `-ERANGE` when `len` is nonzero and
+/// too small (as `getxattr(2)` does); `len` 0 asks for the size.
+///
+/// # Safety
+/// `buf` is valid for `len` bytes (NULL when `len` is 0).
+unsafe fn copy_out(bytes: &[u8], buf: *mut c_char, len: usize) -> i64 {
+    if len == 0 {
+        return bytes.len() as i64;
+    }
+    if bytes.len() > len {
+        return -i64::from(libc::ERANGE);
+    }
+    // SAFETY: `buf` is valid for `len` >= bytes.len() bytes per the
+    // contract; the source is a separate Rust allocation.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), bytes.len()) };
+    bytes.len() as i64
+}
+
+/// Sets an extended attribute; see flint.h.
+///
+/// # Safety
+/// `eng` is a live handle; `path` and `name` NUL-terminated; `value`
+/// valid for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn flint_setxattr(
+    eng: *mut FlintEngine,
+    fs: u32,
+    path: *const c_char,
+    name: *const c_char,
+    value: *const c_void,
+    len: usize,
+    flags: u32,
+) -> c_int {
+    guard(-libc::EIO, || {
+        if flags > 2 || (value.is_null() && len > 0) {
+            return -libc::EINVAL;
+        }
+        // SAFETY: per the function's contract.
+        let name = match unsafe { second(name) } {
+            Ok(n) => n,
+            Err(code) => return code,
+        };
+        let value: Vec<u8> = if len == 0 {
+            Vec::new()
+        } else {
+            // SAFETY: `value` is valid for `len` bytes per the contract.
+            unsafe { std::slice::from_raw_parts(value.cast::<u8>(), len) }.to_vec()
+        };
+        let mode = match flags {
+            1 => XattrMode::Create,
+            2 => XattrMode::Replace,
+            _ => XattrMode::Any,
+        };
+        // SAFETY: forwarded per the function's contract.
+        status(unsafe {
+            on_path(
+                eng,
+                fs,
+                path,
+                |e, fs, p| {
+                    let st = e.stat_path(fs, p)?;
+                    e.setxattr(st.ino, name.as_bytes(), &value, mode, root_ctx())
+                },
+                |c, fs, p| c.setxattr(fs, p, &name, &value, flags as u8),
+            )
+        })
+    })
+}
+
+/// An extended attribute's value; see flint.h.
+///
+/// # Safety
+/// `eng` is a live handle; `path` and `name` NUL-terminated; `buf` valid
+/// for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn flint_getxattr(
+    eng: *mut FlintEngine,
+    fs: u32,
+    path: *const c_char,
+    name: *const c_char,
+    buf: *mut c_char,
+    len: usize,
+) -> i64 {
+    guard(-i64::from(libc::EIO), || {
+        if buf.is_null() && len > 0 {
+            return -i64::from(libc::EINVAL);
+        }
+        // SAFETY: per the function's contract.
+        let name = match unsafe { second(name) } {
+            Ok(n) => n,
+            Err(code) => return i64::from(code),
+        };
+        // SAFETY: forwarded per the function's contract.
+        let r = unsafe {
+            on_path(
+                eng,
+                fs,
+                path,
+                |e, fs, p| {
+                    let st = e.stat_path(fs, p)?;
+                    e.getxattr(st.ino, name.as_bytes())
+                },
+                |c, fs, p| c.getxattr(fs, p, &name),
+            )
+        };
+        match r {
+            // SAFETY: `buf` is valid for `len` bytes per the contract.
+            Ok(v) => unsafe { copy_out(&v, buf, len) },
+            Err(code) => i64::from(code),
+        }
+    })
+}
+
+/// The names of an inode's extended attributes, each NUL-terminated, one
+/// after another (as `listxattr(2)`); see flint.h.
+///
+/// # Safety
+/// `eng` is a live handle; `path` NUL-terminated; `buf` valid for `len`
+/// bytes.
+#[no_mangle]
+pub unsafe extern "C" fn flint_listxattr(
+    eng: *mut FlintEngine,
+    fs: u32,
+    path: *const c_char,
+    buf: *mut c_char,
+    len: usize,
+) -> i64 {
+    guard(-i64::from(libc::EIO), || {
+        if buf.is_null() && len > 0 {
+            return -i64::from(libc::EINVAL);
+        }
+        // SAFETY: forwarded per the function's contract.
+        let r = unsafe {
+            on_path(
+                eng,
+                fs,
+                path,
+                |e, fs, p| {
+                    let st = e.stat_path(fs, p)?;
+                    e.listxattr(st.ino)
+                },
+                |c, fs, p| c.listxattr(fs, p),
+            )
+        };
+        match r {
+            Ok(names) => {
+                let mut all = Vec::new();
+                for n in names {
+                    all.extend_from_slice(&n);
+                    all.push(0);
+                }
+                // SAFETY: `buf` is valid for `len` bytes per the contract.
+                unsafe { copy_out(&all, buf, len) }
+            }
+            Err(code) => i64::from(code),
+        }
+    })
+}
+
+/// Removes an extended attribute; see flint.h.
+///
+/// # Safety
+/// `eng` is a live handle; `path` and `name` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn flint_removexattr(
+    eng: *mut FlintEngine,
+    fs: u32,
+    path: *const c_char,
+    name: *const c_char,
+) -> c_int {
+    guard(-libc::EIO, || {
+        // SAFETY: per the function's contract.
+        let name = match unsafe { second(name) } {
+            Ok(n) => n,
+            Err(code) => return code,
+        };
+        // SAFETY: forwarded per the function's contract.
+        status(unsafe {
+            on_path(
+                eng,
+                fs,
+                path,
+                |e, fs, p| {
+                    let st = e.stat_path(fs, p)?;
+                    e.removexattr(st.ino, name.as_bytes(), root_ctx())
+                },
+                |c, fs, p| c.removexattr(fs, p, &name),
+            )
+        })
     })
 }
