@@ -65,6 +65,9 @@ struct FlintRun {
     reopen: f64,
     rss_written: f64,
     rss_reopened: f64,
+    /// Entries per second of a full listing with attributes after the
+    /// reopen (pages of 1,024).
+    walk: f64,
 }
 
 fn run_flint(
@@ -72,6 +75,7 @@ fn run_flint(
     n: usize,
     window: usize,
     device_mib: u64,
+    bytes: usize,
 ) -> Result<FlintRun, String> {
     let devs: Vec<Arc<dyn BlockDevice>> = (0..6)
         .map(|i| {
@@ -89,12 +93,14 @@ fn run_flint(
     let fs = e
         .fs_create("small", 4, 2, false, u64::MAX)
         .map_err(|e| e.to_string())?;
-    let data = vec![0x5a; 4096];
+    let data = vec![0x5a; bytes];
     let rates = windows(n, window, &mut |i| {
         let ino = e
             .create(fs, &format!("f{i:08}"))
             .map_err(|e| e.to_string())?;
-        e.write(ino, 0, data.clone()).map_err(|e| e.to_string())?;
+        if bytes > 0 {
+            e.write(ino, 0, data.clone()).map_err(|e| e.to_string())?;
+        }
         if (i + 1) % SYNC_EVERY == 0 {
             e.sync().map_err(|e| e.to_string())?;
         }
@@ -117,25 +123,56 @@ fn run_flint(
         }
     }
     let rss_reopened = rss_mib();
+    // A full walk with attributes, page by page.
+    let t = Instant::now();
+    let (mut cookie, mut listed) = (0, 0usize);
+    loop {
+        let page = e
+            .list_page(fs, "", cookie, 1024)
+            .map_err(|e| e.to_string())?;
+        let Some(&(_, last)) = page.last() else {
+            break;
+        };
+        if page.iter().any(|(st, _)| st.size != bytes as u64) {
+            return Err("a listed file has the wrong size".into());
+        }
+        cookie = last;
+        listed += page.len();
+    }
+    if listed != n {
+        return Err(format!("the walk listed {listed} of {n} files"));
+    }
+    let walk = listed as f64 / t.elapsed().as_secs_f64();
     let _ = e.close();
     Ok(FlintRun {
         rates,
         reopen,
         rss_written,
         rss_reopened,
+        walk,
     })
 }
 
-fn run_kernel(dir: &std::path::Path, n: usize, window: usize) -> Result<Vec<f64>, String> {
+fn run_kernel(
+    dir: &std::path::Path,
+    n: usize,
+    window: usize,
+    bytes: usize,
+) -> Result<Vec<f64>, String> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let data = vec![0x5a; 4096];
+    let data = vec![0x5a; bytes];
     let r = windows(n, window, &mut |i| {
         let mut f =
             std::fs::File::create(dir.join(format!("f{i:08}"))).map_err(|e| e.to_string())?;
         f.write_all(&data).map_err(|e| e.to_string())?;
         if (i + 1) % SYNC_EVERY == 0 {
-            f.sync_data().map_err(|e| e.to_string())?;
+            // Empty files: their creates are the directory's to make durable.
+            match bytes {
+                0 => std::fs::File::open(dir).and_then(|d| d.sync_all()),
+                _ => f.sync_data(),
+            }
+            .map_err(|e| e.to_string())?;
         }
         Ok(())
     });
@@ -149,27 +186,29 @@ pub fn main(mut a: Args) -> Result<(), String> {
     let window = a.get("window", 5_000usize)?.clamp(1, n);
     let dir: String = a.get("dir", "/var/tmp/flint-bench-files".to_string())?;
     let device_mib = a.get("device-mib", 1024u64)?;
+    let bytes = a.get("bytes", 4096usize)?;
     let json = a.flag("json");
     a.finish()?;
     let dir = std::path::PathBuf::from(dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let run = run_flint(&dir, n, window, device_mib)?;
+    let run = run_flint(&dir, n, window, device_mib, bytes)?;
     let (flint, reopen) = (&run.rates, run.reopen);
     for i in 0..6 {
         let _ = std::fs::remove_file(dir.join(format!("dev{i}.img")));
     }
-    let kernel = run_kernel(&dir.join("kernel"), n, window)?;
+    let kernel = run_kernel(&dir.join("kernel"), n, window, bytes)?;
     if json {
         let v = serde_json::json!({
             "files": n, "window": window, "flint_per_sec": flint,
             "disk_fs_per_sec": kernel, "flint_reopen_s": reopen,
             "flint_rss_mib_written": run.rss_written, "flint_rss_mib_reopened": run.rss_reopened,
+            "flint_walk_per_sec": run.walk, "bytes": bytes,
         });
         println!("{v}");
         return Ok(());
     }
     println!(
-        "create + 4 KiB write per file, sync every {SYNC_EVERY}: Flint in-process (6 \
+        "create + {bytes}-byte write per file, sync every {SYNC_EVERY}: Flint in-process (6 \
          file-backed devices of {device_mib} MiB, 4+2) beside the disk's file system"
     );
     let mut t = Table::new(&["files", "flint /s", "disk fs /s", "flint/disk fs"]);
@@ -185,10 +224,12 @@ pub fn main(mut a: Args) -> Result<(), String> {
     print!("{t}");
     println!(
         "reopen with {n} files: {reopen:.2} s; resident set {:.0} MiB after the writes, \
-         {:.0} MiB after the reopen (metadata cache {} MiB per shard)",
+         {:.0} MiB after the reopen (metadata cache {} MiB per shard); a walk of every \
+         entry with its attributes: {:.0} entries/s",
         run.rss_written,
         run.rss_reopened,
         flint_engine::store::META_CACHE_MIB,
+        run.walk,
     );
     Ok(())
 }
