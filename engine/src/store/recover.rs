@@ -123,13 +123,26 @@ impl Store {
         }
         // Every stored block this shard holds: the blocks of its files'
         // maps (not references to other shards' pools) and its shared pool.
+        // (The file system of each file is needed only for the dedup
+        // indexes: without a file system that reduces data, opening reads
+        // no inode.)
+        let reduces = self.meta.fss.values().any(|f| f.reduction);
         let mut held: Vec<(FsId, BlockRef)> = Vec::new();
         self.with_meta(|m, io| {
-            let fs_of = m.fs_of_files(io)?;
+            let fs_of = if reduces {
+                Some(m.fs_of_files(io)?)
+            } else {
+                None
+            };
             m.all_blocks(io, &mut |ino, _, b| {
                 if b.owner().is_none() {
-                    if let Some(&fs) = fs_of.get(&ino) {
-                        held.push((fs, b));
+                    match &fs_of {
+                        Some(fs_of) => {
+                            if let Some(&fs) = fs_of.get(&ino) {
+                                held.push((fs, b));
+                            }
+                        }
+                        None => held.push((FsId::MAX, b)),
                     }
                 }
                 true
