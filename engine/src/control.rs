@@ -59,7 +59,7 @@ impl ShardMap {
 
     /// The shard that holds a file: inode numbers carry it in their low byte.
     pub fn shard_of_ino(&self, ino: Ino) -> u32 {
-        (ino & 0xff) as u32 % self.shards()
+        crate::meta::namespace::shard_of_ino(ino, self.shards())
     }
 
     /// The shard holding range `range` (offsets `range * RANGE_BYTES ..`)

@@ -41,6 +41,7 @@ use crate::store::{
 };
 
 mod names;
+mod span;
 
 pub use names::root_ctx;
 
@@ -94,6 +95,11 @@ pub struct Engine {
     peers: Option<Arc<Journaled>>,
     /// Bytes of metadata page cache each shard opens with.
     meta_cache: usize,
+    /// Namespace changes on one shard share it; an operation spanning
+    /// shards holds it alone from its plan to its last durable step.
+    names: std::sync::RwLock<()>,
+    /// Namespace operations that spanned shards (intents run) since start.
+    spanned: std::sync::atomic::AtomicU64,
 }
 
 /// Delivers dropped shared-block references to their owner's store, on
@@ -266,6 +272,8 @@ impl Engine {
             devices: Vec::new(),
             peers: None,
             meta_cache: crate::store::META_CACHE_MIB << 20,
+            names: std::sync::RwLock::new(()),
+            spanned: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -353,6 +361,8 @@ impl Engine {
             }
             self.broadcast(move |s| s.reconcile_parts(&homes))?;
             self.sync()?;
+            // Namespace operations spanning shards that a crash cut short.
+            self.finish_intents()?;
         }
         if let Some(period) = seal_every {
             for reactor in 0..self.set.len().min(shards as usize) {
@@ -835,6 +845,7 @@ impl Engine {
 
     /// Deletes a file system and every file in it, on every shard, durably.
     pub fn fs_delete(&self, fs: FsId) -> Result<()> {
+        let _alone = self.names_alone();
         self.broadcast(move |s| s.fs_delete(fs))?;
         self.sync()
     }

@@ -10,7 +10,9 @@
 
 use crate::codec::{DecodeError, Reader, Writer};
 
-use super::namespace::{Ctx, Nanos, RenameFlags, SetAttr, XattrMode, NAME_MAX, PATH_MAX};
+use super::namespace::{
+    Attr, Ctx, Kind, Nanos, RenameFlags, SetAttr, XattrMode, NAME_MAX, PATH_MAX,
+};
 use super::{FsId, Ino};
 
 /// Longest extended attribute value a record carries.
@@ -132,6 +134,61 @@ pub enum NsOp {
         /// Its name.
         name: Vec<u8>,
     },
+    /// A step of an operation spanning shards, on the shard of `dir`:
+    /// entry `name` names `to` (or is gone) and `dir` has `dir_nlink`
+    /// links. Absolute, so applying it again changes nothing.
+    SetEntry {
+        /// The directory.
+        dir: Ino,
+        /// The entry's name.
+        name: Vec<u8>,
+        /// The inode it names and its kind; `None` removes it.
+        to: Option<(Ino, Kind)>,
+        /// The directory's link count after.
+        dir_nlink: u32,
+    },
+    /// A step of an operation spanning shards, on the shard of `ino`: it
+    /// has `nlink` links (0 removes it, with a regular file's data) and, a
+    /// directory, parent `parent`. Absolute; nothing if it is gone.
+    SetLinks {
+        /// The inode.
+        ino: Ino,
+        /// Its link count after.
+        nlink: u32,
+        /// A directory's new parent.
+        parent: Option<Ino>,
+    },
+    /// A step of an operation spanning shards: a new inode (a directory
+    /// whose entry is on another shard), unless it exists.
+    PutInode {
+        /// The inode.
+        attr: Attr,
+    },
+    /// An operation spanning shards as the steps each shard applies, kept
+    /// in the coordinator's tree until [`NsOp::IntentDone`]: recovery
+    /// applies the steps of every intent it finds again.
+    Intent {
+        /// Its number on the coordinating shard.
+        id: u64,
+        /// The steps: a shard and a record of the three kinds above.
+        steps: Vec<(u32, NsRecord)>,
+    },
+    /// Every step of intent `id` is durable.
+    IntentDone {
+        /// The intent.
+        id: u64,
+    },
+}
+
+impl NsOp {
+    /// Whether this is a step of an operation spanning shards (the only
+    /// records an intent holds).
+    pub fn is_step(&self) -> bool {
+        matches!(
+            self,
+            NsOp::SetEntry { .. } | NsOp::SetLinks { .. } | NsOp::PutInode { .. }
+        )
+    }
 }
 
 fn opt_u32(w: &mut Writer, v: Option<u32>) {
@@ -231,8 +288,42 @@ pub(super) fn encode(w: &mut Writer, rec: &NsRecord) {
         NsOp::RemoveXattr { ino, name } => {
             w.u8(9).u64(*ino).bytes(name);
         }
+        NsOp::SetEntry {
+            dir,
+            name,
+            to,
+            dir_nlink,
+        } => {
+            w.u8(10).u64(*dir).bytes(name);
+            match to {
+                Some((ino, kind)) => w.u8(*kind as u8).u64(*ino),
+                None => w.u8(0),
+            };
+            w.u32(*dir_nlink);
+        }
+        NsOp::SetLinks { ino, nlink, parent } => {
+            w.u8(11).u64(*ino).u32(*nlink);
+            opt_u64(w, *parent);
+        }
+        NsOp::PutInode { attr } => {
+            w.u8(12).bytes(&attr.encode());
+        }
+        NsOp::Intent { id, steps } => {
+            w.u8(13).u64(*id).u32(steps.len() as u32);
+            for (shard, rec) in steps {
+                debug_assert!(rec.op.is_step(), "an intent holds steps only");
+                w.u32(*shard);
+                encode(w, rec);
+            }
+        }
+        NsOp::IntentDone { id } => {
+            w.u8(14).u64(*id);
+        }
     }
 }
+
+/// Most steps one intent holds.
+const MAX_STEPS: u32 = 16;
 
 /// Reads a namespace record (after its record kind).
 pub(super) fn decode(r: &mut Reader<'_>) -> Result<NsRecord, DecodeError> {
@@ -314,6 +405,55 @@ pub(super) fn decode(r: &mut Reader<'_>) -> Result<NsRecord, DecodeError> {
         9 => NsOp::RemoveXattr {
             ino: r.u64("ino")?,
             name: name(r, "xattr name")?,
+        },
+        10 => {
+            let dir = r.u64("dir")?;
+            let name = name(r, "name")?;
+            let to = match r.u8("entry kind")? {
+                0 => None,
+                k => Some((
+                    r.u64("ino")?,
+                    Kind::from_u8(k).ok_or(DecodeError { what: "entry kind" })?,
+                )),
+            };
+            NsOp::SetEntry {
+                dir,
+                name,
+                to,
+                dir_nlink: r.u32("link count")?,
+            }
+        }
+        11 => NsOp::SetLinks {
+            ino: r.u64("ino")?,
+            nlink: r.u32("link count")?,
+            parent: read_opt_u64(r, "parent")?,
+        },
+        12 => NsOp::PutInode {
+            attr: Attr::decode(r.bytes(256, "inode")?).ok_or(DecodeError { what: "inode" })?,
+        },
+        13 => {
+            let id = r.u64("intent")?;
+            let n = r.u32("intent steps")?;
+            if n > MAX_STEPS {
+                return Err(DecodeError {
+                    what: "intent steps",
+                });
+            }
+            let mut steps = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                let shard = r.u32("shard")?;
+                let rec = decode(r)?;
+                if !rec.op.is_step() {
+                    return Err(DecodeError {
+                        what: "intent step",
+                    });
+                }
+                steps.push((shard, rec));
+            }
+            NsOp::Intent { id, steps }
+        }
+        14 => NsOp::IntentDone {
+            id: r.u64("intent")?,
         },
         _ => {
             return Err(DecodeError {

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use crate::codec::{DecodeError, Reader, Writer};
 
 use super::btree::{PageIo, PagePtr, Pager, PagerStats, Tree, TreeError, MAX_VALUE};
-use super::namespace::{inode_key, Attr, Ids, Kind, Namespace, NsError};
+use super::namespace::{inode_key, Attr, Home, Ids, Kind, Namespace, NsError};
 use super::{
     decode_record, encode_record, BlockRef, FsId, FsMeta, Ino, NsOp, NsRecord, Org, OrgId, Record,
     Released, Shared, StripeMeta,
@@ -234,6 +234,8 @@ pub struct Meta {
     pub next_gen: u64,
     /// Blocks in the shared pool.
     shared_len: u64,
+    /// The inodes this shard holds.
+    pub home: Home,
     tree: Tree,
     pager: Pager,
     stripes: StripeCache,
@@ -252,6 +254,7 @@ impl Meta {
             used: BTreeMap::new(),
             next_gen: 1,
             shared_len: 0,
+            home: Home::ALONE,
             tree: Tree::new(),
             pager: Pager::new(1, cache_bytes),
             stripes: StripeCache::default(),
@@ -315,7 +318,7 @@ impl Meta {
         fs: FsId,
         ids: &'a mut Ids,
     ) -> Namespace<'a> {
-        Namespace::new(io, &mut self.pager, &mut self.tree, fs, ids)
+        Namespace::new(io, &mut self.pager, &mut self.tree, fs, ids, self.home)
     }
 
     /// Where logical block `idx` of file `ino` lives.

@@ -86,6 +86,7 @@ mod replace;
 mod report;
 mod scrub;
 mod shared;
+mod span;
 mod write;
 
 pub use error::{Result, StoreError};
@@ -96,6 +97,7 @@ pub use report::{
     BlockLocation, DeviceReport, GcReport, RepairStats, ScrubReport, SpaceStats, Stat,
 };
 pub use shared::{Journaled, SharedDrop};
+pub use span::Walk;
 use {alloc::Slots, error::*, io::*, pages::*, read::*, repair::*, write::*};
 
 /// Logical block size of files.

@@ -43,7 +43,7 @@ impl Store {
 
     /// Applies a namespace change and queues it for the journal; a refusal
     /// journals nothing.
-    fn ns_record(&mut self, fs: FsId, ctx: Ctx, op: NsOp) -> Result<meta::NsDone> {
+    pub(super) fn ns_record(&mut self, fs: FsId, ctx: Ctx, op: NsOp) -> Result<meta::NsDone> {
         let rec = NsRecord {
             fs,
             uid: ctx.uid,
@@ -71,7 +71,7 @@ impl Store {
     }
 
     /// Runs a read-only namespace query.
-    fn ns_read<T>(
+    pub(super) fn ns_read<T>(
         &mut self,
         f: impl FnOnce(&mut meta::namespace::Namespace<'_>) -> Result<T, NsError>,
     ) -> Result<T> {
@@ -112,39 +112,15 @@ impl Store {
         self.walk(fs, components(path.as_bytes()))
     }
 
-    /// Resolves path components from `fs`'s root (see [`Store::resolve`]).
-    fn walk(&mut self, fs: FsId, mut todo: Vec<Vec<u8>>) -> Result<Attr> {
-        self.fs(fs)?;
-        let root = self.getattr(self.root_of(fs))?;
-        todo.reverse();
-        let mut dir = root;
-        let mut links = 0;
-        while let Some(c) = todo.pop() {
-            if dir.kind != Kind::Dir {
-                return Err(StoreError::Ns(NsError::NotDir));
-            }
-            let next = match c.as_slice() {
-                b"." => dir,
-                b".." => self.getattr(dir.parent)?,
-                name => self.lookup_at(dir.ino, name)?,
-            };
-            if next.kind == Kind::Symlink && !todo.is_empty() {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(StoreError::Ns(NsError::Loop));
-                }
-                let target = self.readlink(next.ino)?;
-                let mut more = components(&target);
-                more.reverse();
-                todo.extend(more);
-                if target.first() == Some(&b'/') {
-                    dir = root;
-                }
-                continue;
-            }
-            dir = next;
+    /// Resolves path components from `fs`'s root (see [`Store::resolve`]);
+    /// [`NsError::Remote`] where the path leaves this shard (the engine
+    /// walks on there).
+    fn walk(&mut self, fs: FsId, todo: Vec<Vec<u8>>) -> Result<Attr> {
+        let w = super::Walk::from(self.root_of(fs), todo);
+        match self.walk_on(fs, w)? {
+            Ok(a) => Ok(a),
+            Err(w) => Err(StoreError::Ns(NsError::Remote(w.at))),
         }
-        Ok(dir)
     }
 
     /// The directory and last name of a path: the parent resolved, the name
@@ -164,7 +140,7 @@ impl Store {
     }
 
     /// A fresh inode number (carrying this shard) and generation.
-    fn fresh_ino(&self) -> (Ino, u64) {
+    pub(super) fn fresh_ino(&self) -> (Ino, u64) {
         let ino = (((self.meta.next_ino >> 8) + 1) << 8) | u64::from(self.layout.shard);
         (ino, self.meta.next_gen)
     }
@@ -330,12 +306,6 @@ impl Store {
     /// A symlink's target.
     pub fn readlink(&mut self, ino: Ino) -> Result<Vec<u8>> {
         self.ns_read(|ns| ns.readlink(ino))
-    }
-
-    /// Checks the namespace of every file system on this shard; returns
-    /// what is wrong.
-    pub fn fsck_names(&mut self) -> Result<Vec<String>> {
-        self.ns_read(|ns| ns.fsck())
     }
 }
 

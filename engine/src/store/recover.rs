@@ -66,6 +66,10 @@ impl Store {
             }
         }
         self.meta = meta;
+        self.meta.home = crate::meta::namespace::Home {
+            shard: self.layout.shard,
+            shards: self.layout.shards.max(1),
+        };
         self.space = space;
         // Slots the page space holds are not free (replay may allocate).
         self.slots = Slots::all_free(&self.layout, self.devs.len());

@@ -118,7 +118,7 @@ pub struct FlintConnectOpts {
 /// appliance.
 pub enum FlintEngine {
     /// The engine in this process.
-    Local(Local),
+    Local(Box<Local>),
     /// A session with a running `flint serve`.
     Remote(Box<Remote>),
 }
@@ -338,14 +338,14 @@ fn open_engine(o: &FlintEngineOpts, paths: &[String]) -> Result<Box<FlintEngine>
         n > 0
     };
     let waker = engine.shard_poller(0, poller).map_err(|e| errno(&e))?;
-    Ok(Box::new(FlintEngine::Local(Local {
+    Ok(Box::new(FlintEngine::Local(Box::new(Local {
         engine,
         claimed: paths.to_vec(),
         submit,
         done,
         waker,
         in_flight: 0,
-    })))
+    }))))
 }
 
 /// Connects to an appliance; see flint.h.

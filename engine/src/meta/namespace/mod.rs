@@ -20,22 +20,27 @@
 //!
 //! One operation a file: `create.rs` (files, directories, symlinks, device
 //! nodes), `remove.rs` (unlink, rmdir), `rename.rs`, `link.rs`,
-//! `readdir.rs`, `attr.rs` (setattr, xattrs). This layer changes the tree
-//! of one shard; the engine places a directory's entries on the shard that
-//! owns it and journals what spans shards.
+//! `readdir.rs`, `attr.rs` (setattr, xattrs), `span.rs` (the steps of an
+//! operation spanning shards). This layer changes the tree of one shard:
+//! an operation that needs an inode another shard holds is refused with
+//! [`NsError::Remote`] before it changes anything, and the engine runs it
+//! as journaled steps on each shard instead.
 
 mod attr;
+mod check;
 mod create;
 mod link;
 mod readdir;
 mod remove;
 mod rename;
+mod span;
 
 use std::fmt;
 
 use super::btree::{PageIo, Pager, Tree, TreeError, MAX_VALUE};
 
 pub use attr::{SetAttr, XattrMode};
+pub use check::{check, Facts};
 pub use readdir::DirEntry;
 pub use remove::Removed;
 pub use rename::RenameFlags;
@@ -100,7 +105,7 @@ impl Kind {
         }
     }
 
-    fn from_u8(v: u8) -> Option<Kind> {
+    pub(crate) fn from_u8(v: u8) -> Option<Kind> {
         [
             Kind::File,
             Kind::Dir,
@@ -261,6 +266,10 @@ pub enum NsError {
     Loop,
     /// A rename or link between file systems (EXDEV).
     CrossDevice,
+    /// The operation needs inode `0`, which another shard holds: the
+    /// engine runs it as an operation spanning shards instead (EREMOTE if
+    /// it ever reaches a caller).
+    Remote(Ino),
     /// The tree failed (I/O, damage, space).
     Tree(TreeError),
 }
@@ -282,6 +291,7 @@ impl NsError {
             NsError::ValueTooLarge => libc::E2BIG,
             NsError::Loop => libc::ELOOP,
             NsError::CrossDevice => libc::EXDEV,
+            NsError::Remote(_) => libc::EREMOTE,
             NsError::Tree(e) => return e.errno(),
         }
     }
@@ -307,6 +317,7 @@ impl fmt::Display for NsError {
             ),
             NsError::Loop => write!(f, "too many levels of symbolic links"),
             NsError::CrossDevice => write!(f, "a rename or link stays within one file system"),
+            NsError::Remote(ino) => write!(f, "inode {ino} is held by another shard"),
             NsError::Tree(e) => write!(f, "{e}"),
         }
     }
@@ -393,7 +404,7 @@ impl Entry {
 }
 
 /// Checks an entry name: 1 to 255 bytes, no `/` or NUL, not `.` or `..`.
-fn check_name(name: &[u8]) -> Result<()> {
+pub(crate) fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > NAME_MAX {
         return Err(NsError::NameTooLong);
     }
@@ -442,6 +453,35 @@ impl Ids {
     }
 }
 
+/// Which inodes a shard's tree holds: those whose number carries the
+/// shard in its low byte (see [`shard_of_ino`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Home {
+    /// This shard.
+    pub shard: u32,
+    /// Shards of the engine.
+    pub shards: u32,
+}
+
+impl Home {
+    /// A namespace that holds every inode (one shard).
+    pub const ALONE: Home = Home {
+        shard: 0,
+        shards: 1,
+    };
+
+    /// Whether inode `ino` lives here.
+    pub fn holds(&self, ino: Ino) -> bool {
+        shard_of_ino(ino, self.shards) == self.shard
+    }
+}
+
+/// The shard of `shards` holding inode `ino`: inode numbers carry it in
+/// their low byte.
+pub fn shard_of_ino(ino: Ino, shards: u32) -> u32 {
+    (ino & 0xff) as u32 % shards.max(1)
+}
+
 /// One file system's namespace, as a view of a tree: the tree, its pager
 /// and page space, the file system new inodes belong to and where their
 /// numbers come from. The view owns nothing, so the engine keeps the
@@ -456,6 +496,7 @@ pub struct Namespace<'a> {
     tree: &'a mut Tree,
     fs: u32,
     ids: &'a mut Ids,
+    home: Home,
 }
 
 /// A namespace that owns its tree and page space (tests and the in-memory
@@ -496,6 +537,7 @@ impl<I: PageIo> Standalone<I> {
             &mut self.tree,
             0,
             &mut self.ids,
+            Home::ALONE,
         )
     }
 
@@ -509,13 +551,14 @@ impl<I: PageIo> Standalone<I> {
 
 impl<'a> Namespace<'a> {
     /// The namespace of file system `fs` in `tree`, whose new inodes take
-    /// their numbers from `ids`.
+    /// their numbers from `ids`; the tree holds the inodes of `home`.
     pub fn new(
         io: &'a mut dyn PageIo,
         pager: &'a mut Pager,
         tree: &'a mut Tree,
         fs: u32,
         ids: &'a mut Ids,
+        home: Home,
     ) -> Namespace<'a> {
         Namespace {
             io,
@@ -523,6 +566,7 @@ impl<'a> Namespace<'a> {
             tree,
             fs,
             ids,
+            home,
         }
     }
 
@@ -557,8 +601,13 @@ impl<'a> Namespace<'a> {
         Ok(root)
     }
 
-    /// An inode's attributes.
+    /// An inode's attributes; [`NsError::Remote`] if another shard holds
+    /// it (every operation reads an inode before it changes anything, so
+    /// one that needs another shard's inode is refused whole).
     pub fn getattr(&mut self, ino: Ino) -> Result<Attr> {
+        if !self.home.holds(ino) {
+            return Err(NsError::Remote(ino));
+        }
         let v = self
             .pager
             .get(&mut *self.io, &*self.tree, &inode_key(ino))?
@@ -679,108 +728,6 @@ impl<'a> Namespace<'a> {
                 .remove(&mut *self.io, &mut *self.tree, &xattr_key(a.ino, &name))?;
         }
         Ok(true)
-    }
-
-    /// Checks the namespace's invariants: every entry names a live inode of
-    /// its kind, both indexes of every directory agree, link counts match
-    /// the entries, every directory's parent holds it and every directory
-    /// reaches the root. Returns what is wrong.
-    pub fn fsck(&mut self) -> Result<Vec<String>> {
-        use std::collections::HashMap;
-        let mut bad = Vec::new();
-        let mut attrs: HashMap<Ino, Attr> = HashMap::new();
-        let mut names: Vec<(Ino, Vec<u8>, Entry)> = Vec::new();
-        let mut seqs: Vec<(Ino, u64, Vec<u8>)> = Vec::new();
-        let mut failed = false;
-        self.pager
-            .scan(&mut *self.io, &*self.tree, &[], &mut |k, v| {
-                match k[0] {
-                    b'I' => match Attr::decode(v) {
-                        Some(a) => {
-                            attrs.insert(a.ino, a);
-                        }
-                        None => failed = true,
-                    },
-                    b'N' => match Entry::decode(v) {
-                        Some(e) => names.push((
-                            u64::from_be_bytes(k[1..9].try_into().expect("8 bytes")),
-                            k[9..].to_vec(),
-                            e,
-                        )),
-                        None => failed = true,
-                    },
-                    b'E' => seqs.push((
-                        u64::from_be_bytes(k[1..9].try_into().expect("8 bytes")),
-                        u64::from_be_bytes(k[9..17].try_into().expect("8 bytes")),
-                        v[17..].to_vec(),
-                    )),
-                    _ => {}
-                }
-                true
-            })?;
-        if failed {
-            bad.push("an undecodable inode or entry".to_string());
-        }
-        let mut links: HashMap<Ino, u32> = HashMap::new();
-        for (dir, name, e) in &names {
-            let name = String::from_utf8_lossy(name);
-            match attrs.get(&e.ino) {
-                None => bad.push(format!("entry {dir}/{name} names missing inode {}", e.ino)),
-                Some(a) if a.kind != e.kind => {
-                    bad.push(format!("entry {dir}/{name}: kind differs from inode's"))
-                }
-                Some(a) if a.kind == Kind::Dir && a.parent != *dir => bad.push(format!(
-                    "directory {} is in {dir} but its parent is {}",
-                    e.ino, a.parent
-                )),
-                Some(_) => {}
-            }
-            *links.entry(e.ino).or_default() += 1;
-            if e.kind == Kind::Dir {
-                *links.entry(*dir).or_default() += 1;
-            }
-        }
-        let mut by_seq: Vec<(Ino, u64, Vec<u8>)> = names
-            .iter()
-            .map(|(d, n, e)| (*d, e.seq, n.clone()))
-            .collect();
-        by_seq.sort();
-        seqs.sort();
-        if by_seq != seqs {
-            bad.push("the name and sequence indexes disagree".into());
-        }
-        for a in attrs.values() {
-            let want = links.get(&a.ino).copied().unwrap_or(0)
-                + if a.kind == Kind::Dir { 1 } else { 0 }
-                + u32::from(a.is_root());
-            if a.nlink != want {
-                bad.push(format!(
-                    "inode {} has nlink {}, {} links",
-                    a.ino, a.nlink, want
-                ));
-            }
-            if a.kind == Kind::Dir {
-                let mut at = a.ino;
-                let mut steps = 0;
-                while steps <= attrs.len() {
-                    match attrs.get(&at) {
-                        Some(x) if !x.is_root() => at = x.parent,
-                        _ => break,
-                    }
-                    steps += 1;
-                }
-                if steps > attrs.len() {
-                    bad.push(format!(
-                        "directory {} does not reach the root (a loop)",
-                        a.ino
-                    ));
-                }
-            }
-            if !a.is_root() && !links.contains_key(&a.ino) {
-                bad.push(format!("inode {} is an orphan", a.ino));
-            }
-        }
-        Ok(bad)
     }
 }
 

@@ -50,6 +50,9 @@ impl Namespace<'_> {
             self.exchange(from_dir, from, src, to_dir, to, dst, ctx)?;
             return Ok(None);
         }
+        // Every inode the rename changes is read before anything changes
+        // (one another shard holds refuses the whole rename).
+        let mut a = self.getattr(src.ino)?;
         if src.kind == Kind::Dir && from_dir != to_dir {
             self.check_not_under(src.ino, to_dir)?;
         }
@@ -87,7 +90,6 @@ impl Namespace<'_> {
             self.touch_dir(from_dir, 0, ctx.now)?;
             self.touch_dir(to_dir, 0, ctx.now)?;
         }
-        let mut a = self.getattr(src.ino)?;
         if src.kind == Kind::Dir {
             a.parent = to_dir;
         }
@@ -128,6 +130,7 @@ impl Namespace<'_> {
         if a.ino == b.ino {
             return Ok(());
         }
+        let attrs = [self.getattr(a.ino)?, self.getattr(b.ino)?];
         if a_dir != b_dir {
             if a.kind == Kind::Dir {
                 self.check_not_under(a.ino, b_dir)?;
@@ -165,8 +168,7 @@ impl Namespace<'_> {
         } else {
             self.touch_dir(a_dir, 0, ctx.now)?;
         }
-        for (e, parent) in [(a, b_dir), (b, a_dir)] {
-            let mut x = self.getattr(e.ino)?;
+        for (mut x, parent) in attrs.into_iter().zip([b_dir, a_dir]) {
             if x.kind == Kind::Dir {
                 x.parent = parent;
             }

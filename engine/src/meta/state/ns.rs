@@ -3,6 +3,16 @@
 //! and its bytes from its file system's usage in the same change.
 
 use super::*;
+use crate::meta::namespace::Removed;
+
+/// The key of part `part` of intent `id`.
+fn intent_key(id: u64, part: u8) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[0] = b'T';
+    k[1..9].copy_from_slice(&id.to_be_bytes());
+    k[9] = part;
+    k
+}
 
 impl Meta {
     /// Applies a namespace change. A refusal changes nothing (and the
@@ -101,6 +111,55 @@ impl Meta {
                     .removexattr(*ino, name, ctx)?;
                 None
             }
+            NsOp::SetEntry {
+                dir,
+                name,
+                to,
+                dir_nlink,
+            } => {
+                self.namespace(io, fs, &mut ids)
+                    .set_entry(*dir, name, *to, *dir_nlink, ctx.now)?;
+                None
+            }
+            NsOp::SetLinks { ino, nlink, parent } => {
+                victim = self
+                    .namespace(io, fs, &mut ids)
+                    .set_links(*ino, *nlink, *parent, ctx.now)?;
+                victim.map(|a| Removed {
+                    ino: a.ino,
+                    last: true,
+                })
+            }
+            NsOp::PutInode { attr } => {
+                self.namespace(io, fs, &mut ids).put_inode(attr)?;
+                self.next_ino = self.next_ino.max(attr.ino);
+                self.next_gen = self.next_gen.max(attr.generation + 1);
+                done.attr = Some(*attr);
+                None
+            }
+            NsOp::Intent { id, steps } => {
+                let mut w = crate::codec::Writer::default();
+                super::super::names::encode(
+                    &mut w,
+                    &NsRecord {
+                        op: NsOp::Intent {
+                            id: *id,
+                            steps: steps.clone(),
+                        },
+                        ..rec.clone()
+                    },
+                );
+                self.drop_intent(io, *id)?;
+                for (part, bytes) in w.buf.chunks(MAX_VALUE).enumerate() {
+                    self.pager
+                        .insert(io, &mut self.tree, &intent_key(*id, part as u8), bytes)?;
+                }
+                None
+            }
+            NsOp::IntentDone { id } => {
+                self.drop_intent(io, *id)?;
+                None
+            }
         };
         debug_assert_eq!(ids.step, 0, "a record creates at most one inode");
         if let (Some(r), Some(a)) = (removed, victim) {
@@ -111,6 +170,37 @@ impl Meta {
             }
         }
         Ok(done)
+    }
+
+    /// Removes intent `id`'s record.
+    fn drop_intent(&mut self, io: &mut dyn PageIo, id: u64) -> Result<()> {
+        let mut p = vec![b'T'];
+        p.extend_from_slice(&id.to_be_bytes());
+        self.remove_prefix(io, &p)
+    }
+
+    /// The intents this shard coordinates that are not done: operations
+    /// spanning shards that recovery finishes.
+    pub fn intents(&mut self, io: &mut dyn PageIo) -> Result<Vec<NsRecord>> {
+        let mut parts: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        self.pager.scan(io, &self.tree, b"T", &mut |k, v| {
+            if k.len() != 10 || k[0] != b'T' {
+                return false;
+            }
+            let id = u64::from_be_bytes(k[1..9].try_into().expect("8 bytes"));
+            parts.entry(id).or_default().extend_from_slice(v);
+            true
+        })?;
+        parts
+            .into_values()
+            .map(|b| {
+                let mut r = crate::codec::Reader::new(&b);
+                super::super::names::decode(&mut r).map_err(|e| TreeError::Corrupt {
+                    page: 0,
+                    what: e.what,
+                })
+            })
+            .collect()
     }
 
     /// Drops the blocks and the usage of a regular file whose inode is
