@@ -66,8 +66,9 @@ USAGE:
       --time SECS --k N --m N --size-mib N (2 4 2 64) --json
   flint-bench net [options]      (feature dpdk) the protocol over DPDK memif vs kernel UDP
       --time SECS (2) --json
-  flint-bench meta [options]     namespace create/stat/readdir/rename/unlink vs tmpfs and the disk fs
-      --files N --dirs N --cache-mib N (200000 100 256)
+  flint-bench meta [options]     namespace mkdir/create/stat/readdir/rename/unlink vs tmpfs and the disk fs
+      --files N --dirs N --cache-mib N --shards N --clients N --protocol-files N
+      (200000 100 256 1 4 min(files, 50000))
       --disk-dir DIR --tmpfs-dir DIR (/var/tmp/flint-bench-meta, /dev/shm/flint-bench-meta) --json
   flint-bench fill [options]     1 MiB sequential writes until the devices are full, per window, vs a plain file
       --devices N (6) --dev-mib MIB (1024) --gib G (0: until full) --window MIB (256)

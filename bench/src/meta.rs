@@ -31,6 +31,7 @@ use crate::report::{ratio, Table};
 /// Operations per second of each phase.
 #[derive(Debug, Clone, Copy, Default)]
 struct Rates {
+    mkdir: f64,
     create: f64,
     stat: f64,
     readdir: f64,
@@ -64,6 +65,8 @@ fn run_flint(files: usize, dirs: usize, cache_mib: usize) -> Result<Rates, Strin
         Ok(())
     };
     let mut d = Vec::with_capacity(dirs);
+    let mut r = Rates::default();
+    let t = Instant::now();
     for i in 0..dirs {
         d.push(
             ns.ns()
@@ -73,8 +76,8 @@ fn run_flint(files: usize, dirs: usize, cache_mib: usize) -> Result<Rates, Strin
         );
     }
     commit(&mut ns)?;
+    r.mkdir = rate(dirs, t);
     let name = |i: usize| format!("file-{i:08}");
-    let mut r = Rates::default();
     let t = Instant::now();
     for i in 0..files {
         ns.ns()
@@ -144,11 +147,13 @@ fn run_flint(files: usize, dirs: usize, cache_mib: usize) -> Result<Rates, Strin
 /// Ops between syncs of the engine.
 const SYNC_EVERY: usize = 10_000;
 
-fn run_engine(files: usize, dirs: usize) -> Result<Rates, String> {
+fn run_engine(files: usize, dirs: usize, shards: u32) -> Result<Rates, String> {
     let er = |x: flint_engine::store::StoreError| x.to_string();
-    let (e, _, fs) = crate::remote::bench_node(3, 2 << 30, 1)?;
+    let (e, _, fs) = crate::remote::bench_node(3, 2 << 30, shards)?;
     let root = e.root_of(fs);
     let mut d = Vec::with_capacity(dirs);
+    let mut r = Rates::default();
+    let t = Instant::now();
     for i in 0..dirs {
         let name = format!("d{i}");
         d.push(
@@ -165,6 +170,7 @@ fn run_engine(files: usize, dirs: usize) -> Result<Rates, String> {
         );
     }
     e.sync().map_err(er)?;
+    r.mkdir = rate(dirs, t);
     let name = |i: usize| format!("file-{i:08}");
     let synced = |i: usize| -> Result<(), String> {
         if i % SYNC_EVERY == SYNC_EVERY - 1 {
@@ -172,7 +178,6 @@ fn run_engine(files: usize, dirs: usize) -> Result<Rates, String> {
         }
         Ok(())
     };
-    let mut r = Rates::default();
     let t = Instant::now();
     for i in 0..files {
         let ctx = root_ctx();
@@ -278,9 +283,9 @@ fn clients_phase(
     Ok(rate(total, t))
 }
 
-fn run_protocol(files: usize, dirs: usize, clients: usize) -> Result<Rates, String> {
+fn run_protocol(files: usize, dirs: usize, clients: usize, shards: u32) -> Result<Rates, String> {
     let ce = |x: flint_engine::net::client::ClientError| x.to_string();
-    let (e, org, _) = crate::remote::bench_node(3, 2 << 30, 1)?;
+    let (e, org, _) = crate::remote::bench_node(3, 2 << 30, shards)?;
     let engine = Arc::new(e);
     let port = UdpPort::bind("127.0.0.1:0".parse::<SocketAddr>().expect("valid"))
         .map(|p| Arc::new(p) as Arc<dyn flint_dataplane::nic::Port>)
@@ -292,9 +297,10 @@ fn run_protocol(files: usize, dirs: usize, clients: usize) -> Result<Rates, Stri
         .collect::<Result<Vec<_>, _>>()
         .map_err(ce)?;
     let dirs = dirs.max(cs.len());
-    for i in 0..dirs {
-        cs[0].mkdir("bench", &format!("d{i}"), 0o755).map_err(ce)?;
-    }
+    let mkdir = clients_phase(&mut cs, dirs, &|c, i| {
+        c.mkdir("bench", &format!("d{i}"), 0o755).map_err(ce)?;
+        Ok(1)
+    })?;
     // Client k works in the directories i % dirs of its files i = k (mod n).
     let path = move |i: usize, stem: &str| format!("d{}/{stem}-{i:08}", i % dirs);
     let create = clients_phase(&mut cs, files, &|c, i| {
@@ -333,6 +339,7 @@ fn run_protocol(files: usize, dirs: usize, clients: usize) -> Result<Rates, Stri
     drop(cs);
     server.stop();
     Ok(Rates {
+        mkdir,
         create,
         stat,
         readdir,
@@ -346,12 +353,14 @@ fn run_kernel(root: &std::path::Path, files: usize, dirs: usize) -> Result<Rates
     let _ = std::fs::remove_dir_all(root);
     std::fs::create_dir_all(root).map_err(e)?;
     let d: Vec<std::path::PathBuf> = (0..dirs).map(|i| root.join(format!("d{i}"))).collect();
+    let mut r = Rates::default();
+    let t = Instant::now();
     for p in &d {
         std::fs::create_dir(p).map_err(e)?;
     }
+    r.mkdir = rate(dirs, t);
     let name = |i: usize| d[i % dirs].join(format!("file-{i:08}"));
     let moved = |i: usize| d[i % dirs].join(format!("moved-{i:08}"));
-    let mut r = Rates::default();
     let t = Instant::now();
     for i in 0..files {
         std::fs::File::create(name(i)).map_err(e)?;
@@ -390,15 +399,17 @@ pub fn main(mut a: Args) -> Result<(), String> {
     let shm: String = a.get("tmpfs-dir", "/dev/shm/flint-bench-meta".to_string())?;
     let clients = a.get("clients", 4usize)?.max(1);
     let proto_files = a.get("protocol-files", files.min(50_000))?;
+    let shards = a.get("shards", 1u32)?.max(1);
     let json = a.flag("json");
     a.finish()?;
     let flint = run_flint(files, dirs, cache)?;
-    let engine = run_engine(files, dirs)?;
-    let proto = run_protocol(proto_files, dirs, clients)?;
+    let engine = run_engine(files, dirs, shards)?;
+    let proto = run_protocol(proto_files, dirs, clients, shards)?;
     let tmpfs = run_kernel(std::path::Path::new(&shm), files, dirs)?;
     let ext = run_kernel(std::path::Path::new(&disk), files, dirs)?;
     let phases = |r: &Rates| {
         [
+            ("mkdir", r.mkdir),
             ("create", r.create),
             ("stat", r.stat),
             ("readdir", r.readdir),
@@ -407,7 +418,7 @@ pub fn main(mut a: Args) -> Result<(), String> {
         ]
     };
     if json {
-        let rows: Vec<serde_json::Value> = (0..5)
+        let rows: Vec<serde_json::Value> = (0..6)
             .map(|k| {
                 let (op, f) = phases(&flint)[k];
                 let (g, p) = (phases(&engine)[k].1, phases(&proto)[k].1);
@@ -421,7 +432,7 @@ pub fn main(mut a: Args) -> Result<(), String> {
             .collect();
         let v = serde_json::json!({
             "bench": "meta", "files": files, "protocol_files": proto_files, "dirs": dirs,
-            "clients": clients, "cache_mib": cache, "page": PAGE, "rows": rows,
+            "clients": clients, "shards": shards, "cache_mib": cache, "page": PAGE, "rows": rows,
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
@@ -429,7 +440,8 @@ pub fn main(mut a: Args) -> Result<(), String> {
     println!(
         "meta: {files} files in {dirs} directories (protocol: {proto_files} files, \
          {clients} clients); Flint's namespace alone (pages in memory, {cache} MiB cache), \
-         the engine in-process (RAM devices, sync every {SYNC_EVERY}) and over loopback UDP, \
+         the engine in-process ({shards} shards, RAM devices, sync every {SYNC_EVERY}) and over \
+         loopback UDP, \
          vs the kernel on tmpfs ({shm}) and on {disk}"
     );
     let mut t = Table::new(&[
@@ -442,7 +454,7 @@ pub fn main(mut a: Args) -> Result<(), String> {
         "engine vs tmpfs",
         "protocol vs tmpfs",
     ]);
-    for k in 0..5 {
+    for k in 0..6 {
         let (op, f) = phases(&flint)[k];
         let (g, p) = (phases(&engine)[k].1, phases(&proto)[k].1);
         let (tm, x) = (phases(&tmpfs)[k].1, phases(&ext)[k].1);

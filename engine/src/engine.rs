@@ -3,9 +3,10 @@
 //! sending it work.
 //!
 //! File systems exist on every shard under the same id. A file system's
-//! namespace lives on the shard of its root directory (`names.rs`); a
-//! file's home is its directory's shard, and its inode number carries that
-//! shard, so requests go straight to the owner reactor as messages. The
+//! directories spread over the shards (`names.rs`; operations that change
+//! two shards run as intents, `span.rs`); a file's home is its
+//! directory's shard, and its inode number carries that shard, so requests
+//! go straight to the owner reactor as messages. The
 //! home holds the inode (size, times) and the file's first 1 MiB range;
 //! range r lives on the r-th shard after it, so one large file spreads over
 //! every core and its pieces are written and read in parallel. `sync`, listings and space
