@@ -22,7 +22,7 @@ use crate::pipeline::checksum::{Checksummer, Xxh3Sum, SEED_META};
 /// Superblock magic.
 pub const SB_MAGIC: &[u8; 8] = b"FLINTSB\0";
 /// On-device format version.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Journal record magic.
 pub const JOURNAL_MAGIC: u32 = 0x314a_4c46; // "FLJ1"
 /// Checkpoint record magic.
@@ -65,9 +65,9 @@ impl fmt::Display for FormatError {
             ),
             FormatError::Version { found } => write!(
                 f,
-                "format version {found} is older than this Flint's ({VERSION}: metadata and \
-                 directories in on-device B+tree pages); copy the data out with the Flint \
-                 that wrote it, then reformat"
+                "format version {found} is older than this Flint's ({VERSION}: metadata, \
+                 directories and stripe reference counts in on-device B+tree pages); copy \
+                 the data out with the Flint that wrote it, then reformat"
             ),
             FormatError::Checksum => write!(f, "checksum mismatch"),
             FormatError::Decode(e) => write!(f, "{e}"),

@@ -670,6 +670,10 @@ mod tests {
             assert_eq!(lookup(m, io, ROOT, "s2").unwrap().ino, 0x300);
             assert!(lookup(m, io, ROOT, "gone").is_err());
             assert_eq!(m.shared_len(), 1);
+            // Stripe 3: shared block 77; stripe 4: block 0 (block 5 is
+            // another shard's).
+            let refs = m.stripe_refs(io).unwrap();
+            assert_eq!(refs, std::collections::HashMap::from([(3, 1), (4, 1)]));
             assert_eq!(m.stripe(io, 3).unwrap().unwrap().sums.len(), 6 * 32);
             assert_eq!(m.fss[&0].capacity, 2 << 30);
             assert_eq!(m.fs_used(0), 4096);
@@ -701,9 +705,13 @@ mod tests {
         assert_eq!(back.file(&mut io, F).unwrap(), None);
         assert!(lookup(&mut back, &mut io, ROOT, "a.bin").is_err());
         assert_eq!(back.fs_used(0), 0);
-        back.apply(&mut io, &Record::StripeFree { id: 3 }).unwrap();
         back.apply(&mut io, &Record::SharedDrop { fs: 0, key: 77 })
             .unwrap();
+        assert!(
+            back.stripe_refs(&mut io).unwrap().is_empty(),
+            "nothing refers to a stripe any more"
+        );
+        back.apply(&mut io, &Record::StripeFree { id: 3 }).unwrap();
         for (dir, name) in [(ROOT, "s2"), (ROOT, "d")] {
             let op = if name == "d" {
                 NsOp::Rmdir {

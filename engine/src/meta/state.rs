@@ -106,6 +106,14 @@ fn block_key(ino: Ino, idx: u64) -> [u8; 17] {
     k
 }
 
+/// The key of a stripe's count of live references (blocks of this shard's
+/// maps and shared pool in it).
+fn refs_key(id: u64) -> [u8; 9] {
+    let mut k = [b'r'; 9];
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
 fn stripe_key(id: u64, part: u8) -> [u8; 10] {
     let mut k = [b's'; 10];
     k[1..9].copy_from_slice(&id.to_be_bytes());
@@ -624,6 +632,8 @@ impl Meta {
     /// Applies one change. Returns the block references the change dropped.
     pub fn apply(&mut self, io: &mut dyn PageIo, rec: &Record) -> Result<Released> {
         let mut released = Vec::new();
+        // Blocks the record puts into this shard's maps or pool.
+        let mut added: Vec<BlockRef> = Vec::new();
         match rec {
             Record::FsCreate(fs) => {
                 self.next_fs = self.next_fs.max(fs.id + 1);
@@ -684,7 +694,7 @@ impl Meta {
             } => {
                 if let Some(held) = self.held(io, *ino)? {
                     let fs = held.inode().fs;
-                    let mut added = 0i64;
+                    let mut new_blocks = 0i64;
                     for (idx, b) in blocks {
                         let old = self.pager.insert(
                             io,
@@ -692,12 +702,13 @@ impl Meta {
                             &block_key(*ino, *idx),
                             &encode_block(b),
                         )?;
+                        added.push(*b);
                         match old {
                             Some(old) => released.push((fs, decode_block(&old)?)),
-                            None => added += 1,
+                            None => new_blocks += 1,
                         }
                     }
-                    self.set_size(io, held, *size, *mtime, added)?;
+                    self.set_size(io, held, *size, *mtime, new_blocks)?;
                 }
             }
             Record::StripeFree { id } => {
@@ -709,6 +720,7 @@ impl Meta {
                 {
                     part += 1;
                 }
+                self.pager.remove(io, &mut self.tree, &refs_key(*id))?;
                 self.stripes.remove(*id);
             }
             Record::Truncate { ino, size, mtime } => {
@@ -721,6 +733,7 @@ impl Meta {
                 }
             }
             Record::SharedPut { fs, key, block } => {
+                added.push(block.as_ref());
                 let v = encode_block(&block.as_ref());
                 match self
                     .pager
@@ -752,7 +765,75 @@ impl Meta {
                 self.used.remove(fs);
             }
         }
+        self.count_refs(io, &added, &released)?;
         Ok(released)
+    }
+
+    /// Keeps each stripe's count of live references: `added` blocks came
+    /// into this shard's maps or pool, `released` ones left (references to
+    /// other shards' pools are counted by their owners).
+    pub(super) fn count_refs(
+        &mut self,
+        io: &mut dyn PageIo,
+        added: &[BlockRef],
+        released: &Released,
+    ) -> Result<()> {
+        let mut delta: BTreeMap<u64, i64> = BTreeMap::new();
+        for b in added.iter().filter(|b| b.owner().is_none()) {
+            *delta.entry(b.addr.stripe).or_default() += 1;
+        }
+        for (_, b) in released.iter().filter(|(_, b)| b.owner().is_none()) {
+            *delta.entry(b.addr.stripe).or_default() -= 1;
+        }
+        for (id, d) in delta {
+            if d == 0 {
+                continue;
+            }
+            let key = refs_key(id);
+            let now = match self.pager.get(io, &self.tree, &key)? {
+                Some(v) => u64::from_le_bytes(
+                    v.as_slice()
+                        .try_into()
+                        .map_err(|_| corrupt("a stripe reference count"))?,
+                ),
+                None => 0,
+            };
+            let next = now as i64 + d;
+            debug_assert!(next >= 0, "stripe {id}: {now} references, {d} change");
+            if next <= 0 {
+                self.pager.remove(io, &mut self.tree, &key)?;
+            } else {
+                self.pager
+                    .insert(io, &mut self.tree, &key, &(next as u64).to_le_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every stripe's count of live references on this shard (a stripe with
+    /// none is absent).
+    pub fn stripe_refs(&mut self, io: &mut dyn PageIo) -> Result<HashMap<u64, u64>> {
+        let mut out = HashMap::new();
+        let mut bad = false;
+        self.pager.scan(io, &self.tree, b"r", &mut |k, v| {
+            if k.len() != 9 || k[0] != b'r' {
+                return false;
+            }
+            match <[u8; 8]>::try_from(v) {
+                Ok(n) => {
+                    out.insert(be64(&k[1..]), u64::from_le_bytes(n));
+                    true
+                }
+                Err(_) => {
+                    bad = true;
+                    false
+                }
+            }
+        })?;
+        if bad {
+            return Err(corrupt("a stripe reference count"));
+        }
+        Ok(out)
     }
 
     /// Writes the changed pages (not flushed) and closes the generation:

@@ -57,8 +57,11 @@ impl Store {
         let mut io = dev_pages!(self);
         let meta = &mut self.meta;
         let mut keys = HashSet::new();
+        // Live references per stripe, recounted from the maps and the pool.
+        let mut live: HashMap<u64, u64> = HashMap::new();
         meta.shared_blocks(&mut io, &mut |fs, key, b| {
             keys.insert((fs, key));
+            *live.entry(b.addr.stripe).or_default() += 1;
             if !open(fs, &b.addr) && !stripes.contains(&b.addr.stripe) {
                 bad.push(format!(
                     "shared block {key:#x} refers to missing stripe {}",
@@ -77,6 +80,9 @@ impl Store {
                 bad.push(format!("block {idx} of file {ino}, which does not exist"));
                 return true;
             };
+            if b.owner().is_none() {
+                *live.entry(b.addr.stripe).or_default() += 1;
+            }
             if let Some(owner) = b.owner() {
                 if owner == shard && !keys.contains(&(fs, b.fp)) {
                     bad.push(format!(
@@ -111,6 +117,19 @@ impl Store {
             if kept != mapped {
                 bad.push(format!(
                     "file {ino:#x}'s inode counts {kept} blocks, its map holds {mapped}"
+                ));
+            }
+        }
+        let kept = meta.stripe_refs(&mut io).map_err(meta_err)?;
+        if kept != live {
+            let mut ids: Vec<u64> = kept.keys().chain(live.keys()).copied().collect();
+            ids.sort_unstable();
+            ids.dedup();
+            for id in ids.into_iter().filter(|id| kept.get(id) != live.get(id)) {
+                bad.push(format!(
+                    "stripe {id}: {} references kept, {} in the maps and pool",
+                    kept.get(&id).copied().unwrap_or(0),
+                    live.get(&id).copied().unwrap_or(0)
                 ));
             }
         }

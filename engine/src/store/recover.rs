@@ -125,40 +125,32 @@ impl Store {
         for fs in &fss {
             self.writer(fs.id)?;
         }
-        // Every stored block this shard holds: the blocks of its files'
-        // maps (not references to other shards' pools) and its shared pool.
-        // (The file system of each file is needed only for the dedup
-        // indexes: without a file system that reduces data, opening reads
-        // no inode.)
-        let reduces = self.meta.fss.values().any(|f| f.reduction);
-        let mut held: Vec<(FsId, BlockRef)> = Vec::new();
-        self.with_meta(|m, io| {
-            let fs_of = if reduces {
-                Some(m.fs_of_files(io)?)
-            } else {
-                None
-            };
-            m.all_blocks(io, &mut |ino, _, b| {
-                if b.owner().is_none() {
-                    match &fs_of {
-                        Some(fs_of) => {
-                            if let Some(&fs) = fs_of.get(&ino) {
-                                held.push((fs, b));
-                            }
-                        }
-                        None => held.push((FsId::MAX, b)),
+        // Each stripe's live references are kept in the tree (counted as
+        // records apply), so opening reads one key per stripe, not the
+        // block maps.
+        self.refs = self.with_meta(|m, io| m.stripe_refs(io))?;
+        // The dedup indexes of file systems that reduce data are rebuilt
+        // from their blocks (their fingerprints): only then are the maps
+        // read.
+        if self.meta.fss.values().any(|f| f.reduction) {
+            let mut held: Vec<(FsId, BlockRef)> = Vec::new();
+            self.with_meta(|m, io| {
+                let fs_of = m.fs_of_files(io)?;
+                m.all_blocks(io, &mut |ino, _, b| {
+                    if let (None, Some(&fs)) = (b.owner(), fs_of.get(&ino)) {
+                        held.push((fs, b));
                     }
-                }
-                true
+                    true
+                })?;
+                m.shared_blocks(io, &mut |fs, _, b| {
+                    held.push((fs, b.as_ref()));
+                    true
+                })
             })?;
-            m.shared_blocks(io, &mut |fs, _, b| {
-                held.push((fs, b.as_ref()));
-                true
-            })
-        })?;
-        for (fs, b) in held {
-            *self.refs.entry(b.addr.stripe).or_default() += 1;
-            if b.fp != 0 {
+            for (fs, b) in held {
+                if b.fp == 0 {
+                    continue;
+                }
                 if let Some(w) = self.writers.get_mut(&fs) {
                     let idx = w.pipeline.index_mut();
                     match idx.get(fs, b.fp) {

@@ -169,6 +169,7 @@ impl Meta {
                 done.gone = Some(a.ino);
             }
         }
+        self.count_refs(io, &[], &done.released)?;
         Ok(done)
     }
 
