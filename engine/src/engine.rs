@@ -344,14 +344,31 @@ impl Engine {
                 s.set_peers(peers.clone());
                 Ok(())
             })?;
-            self.recount_shared()?;
+            // Shared pools exist only where data is reduced; their counts
+            // come from every shard's maps.
+            if self.broadcast(|s| Ok(s.shares_blocks()))?.contains(&true) {
+                self.recount_shared()?;
+            }
             // Pieces of files live on several shards, which recovered on
-            // their own: cut every piece back to its file's size.
-            let homes: HashMap<Ino, u64> = self
-                .broadcast(|s| s.home_sizes())?
-                .into_iter()
-                .flatten()
-                .collect();
+            // their own: cut every piece back to its file's size (asking
+            // the homes of files with pieces only).
+            let mut by_home: HashMap<u32, Vec<Ino>> = HashMap::new();
+            for (ino, _) in self.broadcast(|s| s.part_sizes())?.into_iter().flatten() {
+                by_home
+                    .entry(self.map.shard_of_ino(ino))
+                    .or_default()
+                    .push(ino);
+            }
+            let mut homes: HashMap<Ino, u64> = HashMap::new();
+            for (shard, mut inos) in by_home {
+                inos.sort_unstable();
+                inos.dedup();
+                let sizes = self.call_shard(shard, move |s| {
+                    let sizes = s.home_sizes(&inos)?;
+                    Ok(inos.into_iter().zip(sizes).collect::<Vec<_>>())
+                })?;
+                homes.extend(sizes.into_iter().filter_map(|(i, s)| Some((i, s?))));
+            }
             let homes = Arc::new(homes);
             // Shared blocks straddling those cuts get their tails zeroed
             // first (a crash in between repeats it).

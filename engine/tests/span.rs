@@ -48,7 +48,13 @@ enum Op {
     Rmdir(String),
 }
 
+/// The seed of an empty file: one created whose data was not written yet.
+const EMPTY: u64 = u64::MAX;
+
 fn contents(seed: u64) -> Vec<u8> {
+    if seed == EMPTY {
+        return Vec::new();
+    }
     let mut r = Rng(seed * 31 + 7);
     let len = r.below(6000) as usize;
     r.data(len)
@@ -150,6 +156,16 @@ fn apply(m: &Model, op: &Op) -> Model {
         }
     }
     m
+}
+
+/// The model after `op` cut short where it may leave a state of its own:
+/// a create is two steps (the file, then its data), the others are
+/// atomic.
+fn partial(m: &Model, op: &Op) -> Option<Model> {
+    match op {
+        Op::Create(p, _) => Some(apply(m, &Op::Create(p.clone(), EMPTY))),
+        _ => None,
+    }
 }
 
 /// Runs `op` under `base`, durably.
@@ -264,11 +280,11 @@ fn power_cuts_during_operations_spanning_shards_keep_them_atomic() {
     for round in 0..rounds {
         plan.fail_after(300 + rng.below(6000) as i64);
         let mut ops = 0;
-        let next = loop {
+        let (next, cut) = loop {
             let op = choose(&model, &mut rng, &mut n);
             let next = apply(&model, &op);
             if run(&e, fs, "", &op).is_err() {
-                break next;
+                break (next, partial(&model, &op));
             }
             model = next;
             ops += 1;
@@ -291,8 +307,12 @@ fn power_cuts_during_operations_spanning_shards_keep_them_atomic() {
         e.open(present(&devs)).unwrap();
         clean(&e);
         let got = view(&e, fs, "").unwrap();
-        if which(&got, &[&model, &next], &format!("round {round}")) == 1 {
-            model = next;
+        let mut candidates = vec![&model, &next];
+        candidates.extend(cut.as_ref());
+        match which(&got, &candidates, &format!("round {round}")) {
+            0 => {}
+            1 => model = next,
+            _ => model = cut.expect("a third candidate"),
         }
     }
     let homes: std::collections::BTreeSet<u64> = e
@@ -404,18 +424,31 @@ fn operations_spanning_shards_survive_sigkill() {
         }
         let op = choose(&m, &mut r, &mut n);
         let next = apply(&m, &op);
+        let cut = partial(&m, &op);
         let base = format!("r{round}");
         let got = view(&e, fs, &base).unwrap();
+        let mut candidates = vec![&m, &next];
+        candidates.extend(cut.as_ref());
         let at = which(
             &got,
-            &[&m, &next],
+            &candidates,
             &format!("round {round} after {acked} ops"),
         );
+        let how = [
+            "without the one in flight",
+            "with the one in flight",
+            "with the file created, no data yet",
+        ];
         eprintln!(
-            "round {round}: {acked} operations acknowledged, recovered with the one in flight: {}",
-            at == 1
+            "round {round}: {acked} operations acknowledged, recovered {}",
+            how[at]
         );
-        kept.push((base, if at == 1 { next } else { m }));
+        let keep = match at {
+            0 => m,
+            1 => next,
+            _ => cut.expect("a third candidate"),
+        };
+        kept.push((base, keep));
         e.close().unwrap();
     }
     assert!(

@@ -435,6 +435,13 @@ impl Meta {
         if !go || bad.is_some() {
             return bad.map_or(Ok(()), Err);
         }
+        self.parts(io, f)
+    }
+
+    /// Calls `f` with every part (a range of a file homed on another
+    /// shard) until it returns false.
+    pub fn parts(&mut self, io: &mut dyn PageIo, f: &mut dyn FnMut(Inode) -> bool) -> Result<()> {
+        let mut bad = None;
         self.pager.scan(io, &self.tree, b"f", &mut |k, v| {
             if k.len() != 9 || k[0] != b'f' {
                 return false;

@@ -65,26 +65,32 @@ impl Store {
         }
     }
 
-    /// Every file and part of this shard: (inode, size, whether a part).
-    fn sizes(&mut self) -> Result<Vec<(Ino, u64, bool)>> {
+    /// Whether this shard's maps or pool may hold shared blocks: a file
+    /// system reduces data, or the pool is not empty.
+    pub fn shares_blocks(&self) -> bool {
+        self.meta.shared_len() > 0 || self.meta.fss.values().any(|f| f.reduction)
+    }
+
+    /// This shard's parts: (file, size of the part).
+    pub fn part_sizes(&mut self) -> Result<Vec<(Ino, u64)>> {
         let mut out = Vec::new();
         self.with_meta(|m, io| {
-            m.files(io, &mut |i| {
-                out.push((i.ino, i.size, i.is_part()));
+            m.parts(io, &mut |i| {
+                out.push((i.ino, i.size));
                 true
             })
         })?;
         Ok(out)
     }
 
-    /// Sizes of the files whose home is this shard.
-    pub fn home_sizes(&mut self) -> Result<Vec<(Ino, u64)>> {
-        Ok(self
-            .sizes()?
-            .into_iter()
-            .filter(|f| !f.2)
-            .map(|(i, s, _)| (i, s))
-            .collect())
+    /// The sizes of files homed here (`None`: no such file any more).
+    pub fn home_sizes(&mut self, inos: &[Ino]) -> Result<Vec<Option<u64>>> {
+        inos.iter()
+            .map(|&ino| {
+                let i = self.with_meta(|m, io| m.file(io, ino))?;
+                Ok(i.filter(|i| !i.is_part()).map(|i| i.size))
+            })
+            .collect()
     }
 
     /// The parts [`Store::reconcile_parts`] will cut inside a shared block:
@@ -92,11 +98,11 @@ impl Store {
     /// shard cannot rewrite another shard's block).
     pub fn shared_tails(&mut self, homes: &HashMap<Ino, u64>) -> Result<Vec<(Ino, u64)>> {
         let mut out = Vec::new();
-        for (ino, size, part) in self.sizes()? {
+        for (ino, size) in self.part_sizes()? {
             let Some(&home) = homes.get(&ino) else {
                 continue;
             };
-            if !part || size <= home || home.is_multiple_of(BLOCK as u64) {
+            if size <= home || home.is_multiple_of(BLOCK as u64) {
                 continue;
             }
             let idx = home / BLOCK as u64;
@@ -114,13 +120,7 @@ impl Store {
     /// shard and drops parts of files that no longer exist, so nothing
     /// written but never made part of the file can surface later.
     pub fn reconcile_parts(&mut self, homes: &HashMap<Ino, u64>) -> Result<()> {
-        let parts: Vec<(Ino, u64)> = self
-            .sizes()?
-            .into_iter()
-            .filter(|f| f.2)
-            .map(|(i, s, _)| (i, s))
-            .collect();
-        for (ino, size) in parts {
+        for (ino, size) in self.part_sizes()? {
             match homes.get(&ino) {
                 None => self.drop_part(ino)?,
                 Some(&home) if size > home => self.truncate(ino, home)?,
