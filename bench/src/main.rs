@@ -80,9 +80,16 @@ USAGE:
 ";
 
 fn main() {
+    // FLINT_BENCH_LOG=info shows the engine's own events (shard recovery
+    // times among them).
+    let level = match std::env::var("FLINT_BENCH_LOG").as_deref() {
+        Ok("info") => tracing::Level::INFO,
+        Ok("debug") => tracing::Level::DEBUG,
+        _ => tracing::Level::WARN,
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_max_level(tracing::Level::WARN)
+        .with_max_level(level)
         .init();
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = argv.first() else {

@@ -198,9 +198,14 @@ impl Store {
         mark_failed(&mut self.devs, d, what);
     }
 
-    /// Reads `blocks` blocks at `lba` from every healthy device.
-    pub(super) fn read_all(&mut self, lba: u64, blocks: u64) -> Result<Vec<(usize, Scratch)>> {
-        let ids: Vec<usize> = self.healthy().collect();
+    /// Reads `blocks` blocks at `lba` from each of devices `ids`; a device
+    /// whose read fails is marked failed and left out.
+    pub(super) fn read_from(
+        &mut self,
+        ids: Vec<usize>,
+        lba: u64,
+        blocks: u64,
+    ) -> Result<Vec<(usize, Scratch)>> {
         let mut bufs = Vec::new();
         for _ in &ids {
             bufs.push(Scratch::new(blocks as usize * 4096)?);
