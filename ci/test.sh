@@ -64,6 +64,7 @@ cc -Wall -Wextra -Werror -O2 -I ffi/capi/include ffi/capi/examples/capi_remote.c
 LD_LIBRARY_PATH=target/release "$app/capi_remote" 127.0.0.1:17400 default "$app/data/default.key" default
 export FLINT_ADDR=127.0.0.1:17400 FLINT_ORG=default FLINT_KEY=$app/data/default.key FLINT_FS=default
 fio ffi/fio/jobs/remote-verify.fio --output-format=terse >/dev/null
+fio ffi/fio/jobs/remote-verify-mixed.fio --output-format=terse >/dev/null
 fio ffi/fio/jobs/remote-write.fio --output-format=terse >/dev/null
 # Restart the appliance between the write and the verify phase.
 scripts/appliance.sh stop "$app/node.toml"

@@ -42,6 +42,7 @@ use crate::store::{
 };
 
 mod names;
+mod order;
 mod span;
 
 pub use names::root_ctx;
@@ -101,6 +102,8 @@ pub struct Engine {
     names: std::sync::RwLock<()>,
     /// Namespace operations that spanned shards (intents run) since start.
     spanned: std::sync::atomic::AtomicU64,
+    /// Per-block order of writes assembled from several shards.
+    blocks: order::BlockLocks,
 }
 
 /// Delivers dropped shared-block references to their owner's store, on
@@ -275,6 +278,7 @@ impl Engine {
             meta_cache: crate::store::META_CACHE_MIB << 20,
             names: std::sync::RwLock::new(()),
             spanned: std::sync::atomic::AtomicU64::new(0),
+            blocks: order::BlockLocks::new(),
         })
     }
 
@@ -894,10 +898,17 @@ impl Engine {
         if self.map.shards() == 1 {
             return self.call_shard(home, move |s| s.write(ino, offset, &data));
         }
+        // Writes assembled from several shards are ordered per block from
+        // reading the size on (`order.rs`).
+        let b = BLOCK as u64;
+        let held = self
+            .blocks
+            .lock(ino, offset / b, end.saturating_sub(1).max(offset) / b);
         let (fs, size, reduction) = self.call_shard(home, move |s| s.check_extend(ino, end))?;
         if reduction {
             return self.write_shared(ino, fs, size, offset, &data);
         }
+        drop(held);
         if pieces.iter().all(|p| p.0 == home) {
             return self.call_shard(home, move |s| s.write(ino, offset, &data));
         }
@@ -1159,6 +1170,7 @@ impl Engine {
             return Ok(());
         }
         let home = self.map.shard_of_ino(ino);
+        let _held = self.blocks.lock(ino, bstart / b, bstart / b);
         let (fs, _, _) = self.call_shard(home, move |s| s.check_extend(ino, 0))?;
         let mut block = self.read(ino, bstart, (size - bstart) as usize)?;
         block.resize(BLOCK, 0);
