@@ -106,7 +106,7 @@ fn main() -> Result<(), String> {
         files.len(),
         rep.degraded_reads
     );
-    let listing = e.call(move |s| s.list(fs)).map_err(|e| e.to_string())?;
+    let listing = e.list(fs).map_err(|e| e.to_string())?;
     for f in listing {
         println!("  {:<10} {:>9} bytes", f.name, f.size);
     }

@@ -52,6 +52,28 @@ impl Plan {
         }
     }
 
+    /// A step on `shard`: entry `name` of `dir` names `to`, `dir` has
+    /// `dir_nlink` links.
+    fn entry(&mut self, shard: u32, dir: Ino, name: &[u8], to: Named, dir_nlink: u32) {
+        let name = name.to_vec();
+        self.steps.push((
+            shard,
+            NsOp::SetEntry {
+                dir,
+                name,
+                to,
+                dir_nlink,
+            },
+        ));
+    }
+
+    /// A step on `shard`: inode `ino` has `nlink` links (and parent
+    /// `parent`, a directory).
+    fn links(&mut self, shard: u32, ino: Ino, nlink: u32, parent: Option<Ino>) {
+        self.steps
+            .push((shard, NsOp::SetLinks { ino, nlink, parent }));
+    }
+
     fn records(&self) -> Vec<(u32, NsRecord)> {
         self.steps
             .iter()
@@ -217,15 +239,13 @@ impl Engine {
         };
         let mut plan = Plan::new(d.fs, ctx);
         plan.steps.push((home, NsOp::PutInode { attr }));
-        plan.steps.push((
+        plan.entry(
             self.map.shard_of_ino(dir),
-            NsOp::SetEntry {
-                dir,
-                name: name.to_vec(),
-                to: Some((ino, Kind::Dir)),
-                dir_nlink: d.nlink + 1,
-            },
-        ));
+            dir,
+            name,
+            Some((ino, Kind::Dir)),
+            d.nlink + 1,
+        );
         self.run_plan(plan)?;
         self.stat(ino)
     }
@@ -247,23 +267,8 @@ impl Engine {
             return refuse(NsError::NotEmpty);
         }
         let mut plan = Plan::new(d.fs, ctx);
-        plan.steps.push((
-            self.map.shard_of_ino(dir),
-            NsOp::SetEntry {
-                dir,
-                name: name.to_vec(),
-                to: None,
-                dir_nlink: d.nlink - 1,
-            },
-        ));
-        plan.steps.push((
-            self.map.shard_of_ino(ino),
-            NsOp::SetLinks {
-                ino,
-                nlink: 0,
-                parent: None,
-            },
-        ));
+        plan.entry(self.map.shard_of_ino(dir), dir, name, None, d.nlink - 1);
+        plan.links(self.map.shard_of_ino(ino), ino, 0, None);
         self.run_plan(plan)?;
         Ok(())
     }
@@ -281,23 +286,13 @@ impl Engine {
         }
         let a = self.attr(ino)?;
         let mut plan = Plan::new(d.fs, ctx);
-        plan.steps.push((
-            self.map.shard_of_ino(dir),
-            NsOp::SetEntry {
-                dir,
-                name: name.to_vec(),
-                to: None,
-                dir_nlink: d.nlink,
-            },
-        ));
-        plan.steps.push((
+        plan.entry(self.map.shard_of_ino(dir), dir, name, None, d.nlink);
+        plan.links(
             self.map.shard_of_ino(ino),
-            NsOp::SetLinks {
-                ino,
-                nlink: a.nlink.saturating_sub(1),
-                parent: None,
-            },
-        ));
+            ino,
+            a.nlink.saturating_sub(1),
+            None,
+        );
         let gone = self.run_plan(plan)?;
         drop(alone);
         self.drop_pieces(gone)
@@ -322,23 +317,14 @@ impl Engine {
             return refuse(NsError::TooManyLinks);
         }
         let mut plan = Plan::new(d.fs, ctx);
-        plan.steps.push((
-            self.map.shard_of_ino(ino),
-            NsOp::SetLinks {
-                ino,
-                nlink: a.nlink + 1,
-                parent: None,
-            },
-        ));
-        plan.steps.push((
+        plan.links(self.map.shard_of_ino(ino), ino, a.nlink + 1, None);
+        plan.entry(
             self.map.shard_of_ino(dir),
-            NsOp::SetEntry {
-                dir,
-                name: name.to_vec(),
-                to: Some((ino, a.kind)),
-                dir_nlink: d.nlink,
-            },
-        ));
+            dir,
+            name,
+            Some((ino, a.kind)),
+            d.nlink,
+        );
         self.run_plan(plan)?;
         self.stat(ino)
     }
@@ -385,7 +371,8 @@ impl Engine {
         };
         let mut plan = Plan::new(fd.fs, ctx);
         let shard = |ino: Ino| self.map.shard_of_ino(ino);
-        let mut links: Vec<(u32, NsOp)> = Vec::new();
+        // (inode, links after, a directory's new parent)
+        let mut links: Vec<(Ino, u32, Option<Ino>)> = Vec::new();
         // (directory, name, what the entry names after)
         let mut entries: Vec<(Ino, Vec<u8>, Named)> = Vec::new();
         if flags.exchange {
@@ -409,14 +396,7 @@ impl Engine {
             entries.push((from_dir, from.to_vec(), Some((d_ino, d_kind))));
             entries.push((to_dir, to.to_vec(), Some((s_ino, s_kind))));
             for (a, parent) in [(s, to_dir), (d, from_dir)] {
-                links.push((
-                    shard(a.ino),
-                    NsOp::SetLinks {
-                        ino: a.ino,
-                        nlink: a.nlink,
-                        parent: (a.kind == Kind::Dir).then_some(parent),
-                    },
-                ));
+                links.push((a.ino, a.nlink, (a.kind == Kind::Dir).then_some(parent)));
             }
         } else {
             if s_kind == Kind::Dir && from_dir != to_dir {
@@ -442,16 +422,13 @@ impl Engine {
                 // The replaced inode loses its link after both entries
                 // changed.
                 links.push((
-                    shard(d_ino),
-                    NsOp::SetLinks {
-                        ino: d_ino,
-                        nlink: if d_kind == Kind::Dir {
-                            0
-                        } else {
-                            d.nlink.saturating_sub(1)
-                        },
-                        parent: None,
+                    d_ino,
+                    if d_kind == Kind::Dir {
+                        0
+                    } else {
+                        d.nlink.saturating_sub(1)
                     },
+                    None,
                 ));
             }
             if s_kind == Kind::Dir && from_dir != to_dir {
@@ -460,27 +437,14 @@ impl Engine {
             }
             entries.push((to_dir, to.to_vec(), Some((s_ino, s_kind))));
             entries.push((from_dir, from.to_vec(), None));
-            links.push((
-                shard(s_ino),
-                NsOp::SetLinks {
-                    ino: s_ino,
-                    nlink: s.nlink,
-                    parent: (s_kind == Kind::Dir).then_some(to_dir),
-                },
-            ));
+            links.push((s_ino, s.nlink, (s_kind == Kind::Dir).then_some(to_dir)));
         }
         for (dir, name, to) in entries {
-            plan.steps.push((
-                shard(dir),
-                NsOp::SetEntry {
-                    dir,
-                    name,
-                    to,
-                    dir_nlink: nlink[&dir],
-                },
-            ));
+            plan.entry(shard(dir), dir, &name, to, nlink[&dir]);
         }
-        plan.steps.extend(links);
+        for (ino, n, parent) in links {
+            plan.links(shard(ino), ino, n, parent);
+        }
         let gone = self.run_plan(plan)?;
         drop(alone);
         self.drop_pieces(gone)

@@ -1,4 +1,4 @@
-//! Files by path (create, look up, list, stat, unlink) on top of the
+//! Files by path (create, look up, stat, unlink) on top of the
 //! namespace, and a file's size (truncate), with the data a shard holds.
 
 use super::*;
@@ -48,47 +48,6 @@ impl Store {
     pub fn unlink(&mut self, fs: FsId, path: &str) -> Result<Option<Ino>> {
         let (dir, name) = self.parent_and_name(fs, path)?;
         self.unlink_at(dir.ino, &name, root_ctx())
-    }
-
-    /// Up to `max` entries of the directory at `path` after `cookie`, with
-    /// their attributes and cookies.
-    pub fn list_page(
-        &mut self,
-        fs: FsId,
-        path: &str,
-        cookie: u64,
-        max: usize,
-    ) -> Result<Vec<(Stat, u64)>> {
-        let dir = self.resolve(fs, path)?;
-        let page = self.readdir(dir.ino, cookie, max)?;
-        let mut out = Vec::with_capacity(page.len());
-        for e in page {
-            let a = self.getattr(e.ino)?;
-            let mut st = self.stat_of(a)?;
-            st.name = String::from_utf8_lossy(&e.name).into_owned();
-            out.push((st, e.cookie));
-        }
-        Ok(out)
-    }
-
-    /// Every entry of the directory at `path`, with its attributes.
-    pub fn list_dir(&mut self, fs: FsId, path: &str) -> Result<Vec<Stat>> {
-        let mut out = Vec::new();
-        let mut cookie = 0;
-        loop {
-            let page = self.list_page(fs, path, cookie, 1024)?;
-            let Some(&(_, last)) = page.last() else {
-                break;
-            };
-            cookie = last;
-            out.extend(page.into_iter().map(|(st, _)| st));
-        }
-        Ok(out)
-    }
-
-    /// The entries of a file system's root directory.
-    pub fn list(&mut self, fs: FsId) -> Result<Vec<Stat>> {
-        self.list_dir(fs, "")
     }
 
     /// The logical blocks this shard maps of file `ino` (its inode's or a
