@@ -41,6 +41,7 @@ use crate::store::{
     Journaled, RemoteRead, SharedDrop, SpaceStats, Stat, Store, StoreConfig, StoreError, BLOCK,
 };
 
+mod durable;
 mod names;
 mod order;
 mod span;
@@ -104,6 +105,8 @@ pub struct Engine {
     spanned: std::sync::atomic::AtomicU64,
     /// Per-block order of writes assembled from several shards.
     blocks: order::BlockLocks,
+    /// File systems that acknowledge before durable.
+    write_back: durable::WriteBack,
 }
 
 /// Delivers dropped shared-block references to their owner's store, on
@@ -279,6 +282,7 @@ impl Engine {
             names: std::sync::RwLock::new(()),
             spanned: std::sync::atomic::AtomicU64::new(0),
             blocks: order::BlockLocks::new(),
+            write_back: durable::WriteBack::default(),
         })
     }
 
@@ -398,9 +402,12 @@ impl Engine {
                                     tracing::warn!(error = %e, "background garbage collection failed");
                                 }
                             }
-                            if store.has_unsynced() {
-                                if let Err(e) = store.sync() {
-                                    tracing::error!(error = %e, "periodic seal failed");
+                            // Changes of write-back file systems become
+                            // durable within a period (open stripes stay
+                            // open: their bytes go to the log).
+                            if store.awaits_commit() {
+                                if let Err(e) = store.commit() {
+                                    tracing::error!(error = %e, "periodic commit failed");
                                 }
                             }
                             drops.extend(store.take_drops());
@@ -412,7 +419,7 @@ impl Engine {
                 })?;
             }
         }
-        Ok(())
+        self.load_write_back()
     }
 
     /// The shard map in force.
@@ -896,7 +903,7 @@ impl Engine {
             })?;
         let pieces = self.pieces(ino, offset, data.len() as u64);
         if self.map.shards() == 1 {
-            return self.call_shard(home, move |s| s.write(ino, offset, &data));
+            return self.durably(home, ino, move |s| s.write(ino, offset, &data));
         }
         // Writes assembled from several shards are ordered per block from
         // reading the size on (`order.rs`).
@@ -906,11 +913,13 @@ impl Engine {
             .lock(ino, offset / b, end.saturating_sub(1).max(offset) / b);
         let (fs, size, reduction) = self.call_shard(home, move |s| s.check_extend(ino, end))?;
         if reduction {
-            return self.write_shared(ino, fs, size, offset, &data);
+            self.write_shared(ino, fs, size, offset, &data)?;
+            drop(held);
+            return self.settle(fs);
         }
         drop(held);
         if pieces.iter().all(|p| p.0 == home) {
-            return self.call_shard(home, move |s| s.write(ino, offset, &data));
+            return self.durably(home, ino, move |s| s.write(ino, offset, &data));
         }
         let data = Arc::new(data);
         let tasks = pieces
@@ -919,12 +928,17 @@ impl Engine {
                 let data = data.clone();
                 self.shard_task(shard, move |s| {
                     let at = (off - offset) as usize;
-                    s.write_part(ino, fs, off, &data[at..at + len as usize])
+                    s.write_part(ino, fs, off, &data[at..at + len as usize])?;
+                    s.receipt(ino)
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Self::join(tasks)?;
-        self.call_shard(home, move |s| s.extend(ino, end))
+        let mut receipts = Self::join(tasks)?;
+        receipts.push(self.call_shard(home, move |s| {
+            s.extend(ino, end)?;
+            s.receipt(ino)
+        })?);
+        self.redeem(receipts)
     }
 
     /// Reads up to `len` bytes at `offset` of a file, from every shard that
@@ -1237,11 +1251,15 @@ impl Engine {
                 })?;
             }
         }
-        self.call_shard(home, move |s| s.truncate(ino, size))?;
-        if self.map.shards() > 1 {
-            self.broadcast(move |s| s.truncate_part(ino, size))?;
+        if self.map.shards() == 1 {
+            return self.durably(home, ino, move |s| s.truncate(ino, size));
         }
-        Ok(())
+        let fs = self.call_shard(home, move |s| {
+            s.truncate(ino, size)?;
+            s.fs_of_file(ino)
+        })?;
+        self.broadcast(move |s| s.truncate_part(ino, size))?;
+        self.settle(fs)
     }
 
     /// Makes everything written so far durable, on every shard: with
@@ -1252,40 +1270,13 @@ impl Engine {
         if self.map.shards() == 1 {
             return self.broadcast(|s| s.sync()).map(|_| ());
         }
-        let mut left: Vec<(u32, u64)> = self
-            .broadcast(|s| {
-                let target = s.pushed();
-                Ok((target, s.sync_to(target)?))
-            })?
+        let targets = self
+            .broadcast(|s| Ok(s.pushed()))?
             .into_iter()
             .enumerate()
-            .filter(|(_, (_, done))| !done)
-            .map(|(shard, (target, _))| (shard as u32, target))
+            .map(|(shard, t)| (shard as u32, t))
             .collect();
-        for _ in 0..MAX_SYNC_ROUNDS {
-            if left.is_empty() {
-                break;
-            }
-            let tasks = left
-                .iter()
-                .map(|&(shard, target)| self.shard_task(shard, move |s| s.sync_to(target)))
-                .collect::<Result<Vec<_>>>()?;
-            let done = Self::join(tasks)?;
-            left = left
-                .into_iter()
-                .zip(done)
-                .filter(|(_, d)| !d)
-                .map(|(l, _)| l)
-                .collect();
-        }
-        if let Some(&(shard, _)) = left.first() {
-            return Err(StoreError::Invalid {
-                reason: format!(
-                    "shard {shard}'s records still wait for other shards' journals after \
-                     {MAX_SYNC_ROUNDS} sync rounds"
-                ),
-            });
-        }
+        self.commit_targets(targets, true)?;
         let drops = self.broadcast(|s| Ok(s.take_drops()))?.concat();
         self.deliver(drops)
     }

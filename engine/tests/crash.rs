@@ -1,6 +1,7 @@
-//! Crash safety: a child process writes under load and is SIGKILLed at a
-//! random moment, many times; after each restart every write it had
-//! acknowledged (sync returned) reads back intact — with one shard, and
+//! Crash safety: a child process writes under load from several threads
+//! and is SIGKILLed at a random moment, many times; after each restart
+//! every write it had acknowledged (the write returned; no sync) reads back
+//! intact — with one shard, and
 //! with four (where blocks live in the shared pools of their fingerprints'
 //! owners and files' maps on other shards refer to them).
 
@@ -32,34 +33,50 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Writers in flight together in the child: each writes every
+/// `WRITERS`-th record of one file, so neighbouring records (unaligned,
+/// sharing 4 KiB blocks) come from different threads at once.
+const WRITERS: u64 = 3;
+
 fn child(dir: &Path, round: u64) -> ! {
     let devs = file_devices(dir, DEVICES, DEVICE_MIB);
     let mut e = engine();
     // The seal timer, as an appliance runs: it also collects the stripes
-    // that frequent syncs sealed part-full once space runs low.
+    // that checkpoints sealed part-full once space runs low.
     e.open_with(present(&devs), Some(Duration::from_millis(20)))
         .expect("child opens the engine");
     let fs = e.fs_by_name("crash").unwrap().expect("fs exists");
     let ino = e.create(fs, &format!("round{round}")).unwrap();
-    let mut rng = Rng(round * 7919 + 13);
     // End the test harness's "test <name> ... " line first.
     println!();
-    let mut off = 0u64;
-    let mut unacked = Vec::new();
-    loop {
-        let len = 1 + rng.below(48 << 10) as usize;
-        let seed = rng.below(1 << 20);
-        let data = pattern(seed, len);
-        e.write(ino, off, data).unwrap();
-        unacked.push((off, len, seed));
-        off += len as u64 + rng.below(3) * 1000;
-        if rng.below(3) == 0 {
-            e.sync().unwrap();
-            for (o, l, s) in unacked.drain(..) {
-                println!("ACK {ino} {o} {l} {s}");
-            }
-        }
+    let e = std::sync::Arc::new(e);
+    let threads: Vec<_> = (0..WRITERS)
+        .map(|t| {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                let mut rng = Rng(round * 7919 + 13 + t);
+                let mut j = t;
+                loop {
+                    // Records of 1..48 KiB at unaligned offsets: record j
+                    // starts where j - 1 ends (a gap of 0-2000 bytes).
+                    let len = 1 + (j * 7_717 % (48 << 10)) as usize;
+                    let off = j * (50 << 10) + j % 3 * 1000 + 123;
+                    let seed = rng.below(1 << 20);
+                    e.write(ino, off, pattern(seed, len)).unwrap();
+                    // Returned: acknowledged, so durable (no sync).
+                    println!("ACK {ino} {off} {len} {seed}");
+                    if rng.below(50) == 0 {
+                        e.sync().unwrap();
+                    }
+                    j += WRITERS;
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
     }
+    std::process::exit(1)
 }
 
 #[test]

@@ -100,14 +100,31 @@ fn files_spread_over_shards_and_survive_restarts_and_crashes() {
     let mut e = two_reactors();
     e.open(present(&devs)).unwrap();
     check(&e, &model);
-    // Unsynced writes vanish in a crash; synced ones stay, on every shard.
+    // Acknowledged writes survive a crash, on every shard.
     for &ino in &inos {
         e.write(ino, 0, vec![0xEE; 5000]).unwrap();
+        let file = model.get_mut(&ino).unwrap();
+        if file.len() < 5000 {
+            file.resize(5000, 0);
+        }
+        file[..5000].fill(0xEE);
     }
     drop(e);
     let mut e = two_reactors();
     e.open(present(&devs)).unwrap();
     check(&e, &model);
+    // In write-back mode they are acknowledged before durable: without a
+    // sync (or the seal tick, off here) a crash drops them.
+    e.fs_set_write_back(fs, true).unwrap();
+    for &ino in &inos {
+        e.write(ino, 0, vec![0x11; 3000]).unwrap();
+    }
+    drop(e);
+    let mut e = two_reactors();
+    e.open(present(&devs)).unwrap();
+    check(&e, &model);
+    assert!(e.fs_list().unwrap()[0].0.write_back);
+    e.fs_set_write_back(fs, false).unwrap();
     e.unlink(fs, "file0").unwrap();
     e.sync().unwrap();
     assert_eq!(e.list(fs).unwrap().len(), 11);
@@ -165,7 +182,10 @@ fn one_large_file_spreads_over_every_shard() {
     let mut e = two_reactors();
     e.open(present(&devs)).unwrap();
     assert!(e.read(ino, 0, 6 << 20).unwrap() == model);
-    e.write(ino, 4 << 20, vec![7; 100_000]).unwrap(); // never synced
+    // Acknowledged, never synced: durable all the same.
+    e.write(ino, 4 << 20, vec![7; 100_000]).unwrap();
+    model.resize((4 << 20) + 100_000, 0);
+    model[4 << 20..].fill(7);
     drop(e);
     let mut e = two_reactors();
     e.open(present(&devs)).unwrap();
@@ -363,12 +383,14 @@ fn dedup_spans_every_shard_and_reclaims_across_restarts() {
 }
 
 #[test]
-fn seal_timers_make_shared_writes_durable_without_a_sync() {
+fn seal_ticks_make_write_back_shared_writes_durable_without_a_sync() {
     let devs = memory_devices(5, 64);
     let mut e = two_reactors();
     e.format(devs.clone(), config(), false).unwrap();
     e.open(present(&devs)).unwrap();
     let fs = e.fs_create("t", 3, 2, true, 1 << 40).unwrap();
+    // Acknowledged before durable: the ticks are what commit.
+    e.fs_set_write_back(fs, true).unwrap();
     e.sync().unwrap();
     e.close().unwrap();
     let mut e = two_reactors();
@@ -389,7 +411,7 @@ fn seal_timers_make_shared_writes_durable_without_a_sync() {
     // The timers seal, journal in rounds across shards, and deliver drops.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while e
-        .broadcast(|s| Ok(s.has_unsynced()))
+        .broadcast(|s| Ok(s.awaits_commit()))
         .unwrap()
         .contains(&true)
     {

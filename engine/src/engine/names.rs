@@ -159,10 +159,10 @@ impl Engine {
         let _shared = self.names_shared();
         let made = self.at_parent(fs, path, |s, dir, name| {
             let a = s.make(dir, name, libc::S_IFREG | 0o644, 0, &[], root_ctx());
-            tried(dir, a.map(|a| a.ino))
+            tried(dir, a.and_then(|a| Ok((a.ino, s.receipt(dir)?))))
         });
         match made {
-            Ok((Ok(ino), _)) => Ok(ino),
+            Ok((Ok((ino, receipt)), _)) => self.redeem([receipt]).map(|()| ino),
             Ok((Err(_), _)) => Err(StoreError::Invalid {
                 reason: "a new file's directory moved to another shard".into(),
             }),
@@ -207,11 +207,18 @@ impl Engine {
     pub fn unlink(&self, fs: FsId, path: &str) -> Result<()> {
         let shared = self.names_shared();
         let (r, name) = self.at_parent(fs, path, |s, dir, name| {
-            tried(dir, s.unlink_at(dir, name, root_ctx()))
+            tried(
+                dir,
+                s.unlink_at(dir, name, root_ctx())
+                    .and_then(|gone| Ok((gone, s.receipt(dir)?))),
+            )
         })?;
         drop(shared);
         match r {
-            Ok(gone) => self.drop_pieces(gone),
+            Ok((gone, receipt)) => {
+                self.redeem([receipt])?;
+                self.drop_pieces(gone)
+            }
             Err(dir) => self.span_unlink(dir, &name, root_ctx()),
         }
     }
@@ -220,11 +227,15 @@ impl Engine {
     pub fn rmdir(&self, fs: FsId, path: &str) -> Result<()> {
         let shared = self.names_shared();
         let (r, name) = self.at_parent(fs, path, |s, dir, name| {
-            tried(dir, s.rmdir_at(dir, name, root_ctx()))
+            tried(
+                dir,
+                s.rmdir_at(dir, name, root_ctx())
+                    .and_then(|()| s.receipt(dir)),
+            )
         })?;
         drop(shared);
         match r {
-            Ok(()) => Ok(()),
+            Ok(receipt) => self.redeem([receipt]),
             Err(dir) => self.span_rmdir(dir, &name, root_ctx()),
         }
     }
@@ -367,7 +378,7 @@ impl Engine {
         }
         let (name, target) = (name.to_vec(), target.to_vec());
         let _shared = self.names_shared();
-        self.on_ino(dir, move |s| {
+        self.durably(self.map.shard_of_ino(dir), dir, move |s| {
             let a = s.make(dir, &name, mode, rdev, &target, ctx)?;
             s.stat_of(a)
         })
@@ -377,10 +388,19 @@ impl Engine {
     pub fn unlink_at(&self, dir: Ino, name: &[u8], ctx: Ctx) -> Result<()> {
         let n = name.to_vec();
         let shared = self.names_shared();
-        let r = self.on_ino(dir, move |s| tried(dir, s.unlink_at(dir, &n, ctx)))?;
+        let r = self.on_ino(dir, move |s| {
+            tried(
+                dir,
+                s.unlink_at(dir, &n, ctx)
+                    .and_then(|gone| Ok((gone, s.receipt(dir)?))),
+            )
+        })?;
         drop(shared);
         match r {
-            Ok(gone) => self.drop_pieces(gone),
+            Ok((gone, receipt)) => {
+                self.redeem([receipt])?;
+                self.drop_pieces(gone)
+            }
             Err(_) => self.span_unlink(dir, name, ctx),
         }
     }
@@ -389,10 +409,12 @@ impl Engine {
     pub fn rmdir_at(&self, dir: Ino, name: &[u8], ctx: Ctx) -> Result<()> {
         let n = name.to_vec();
         let shared = self.names_shared();
-        let r = self.on_ino(dir, move |s| tried(dir, s.rmdir_at(dir, &n, ctx)))?;
+        let r = self.on_ino(dir, move |s| {
+            tried(dir, s.rmdir_at(dir, &n, ctx).and_then(|()| s.receipt(dir)))
+        })?;
         drop(shared);
         match r {
-            Ok(()) => Ok(()),
+            Ok(receipt) => self.redeem([receipt]),
             Err(_) => self.span_rmdir(dir, name, ctx),
         }
     }
@@ -411,10 +433,15 @@ impl Engine {
             let (f, t) = (from.to_vec(), to.to_vec());
             let shared = self.names_shared();
             let r = self.on_ino(from_dir, move |s| {
-                tried(from_dir, s.rename_at(from_dir, &f, to_dir, &t, flags, ctx))
+                tried(
+                    from_dir,
+                    s.rename_at(from_dir, &f, to_dir, &t, flags, ctx)
+                        .and_then(|gone| Ok((gone, s.receipt(from_dir)?))),
+                )
             })?;
             drop(shared);
-            if let Ok(gone) = r {
+            if let Ok((gone, receipt)) = r {
+                self.redeem([receipt])?;
                 return self.drop_pieces(gone);
             }
         }
@@ -428,7 +455,7 @@ impl Engine {
         }
         let name = name.to_vec();
         let _shared = self.names_shared();
-        self.on_ino(dir, move |s| {
+        self.durably(self.map.shard_of_ino(dir), dir, move |s| {
             let a = s.link_at(ino, dir, &name, ctx)?;
             s.stat_of(a)
         })
@@ -442,7 +469,7 @@ impl Engine {
             self.truncate(ino, size)?;
         }
         let _shared = self.names_shared();
-        self.on_ino(ino, move |s| {
+        self.durably(self.map.shard_of_ino(ino), ino, move |s| {
             let a: Attr = if set == SetAttr::default() {
                 s.getattr(ino)?
             } else {
@@ -462,7 +489,9 @@ impl Engine {
         ctx: Ctx,
     ) -> Result<()> {
         let (name, value) = (name.to_vec(), value.to_vec());
-        self.on_ino(ino, move |s| s.setxattr(ino, &name, &value, mode, ctx))
+        self.durably(self.map.shard_of_ino(ino), ino, move |s| {
+            s.setxattr(ino, &name, &value, mode, ctx)
+        })
     }
 
     /// An extended attribute's value.
@@ -479,7 +508,9 @@ impl Engine {
     /// Removes an extended attribute.
     pub fn removexattr(&self, ino: Ino, name: &[u8], ctx: Ctx) -> Result<()> {
         let name = name.to_vec();
-        self.on_ino(ino, move |s| s.removexattr(ino, &name, ctx))
+        self.durably(self.map.shard_of_ino(ino), ino, move |s| {
+            s.removexattr(ino, &name, ctx)
+        })
     }
 
     /// Up to `max` entries of directory `dir` after `cookie`.

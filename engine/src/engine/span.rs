@@ -99,7 +99,8 @@ impl Engine {
         self.spanned.load(Ordering::Relaxed)
     }
 
-    /// Runs a plan: the intent, durably; each step; the steps, durably;
+    /// Runs a plan: the intent, durably (committed on every shard); each
+    /// step; the steps, durably;
     /// the intent done, durably. Returns the regular files whose last link
     /// went. A step that fails leaves the intent for the next open to
     /// finish.
@@ -112,11 +113,11 @@ impl Engine {
         self.spanned.fetch_add(1, Ordering::Relaxed);
         let intent = steps.clone();
         let id = self.call_shard(coordinator, move |s| s.begin_intent(fs, intent))?;
-        self.sync()?;
+        self.commit_all()?;
         let gone = self.apply_steps(steps)?;
-        self.sync()?;
+        self.commit_all()?;
         self.call_shard(coordinator, move |s| s.end_intent(fs, id))?;
-        self.sync()?;
+        self.commit_all()?;
         Ok(gone)
     }
 
@@ -161,9 +162,9 @@ impl Engine {
                         Err(e) => return Err(e),
                     }
                 }
-                self.sync()?;
+                self.commit_all()?;
                 self.call_shard(coordinator as u32, move |s| s.end_intent(fs, id))?;
-                self.sync()?;
+                self.commit_all()?;
                 self.drop_pieces(gone)?;
             }
         }

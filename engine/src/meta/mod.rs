@@ -39,6 +39,10 @@ pub struct FsMeta {
     pub reduction: bool,
     /// Capacity limit in logical bytes.
     pub capacity: u64,
+    /// Writes and changes are acknowledged before they are durable (like
+    /// NFS `async`); durable at the next commit, seal tick or fsync. Off by
+    /// default: an acknowledged change is durable.
+    pub write_back: bool,
 }
 
 /// Where one logical block of a file lives.
@@ -192,6 +196,29 @@ pub enum Record {
         /// File system.
         fs: FsId,
     },
+    /// A file system's acknowledgement mode changed.
+    FsMode {
+        /// File system.
+        fs: FsId,
+        /// Acknowledge before durable ([`FsMeta::write_back`]).
+        write_back: bool,
+    },
+    /// Stored bytes of a stripe still open (the write-ahead log): blocks
+    /// acknowledged before their stripe is sealed. Replay gathers them and,
+    /// for a stripe that never got its [`Record::Stripe`], seals it again
+    /// from them. Changes nothing in the tree.
+    OpenData {
+        /// File system (whose pipeline the stripe belongs to).
+        fs: FsId,
+        /// The open stripe's id.
+        stripe: u64,
+        /// Data chunk.
+        chunk: u16,
+        /// Byte offset in the chunk.
+        offset: u32,
+        /// The stored bytes.
+        bytes: Vec<u8>,
+    },
 }
 
 /// An organization id.
@@ -258,7 +285,7 @@ pub fn encode_record(w: &mut Writer, rec: &Record) {
                 .str(&f.name)
                 .u8(f.k)
                 .u8(f.m)
-                .u8(u8::from(f.reduction))
+                .u8(u8::from(f.reduction) | (u8::from(f.write_back) << 1))
                 .u64(f.capacity);
         }
         Record::FsResize { fs, capacity } => {
@@ -323,20 +350,43 @@ pub fn encode_record(w: &mut Writer, rec: &Record) {
         Record::FsDelete { fs } => {
             w.u8(13).u32(*fs);
         }
+        Record::FsMode { fs, write_back } => {
+            w.u8(16).u32(*fs).u8(u8::from(*write_back));
+        }
+        Record::OpenData {
+            fs,
+            stripe,
+            chunk,
+            offset,
+            bytes,
+        } => {
+            w.u8(15).u32(*fs).u64(*stripe).u16(*chunk).u32(*offset);
+            w.u32(bytes.len() as u32);
+            w.buf.extend_from_slice(bytes);
+        }
     }
 }
 
 /// Reads one record.
 pub fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
     Ok(match r.u8("record kind")? {
-        1 => Record::FsCreate(FsMeta {
-            id: r.u32("fs id")?,
-            name: r.str(MAX_NAME, "fs name")?,
-            k: r.u8("k")?,
-            m: r.u8("m")?,
-            reduction: r.u8("reduction")? != 0,
-            capacity: r.u64("capacity")?,
-        }),
+        1 => {
+            let (id, name) = (r.u32("fs id")?, r.str(MAX_NAME, "fs name")?);
+            let (k, m) = (r.u8("k")?, r.u8("m")?);
+            let flags = r.u8("fs flags")?;
+            if flags > 3 {
+                return Err(DecodeError { what: "fs flags" });
+            }
+            Record::FsCreate(FsMeta {
+                id,
+                name,
+                k,
+                m,
+                reduction: flags & 1 != 0,
+                capacity: r.u64("capacity")?,
+                write_back: flags & 2 != 0,
+            })
+        }
         2 => Record::FsResize {
             fs: r.u32("fs id")?,
             capacity: r.u64("capacity")?,
@@ -432,6 +482,24 @@ pub fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
         13 => Record::FsDelete {
             fs: r.u32("fs id")?,
         },
+        16 => Record::FsMode {
+            fs: r.u32("fs id")?,
+            write_back: r.u8("write-back flag")? != 0,
+        },
+        15 => {
+            let fs = r.u32("fs id")?;
+            let stripe = r.u64("stripe id")?;
+            let chunk = r.u16("chunk")?;
+            let offset = r.u32("chunk offset")?;
+            let len = r.u32("open data length")? as usize;
+            Record::OpenData {
+                fs,
+                stripe,
+                chunk,
+                offset,
+                bytes: r.take(len, "open data")?.to_vec(),
+            }
+        }
         _ => {
             return Err(DecodeError {
                 what: "record kind",
@@ -517,7 +585,19 @@ mod tests {
                 m: 2,
                 reduction: true,
                 capacity: 1 << 30,
+                write_back: true,
             }),
+            Record::FsMode {
+                fs: 0,
+                write_back: false,
+            },
+            Record::OpenData {
+                fs: 0,
+                stripe: 7,
+                chunk: 2,
+                offset: 4096,
+                bytes: vec![9; 100],
+            },
             ns(NsOp::Root {
                 ino: ROOT,
                 perm: 0o755,

@@ -771,6 +771,13 @@ impl Meta {
                 self.fs_owner.remove(fs);
                 self.used.remove(fs);
             }
+            Record::FsMode { fs, write_back } => {
+                if let Some(f) = self.fss.get_mut(fs) {
+                    f.write_back = *write_back;
+                }
+            }
+            // The write-ahead log's bytes: the store's replay keeps them.
+            Record::OpenData { .. } => {}
         }
         self.count_refs(io, &added, &released)?;
         Ok(released)

@@ -254,6 +254,52 @@ impl WritePipeline {
         self.chunk > 0 || self.used[0] > 0
     }
 
+    /// How far the open stripe is filled: the chunk being packed and the
+    /// bytes used in each data chunk (chunks fill in order).
+    pub fn fill(&self) -> (usize, &[u32]) {
+        (self.chunk, &self.used)
+    }
+
+    /// Bytes `[from, to)` of data chunk `chunk` of the open stripe.
+    pub fn open_range(&self, chunk: usize, from: u32, to: u32) -> &[u8] {
+        debug_assert!(chunk < self.cfg.k && from <= to && to <= self.used[chunk]);
+        let start = chunk * self.cfg.chunk_size;
+        &self.buf()[start + from as usize..start + to as usize]
+    }
+
+    /// Reopens stripe `id` with the stored bytes it held before a crash
+    /// (`(chunk, offset, bytes)` pieces from the write-ahead log), for
+    /// [`WritePipeline::seal`] to seal as it would have been. The pipeline
+    /// must have nothing open; afterwards it opens stripe `id + 1`.
+    pub fn restore(&mut self, id: u64, pieces: &[(u16, u32, &[u8])]) -> Result<(), EcError> {
+        debug_assert!(!self.has_open_data(), "restoring over an open stripe");
+        let cs = self.cfg.chunk_size;
+        for &(c, off, bytes) in pieces {
+            let (c, off) = (usize::from(c), off as usize);
+            if c >= self.cfg.k || off + bytes.len() > cs {
+                return Err(EcError::Shape {
+                    what: "a logged piece lies outside the stripe's data chunks",
+                });
+            }
+        }
+        self.stripe = id;
+        self.used.fill(0);
+        self.chunk = 0;
+        for &(c, off, bytes) in pieces {
+            let (c, off) = (usize::from(c), off as usize);
+            self.buf_mut()[c * cs + off..c * cs + off + bytes.len()].copy_from_slice(bytes);
+            self.used[c] = self.used[c].max((off + bytes.len()) as u32);
+            self.chunk = self.chunk.max(c);
+        }
+        Ok(())
+    }
+
+    /// Makes the open stripe's id at least `id` (nothing may be open).
+    pub fn skip_to(&mut self, id: u64) {
+        debug_assert!(!self.has_open_data(), "renumbering an open stripe");
+        self.stripe = self.stripe.max(id);
+    }
+
     /// The stored bytes of a block still in the open stripe.
     pub fn open_bytes(&self, addr: &BlockAddr) -> Option<&[u8]> {
         if addr.stripe != self.stripe || usize::from(addr.chunk) >= self.cfg.k {

@@ -61,6 +61,14 @@ impl Store {
     }
 
     pub(super) fn write_checkpoint(&mut self) -> Result<()> {
+        // The journal starts over, and with it the log of open stripes'
+        // bytes: they are sealed first (written and applied, so the
+        // checkpoint holds them).
+        self.seal_open()?;
+        debug_assert!(
+            self.writers.values().all(|w| !w.pipeline.has_open_data()),
+            "a checkpoint over an open stripe would lose its logged bytes"
+        );
         let bs = self.layout.block_size as usize;
         // The changed pages, durable before the root that names them.
         let retired = self.with_meta(|m, io| m.commit(io))?;

@@ -43,6 +43,7 @@ impl Store {
             m,
             reduction,
             capacity,
+            write_back: false,
         }))?;
         self.writer(id)?;
         if self.holds_root(id) {
@@ -74,6 +75,14 @@ impl Store {
         }
         self.meta.next_fs = id;
         self.fs_create(name, k, m, reduction, capacity)
+    }
+
+    /// Sets whether file system `fs` acknowledges before durable.
+    pub fn fs_set_write_back(&mut self, fs: FsId, write_back: bool) -> Result<()> {
+        if self.fs(fs)?.write_back != write_back {
+            self.record(Record::FsMode { fs, write_back })?;
+        }
+        Ok(())
     }
 
     /// The next free file system id.

@@ -1,6 +1,7 @@
 //! The journal: every metadata change is applied, queued as a record, and
-//! journaled on every healthy device at the next sync; only then is it
-//! acknowledged. Records that name another shard's shared blocks wait,
+//! journaled on every healthy device at the next commit (with the open
+//! stripes' new bytes, `wal.rs`) or sync (which seals them first); only
+//! then is it acknowledged. Records that name another shard's shared blocks wait,
 //! in order, until that shard has journaled them; stripe and new
 //! shared-block records never wait (a quarter of the journal is kept for
 //! them), so no two shards can wait on each other.
@@ -15,6 +16,10 @@ pub(super) fn batch_payload(count: u32, records: &[u8]) -> Vec<u8> {
     w.buf.extend_from_slice(records);
     w.buf
 }
+
+/// What an answer waits for: a shard and the record number it must commit
+/// to; `None` when nothing does.
+pub type Receipt = Option<(u32, u64)>;
 
 impl Store {
     /// Queues an applied record for the journal; returns its number.
@@ -80,9 +85,24 @@ impl Store {
             || self.writers.values().any(|w| w.pipeline.has_open_data())
     }
 
+    /// Whether a record is not journaled yet (a change made since the last
+    /// commit: its open bytes are logged with it).
+    pub fn awaits_commit(&self) -> bool {
+        !self.pending.is_empty()
+            || !self.pending_stripes.is_empty()
+            || !self.pending_puts.is_empty()
+    }
+
     /// Seals open stripes, makes data and metadata durable. Everything
     /// written before this call survives a crash once it returns.
     pub fn sync(&mut self) -> Result<()> {
+        self.seal_open()?;
+        self.commit()
+    }
+
+    /// Seals every file system's open stripe and writes it out; its stripe
+    /// record waits for the next commit.
+    pub(super) fn seal_open(&mut self) -> Result<()> {
         let fss: Vec<FsId> = self.writers.keys().copied().collect();
         for fs in fss {
             let (k, m) = {
@@ -112,6 +132,16 @@ impl Store {
             self.writers.insert(fs, w);
             res?;
         }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable without sealing open
+    /// stripes: their bytes not yet journaled go into the journal ahead of
+    /// the records that map them (the write-ahead log), with every record
+    /// that may go, in one journal entry — one journal write and flush for
+    /// all the writes since the last commit (group commit). A stripe
+    /// written since the last commit is flushed first.
+    pub fn commit(&mut self) -> Result<()> {
         // A stripe whose blocks all died while it was open is freed now.
         let dead: Vec<u64> = self
             .pending_stripes
@@ -124,13 +154,19 @@ impl Store {
         for id in dead {
             self.free_stripe(id)?;
         }
-        self.flush_devices()?;
-        // Stripe and new shared-block records first, then the records up to
-        // the first one whose shared blocks another shard has not journaled
-        // yet; the rest wait for a later sync.
+        if !self.pending_stripes.is_empty() {
+            self.flush_devices()?;
+        }
+        // Stripe records, the open stripes' new bytes and new shared-block
+        // records first, then the records up to the first one whose shared
+        // blocks another shard has not journaled yet; the rest wait for a
+        // later commit.
         let mut ready = self.ready_records();
+        let (open, cursors) = self.open_data();
         let mut batch = std::mem::take(&mut self.pending_stripes);
         let stripes = batch.len();
+        batch.extend(open);
+        let logged = batch.len();
         batch.append(&mut self.pending_puts);
         let lanes = batch.len();
         batch.extend(self.pending.drain(..ready));
@@ -158,13 +194,15 @@ impl Store {
             if self.blocks_of(&entries) > room {
                 // Even the reserve is full: everything waits for a sync
                 // after the waits are met, when a checkpoint can replace the
-                // journal.
-                self.pending_puts = batch.split_off(stripes);
+                // journal (the open bytes are logged again then).
+                self.pending_puts = batch.split_off(logged);
+                batch.truncate(stripes);
                 self.pending_stripes = batch;
                 return Ok(());
             }
             self.journal(entries)?;
         }
+        self.logged(cursors);
         self.journaled += ready as u64;
         self.puts_journaled = self.puts_pushed;
         let done = self.journaled;
@@ -180,10 +218,18 @@ impl Store {
             .partition(|(n, _)| *n <= done);
         self.drops = later;
         self.ready_drops.extend(now.into_iter().map(|(_, d)| d));
-        if (self.head * 2 > self.layout.journal_blocks
-            || self.meta.dirty_nodes() > checkpoint::DIRTY_LIMIT)
-            && self.pending.is_empty()
-        {
+        // A checkpoint past half the journal; while a stripe is open it
+        // waits (to five eighths) for the stripe to fill, since a checkpoint
+        // seals open stripes and a stripe sealed part full wastes the rest
+        // until garbage collection compacts it.
+        let open = self.writers.values().any(|w| w.pipeline.has_open_data());
+        let j = self.layout.journal_blocks;
+        let full = if open {
+            self.head * 8 > j * 5
+        } else {
+            self.head * 2 > j
+        };
+        if (full || self.meta.dirty_nodes() > checkpoint::DIRTY_LIMIT) && self.pending.is_empty() {
             self.checkpoint()?;
         }
         Ok(())
@@ -207,6 +253,36 @@ impl Store {
     /// number).
     pub fn pushed(&self) -> u64 {
         self.pushed
+    }
+
+    /// What a caller waits for before acknowledging a change it just made
+    /// on this shard to inode `ino`'s file system: this shard and the
+    /// record number to commit to ([`Store::commit_to`]), or `None` when
+    /// that file system acknowledges before durable or nothing waits for
+    /// the journal.
+    pub fn receipt(&mut self, ino: Ino) -> Result<Receipt> {
+        if !self.awaits_commit() {
+            return Ok(None);
+        }
+        let fs = match self.with_meta(|m, io| m.file(io, ino))? {
+            Some(i) => Some(i.fs),
+            None => self.with_meta(|m, io| m.attr(io, ino))?.map(|a| a.fs),
+        };
+        let write_back = fs
+            .and_then(|fs| self.meta.fss.get(&fs))
+            .is_some_and(|f| f.write_back);
+        Ok((!write_back).then_some((self.layout.shard, self.pushed)))
+    }
+
+    /// Commits, unless every record up to number `target` is journaled
+    /// already (a commit since took it, with the open bytes it maps: the
+    /// group commit's followers); says whether they are (false while some
+    /// wait for other shards' journals).
+    pub fn commit_to(&mut self, target: u64) -> Result<bool> {
+        if self.journaled < target || !self.pending_puts.is_empty() {
+            self.commit()?;
+        }
+        Ok(self.journaled >= target)
     }
 
     /// Syncs, and says whether every record up to number `target` is now

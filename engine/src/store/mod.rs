@@ -37,6 +37,7 @@
 //! | `pages.rs` | the metadata page space: page chunks in chunk slots, mirrored |
 //! | `alloc.rs` | free chunk slots: the reserve → use → free-once-durable lifecycle |
 //! | `write.rs` | the pipeline, open stripes, full-stripe writes |
+//! | `wal.rs` | the write-ahead log: open stripes' bytes in the journal, restored after a crash |
 //! | `read.rs` | verified reads, runs of contiguous blocks |
 //! | `repair.rs` | degraded reads and self-heal from parity |
 //! | `shared.rs` | this shard's part of the engine-wide dedup pool |
@@ -87,9 +88,11 @@ mod report;
 mod scrub;
 mod shared;
 mod span;
+mod wal;
 mod write;
 
 pub use error::{Result, StoreError};
+pub use journal::Receipt;
 pub use names::{components, now_nanos, MAX_SYMLINKS};
 pub use open::META_CACHE_MIB;
 pub use read::RemoteRead;
@@ -98,7 +101,7 @@ pub use report::{
 };
 pub use shared::{Journaled, SharedDrop};
 pub use span::Walk;
-use {alloc::Slots, error::*, io::*, pages::*, read::*, repair::*, write::*};
+use {alloc::Slots, error::*, io::*, pages::*, read::*, repair::*, wal::*, write::*};
 
 /// Logical block size of files.
 pub const BLOCK: usize = 4096;

@@ -141,6 +141,11 @@ impl Store {
         Ok((st.fs, st.size, self.fs(st.fs)?.reduction))
     }
 
+    /// The file system of file `ino` (its inode or part here).
+    pub fn fs_of_file(&mut self, ino: Ino) -> Result<FsId> {
+        Ok(self.inode(ino)?.fs)
+    }
+
     /// On the home shard: records that file `ino` now has at least `end`
     /// bytes (its pieces were written on other shards).
     pub fn extend(&mut self, ino: Ino, end: u64) -> Result<()> {

@@ -1,7 +1,8 @@
 //! Recovery: the newest valid checkpoint (the metadata root and the page
 //! space's table), then the journal records after it in sequence order up
-//! to the first gap (a torn tail), applied to the tree; then the state
-//! derived from the metadata (free slots, stripe references, dedup
+//! to the first gap (a torn tail), applied to the tree; the stripes open
+//! at the crash are sealed from their logged bytes (`wal.rs`); then the
+//! state derived from the metadata (free slots, stripe references, dedup
 //! indexes) is rebuilt and a fresh checkpoint written.
 
 use super::*;
@@ -57,16 +58,37 @@ impl Store {
             self.slots.claim(d, slot);
         }
         let mut seq = ck_seq;
-        for batch in &tail {
+        let mut open = OpenStripes::new();
+        for batch in tail {
             for r in batch {
-                self.with_meta(|m, io| m.apply(io, r))?;
+                match r {
+                    Record::OpenData {
+                        fs,
+                        stripe,
+                        chunk,
+                        offset,
+                        bytes,
+                    } => {
+                        open.entry(stripe)
+                            .or_insert_with(|| (fs, Vec::new()))
+                            .1
+                            .push((chunk, offset, bytes));
+                        continue;
+                    }
+                    Record::Stripe(ref s) => {
+                        // Sealed: durable by itself.
+                        open.remove(&s.id);
+                    }
+                    _ => {}
+                }
+                self.with_meta(|m, io| m.apply(io, &r))?;
             }
             seq += 1;
         }
         self.seq = seq;
         self.ckpt_slot = ck_slot;
         let t_replay = t0.elapsed();
-        self.rebuild_derived()?;
+        self.rebuild_derived(open)?;
         let t_derived = t0.elapsed();
         // Start from a clean journal; the checkpoint includes any stripes
         // rebuild_derived found dead, so their slots are free at once.
@@ -187,8 +209,9 @@ impl Store {
     }
 
     /// Rebuilds free slots, stripe reference counts, and per file system
-    /// writers with their dedup indexes, from the metadata.
-    pub(super) fn rebuild_derived(&mut self) -> Result<()> {
+    /// writers with their dedup indexes, from the metadata, once the
+    /// stripes open at the crash are sealed from their logged bytes.
+    pub(super) fn rebuild_derived(&mut self, open: OpenStripes) -> Result<()> {
         self.slots = Slots::all_free(&self.layout, self.devs.len());
         for (d, slot) in self.space.slots().collect::<Vec<_>>() {
             self.slots.claim(d, slot);
@@ -200,6 +223,8 @@ impl Store {
                 self.slots.claim(d, slot);
             }
         }
+        self.writers.clear();
+        self.restore_open(open)?;
         self.refs.clear();
         self.writers.clear();
         let fss: Vec<FsMeta> = self.meta.fss.values().cloned().collect();

@@ -23,6 +23,8 @@ pub(super) struct FsWriter {
     /// Slots reserved for the stripe after it, taken before a block that
     /// could seal the open one goes in.
     pub(super) next: Option<Vec<(u16, u64)>>,
+    /// How much of the open stripe the journal holds (`wal.rs`).
+    pub(super) logged: Logged,
 }
 
 impl Store {
@@ -52,6 +54,7 @@ impl Store {
                     pipeline,
                     reserved: None,
                     next: None,
+                    logged: Logged::default(),
                 },
             );
         }
