@@ -322,3 +322,103 @@ fn toml_value(text: &str, key: &str) -> String {
         .trim_end_matches('"')
         .to_string()
 }
+
+/// A record of the ride-through test: 4000 bytes (unaligned, so
+/// neighbouring records share 4 KiB blocks) that name their writer and
+/// index.
+fn record(writer: u64, i: u64) -> Vec<u8> {
+    let mut x =
+        (writer.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i.wrapping_mul(0xbf58_476d_1ce4_e5b9)) | 1;
+    (0..4000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Clients ride through SIGKILLs of the appliance: two clients keep
+/// writing records (each write acknowledged = durable, no sync) while the
+/// node is killed at random moments and started again; their requests wait
+/// for the new node, reopen the session and carry on. Afterwards every
+/// acknowledged record reads back. `FLINT_RIDE_KILLS` sets the kills.
+#[test]
+fn clients_ride_through_sigkills_and_keep_every_acknowledged_write() {
+    use flint_engine::net::auth::key_from_hex;
+    use flint_engine::net::client::{Client, ClientConfig};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let kills: u64 = std::env::var("FLINT_RIDE_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let mut node = start(&cfg, &["--init"]);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let addr: std::net::SocketAddr = toml_value(&text, "data_addr").parse().unwrap();
+    let key_text = std::fs::read_to_string(dir.path().join("team.key")).unwrap();
+    let key = key_from_hex(key_text.trim()).unwrap();
+    let client_cfg = ClientConfig {
+        timeout: Duration::from_secs(60),
+        ..ClientConfig::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<(u64, u64, u64)>>> = Arc::default();
+    let writers: Vec<_> = (0..2u64)
+        .map(|w| {
+            let (stop, acked, key, client_cfg) =
+                (stop.clone(), acked.clone(), key, client_cfg.clone());
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr, "team", &key, client_cfg).unwrap();
+                let (ino, _) = c.open("data", &format!("ride{w}"), true).unwrap();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    c.write(ino, i * 4000, &record(w, i))
+                        .unwrap_or_else(|e| panic!("writer {w}, record {i}: {e}"));
+                    acked.lock().unwrap().push((w, ino, i));
+                    i += 1;
+                }
+                c.stats().reconnects
+            })
+        })
+        .collect();
+    let mut rng = 0x5eed_u64;
+    for k in 0..kills {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(50 + rng % 300));
+        let before = acked.lock().unwrap().len();
+        signal(&node, libc::SIGKILL);
+        let _ = node.wait_with_output();
+        node = start(&cfg, &[]);
+        eprintln!("kill {k}: {before} records acknowledged before it");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let reconnects: Vec<u64> = writers.into_iter().map(|t| t.join().unwrap()).collect();
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        reconnects.iter().all(|&r| r >= kills / 2),
+        "the clients reopened sessions {reconnects:?} times over {kills} kills"
+    );
+    // One more kill with nothing in flight, then every record checked.
+    signal(&node, libc::SIGKILL);
+    let _ = node.wait_with_output();
+    let node = start(&cfg, &[]);
+    let mut c = Client::connect(addr, "team", &key, client_cfg).unwrap();
+    for &(w, ino, i) in &acked {
+        let got = c.read(ino, i * 4000, 4000).unwrap();
+        assert!(
+            got == record(w, i),
+            "writer {w}'s acknowledged record {i} is damaged or gone"
+        );
+    }
+    assert!(acked.len() as u64 > kills * 2, "only {} writes acknowledged", acked.len());
+    signal(&node, libc::SIGTERM);
+    assert!(node.wait_with_output().unwrap().status.success());
+}

@@ -282,6 +282,11 @@ impl Client {
             if session != 0 && h.session != session {
                 continue;
             }
+            if h.kind == Kind::Reject && session == 0 && h.session != 0 {
+                // A late refusal of a session the server forgot (the one
+                // being replaced), not of this handshake.
+                continue;
+            }
             if h.kind == Kind::Reject {
                 let (code, reason) =
                     hello::decode_reject(payload).map_err(|_| ClientError::Protocol("reject"))?;
