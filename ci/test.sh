@@ -66,6 +66,16 @@ export FLINT_ADDR=127.0.0.1:17400 FLINT_ORG=default FLINT_KEY=$app/data/default.
 fio ffi/fio/jobs/remote-verify.fio --output-format=terse >/dev/null
 fio ffi/fio/jobs/remote-verify-mixed.fio --output-format=terse >/dev/null
 fio ffi/fio/jobs/remote-write.fio --output-format=terse >/dev/null
+# fio rides through crashes: the appliance is SIGKILLed and restarted three
+# times while the verify job writes; it finishes verified.
+fio ffi/fio/jobs/remote-verify.fio --output-format=terse >"$app/fio-kills.out" &
+fio_pid=$!
+for _ in 1 2 3; do
+  sleep 0.7
+  scripts/appliance.sh kill "$app/node.toml"
+  scripts/appliance.sh start "$app/node.toml"
+done
+wait "$fio_pid"
 # Restart the appliance between the write and the verify phase.
 scripts/appliance.sh stop "$app/node.toml"
 scripts/appliance.sh start "$app/node.toml"

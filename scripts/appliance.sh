@@ -2,6 +2,7 @@
 # Starts and stops a Flint appliance for scripts and CI.
 #   scripts/appliance.sh start CONFIG [serve flags...]   (waits until it answers)
 #   scripts/appliance.sh stop CONFIG                     (SIGTERM; fails unless it exits 0)
+#   scripts/appliance.sh kill CONFIG                     (SIGKILL: a crash; waits until it is gone)
 # The pid and log live beside the config (CONFIG.pid, CONFIG.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,8 +42,14 @@ stop)
   fi
   rm -f "$cfg.pid"
   ;;
+kill)
+  pid=$(cat "$cfg.pid")
+  kill -KILL "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  rm -f "$cfg.pid"
+  ;;
 *)
-  echo "usage: $0 start|stop CONFIG [serve flags...]" >&2
+  echo "usage: $0 start|stop|kill CONFIG [serve flags...]" >&2
   exit 2
   ;;
 esac

@@ -418,7 +418,11 @@ fn clients_ride_through_sigkills_and_keep_every_acknowledged_write() {
             "writer {w}'s acknowledged record {i} is damaged or gone"
         );
     }
-    assert!(acked.len() as u64 > kills * 2, "only {} writes acknowledged", acked.len());
+    assert!(
+        acked.len() as u64 > kills * 2,
+        "only {} writes acknowledged",
+        acked.len()
+    );
     signal(&node, libc::SIGTERM);
     assert!(node.wait_with_output().unwrap().status.success());
 }

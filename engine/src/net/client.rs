@@ -320,7 +320,13 @@ impl Client {
                 loop {
                     self.send_one(Kind::Auth, session, &proof)?;
                     let until = (Instant::now() + wait).min(deadline);
-                    if let Some((_, w)) = self.wait_for(Kind::Welcome, session, until)? {
+                    let welcome = match self.wait_for(Kind::Welcome, session, until) {
+                        // The server forgot the session it offered (it
+                        // restarted in between): start over.
+                        Err(ClientError::Refused { code, .. }) if code == -libc::ESTALE => break,
+                        r => r?,
+                    };
+                    if let Some((_, w)) = welcome {
                         let w = hello::Welcome::decode(&w)
                             .map_err(|_| ClientError::Protocol("welcome"))?;
                         let want = hello::server_proof(&self.key, &nonce, &server_nonce, session);
