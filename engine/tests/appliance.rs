@@ -105,7 +105,29 @@ fn a_node_serves_restarts_and_stops_cleanly() {
     let fs: serde_json::Value = serde_json::from_str(&ok(&cfg, &["fs", "list", "--json"])).unwrap();
     assert_eq!(fs[0]["name"], "data");
     assert_eq!(fs[0]["org"], "team");
+    assert_eq!(fs[0]["ack"], "durable");
     assert!(ok(&cfg, &["device", "list"]).contains("healthy"));
+    // A write-back file system says so in the listing.
+    assert!(ok(
+        &cfg,
+        &[
+            "fs",
+            "create",
+            "wb",
+            "--k",
+            "2",
+            "--m",
+            "1",
+            "--capacity",
+            "1GiB",
+            "--org",
+            "team",
+            "--write-back",
+        ],
+    )
+    .contains("before durable"));
+    assert!(ok(&cfg, &["fs", "list"]).contains("write_back"));
+    ok(&cfg, &["fs", "delete", "wb"]);
     // Data over the protocol, authenticated with the org's key file.
     let file = dir.path().join("in.bin");
     let data: Vec<u8> = (0..2_500_000u32)

@@ -29,7 +29,7 @@ Management (over the API at --addr, or the config's server.mgmt_addr):
   device list                           devices: health, errors, capacity
   device replace NAME [--force]         rebuild the blank device NAME (in the
                                         config) into the missing slot
-  fs create NAME --k K --m M --capacity SIZE --org ORG [--no-reduction]
+  fs create NAME --k K --m M --capacity SIZE --org ORG [--no-reduction] [--write-back]
   fs list | fs update NAME --capacity SIZE | fs delete NAME
   org create NAME                       prints the new organization's key (once)
   org list
@@ -373,12 +373,21 @@ fn mgmt_cmd(api: &Api, json_out: bool, cmd: &str, mut args: Vec<String>) -> Resu
                         .into(),
                         bytes(&f["used"]),
                         bytes(&f["capacity"]),
+                        s(&f["ack"]),
                         s(&f["org"]),
                     ]
                 })
                 .collect();
             table(
-                &["name", "protection", "reduction", "used", "capacity", "org"],
+                &[
+                    "name",
+                    "protection",
+                    "reduction",
+                    "used",
+                    "capacity",
+                    "ack",
+                    "org",
+                ],
                 rows,
             );
             Ok(())
@@ -412,20 +421,29 @@ fn mgmt_cmd(api: &Api, json_out: bool, cmd: &str, mut args: Vec<String>) -> Resu
                 value(&mut args, "--capacity")?.ok_or("fs create needs --capacity (e.g. 10GiB)")?;
             let org = value(&mut args, "--org")?.ok_or("fs create needs --org")?;
             let reduction = !flag(&mut args, "--no-reduction");
+            let write_back = flag(&mut args, "--write-back");
             no_more(&args)?;
             let k: u64 = k.parse().map_err(|_| "--k must be a number")?;
             let m: u64 = m.parse().map_err(|_| "--m must be a number")?;
             let v = api.call(
                 "POST",
                 "/v1/fs",
-                Some(json!({"name": name, "k": k, "m": m, "capacity": cap, "org": org, "reduction": reduction})),
+                Some(
+                    json!({"name": name, "k": k, "m": m, "capacity": cap, "org": org,
+                    "reduction": reduction, "write_back": write_back}),
+                ),
             )?;
             if json_out {
                 print(&v);
             } else {
                 println!(
-                    "file system {name} created ({k}+{m}, reduction {})",
-                    if reduction { "on" } else { "off" }
+                    "file system {name} created ({k}+{m}, reduction {}, acknowledged {})",
+                    if reduction { "on" } else { "off" },
+                    if write_back {
+                        "before durable (write-back)"
+                    } else {
+                        "once durable"
+                    }
                 );
             }
             Ok(())

@@ -282,6 +282,10 @@ pub struct FsSection {
     pub capacity: ByteSize,
     /// The organization that owns it.
     pub org: String,
+    /// Acknowledge changes before they are durable (like NFS `async`):
+    /// durable at the next fsync, sync or seal tick. Off by default.
+    #[serde(default)]
+    pub write_back: bool,
 }
 
 fn yes() -> bool {

@@ -11,7 +11,7 @@
 //! | `GET /v1/devices` | each device: health, errors, capacity, free |
 //! | `POST /v1/devices/<name>/replace` | rebuild the blank device `<name>` into the missing slot; `{force}` for one holding another engine's superblock |
 //! | `GET /v1/fs` | file systems with usage and owner |
-//! | `POST /v1/fs` | create: `{name, k, m, reduction, capacity, org}` |
+//! | `POST /v1/fs` | create: `{name, k, m, reduction, capacity, org, write_back}` |
 //! | `PATCH /v1/fs/<name>` | update: `{capacity}` |
 //! | `DELETE /v1/fs/<name>` | delete it and its files |
 //! | `GET /v1/orgs` | organizations |
@@ -363,6 +363,7 @@ fn route(node: &Node, req: &Req) -> Answer {
                 let owner = e.fs_owner(f.id).map_err(store_err)?;
                 out.push(json!({"id": f.id, "name": f.name, "k": f.k, "m": f.m,
                     "reduction": f.reduction, "capacity": f.capacity, "used": used,
+                    "ack": if f.write_back { "write_back" } else { "durable" },
                     "org": owner.and_then(|o| orgs.get(&o).cloned())}));
             }
             Ok((200, Value::Array(out)))
@@ -399,6 +400,10 @@ fn route(node: &Node, req: &Req) -> Answer {
                 .as_u64()
                 .ok_or((400, "m must be a number".to_string()))?;
             let reduction = b.get("reduction").and_then(Value::as_bool).unwrap_or(true);
+            let write_back = b
+                .get("write_back")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             let capacity = size_of(field(&b, "capacity")?)?;
             let org = field(&b, "org")?
                 .as_str()
@@ -419,6 +424,9 @@ fn route(node: &Node, req: &Req) -> Answer {
                 .fs_create(name, k as u8, m as u8, reduction, capacity)
                 .map_err(store_err)?;
             e.fs_set_owner(id, org.id).map_err(store_err)?;
+            if write_back {
+                e.fs_set_write_back(id, true).map_err(store_err)?;
+            }
             e.sync().map_err(store_err)?;
             node.events.push(
                 Level::Info,

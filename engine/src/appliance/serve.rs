@@ -444,6 +444,11 @@ fn provision(engine: &Engine, cfg: &ApplianceConfig, events: &Events) -> Result<
             .fs_create(&f.name, f.k, f.m, f.reduction, f.capacity.0)
             .map_err(|e| format!("config: filesystem.{}: {e}", f.name))?;
         engine.fs_set_owner(id, org.id).map_err(|e| e.to_string())?;
+        if f.write_back {
+            engine
+                .fs_set_write_back(id, true)
+                .map_err(|e| e.to_string())?;
+        }
         events.push(
             Level::Info,
             "fs_created",
