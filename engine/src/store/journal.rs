@@ -162,7 +162,7 @@ impl Store {
         // blocks another shard has not journaled yet; the rest wait for a
         // later commit.
         let mut ready = self.ready_records();
-        let (open, cursors) = self.open_data();
+        let (open, mut cursors) = self.open_data();
         let mut batch = std::mem::take(&mut self.pending_stripes);
         let stripes = batch.len();
         batch.extend(open);
@@ -185,22 +185,31 @@ impl Store {
         } else {
             // Waiting records forbid a checkpoint (it would hold them): only
             // the stripe and shared-block records go, into the reserve, so
-            // the shards waiting for this one are never held up by it.
+            // the shards waiting for this one are never held up by it. The
+            // reserve is theirs alone: the open stripes are sealed instead
+            // of logged, so the new shared blocks in them need no log.
             let mut fifo = batch.split_off(lanes);
             fifo.append(&mut self.pending);
             self.pending = fifo;
             ready = 0;
+            let puts = batch.split_off(logged);
+            batch.truncate(stripes);
+            self.seal_open()?;
+            self.flush_devices()?;
+            batch.append(&mut self.pending_stripes);
+            let stripes = batch.len();
+            batch.extend(puts);
             let entries = self.journal_entries(&batch);
             if self.blocks_of(&entries) > room {
                 // Even the reserve is full: everything waits for a sync
                 // after the waits are met, when a checkpoint can replace the
-                // journal (the open bytes are logged again then).
-                self.pending_puts = batch.split_off(logged);
-                batch.truncate(stripes);
+                // journal.
+                self.pending_puts = batch.split_off(stripes);
                 self.pending_stripes = batch;
                 return Ok(());
             }
             self.journal(entries)?;
+            cursors.clear();
         }
         self.logged(cursors);
         self.journaled += ready as u64;
