@@ -94,11 +94,15 @@ int flint_file_stat(flint_engine *eng, uint64_t ino, uint64_t *size_out);
 
 /* Closes a file opened with flint_file_open: the handle keeps no per-file
  * state, so this checks that the file exists and forgets nothing else.
- * Writes are durable after flint_fsync, not after close.
+ * Writes are durable once they return (or complete), close or not.
  * Returns 0, or -ENOENT (no such file, e.g. unlinked meanwhile), -EINVAL. */
 int flint_file_close(flint_engine *eng, uint64_t ino);
 
-/* Writes len bytes at offset. Durable after flint_fsync.
+/* Writes len bytes at offset. Acknowledged means durable: once it returns
+ * (or its flint_submit completes), the data, parity and metadata are on the
+ * devices (the write-ahead log, group-committed across writers), unless the
+ * file system is in write_back mode (durable at flint_fsync or the seal
+ * tick, within 20 ms).
  * Returns len, or -ENOENT, -ENOSPC (device or file system full), -EINVAL,
  * -EIO. */
 int64_t flint_write(flint_engine *eng, uint64_t ino, uint64_t offset,
@@ -110,7 +114,8 @@ int64_t flint_write(flint_engine *eng, uint64_t ino, uint64_t offset,
 int64_t flint_read(flint_engine *eng, uint64_t ino, uint64_t offset, void *buf,
                    size_t len);
 
-/* Makes every write so far durable (data, parity and metadata).
+/* Makes every write so far durable (data, parity and metadata), also in a
+ * write_back file system; seals open stripes.
  * Returns 0, or -EIO, -ENOSPC. */
 int flint_fsync(flint_engine *eng);
 

@@ -325,16 +325,30 @@ fn open_engine(o: &FlintEngineOpts, paths: &[String]) -> Result<Box<FlintEngine>
         .map_err(|e| errno(&e))?;
     let (submit, mut ops) = ring::<Op>(MAX_IN_FLIGHT);
     let (mut done_tx, done) = ring::<Done>(MAX_IN_FLIGHT);
+    let mut batch: Vec<Done> = Vec::with_capacity(64);
     let poller = move |s: &mut flint_engine::store::Store| {
         let n = ops.pop_batch(64, |op| {
             let result = run_op(s, &op);
-            // The completion ring is as deep as the submission ring, so
-            // there is always room.
-            let _ = done_tx.push(Done {
+            batch.push(Done {
                 cb_arg: op.cb_arg,
                 result,
             });
         });
+        // Acknowledged means durable: the batch is committed once (group
+        // commit) before any of it completes; a failed commit fails the
+        // writes it held.
+        if n > 0 && s.awaits_commit() {
+            if let Err(e) = s.commit() {
+                for d in batch.iter_mut().filter(|d| d.result >= 0) {
+                    d.result = i64::from(errno(&e));
+                }
+            }
+        }
+        for d in batch.drain(..) {
+            // The completion ring is as deep as the submission ring, so
+            // there is always room.
+            let _ = done_tx.push(d);
+        }
         n > 0
     };
     let waker = engine.shard_poller(0, poller).map_err(|e| errno(&e))?;
