@@ -1270,13 +1270,7 @@ impl Engine {
         if self.map.shards() == 1 {
             return self.broadcast(|s| s.sync()).map(|_| ());
         }
-        let targets = self
-            .broadcast(|s| Ok(s.pushed()))?
-            .into_iter()
-            .enumerate()
-            .map(|(shard, t)| (shard as u32, t))
-            .collect();
-        self.commit_targets(targets, true)?;
+        self.commit_every(true)?;
         let drops = self.broadcast(|s| Ok(s.take_drops()))?.concat();
         self.deliver(drops)
     }

@@ -76,13 +76,19 @@ impl Engine {
     /// Commits every shard: everything changed so far is durable, without
     /// sealing open stripes.
     pub fn commit_all(&self) -> Result<()> {
+        self.commit_every(false)
+    }
+
+    /// Brings every shard's records so far to the journal; `seal` seals
+    /// open stripes too (a sync).
+    pub(super) fn commit_every(&self, seal: bool) -> Result<()> {
         let targets = self
             .broadcast(|s| Ok(s.pushed()))?
             .into_iter()
             .enumerate()
             .map(|(shard, t)| (shard as u32, t))
             .collect();
-        self.commit_targets(targets, false)
+        self.commit_targets(targets, seal)
     }
 
     /// Makes file `ino`'s changes durable (fsync/fdatasync): commits the
