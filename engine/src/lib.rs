@@ -13,6 +13,8 @@ pub mod control;
 pub mod engine;
 pub mod format;
 pub mod meta;
+#[cfg(feature = "mount")]
+pub mod mount;
 pub mod net;
 pub mod pipeline;
 pub mod store;

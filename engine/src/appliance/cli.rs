@@ -40,6 +40,10 @@ Data (over the protocol at the config's server.data_addr):
   put FS/PATH FILE | get FS/PATH [FILE] | ls FS[/DIR] | stat FS/PATH
   mkdir FS/PATH | mv FS/FROM TO | rm FS/PATH (a file, link or empty directory)
                     (--org ORG --key-file F, default the config's first [[org]])
+POSIX mount (FUSE; the config, when given, supplies the address, org and key):
+  mount [HOST:PORT]/FS MOUNTPOINT [-f] [-o OPT,...]   mount FS (a daemon unless -f;
+                    -o org=,key_file=,ro,attr_timeout=,entry_timeout=,timeout=,threads=,log=)
+  umount [-l] MOUNTPOINT                              unmount it (-l: detach while busy)
 
 The token comes from --token, $FLINT_TOKEN or the config's server.token.
 ";
@@ -153,6 +157,16 @@ fn run(argv: &[String]) -> Result<(), String> {
         "put" | "get" | "ls" | "stat" | "mkdir" | "mv" | "rm" => {
             data_cmd(&o, cfg.as_ref(), &cmd, args)
         }
+        #[cfg(feature = "mount")]
+        "mount" => mount_cmd(cfg.as_ref(), argv, args),
+        #[cfg(feature = "mount")]
+        "umount" => {
+            let lazy = flag(&mut args, "-l");
+            let [path] = &args[..] else {
+                return Err("usage: flint umount [-l] MOUNTPOINT".into());
+            };
+            crate::mount::umount(std::path::Path::new(path), lazy)
+        }
         _ => {
             let addr = match (&o.addr, &cfg) {
                 (Some(a), _) => a.clone(),
@@ -176,8 +190,10 @@ fn no_more(args: &[String]) -> Result<(), String> {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }
@@ -820,4 +836,46 @@ fn say(o: &Opts, v: Value, text: &str) {
     } else {
         println!("{text}");
     }
+}
+
+/// `flint mount`: parses the command (the config filling in the address,
+/// organization and key), then mounts in the foreground or as a daemon.
+#[cfg(feature = "mount")]
+fn mount_cmd(
+    cfg: Option<&ApplianceConfig>,
+    argv: &[String],
+    mut args: Vec<String>,
+) -> Result<(), String> {
+    let foreground = flag(&mut args, "-f");
+    let mut opts = Vec::new();
+    while let Some(o) = value(&mut args, "-o")? {
+        opts.push(o);
+    }
+    let [spec, mountpoint] = &args[..] else {
+        return Err("usage: flint mount [HOST:PORT]/FS MOUNTPOINT [-f] [-o OPT,...]".into());
+    };
+    let spec = match (spec.strip_prefix('/'), cfg) {
+        (Some(fs), Some(c)) => format!("{}/{fs}", c.data_addr().map_err(|e| e.to_string())?),
+        (Some(_), None) => return Err(format!("`{spec}`: without --config give HOST:PORT/FS")),
+        _ => spec.clone(),
+    };
+    let mut o = crate::mount::MountOptions::parse(&spec, mountpoint, &opts, foreground)?;
+    if let Some(c) = cfg {
+        let first = c.orgs.first();
+        if o.org.is_none() {
+            o.org = first.map(|x| x.name.clone());
+        }
+        if o.key_file.is_none() {
+            o.key_file = c
+                .orgs
+                .iter()
+                .find(|x| Some(&x.name) == o.org.as_ref())
+                .map(|x| x.key_file.clone());
+        }
+    }
+    if !o.foreground {
+        return crate::mount::daemonize(&o, argv);
+    }
+    init_logging();
+    crate::mount::run(&o)
 }

@@ -220,14 +220,15 @@ impl Engine {
         }
         let home = self.home_of_dir(dir, name);
         let (ino, generation) = self.call_shard(home, |s| Ok(s.reserve_ino()))?;
+        let (perm, gid) = crate::meta::namespace::inherit(&d, Kind::Dir, mode & 0o7777, ctx.gid);
         let attr = Attr {
             ino,
             generation,
             fs: d.fs,
             kind: Kind::Dir,
-            perm: mode & 0o7777,
+            perm,
             uid: ctx.uid,
-            gid: ctx.gid,
+            gid,
             nlink: 2,
             size: 0,
             rdev: 0,

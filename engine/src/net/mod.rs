@@ -5,5 +5,6 @@
 
 pub mod auth;
 pub mod client;
+pub mod ns;
 pub mod server;
 pub mod wire;

@@ -34,6 +34,8 @@ use crate::meta::namespace::{RenameFlags, XattrMode};
 use crate::meta::{FsId, Ino, OrgId};
 use crate::store::StoreError;
 
+mod ns;
+
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -1158,7 +1160,10 @@ fn run(s: &Shared, ctx: &Ctx, req: Request) -> Outcome {
     let e = &s.engine;
     if let Some(name) = req.fs_name() {
         return match fs_of_org(s, ctx, name) {
-            Ok(fs) => run_path(e, ctx, fs, req),
+            Ok(fs) => match req {
+                Request::Ns(r) => ns::run(s, ctx, fs, r),
+                req => run_path(e, ctx, fs, req),
+            },
             Err(code) => ("denied", 0, code, Vec::new()),
         };
     }

@@ -424,11 +424,13 @@ pub enum Op {
     ListXattr = 19,
     /// [`Request::RemoveXattr`].
     RemoveXattr = 20,
+    /// [`Request::Ns`].
+    Ns = 21,
 }
 
 impl Op {
     /// Every operation, in code order.
-    pub const ALL: [Op; 20] = [
+    pub const ALL: [Op; 21] = [
         Op::Open,
         Op::Read,
         Op::Write,
@@ -449,6 +451,7 @@ impl Op {
         Op::GetXattr,
         Op::ListXattr,
         Op::RemoveXattr,
+        Op::Ns,
     ];
 
     /// The operation a code names, if any.
@@ -623,6 +626,8 @@ pub enum Request {
         /// Attribute name.
         name: String,
     },
+    /// A namespace call addressed by inode ([`super::ns`]).
+    Ns(super::ns::NsRequest),
 }
 
 impl Request {
@@ -649,6 +654,7 @@ impl Request {
             Request::GetXattr { .. } => Op::GetXattr,
             Request::ListXattr { .. } => Op::ListXattr,
             Request::RemoveXattr { .. } => Op::RemoveXattr,
+            Request::Ns(_) => Op::Ns,
         }
     }
 
@@ -669,6 +675,7 @@ impl Request {
             | Request::GetXattr { fs, .. }
             | Request::ListXattr { fs, .. }
             | Request::RemoveXattr { fs, .. } => Some(fs),
+            Request::Ns(r) => Some(&r.fs),
             _ => None,
         }
     }
@@ -741,6 +748,7 @@ impl Request {
             Request::Symlink { fs, target, path } => {
                 w.str(fs).str(target).str(path);
             }
+            Request::Ns(r) => r.encode(w),
         }
     }
 
@@ -860,6 +868,7 @@ impl Request {
                 path: path(&mut r)?,
                 name: r.str(MAX_NAME, "xattr name")?,
             },
+            Op::Ns => Request::Ns(super::ns::NsRequest::decode(&mut r)?),
         };
         if r.remaining() != 0 {
             return Err(DecodeError {

@@ -82,6 +82,7 @@ impl Store {
             mtime: a.mtime,
             ctime: a.ctime,
             generation: a.generation,
+            parent: a.parent,
         })
     }
 

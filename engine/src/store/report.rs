@@ -41,6 +41,8 @@ pub struct Stat {
     pub ctime: i64,
     /// Generation: with the number, names this inode and no later one.
     pub generation: u64,
+    /// A directory's parent (its `..`; the root's is itself); 0 for others.
+    pub parent: Ino,
 }
 
 impl Stat {

@@ -41,6 +41,7 @@ use super::btree::{PageIo, Pager, Tree, TreeError, MAX_VALUE};
 
 pub use attr::{SetAttr, XattrMode};
 pub use check::{check, Facts};
+pub use create::inherit;
 pub use readdir::DirEntry;
 pub use remove::Removed;
 pub use rename::RenameFlags;
