@@ -86,6 +86,9 @@ $flint events
 scripts/appliance.sh stop "$app/node.toml"
 rm -rf "$app"
 
+step "POSIX mount: pjdfstest, fsx, fsstress, fsracer, SIGKILLs under fsx, two mounts"
+scripts/mount-suite.sh
+
 step "benchmark smoke runs"
 cargo build --release -p flint-bench --features isal,dpdk
 bench=target/release/flint-bench

@@ -16,6 +16,12 @@ dpkg -s dpkg-dev >/dev/null 2>&1 || need+=(dpkg-dev)
 dpkg -s libdpdk-dev >/dev/null 2>&1 || need+=(libdpdk-dev)
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# The mount's peer suites (pjdfstest builds with autotools; prove runs it).
+command -v autoreconf >/dev/null 2>&1 || need+=(autoconf)
+command -v automake >/dev/null 2>&1 || need+=(automake)
+command -v libtoolize >/dev/null 2>&1 || need+=(libtool)
+command -v prove >/dev/null 2>&1 || need+=(perl)
+command -v make >/dev/null 2>&1 || need+=(make)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

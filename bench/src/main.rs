@@ -20,6 +20,8 @@
 //!   window, beside the disk's file system; then the reopen time.
 //! - `flint-bench remote`: the data protocol over loopback beside a UDP
 //!   echo, and remote sequential I/O beside the engine in-process.
+//! - `flint-bench posix`: dataset epoch, checkpoint and metadata workloads
+//!   on a mounted directory beside a baseline directory (ext4).
 
 mod args;
 mod device;
@@ -32,6 +34,7 @@ mod meta;
 #[cfg(feature = "dpdk")]
 mod net;
 mod pipeline;
+mod posix;
 mod remote;
 mod report;
 mod ring;
@@ -77,6 +80,9 @@ USAGE:
       --files N --window N (20000 5000) --dir DIR (/var/tmp/flint-bench-files) --json
   flint-bench remote [options]   protocol reads vs UDP echo; remote vs embedded 1 MiB I/O
       --time SECS --qd N --shards N --size-mib N --workers N (3 32 1 64 4) --json
+  flint-bench posix [options]    dataset epoch, checkpoint, metadata on a mount vs a baseline dir
+      --dir MOUNT --baseline DIR (/var/tmp) --files N --dirs N --readers N --ckpt-mib N
+      --meta-files N (100000 1000 8 4096 20000) --json
 ";
 
 fn main() {
@@ -114,6 +120,7 @@ fn main() {
         "fill" => fill::main(a),
         "files" => files::main(a),
         "remote" => remote::main(a),
+        "posix" => posix::main(a),
         #[cfg(feature = "dpdk")]
         "net" => net::main(a),
         "help" | "--help" | "-h" => {

@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -81,7 +82,18 @@ pub struct FlintFs {
     dirs: Mutex<HashMap<u64, Arc<Mutex<Listing>>>>,
     next_fh: std::sync::atomic::AtomicU64,
     notifier: Arc<OnceLock<Notifier>>,
+    /// Files open through this mount, by engine inode: how many times.
+    open: Mutex<HashMap<u64, u32>>,
+    /// Files unlinked while open here: their name in the orphan directory.
+    orphans: Mutex<HashMap<u64, Vec<u8>>>,
+    /// The orphan directory's inode, once made.
+    orphan_dir: OnceLock<u64>,
 }
+
+/// The root's hidden directory where a file unlinked while open through a
+/// mount waits for its last close (the kernel client's "silly rename", as
+/// NFS does). Neither listed nor looked up through the mount.
+pub const ORPHANS: &[u8] = b".flint-orphans";
 
 fn errno(code: i32) -> Errno {
     Errno::from_i32(if code < 0 { -code } else { libc::EIO })
@@ -139,6 +151,9 @@ impl FlintFs {
             dirs: Mutex::new(HashMap::new()),
             next_fh: std::sync::atomic::AtomicU64::new(1),
             notifier,
+            open: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(HashMap::new()),
+            orphan_dir: OnceLock::new(),
         }
     }
 
@@ -289,6 +304,160 @@ impl FlintFs {
         }
     }
 
+    fn opened(&self, ino: u64) {
+        if let Ok(mut m) = self.open.lock() {
+            *m.entry(ino).or_default() += 1;
+        }
+    }
+
+    /// The orphan directory (made on first use, owned by root, 0700).
+    fn orphan_dir(&self) -> Result<u64, Errno> {
+        if let Some(d) = self.orphan_dir.get() {
+            return Ok(*d);
+        }
+        let make = self.lanes.ns(
+            0,
+            0,
+            NsCall::Make {
+                dir: self.root,
+                name: ORPHANS.to_vec(),
+                mode: libc::S_IFDIR | 0o700,
+                rdev: 0,
+                target: Vec::new(),
+            },
+        );
+        let body = match make {
+            Err(code) if code == -libc::EEXIST => self
+                .lanes
+                .ns(
+                    0,
+                    0,
+                    NsCall::Lookup {
+                        dir: self.root,
+                        name: ORPHANS.to_vec(),
+                    },
+                )
+                .map_err(errno)?,
+            r => r.map_err(errno)?,
+        };
+        let a = NsAttr::from_body(&body).map_err(|_| Errno::EPROTO)?;
+        Ok(*self.orphan_dir.get_or_init(|| a.ino))
+    }
+
+    /// This mount's prefix for orphan names: host and process.
+    fn orphan_prefix() -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}-", host.trim(), std::process::id())
+    }
+
+    /// Unlinks `dir`/`name`; a regular file open through this mount with
+    /// no other name is moved to the orphan directory instead, and goes
+    /// at its last close.
+    fn unlink_or_orphan(&self, req: &Request, dir: u64, name: &OsStr) -> Result<(), Errno> {
+        let any_open = self.open.lock().map(|m| !m.is_empty()).unwrap_or(false);
+        if any_open {
+            let a = self.attr_call(
+                req,
+                NsCall::Lookup {
+                    dir,
+                    name: name.as_bytes().to_vec(),
+                },
+            )?;
+            let is_open = self
+                .open
+                .lock()
+                .map(|m| m.get(&a.ino).is_some_and(|n| *n > 0))
+                .unwrap_or(false);
+            if is_open && a.nlink == 1 && a.mode & libc::S_IFMT == libc::S_IFREG {
+                let hidden = format!("{}{}", Self::orphan_prefix(), a.ino).into_bytes();
+                self.ns(
+                    req,
+                    NsCall::Rename {
+                        from_dir: dir,
+                        from: name.as_bytes().to_vec(),
+                        to_dir: self.orphan_dir()?,
+                        to: hidden.clone(),
+                        flags: 0,
+                    },
+                )?;
+                if let Ok(mut m) = self.orphans.lock() {
+                    m.insert(a.ino, hidden);
+                }
+                return Ok(());
+            }
+        }
+        self.ns(
+            req,
+            NsCall::Unlink {
+                dir,
+                name: name.as_bytes().to_vec(),
+            },
+        )
+        .map(|_| ())
+    }
+
+    /// Removes the orphans an earlier mount on this host left behind (its
+    /// process is gone).
+    pub fn sweep_orphans(&self) {
+        let Ok(body) = self.lanes.ns(
+            0,
+            0,
+            NsCall::Lookup {
+                dir: self.root,
+                name: ORPHANS.to_vec(),
+            },
+        ) else {
+            return;
+        };
+        let Ok(d) = NsAttr::from_body(&body) else {
+            return;
+        };
+        let host = format!(
+            "{}-",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_default()
+                .trim()
+        );
+        let mut cookie = 0;
+        loop {
+            let call = NsCall::ReadDir {
+                dir: d.ino,
+                cookie,
+                max: ns::MAX_ENTRIES,
+                plus: false,
+            };
+            let Ok(page) = self
+                .lanes
+                .ns(0, 0, call)
+                .and_then(|b| ns::decode_entries(&b).map_err(|_| -libc::EPROTO))
+            else {
+                return;
+            };
+            if page.is_empty() {
+                return;
+            }
+            for e in page {
+                cookie = e.cookie;
+                let name = String::from_utf8_lossy(&e.name).to_string();
+                let pid = name
+                    .strip_prefix(&host)
+                    .and_then(|rest| rest.split('-').next())
+                    .and_then(|p| p.parse::<u32>().ok());
+                let gone = pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists());
+                if gone {
+                    let _ = self.lanes.ns(
+                        0,
+                        0,
+                        NsCall::Unlink {
+                            dir: d.ino,
+                            name: e.name,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
     fn listing(&self, fh: FileHandle) -> Arc<Mutex<Listing>> {
         let mut m = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(fh.0).or_default().clone()
@@ -365,6 +534,9 @@ impl Filesystem for FlintFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if parent == INodeNo::ROOT && name.as_bytes() == ORPHANS {
+            return reply.error(Errno::ENOENT);
+        }
         let r = self.attr_call(
             req,
             NsCall::Lookup {
@@ -376,8 +548,15 @@ impl Filesystem for FlintFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.attr_call(req, NsCall::GetAttr { ino: self.eng(ino) }) {
-            Ok(a) => reply.attr(&self.ttl.attr, &self.file_attr(&a)),
+        let eng = self.eng(ino);
+        match self.attr_call(req, NsCall::GetAttr { ino: eng }) {
+            Ok(mut a) => {
+                if self.orphans.lock().is_ok_and(|m| m.contains_key(&eng)) {
+                    // Unlinked while open: no name is left.
+                    a.nlink = 0;
+                }
+                reply.attr(&self.ttl.attr, &self.file_attr(&a))
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -458,15 +637,9 @@ impl Filesystem for FlintFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.refuse_if_read_only().and_then(|()| {
-            self.ns(
-                req,
-                NsCall::Unlink {
-                    dir: self.eng(parent),
-                    name: name.as_bytes().to_vec(),
-                },
-            )
-        });
+        let r = self
+            .refuse_if_read_only()
+            .and_then(|()| self.unlink_or_orphan(req, self.eng(parent), name));
         match r {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(e),
@@ -594,6 +767,7 @@ impl Filesystem for FlintFs {
         } else {
             self.invalidate(eng, false);
         }
+        self.opened(eng);
         reply.opened(FileHandle(0), open);
     }
 
@@ -648,6 +822,41 @@ impl Filesystem for FlintFs {
         }
     }
 
+    fn release(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let eng = self.eng(ino);
+        let last = self.open.lock().is_ok_and(|mut m| match m.get_mut(&eng) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                m.remove(&eng);
+                true
+            }
+            None => false,
+        });
+        let orphan = if last {
+            self.orphans.lock().ok().and_then(|mut m| m.remove(&eng))
+        } else {
+            None
+        };
+        if let (Some(name), Some(dir)) = (orphan, self.orphan_dir.get()) {
+            if let Err(e) = self.ns(req, NsCall::Unlink { dir: *dir, name }) {
+                tracing::warn!("mount: removing unlinked file {eng} at its last close: {e:?}");
+            }
+        }
+        reply.ok();
+    }
+
     fn flush(
         &self,
         _req: &Request,
@@ -699,6 +908,9 @@ impl Filesystem for FlintFs {
         match self.entries_from(req, dir, fh, offset, false) {
             Ok(es) => {
                 for (off, e) in es {
+                    if dir == self.root && e.name == ORPHANS {
+                        continue;
+                    }
                     if reply.add(
                         self.fuse(e.ino),
                         off,
@@ -743,6 +955,9 @@ impl Filesystem for FlintFs {
             Ok(es) => {
                 for (off, e) in es {
                     let Some(a) = e.attr else { continue };
+                    if dir == self.root && e.name == ORPHANS {
+                        continue;
+                    }
                     self.saw(&a);
                     let fa = self.file_attr(&a);
                     if reply.add(
@@ -914,6 +1129,7 @@ impl Filesystem for FlintFs {
                 } else {
                     FopenFlags::empty()
                 };
+                self.opened(a.ino);
                 reply.created(
                     &self.ttl.entry,
                     &self.file_attr(&a),

@@ -244,6 +244,7 @@ pub fn run(o: &MountOptions) -> Result<(), String> {
         o.read_only,
         notifier.clone(),
     );
+    filesystem.sweep_orphans();
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(format!("flint:{}/{}", o.addr, o.fs)),

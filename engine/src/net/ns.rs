@@ -349,7 +349,7 @@ impl NsRequest {
         let uid = r.u32("uid")?;
         let gid = r.u32("gid")?;
         let code = r.u8("namespace call")?;
-        let name = |r: &mut Reader<'_>| Ok::<_, DecodeError>(r.bytes(MAX_NAME, "name")?.to_vec());
+        let name = |r: &mut Reader<'_>| Ok::<_, DecodeError>(r.bytes(MAX_PATH, "name")?.to_vec());
         let call = match code {
             0 => NsCall::Root,
             1 => NsCall::Lookup {

@@ -40,6 +40,11 @@ pub enum StoreError {
         /// What is full and what to do.
         what: String,
     },
+    /// A file would be larger than its file system's capacity (EFBIG).
+    TooLarge {
+        /// The limit and what to do.
+        what: String,
+    },
     /// No such file system or file.
     NotFound {
         /// What was looked for.
@@ -90,6 +95,7 @@ impl StoreError {
     pub fn errno(&self) -> i32 {
         -match self {
             StoreError::NoSpace { .. } => libc::ENOSPC,
+            StoreError::TooLarge { .. } => libc::EFBIG,
             StoreError::NotFound { .. } => libc::ENOENT,
             StoreError::Exists { .. } | StoreError::AlreadyFormatted { .. } => libc::EEXIST,
             StoreError::Invalid { .. } | StoreError::Mismatch { .. } => libc::EINVAL,
@@ -118,6 +124,7 @@ impl fmt::Display for StoreError {
             ),
             StoreError::Mismatch { reason } => write!(f, "devices do not match: {reason}"),
             StoreError::NoSpace { what } => write!(f, "no space: {what}"),
+            StoreError::TooLarge { what } => write!(f, "file too large: {what}"),
             StoreError::NotFound { what } => write!(f, "not found: {what}"),
             StoreError::Exists { what } => write!(f, "already exists: {what}"),
             StoreError::Invalid { reason } => write!(f, "{reason}"),

@@ -129,6 +129,16 @@ impl Store {
     pub(super) fn truncate_at(&mut self, ino: Ino, size: u64, now: i64) -> Result<()> {
         let st = self.inode(ino)?;
         if size > st.size && !st.part {
+            let f = self.fs(st.fs)?;
+            if size > f.capacity {
+                return Err(StoreError::TooLarge {
+                    what: format!(
+                        "{size} bytes is more than file system {}'s capacity of {} bytes; \
+                         raise its capacity",
+                        f.name, f.capacity
+                    ),
+                });
+            }
             self.check_capacity(st.fs, size - st.size)?;
         }
         // The block straddling the new end keeps only bytes before it.

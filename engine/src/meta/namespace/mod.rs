@@ -345,11 +345,21 @@ pub(crate) fn inode_key(ino: Ino) -> [u8; 9] {
     k
 }
 
+/// The key of entry `name` of `dir`: the name itself, or for a name too
+/// long to fit a key whole, its first bytes and a 128-bit hash of all of it.
 fn name_key(dir: Ino, name: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(9 + name.len());
+    const WHOLE: usize = super::btree::MAX_KEY - 9;
+    const HEAD: usize = WHOLE - 16;
+    let mut k = Vec::with_capacity(9 + name.len().min(WHOLE));
     k.push(b'N');
     k.extend_from_slice(&dir.to_be_bytes());
-    k.extend_from_slice(name);
+    if name.len() <= WHOLE {
+        k.extend_from_slice(name);
+    } else {
+        k.extend_from_slice(&name[..HEAD]);
+        k.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(name).to_be_bytes());
+    }
+    debug_assert!(k.len() <= super::btree::MAX_KEY);
     k
 }
 

@@ -532,3 +532,30 @@ fn random_operations_match_a_model_across_commits_and_crashes() {
         assert!(ns.tree.len() as usize > inodes.len());
     }
 }
+
+#[test]
+fn names_up_to_name_max_work_and_long_ones_that_share_a_head_stay_apart() {
+    let mut ns = fresh();
+    let mut a = vec![b'a'; NAME_MAX];
+    let mut b = a.clone();
+    b[NAME_MAX - 1] = b'b';
+    a[NAME_MAX - 2] = b'c';
+    let ia = ns.ns().create(ROOT, &a, 0o644, CTX).unwrap().ino;
+    let ib = ns.ns().create(ROOT, &b, 0o644, CTX).unwrap().ino;
+    assert_ne!(ia, ib);
+    assert_eq!(ns.ns().lookup(ROOT, &a).unwrap().ino, ia);
+    assert_eq!(ns.ns().lookup(ROOT, &b).unwrap().ino, ib);
+    let page = ns.ns().readdir(ROOT, 0, 10).unwrap();
+    let names: HashSet<Vec<u8>> = page.into_iter().map(|e| e.name).collect();
+    assert!(names.contains(&a) && names.contains(&b));
+    let c = vec![b'z'; NAME_MAX];
+    ns.ns()
+        .rename(ROOT, &a, ROOT, &c, RenameFlags::default(), CTX)
+        .unwrap();
+    assert_eq!(ns.ns().lookup(ROOT, &c).unwrap().ino, ia);
+    assert_eq!(ns.ns().lookup(ROOT, &a).unwrap_err(), NsError::NotFound);
+    ns.ns().unlink(ROOT, &b, CTX).unwrap();
+    ns.ns().unlink(ROOT, &c, CTX).unwrap();
+    assert_eq!(ns.ns().readdir(ROOT, 0, 10).unwrap(), vec![]);
+    clean(&mut ns);
+}
