@@ -28,7 +28,7 @@ mnt=$work/mnt mnt2=$work/mnt2
 mkdir -p "$mnt" "$mnt2"
 cleanup() {
   set +e
-  for m in "$mnt" "$mnt2" "$work/mnt3"; do
+  for m in "$mnt" "$mnt2" "$work/mnt3" "$work/mnt-wb"; do
     mountpoint -q "$m" && umount -l "$m"
   done
   [ -f "$work/node.toml.pid" ] && kill -9 "$(cat "$work/node.toml.pid")" 2>/dev/null
@@ -59,6 +59,13 @@ grep -E "kernel FUSE|session threads" "$work/mount.log"
 step "fsx: 20,000 operations, mmap reads and writes on"
 (cd "$mnt" && "$fsx" -q -N 20000 -S 42 -F 10000000 "$mnt/fsx.out")
 rm -f "$mnt"/fsx.out*
+
+step "fsx with the kernel's write-back cache (-o writeback_cache): 5,000 operations"
+mkdir -p "$work/mnt-wb"
+$flint $cfg mount /default "$work/mnt-wb" -o log="$work/mount-wb.log",writeback_cache
+(cd "$work/mnt-wb" && "$fsx" -q -N 5000 -S 9 -F 10000000 "$work/mnt-wb/fsx-wb.out")
+rm -f "$work"/mnt-wb/fsx-wb.out*
+$flint umount "$work/mnt-wb"
 
 step "fsstress: 2 processes"
 mkdir "$mnt/fss"

@@ -82,7 +82,7 @@ USAGE:
       --time SECS --qd N --shards N --size-mib N --workers N (3 32 1 64 4) --json
   flint-bench posix [options]    dataset epoch, checkpoint, metadata on a mount vs a baseline dir
       --dir MOUNT --baseline DIR (/var/tmp) --files N --dirs N --readers N --ckpt-mib N
-      --meta-files N (100000 1000 8 4096 20000) --json
+      --meta-files N (100000 1000 8 4096 20000) --json --json-out FILE
 ";
 
 fn main() {

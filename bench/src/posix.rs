@@ -241,6 +241,7 @@ pub fn main(mut a: Args) -> Result<(), String> {
         meta_files: a.get("meta-files", 20_000usize)?,
     };
     let json = a.flag("json");
+    let json_out: String = a.get("json-out", String::new())?;
     a.finish()?;
     if dir.is_empty() {
         return Err("give --dir (a Flint mount) and --baseline (a directory on ext4)".into());
@@ -277,20 +278,22 @@ pub fn main(mut a: Args) -> Result<(), String> {
         ("stat (cold)", "ops/s", flint.stat_ops, base.stat_ops),
         ("unlink", "ops/s", flint.unlink_ops, base.unlink_ops),
     ];
+    let items: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(w, u, f, b)| {
+            serde_json::json!({"workload": w, "unit": u, "flint": f, "baseline": b,
+                "ratio": if *b > 0.0 { f / b } else { 0.0 }})
+        })
+        .collect();
+    let doc = serde_json::json!({"benchmark": "posix", "files": plan.files, "dirs": plan.dirs,
+        "readers": plan.readers, "ckpt_mib": plan.ckpt_mib, "cold": cold,
+        "dir": dir, "baseline_dir": baseline, "results": items});
+    if !json_out.is_empty() {
+        std::fs::write(&json_out, format!("{doc}\n"))
+            .map_err(|e| format!("writing {json_out}: {e}"))?;
+    }
     if json {
-        let items: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(w, u, f, b)| {
-                serde_json::json!({"workload": w, "unit": u, "flint": f, "baseline": b,
-                    "ratio": if *b > 0.0 { f / b } else { 0.0 }})
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({"benchmark": "posix", "files": plan.files, "dirs": plan.dirs,
-                "readers": plan.readers, "ckpt_mib": plan.ckpt_mib, "cold": cold,
-                "dir": dir, "baseline_dir": baseline, "results": items})
-        );
+        println!("{doc}");
         return Ok(());
     }
     println!(

@@ -38,6 +38,9 @@ use crate::net::wire::{self, Request as Wire};
 /// Largest read or write the mount asks the kernel for (FUSE's 256 pages).
 pub const MAX_IO: u32 = 1 << 20;
 
+/// The most the kernel reads ahead of a sequential reader.
+pub const READAHEAD: u32 = 8 << 20;
+
 /// How long the kernel may keep what the mount told it.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -78,6 +81,7 @@ pub struct FlintFs {
     root: u64,
     ttl: Timeouts,
     read_only: bool,
+    writeback_cache: bool,
     seen: Mutex<HashMap<u64, Seen>>,
     dirs: Mutex<HashMap<u64, Arc<Mutex<Listing>>>>,
     next_fh: std::sync::atomic::AtomicU64,
@@ -147,6 +151,7 @@ impl FlintFs {
             root,
             ttl,
             read_only,
+            writeback_cache: false,
             seen: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: std::sync::atomic::AtomicU64::new(1),
@@ -155,6 +160,15 @@ impl FlintFs {
             orphans: Mutex::new(HashMap::new()),
             orphan_dir: OnceLock::new(),
         }
+    }
+
+    /// Lets the kernel keep written pages and send them later, in
+    /// parallel (FUSE's write-back cache): a `write` returns before the
+    /// appliance holds it, and `fsync` or the last `close` is where it is
+    /// durable, as on a local file system.
+    pub fn with_writeback_cache(mut self, on: bool) -> FlintFs {
+        self.writeback_cache = on;
+        self
     }
 
     /// The engine's number for a FUSE inode.
@@ -510,17 +524,30 @@ impl Filesystem for FlintFs {
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_MAX_PAGES;
         let offered = config.capabilities();
+        let want = if self.writeback_cache {
+            want | InitFlags::FUSE_WRITEBACK_CACHE
+        } else {
+            want
+        };
         if let Err(missing) = config.add_capabilities(want & offered) {
             tracing::warn!("mount: the kernel refused capabilities {missing:?}");
         }
         let _ = config.set_max_write(MAX_IO);
-        if let Err(nearest) = config.set_max_readahead(MAX_IO) {
-            let _ = config.set_max_readahead(nearest);
-        }
+        // Readahead of several 1 MiB requests at once, so a sequential
+        // reader keeps that many in flight on the session threads.
+        let readahead = match config.set_max_readahead(READAHEAD) {
+            Ok(_) => READAHEAD,
+            Err(nearest) => {
+                let _ = config.set_max_readahead(nearest);
+                nearest
+            }
+        };
         let _ = config.set_max_background(64);
         tracing::info!(
-            "mount: kernel FUSE {}: readdirplus {}, export {}, max pages {}, FUSE-over-io_uring {} (this mount uses /dev/fuse)",
+"mount: kernel FUSE {}: readahead {} KiB, write-back cache {}, readdirplus {}, export {}, max pages {}, FUSE-over-io_uring {} (this mount uses /dev/fuse)",
             config.kernel_abi(),
+            readahead >> 10,
+            self.writeback_cache && offered.contains(InitFlags::FUSE_WRITEBACK_CACHE),
             offered.contains(InitFlags::FUSE_DO_READDIRPLUS),
             offered.contains(InitFlags::FUSE_EXPORT_SUPPORT),
             offered.contains(InitFlags::FUSE_MAX_PAGES),

@@ -44,6 +44,10 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ),
     ("ro", "read-only"),
     (
+        "writeback_cache",
+        "the kernel keeps written pages and sends them in parallel; durable at fsync/close",
+    ),
+    (
         "attr_timeout=SECS",
         "how long the kernel keeps attributes (1)",
     ),
@@ -85,12 +89,16 @@ pub struct MountOptions {
     pub key_file: Option<PathBuf>,
     /// Read-only.
     pub read_only: bool,
+    /// FUSE's write-back cache.
+    pub writeback_cache: bool,
     /// Kernel cache lifetimes.
     pub ttl: fs::Timeouts,
     /// How long a call waits for an absent appliance.
     pub timeout: Duration,
     /// Session threads.
     pub threads: usize,
+    /// Readahead in KiB (the mount's `read_ahead_kb`).
+    pub readahead_kb: u32,
     /// Other users may use it.
     pub allow_other: bool,
     /// Stay in the foreground.
@@ -133,12 +141,14 @@ impl MountOptions {
             org: None,
             key_file: None,
             read_only: false,
+            writeback_cache: false,
             ttl: fs::Timeouts {
                 attr: Duration::from_secs(1),
                 entry: Duration::from_secs(1),
             },
             timeout: Duration::from_secs(120),
             threads: 8,
+            readahead_kb: 8192,
             // SAFETY: geteuid has no preconditions and cannot fail.
             allow_other: unsafe { libc::geteuid() } == 0,
             foreground,
@@ -156,6 +166,7 @@ impl MountOptions {
                 ("key_file" | "key", v) if !v.is_empty() => o.key_file = Some(v.into()),
                 ("ro", "") => o.read_only = true,
                 ("rw", "") => o.read_only = false,
+                ("writeback_cache", "") => o.writeback_cache = true,
                 ("attr_timeout", v) => o.ttl.attr = secs(k, v)?,
                 ("entry_timeout", v) => o.ttl.entry = secs(k, v)?,
                 ("timeout", v) => o.timeout = secs(k, v)?.max(Duration::from_secs(1)),
@@ -165,6 +176,13 @@ impl MountOptions {
                         .ok()
                         .filter(|n| (1..=256).contains(n))
                         .ok_or_else(|| format!("-o threads={v}: give 1 to 256"))?
+                }
+                ("readahead_kb", v) => {
+                    o.readahead_kb = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (4..=1 << 20).contains(n))
+                        .ok_or_else(|| format!("-o readahead_kb={v}: give 4 to 1048576"))?
                 }
                 ("log", v) if !v.is_empty() => o.log = Some(v.into()),
                 ("allow_other", "") => o.allow_other = true,
@@ -243,7 +261,8 @@ pub fn run(o: &MountOptions) -> Result<(), String> {
         o.ttl,
         o.read_only,
         notifier.clone(),
-    );
+    )
+    .with_writeback_cache(o.writeback_cache);
     filesystem.sweep_orphans();
     let mut config = Config::default();
     config.mount_options = vec![
@@ -268,6 +287,7 @@ pub fn run(o: &MountOptions) -> Result<(), String> {
     let mut session = fuser::Session::new(filesystem, &o.mountpoint, &config)
         .map_err(|e| format!("cannot mount on {}: {e}", o.mountpoint.display()))?;
     let _ = notifier.set(session.notifier());
+    set_readahead(&o.mountpoint, o.readahead_kb);
     let mut unmounter = session.unmount_callable();
     let mp = o.mountpoint.clone();
     std::thread::Builder::new()
@@ -318,6 +338,32 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
     // SAFETY: `set` is a valid signal set and `sig` a valid out pointer.
     unsafe { libc::sigwait(set, &mut sig) };
     sig
+}
+
+/// The `major:minor` device of the mount at `path` (from mountinfo, so
+/// nothing asks the file system itself).
+fn device_of(path: &Path) -> Option<String> {
+    let canon = path.canonicalize().ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(4).map(Path::new) == Some(canon.as_path())).then(|| f[2].to_string())
+    })
+}
+
+/// Sets the mount's readahead: the kernel offers FUSE only 128 KiB at
+/// first, one 128 KiB request in flight for a sequential reader; the
+/// device's `read_ahead_kb` raises it.
+fn set_readahead(path: &Path, kb: u32) {
+    let Some(dev) = device_of(path) else {
+        tracing::warn!("mount: cannot find {} in mountinfo", path.display());
+        return;
+    };
+    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    match std::fs::write(&knob, kb.to_string()) {
+        Ok(()) => tracing::info!("mount: readahead {kb} KiB ({knob})"),
+        Err(e) => tracing::warn!("mount: cannot set readahead in {knob}: {e} (128 KiB stays)"),
+    }
 }
 
 /// Whether `path` is a mount point of a Flint FUSE mount now.
