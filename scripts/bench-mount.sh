@@ -13,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 files=${1:-20000}
 ckpt=${2:-1024}
-cargo build --release -q -p flint-engine --bin flint -p flint-bench
+cargo build --release -q -p flint-engine --bin flint
+cargo build --release -q -p flint-bench
 flint=target/release/flint
 work=$(mktemp -d /var/tmp/flint-bench-mount.XXXXXX)
 mkdir -p "$work/mnt" "$work/ext4"
@@ -32,16 +33,22 @@ scripts/appliance.sh start "$work/node.toml" --init
 $flint --config "$work/node.toml" mount /default "$work/mnt" -o log="$work/mount.log"
 grep -E "kernel FUSE|readahead" "$work/mount.log"
 
+if [ "${FLINT_BENCH_POSIX:-1}" = 1 ]; then
 target/release/flint-bench posix --dir "$work/mnt" --baseline "$work/ext4" \
   --files "$files" --dirs $((files / 100 > 0 ? files / 100 : 1)) --ckpt-mib "$ckpt" --meta-files 10000 \
   --json-out "${FLINT_BENCH_OUT:-/var/tmp}/flint-posix.json"
+fi
 
-# fio: the same jobs on the mount and on ext4.
+# fio: the same jobs on the mount and on ext4, on one 512 MiB file laid
+# out once in 1 MiB writes.
+for d in "$work/mnt" "$work/ext4"; do
+  dd if=/dev/urandom of="$d/fio.dat" bs=1M count=512 conv=fsync status=none
+done
 fio_job() { # DIR NAME ARGS...
   local dir=$1 name=$2
   shift 2
   echo 3 >/proc/sys/vm/drop_caches
-  fio --name="$name" --directory="$dir" --size=512m --runtime=8 --time_based --group_reporting \
+  fio --name="$name" --filename="$dir/fio.dat" --size=512m --runtime=8 --time_based --group_reporting \
     --output-format=terse --terse-version=3 "$@" 2>/dev/null |
     awk -F';' '{ printf "%.0f %.0f %.0f %.0f\n", $8, $7/1024, $49, $48/1024 }'
 }

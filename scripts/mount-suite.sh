@@ -8,6 +8,8 @@
 #   - fsstress with 2 processes; the fsracer scripts for 20 s;
 #   - fsx while the appliance is SIGKILLed and restarted twice: it finishes
 #     clean;
+#   - the mount daemon SIGKILLed under a writer of unaligned records: every
+#     record whose write returned is there after a remount;
 #   - two mounts of one file system: what one closed, the other sees whole;
 #   - SIGTERM unmounts a foreground mount cleanly.
 # Needs root (FUSE mounts) and the packages scripts/setup.sh installs.
@@ -28,7 +30,7 @@ mnt=$work/mnt mnt2=$work/mnt2
 mkdir -p "$mnt" "$mnt2"
 cleanup() {
   set +e
-  for m in "$mnt" "$mnt2" "$work/mnt3" "$work/mnt-wb"; do
+  for m in "$mnt" "$mnt2" "$work/mnt3" "$work/mnt4" "$work/mnt5" "$work/mnt-wb"; do
     mountpoint -q "$m" && umount -l "$m"
   done
   [ -f "$work/node.toml.pid" ] && kill -9 "$(cat "$work/node.toml.pid")" 2>/dev/null
@@ -121,6 +123,59 @@ for _ in 1 2; do
 done
 wait "$fsx_pid"
 rm -f "$mnt"/fsx-kill.out*
+
+step "an absent appliance: calls fail with ETIMEDOUT after -o timeout, then work again"
+mkdir -p "$work/mnt5"
+$flint $cfg mount /default "$work/mnt5" -o log="$work/mount5.log",timeout=3
+scripts/appliance.sh kill "$work/node.toml"
+t0=$(date +%s)
+if err=$(stat "$work/mnt5/absent-$RANDOM" 2>&1); then
+  echo "stat succeeded with the appliance down" >&2
+  exit 1
+fi
+t=$(($(date +%s) - t0))
+grep -q "timed out" <<<"$err" || { echo "want ETIMEDOUT, got: $err" >&2; exit 1; }
+[ "$t" -le 20 ] || { echo "the call took $t s to fail (timeout=3)" >&2; exit 1; }
+echo "failed after ${t} s: $err"
+scripts/appliance.sh start "$work/node.toml"
+touch "$work/mnt5/back" && rm "$work/mnt5/back"
+$flint umount "$work/mnt5"
+
+step "SIGKILL of the mount daemon: every write it acknowledged is there after a remount"
+mkdir -p "$work/mnt4"
+$flint $cfg mount /default "$work/mnt4" -f >"$work/mount4.log" 2>&1 &
+m4=$!
+for _ in $(seq 1 100); do mountpoint -q "$work/mnt4" && break; sleep 0.1; done
+: >"$work/acked"
+(
+  i=0
+  while :; do
+    # 4 KiB records at 4 KiB + 100 B strides: unaligned, neighbours share blocks.
+    yes "record $i " | head -c 4096 |
+      dd of="$work/mnt4/acked.dat" bs=4096 seek=$((i * 4196)) oflag=seek_bytes conv=notrunc status=none ||
+      exit 0
+    echo "$i" >>"$work/acked"
+    i=$((i + 1))
+  done
+) &
+w=$!
+sleep 3
+kill -9 "$m4"
+wait "$w" 2>/dev/null || true
+wait "$m4" 2>/dev/null || true
+umount -l "$work/mnt4" 2>/dev/null || true
+n=$(wc -l <"$work/acked")
+[ "$n" -gt 10 ] || { echo "only $n records were written before the kill" >&2; exit 1; }
+$flint $cfg mount /default "$work/mnt4" -o log="$work/mount4b.log"
+last=$((n - 1))
+for i in $(seq 0 "$last"); do
+  want=$(yes "record $i " | head -c 4096 | md5sum)
+  got=$(dd if="$work/mnt4/acked.dat" bs=4096 skip=$((i * 4196)) iflag=skip_bytes count=1 status=none | md5sum)
+  [ "$want" = "$got" ] || { echo "acknowledged record $i of $n is not there after the kill" >&2; exit 1; }
+done
+echo "$n acknowledged records, all there"
+rm "$work/mnt4/acked.dat"
+$flint umount "$work/mnt4"
 
 step "SIGTERM unmounts a foreground mount"
 mkdir "$work/mnt3"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs Flint's main job on the embedded default: a single-node appliance on
 # six file-backed devices under ./data (configs/embedded.toml), with a short
-# workload through the CLI, the C ABI and fio's remote mode — including a
-# verify across a restart of the appliance — then stops it with SIGTERM.
+# workload through the POSIX mount (flint mount: a small dataset written,
+# listed and read back with ordinary tools, a checkpoint saved and loaded),
+# the CLI, the C ABI and fio's remote mode — including a verify across a
+# restart of the appliance — then unmounts and stops it with SIGTERM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -18,12 +20,35 @@ cc -O2 -I ffi/capi/include ffi/capi/examples/capi_remote.c -L target/release -lf
 cfg=configs/embedded.toml
 flint="target/release/flint --config $cfg"
 mkdir -p data
-trap 'scripts/appliance.sh stop "$cfg" 2>/dev/null || true' EXIT
+mnt=$PWD/data/mnt
+trap 'mountpoint -q "$mnt" && umount -l "$mnt"; scripts/appliance.sh stop "$cfg" 2>/dev/null || true' EXIT
 echo "== flint serve --init (formats ./data on the first run; log in $cfg.log)"
 scripts/appliance.sh start "$cfg" --init
 $flint status
 $flint device list
 $flint fs list
+
+echo "== flint mount: the file system as POSIX (FUSE), used by ordinary tools"
+mkdir -p "$mnt"
+$flint mount /default "$mnt" -o log="$PWD/data/mount.log"
+df -h "$mnt"
+rm -rf "$mnt/dataset" "$mnt/checkpoint.pt"
+mkdir -p "$mnt/dataset"
+for d in $(seq 0 9); do
+  mkdir "$mnt/dataset/class$d"
+  for f in $(seq 0 19); do
+    head -c $((10000 + (d * 20 + f) * 997)) /dev/urandom >"$mnt/dataset/class$d/img$f.bin"
+  done
+done
+echo "dataset: $(find "$mnt/dataset" -type f | wc -l) files, $(du -sh "$mnt/dataset" | cut -f1)"
+sync
+echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+find "$mnt/dataset" -type f -print0 | shuf -z | xargs -0 -P 8 -n 20 cat | wc -c | xargs echo "epoch read bytes:"
+head -c 64000000 /dev/urandom >data/checkpoint.pt
+dd if=data/checkpoint.pt of="$mnt/checkpoint.pt" bs=1M conv=fsync status=none
+cmp data/checkpoint.pt "$mnt/checkpoint.pt" && echo "checkpoint saved (fsync) and loaded intact"
+ls -la "$mnt"
+$flint umount "$mnt"
 
 echo "== put and get a file over the data protocol"
 head -c 8000000 /dev/urandom >data/sample.bin

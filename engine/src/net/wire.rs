@@ -1186,6 +1186,15 @@ pub fn sample_requests() -> Vec<Request> {
             path: path(),
             name: "user.label".into(),
         },
+        Request::Ns(super::ns::NsRequest {
+            fs: fs(),
+            uid: 1000,
+            gid: 100,
+            call: super::ns::NsCall::Lookup {
+                dir: 7,
+                name: b"file".to_vec(),
+            },
+        }),
     ]
 }
 
@@ -1205,7 +1214,7 @@ mod tests {
             assert_eq!(w.buf[0], op as u8);
             assert_eq!(&Request::decode(&w.buf).unwrap(), req);
         }
-        for code in [0u8, 21, 0xff] {
+        for code in [0u8, 22, 0xff] {
             assert_eq!(Op::from_u8(code), None);
             assert!(Request::decode(&[code]).is_err());
         }

@@ -202,6 +202,9 @@ pub struct Store {
     dbuf: Option<Scratch>,
     /// Reused buffer for compressed blocks.
     cbuf: Vec<u8>,
+    /// Stored bytes one read fetched ahead, all device commands at once
+    /// and verified (`read::prefetch`); emptied when the read ends.
+    ahead: HashMap<AheadKey, Vec<u8>>,
     /// Reused aligned buffer a sealed stripe is written from.
     wbuf: Option<Scratch>,
     /// Erasure codecs by (k, m), for rebuilds.

@@ -245,6 +245,7 @@ impl Store {
             rbuf: None,
             dbuf: None,
             cbuf: Vec::new(),
+            ahead: HashMap::new(),
             wbuf: None,
             codecs: HashMap::new(),
             decoders: HashMap::new(),

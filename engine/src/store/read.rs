@@ -23,6 +23,14 @@ pub struct RemoteRead {
     pub key: u128,
 }
 
+/// Which stored bytes a prefetched buffer holds: stripe, chunk, offset in
+/// the chunk, length.
+pub(super) type AheadKey = (u64, u16, u32, u32);
+
+fn ahead_key(a: &BlockAddr) -> AheadKey {
+    (a.stripe, a.chunk, a.offset, a.stored_len)
+}
+
 /// Verify-on-hit reads for the pipeline, from the store.
 pub(super) struct StoreReader<'a> {
     pub(super) store: &'a mut Store,
@@ -58,6 +66,119 @@ impl Store {
             .with_meta(|m, io| m.blocks_in(io, ino, lo, hi))?
             .into_iter()
             .collect();
+        self.prefetch_runs(fs, &map, offset, end);
+        let r = self.read_mapped_runs(fs, ino, offset, end, &map, out, remote);
+        self.ahead.clear();
+        r
+    }
+
+    /// Fetches, all at once, the device reads `read_mapped` is about to
+    /// make one after another (runs of whole blocks, single local blocks),
+    /// when there are several: the devices work in parallel.
+    fn prefetch_runs(&mut self, fs: FsId, map: &BTreeMap<u64, BlockRef>, offset: u64, end: u64) {
+        let mut addrs = Vec::new();
+        let mut pos = offset;
+        while pos < end {
+            let idx = pos / BLOCK as u64;
+            let run = local_run(map, idx, pos, end);
+            if run > 1 {
+                let first = map[&idx];
+                addrs.push(BlockAddr {
+                    stored_len: (run * BLOCK) as u32,
+                    ..first.addr
+                });
+                pos += (run * BLOCK) as u64;
+                continue;
+            }
+            match map.get(&idx) {
+                Some(b) if b.owner().is_none() => addrs.push(b.addr),
+                // A block of this shard's own shared pool.
+                Some(b) if b.owner() == Some(self.layout.shard) => {
+                    if let Ok(sb) = self.shared_block(fs, b.fp) {
+                        addrs.push(sb.addr);
+                    }
+                }
+                _ => {}
+            }
+            pos = (idx + 1) * BLOCK as u64;
+        }
+        self.prefetch(fs, &addrs)
+    }
+
+    /// Reads the stored bytes of `addrs` from their chunks with one batch
+    /// of device commands (every device at once), verifies each sector,
+    /// and keeps what is intact for [`Store::read_stored`] to take. What
+    /// fails or does not verify is left to the ordinary path, which
+    /// rebuilds it (so nothing here fails a read).
+    pub(super) fn prefetch(&mut self, fs: FsId, addrs: &[BlockAddr]) {
+        if addrs.len() < 2 {
+            return;
+        }
+        let per = self.layout.chunk_blocks as usize;
+        let mut plan = Vec::with_capacity(addrs.len());
+        let mut cmds = Vec::with_capacity(addrs.len());
+        for a in addrs {
+            let open = self
+                .writers
+                .get(&fs)
+                .is_some_and(|w| w.pipeline.open_bytes(a).is_some());
+            if open || self.ahead.contains_key(&ahead_key(a)) {
+                continue;
+            }
+            let Ok(s) = self.stripe(a.stripe) else {
+                continue;
+            };
+            let c = usize::from(a.chunk);
+            let Some(&(d, slot)) = s.chunks.get(c) else {
+                continue;
+            };
+            let d = usize::from(d);
+            let healthy = matches!(self.devs.get(d), Some(Some(x)) if !x.failed);
+            if !healthy {
+                continue;
+            }
+            let s0 = a.offset as usize / SECTOR;
+            let s1 = (a.offset as usize + a.stored_len as usize).div_ceil(SECTOR);
+            let Ok(buf) = Scratch::new((s1 - s0) * SECTOR) else {
+                break;
+            };
+            let lba = self.layout.slot_lba(slot) + s0 as u64;
+            cmds.push((d, IoCmd::read(lba, (s1 - s0) as u32, buf.0.as_ptr(), 0)));
+            plan.push((*a, s, s0, buf));
+        }
+        if cmds.len() < 2 {
+            return;
+        }
+        let results = run_io(&mut self.devs, &cmds);
+        for ((a, s, s0, buf), r) in plan.into_iter().zip(results) {
+            let c = usize::from(a.chunk);
+            let bytes = buf.0.as_slice();
+            let good = r.is_ok()
+                && bytes
+                    .chunks(SECTOR)
+                    .enumerate()
+                    .all(|(i, x)| Xxh3Sum.checksum(SEED_CHUNK, x) == s.sums[c * per + s0 + i]);
+            if good {
+                let start = a.offset as usize - s0 * SECTOR;
+                self.ahead.insert(
+                    ahead_key(&a),
+                    bytes[start..start + a.stored_len as usize].to_vec(),
+                );
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read_mapped_runs(
+        &mut self,
+        fs: FsId,
+        ino: Ino,
+        offset: u64,
+        end: u64,
+        map: &BTreeMap<u64, BlockRef>,
+        out: &mut [u8],
+        remote: &mut Vec<RemoteRead>,
+    ) -> Result<usize> {
         let mut block = Vec::new();
         let mut pos = offset;
         // Runs are not tried again before this (one just failed).
@@ -70,7 +191,7 @@ impl Store {
             // Whole uncompressed blocks stored back to back in one chunk (as
             // a sequential write leaves them): one device read for the run.
             let run = if pos >= no_runs_until {
-                local_run(&map, idx, pos, end)
+                local_run(map, idx, pos, end)
             } else {
                 0
             };
@@ -202,6 +323,10 @@ impl Store {
                 out.copy_from_slice(b);
                 return Ok(());
             }
+        }
+        if let Some(b) = self.ahead.get(&ahead_key(a)) {
+            out.copy_from_slice(b);
+            return Ok(());
         }
         let s0 = a.offset as usize / SECTOR;
         let s1 = (a.offset as usize + a.stored_len as usize).div_ceil(SECTOR);

@@ -140,30 +140,25 @@ impl Store {
             blocks.push((i, self.shared_block(fs, *key)?));
         }
         blocks.sort_by_key(|(_, b)| (b.addr.stripe, b.addr.chunk, b.addr.offset));
-        let mut run = 0;
-        while run < blocks.len() {
-            // The run of blocks contiguous with this one in its chunk.
+        let runs = shared_runs(&blocks);
+        let whole: Vec<BlockAddr> = runs.iter().map(|r| r.2).collect();
+        self.prefetch(fs, &whole);
+        let r = self.read_shared_runs(fs, &blocks, &runs, &mut out);
+        self.ahead.clear();
+        r.map(|()| out)
+    }
+
+    /// Reads the runs [`shared_runs`] found into `out`.
+    fn read_shared_runs(
+        &mut self,
+        fs: FsId,
+        blocks: &[(usize, Shared)],
+        runs: &[(usize, usize, BlockAddr)],
+        out: &mut [u8],
+    ) -> Result<()> {
+        for &(run, end, whole) in runs {
             let first = blocks[run].1.addr;
-            let mut end = run + 1;
-            let mut span = u64::from(first.stored_len);
-            while end < blocks.len() {
-                let a = blocks[end].1.addr;
-                if a.stripe != first.stripe
-                    || a.chunk != first.chunk
-                    || u64::from(a.offset) != u64::from(first.offset) + span
-                    || span + u64::from(a.stored_len) > MAX_IO as u64
-                {
-                    break;
-                }
-                span += u64::from(a.stored_len);
-                end += 1;
-            }
-            let mut bytes = vec![0u8; span as usize];
-            let whole = BlockAddr {
-                stored_len: span as u32,
-                compressed: false,
-                ..first
-            };
+            let mut bytes = vec![0u8; whole.stored_len as usize];
             // One read for the run; damage it cannot be rebuilt from at once
             // is read block by block.
             if end - run == 1 || self.read_stored(fs, &whole, &mut bytes).is_err() {
@@ -187,9 +182,8 @@ impl Store {
                     }
                 }
             }
-            run = end;
         }
-        Ok(out)
+        Ok(())
     }
 
     pub(super) fn read_shared_into(&mut self, fs: FsId, key: u128, out: &mut [u8]) -> Result<()> {
@@ -316,4 +310,41 @@ impl Store {
     pub fn shared_refs(&self) -> HashMap<(FsId, u128), u64> {
         self.shared_refs.clone()
     }
+}
+
+/// The runs of `blocks` (sorted by address) contiguous in one chunk, at
+/// most [`MAX_IO`] bytes each: (first index, end index, the whole run's
+/// stored address).
+fn shared_runs(blocks: &[(usize, Shared)]) -> Vec<(usize, usize, BlockAddr)> {
+    let mut runs = Vec::new();
+    let mut run = 0;
+    while run < blocks.len() {
+        let first = blocks[run].1.addr;
+        let mut end = run + 1;
+        let mut span = u64::from(first.stored_len);
+        while end < blocks.len() {
+            let a = blocks[end].1.addr;
+            if a.stripe != first.stripe
+                || a.chunk != first.chunk
+                || u64::from(a.offset) != u64::from(first.offset) + span
+                || span + u64::from(a.stored_len) > MAX_IO as u64
+            {
+                break;
+            }
+            span += u64::from(a.stored_len);
+            end += 1;
+        }
+        let whole = if end - run == 1 {
+            first
+        } else {
+            BlockAddr {
+                stored_len: span as u32,
+                compressed: false,
+                ..first
+            }
+        };
+        runs.push((run, end, whole));
+        run = end;
+    }
+    runs
 }
