@@ -151,7 +151,7 @@ for _ in $(seq 1 100); do mountpoint -q "$work/mnt4" && break; sleep 0.1; done
   i=0
   while :; do
     # 4 KiB records at 4 KiB + 100 B strides: unaligned, neighbours share blocks.
-    yes "record $i " | head -c 4096 |
+    head -c 4096 < <(yes "record $i ") |
       dd of="$work/mnt4/acked.dat" bs=4096 seek=$((i * 4196)) oflag=seek_bytes conv=notrunc status=none ||
       exit 0
     echo "$i" >>"$work/acked"
@@ -169,7 +169,7 @@ n=$(wc -l <"$work/acked")
 $flint $cfg mount /default "$work/mnt4" -o log="$work/mount4b.log"
 last=$((n - 1))
 for i in $(seq 0 "$last"); do
-  want=$(yes "record $i " | head -c 4096 | md5sum)
+  want=$(head -c 4096 < <(yes "record $i ") | md5sum)
   got=$(dd if="$work/mnt4/acked.dat" bs=4096 skip=$((i * 4196)) iflag=skip_bytes count=1 status=none | md5sum)
   [ "$want" = "$got" ] || { echo "acknowledged record $i of $n is not there after the kill" >&2; exit 1; }
 done
