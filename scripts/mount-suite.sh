@@ -18,9 +18,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 quick=${1:-}
-peer=${FLINT_PEER:-$root/../shared/peer}
-if [ ! -d "$peer/pjdfstest" ] || [ ! -d "$peer/secfs" ]; then
-  echo "mount-suite: the peer suites are not at $peer (set FLINT_PEER)" >&2
+# The peer suites sit beside the project (../shared/peer); a clone placed
+# deeper finds them further up.
+peer=${FLINT_PEER:-}
+if [ -z "$peer" ]; then
+  for cand in "$root/../shared/peer" "$root/../../shared/peer" "$root/../../../shared/peer" /work/shared/peer; do
+    if [ -d "$cand/pjdfstest" ]; then peer=$cand; break; fi
+  done
+fi
+if [ ! -d "${peer:-/nonexistent}/pjdfstest" ] || [ ! -d "$peer/secfs" ]; then
+  echo "mount-suite: the peer suites (pjdfstest, secfs) are not beside the project (../shared/peer); set FLINT_PEER" >&2
   exit 1
 fi
 step() { printf '\n-- %s --\n' "$*"; }
