@@ -667,10 +667,7 @@ impl Filesystem for FlintFs {
         let r = self
             .refuse_if_read_only()
             .and_then(|()| self.unlink_or_orphan(req, self.eng(parent), name));
-        match r {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(r, reply)
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -683,10 +680,7 @@ impl Filesystem for FlintFs {
                 },
             )
         });
-        match r {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(r, reply)
     }
 
     fn symlink(
@@ -740,10 +734,7 @@ impl Filesystem for FlintFs {
                 },
             )
         });
-        match r {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(r, reply)
     }
 
     fn link(
@@ -904,10 +895,7 @@ impl Filesystem for FlintFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.ns(req, NsCall::Fsync { ino: self.eng(ino) }) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(self.ns(req, NsCall::Fsync { ino: self.eng(ino) }), reply)
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -1026,10 +1014,7 @@ impl Filesystem for FlintFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.ns(req, NsCall::Fsync { ino: self.eng(ino) }) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(self.ns(req, NsCall::Fsync { ino: self.eng(ino) }), reply)
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -1088,10 +1073,7 @@ impl Filesystem for FlintFs {
                 },
             )
         });
-        match r {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(r, reply)
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -1132,10 +1114,7 @@ impl Filesystem for FlintFs {
                 },
             )
         });
-        match r {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(r, reply)
     }
 
     fn create(
@@ -1224,6 +1203,14 @@ impl FlintFs {
     fn attr_call_quiet(&self, req: &Request, ino: u64) -> Result<NsAttr, Errno> {
         let body = self.ns(req, NsCall::GetAttr { ino })?;
         NsAttr::from_body(&body).map_err(|_| Errno::EPROTO)
+    }
+}
+
+/// Answers a call whose success carries nothing.
+fn reply_empty<T>(r: Result<T, Errno>, reply: ReplyEmpty) {
+    match r {
+        Ok(_) => reply.ok(),
+        Err(e) => reply.error(e),
     }
 }
 

@@ -1042,6 +1042,33 @@ fn stat_body(st: crate::store::Stat) -> Vec<u8> {
     w.buf
 }
 
+/// The wire's xattr mode byte (0 either, 1 create, 2 replace).
+fn xattr_mode(mode: u8) -> XattrMode {
+    match mode {
+        1 => XattrMode::Create,
+        2 => XattrMode::Replace,
+        _ => XattrMode::Any,
+    }
+}
+
+/// The wire's rename flags byte (1 no-replace, 2 exchange).
+fn rename_flags(flags: u8) -> RenameFlags {
+    RenameFlags {
+        noreplace: flags & 1 != 0,
+        exchange: flags & 2 != 0,
+    }
+}
+
+/// A list of xattr names as the wire carries it: a count, then each name.
+fn names_body(names: Vec<Vec<u8>>) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u32(names.len() as u32);
+    for n in names {
+        w.bytes(&n);
+    }
+    w.buf
+}
+
 /// Runs a path request (its file system already checked as the session's).
 fn run_path(e: &Engine, ctx: &Ctx, fs: FsId, req: Request) -> Outcome {
     let done = |op: &'static str, r: crate::engine::Result<Vec<u8>>| match r {
@@ -1094,10 +1121,7 @@ fn run_path(e: &Engine, ctx: &Ctx, fs: FsId, req: Request) -> Outcome {
         Request::Rename {
             from, to, flags, ..
         } => {
-            let flags = RenameFlags {
-                noreplace: flags & 1 != 0,
-                exchange: flags & 2 != 0,
-            };
+            let flags = rename_flags(flags);
             done(
                 "rename",
                 e.rename(fs, &from, &to, flags).map(|()| Vec::new()),
@@ -1116,11 +1140,7 @@ fn run_path(e: &Engine, ctx: &Ctx, fs: FsId, req: Request) -> Outcome {
             mode,
             ..
         } => {
-            let mode = match mode {
-                1 => XattrMode::Create,
-                2 => XattrMode::Replace,
-                _ => XattrMode::Any,
-            };
+            let mode = xattr_mode(mode);
             done(
                 "setxattr",
                 e.stat_path(fs, &path)
@@ -1137,14 +1157,7 @@ fn run_path(e: &Engine, ctx: &Ctx, fs: FsId, req: Request) -> Outcome {
             "listxattr",
             e.stat_path(fs, &path)
                 .and_then(|st| e.listxattr(st.ino))
-                .map(|names| {
-                    let mut w = Writer::default();
-                    w.u32(names.len() as u32);
-                    for n in names {
-                        w.bytes(&n);
-                    }
-                    w.buf
-                }),
+                .map(names_body),
         ),
         Request::RemoveXattr { path, name, .. } => done(
             "removexattr",

@@ -114,11 +114,7 @@ fn call(
             to,
             flags,
         } => {
-            let flags = RenameFlags {
-                noreplace: flags & 1 != 0,
-                exchange: flags & 2 != 0,
-            };
-            e.rename_at(from_dir, &from, to_dir, &to, flags, who)?;
+            e.rename_at(from_dir, &from, to_dir, &to, rename_flags(flags), who)?;
             Vec::new()
         }
         NsCall::Link { ino, dir, name } => attr_body(e.link_at(ino, dir, &name, who)?),
@@ -159,24 +155,11 @@ fn call(
             value,
             mode,
         } => {
-            let mode = match mode {
-                1 => XattrMode::Create,
-                2 => XattrMode::Replace,
-                _ => XattrMode::Any,
-            };
-            e.setxattr(ino, &name, &value, mode, who)?;
+            e.setxattr(ino, &name, &value, xattr_mode(mode), who)?;
             Vec::new()
         }
         NsCall::GetXattr { ino, name } => e.getxattr(ino, &name)?,
-        NsCall::ListXattr { ino } => {
-            let names = e.listxattr(ino)?;
-            let mut w = Writer::default();
-            w.u32(names.len() as u32);
-            for n in names {
-                w.bytes(&n);
-            }
-            w.buf
-        }
+        NsCall::ListXattr { ino } => names_body(e.listxattr(ino)?),
         NsCall::RemoveXattr { ino, name } => {
             e.removexattr(ino, &name, who)?;
             Vec::new()
