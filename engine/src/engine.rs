@@ -44,9 +44,11 @@ use crate::store::{
 mod durable;
 mod names;
 mod order;
+mod snap;
 mod span;
 
 pub use names::root_ctx;
+pub use snap::SnapInfo;
 
 /// Engine errors: the store's, or the reactor's.
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -389,6 +391,8 @@ impl Engine {
             self.sync()?;
             // Namespace operations spanning shards that a crash cut short.
             self.finish_intents()?;
+            // And snapshots.
+            self.finish_snapshots()?;
         }
         if let Some(period) = seal_every {
             for reactor in 0..self.set.len().min(shards as usize) {
@@ -895,6 +899,7 @@ impl Engine {
     /// shards are written there, in parallel; the home shard then records
     /// the new size.
     pub fn write(&self, ino: Ino, offset: u64, data: Vec<u8>) -> Result<()> {
+        self.writable(ino)?;
         let home = self.map.shard_of_ino(ino);
         let end = offset
             .checked_add(data.len() as u64)
@@ -946,7 +951,9 @@ impl Engine {
     pub fn read(&self, ino: Ino, offset: u64, len: usize) -> Result<Vec<u8>> {
         let home = self.map.shard_of_ino(ino);
         if self.map.shards() == 1 {
-            return self.call_shard(home, move |s| s.read(ino, offset, len));
+            return self.call_shard(home, move |s| {
+                s.viewing(ino, |s, ino| s.read(ino, offset, len))
+            });
         }
         // A read within one range travels by itself ([`Engine::read_async`]:
         // size and bytes at once); a larger one learns the size first, so it
@@ -968,7 +975,9 @@ impl Engine {
             .pieces(ino, offset, end - offset)
             .into_iter()
             .map(|(shard, off, len)| {
-                self.shard_task(shard, move |s| s.read_part_mapped(ino, off, len as usize))
+                self.shard_task(shard, move |s| {
+                    s.viewing(ino, |s, ino| s.read_part_mapped(ino, off, len as usize))
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let pieces = Self::join(tasks)?;
@@ -1027,7 +1036,9 @@ impl Engine {
         if self.map.shards() == 1 {
             let st = state.clone();
             let sent = self.set.send(self.map.owner(home), move |core| {
-                let r = with_shard(core, home, |s| s.read(ino, offset, len));
+                let r = with_shard(core, home, |s| {
+                    s.viewing(ino, |s, ino| s.read(ino, offset, len))
+                });
                 finish_read(&st, r);
             });
             if let Err(e) = sent {
@@ -1038,7 +1049,7 @@ impl Engine {
         let range = self.map.shard_of_range(ino, offset / RANGE_BYTES);
         let (st, r2) = (state.clone(), routes.clone());
         let a = self.set.send(self.map.owner(home), move |core| {
-            match with_shard(core, home, |s| s.stat(ino)) {
+            match with_shard(core, home, |s| s.viewing(ino, |s, ino| s.stat(ino))) {
                 Ok(stat) => {
                     if let Ok(mut g) = st.lock() {
                         g.size = Some(stat.size);
@@ -1050,7 +1061,9 @@ impl Engine {
         });
         let (st, r2) = (state.clone(), routes);
         let b = self.set.send(self.map.owner(range), move |core| {
-            match with_shard(core, range, |s| s.read_part_mapped(ino, offset, len)) {
+            match with_shard(core, range, |s| {
+                s.viewing(ino, |s, ino| s.read_part_mapped(ino, offset, len))
+            }) {
                 Ok(p) => {
                     if let Ok(mut g) = st.lock() {
                         g.piece = Some(p);
@@ -1230,6 +1243,7 @@ impl Engine {
     /// Sets a file's size, on its home shard and every shard holding a
     /// piece of it.
     pub fn truncate(&self, ino: Ino, size: u64) -> Result<()> {
+        self.writable(ino)?;
         let home = self.map.shard_of_ino(ino);
         let b = BLOCK as u64;
         if self.map.shards() > 1 && !size.is_multiple_of(b) {

@@ -10,8 +10,10 @@
 
 use std::sync::{RwLockReadGuard, RwLockWriteGuard};
 
+use super::snap::{retag, retag_stat};
 use super::*;
 use crate::meta::namespace::{Attr, Ctx, DirEntry, Kind, NsError, RenameFlags, SetAttr, XattrMode};
+use crate::meta::snap::is_view;
 use crate::store::{components, Walk};
 
 /// Most shard hops one path resolution takes (each resolves at least one
@@ -82,7 +84,7 @@ impl Engine {
 
     /// An inode's attributes, from the shard holding it.
     pub(super) fn attr(&self, ino: Ino) -> Result<Attr> {
-        self.on_ino(ino, move |s| s.getattr(ino))
+        self.on_view(ino, move |s, ino| s.getattr(ino))
     }
 
     /// Drops the pieces other shards hold of regular files whose last name
@@ -341,21 +343,22 @@ impl Engine {
 
     /// The attributes of inode `ino`.
     pub fn stat(&self, ino: Ino) -> Result<Stat> {
-        self.on_ino(ino, move |s| s.stat(ino))
+        let st = self.on_view(ino, move |s, ino| s.stat(ino))?;
+        Ok(retag_stat(ino, st))
     }
 
     /// The inode `name` names in directory `dir`.
     pub fn lookup_at(&self, dir: Ino, name: &[u8]) -> Result<Stat> {
         let name = name.to_vec();
-        let r = self.on_ino(dir, move |s| {
+        let r = self.on_view(dir, move |s, dir| {
             let (ino, _) = s
                 .entry_of(dir, &name)?
                 .ok_or(StoreError::Ns(NsError::NotFound))?;
             tried(ino, s.getattr(ino).and_then(|a| s.stat_of(a)))
         })?;
         match r {
-            Ok(st) => Ok(st),
-            Err(ino) => self.stat(ino),
+            Ok(st) => Ok(retag_stat(dir, st)),
+            Err(ino) => self.stat(retag(dir, ino)),
         }
     }
 
@@ -371,6 +374,7 @@ impl Engine {
         target: &[u8],
         ctx: Ctx,
     ) -> Result<Stat> {
+        self.writable(dir)?;
         if Kind::from_mode(mode) == Some(Kind::Dir)
             && self.home_of_dir(dir, name) != self.map.shard_of_ino(dir)
         {
@@ -386,6 +390,7 @@ impl Engine {
 
     /// Removes a non-directory entry of `dir`.
     pub fn unlink_at(&self, dir: Ino, name: &[u8], ctx: Ctx) -> Result<()> {
+        self.writable(dir)?;
         let n = name.to_vec();
         let shared = self.names_shared();
         let r = self.on_ino(dir, move |s| {
@@ -407,6 +412,7 @@ impl Engine {
 
     /// Removes an empty directory of `dir`.
     pub fn rmdir_at(&self, dir: Ino, name: &[u8], ctx: Ctx) -> Result<()> {
+        self.writable(dir)?;
         let n = name.to_vec();
         let shared = self.names_shared();
         let r = self.on_ino(dir, move |s| {
@@ -429,6 +435,8 @@ impl Engine {
         flags: RenameFlags,
         ctx: Ctx,
     ) -> Result<()> {
+        self.writable(from_dir)?;
+        self.writable(to_dir)?;
         if self.map.shard_of_ino(from_dir) == self.map.shard_of_ino(to_dir) {
             let (f, t) = (from.to_vec(), to.to_vec());
             let shared = self.names_shared();
@@ -450,6 +458,8 @@ impl Engine {
 
     /// Gives inode `ino` the name `name` in `dir`.
     pub fn link_at(&self, ino: Ino, dir: Ino, name: &[u8], ctx: Ctx) -> Result<Stat> {
+        self.writable(ino)?;
+        self.writable(dir)?;
         if self.map.shard_of_ino(ino) != self.map.shard_of_ino(dir) {
             return self.span_link(ino, dir, name, ctx);
         }
@@ -464,6 +474,10 @@ impl Engine {
     /// Changes attributes of `ino`; a new size truncates the file on every
     /// shard holding a piece of it.
     pub fn setattr(&self, ino: Ino, mut set: SetAttr, ctx: Ctx) -> Result<Stat> {
+        if is_view(ino) && set == SetAttr::default() {
+            return self.stat(ino);
+        }
+        self.writable(ino)?;
         if let Some(size) = set.size.take() {
             // (The home refuses a directory: EISDIR.)
             self.truncate(ino, size)?;
@@ -488,6 +502,7 @@ impl Engine {
         mode: XattrMode,
         ctx: Ctx,
     ) -> Result<()> {
+        self.writable(ino)?;
         let (name, value) = (name.to_vec(), value.to_vec());
         self.durably(self.map.shard_of_ino(ino), ino, move |s| {
             s.setxattr(ino, &name, &value, mode, ctx)
@@ -497,16 +512,17 @@ impl Engine {
     /// An extended attribute's value.
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
         let name = name.to_vec();
-        self.on_ino(ino, move |s| s.getxattr(ino, &name))
+        self.on_view(ino, move |s, ino| s.getxattr(ino, &name))
     }
 
     /// The names of an inode's extended attributes.
     pub fn listxattr(&self, ino: Ino) -> Result<Vec<Vec<u8>>> {
-        self.on_ino(ino, move |s| s.listxattr(ino))
+        self.on_view(ino, move |s, ino| s.listxattr(ino))
     }
 
     /// Removes an extended attribute.
     pub fn removexattr(&self, ino: Ino, name: &[u8], ctx: Ctx) -> Result<()> {
+        self.writable(ino)?;
         let name = name.to_vec();
         self.durably(self.map.shard_of_ino(ino), ino, move |s| {
             s.removexattr(ino, &name, ctx)
@@ -515,12 +531,16 @@ impl Engine {
 
     /// Up to `max` entries of directory `dir` after `cookie`.
     pub fn readdir(&self, dir: Ino, cookie: u64, max: usize) -> Result<Vec<DirEntry>> {
-        self.on_ino(dir, move |s| s.readdir(dir, cookie, max))
+        let mut out = self.on_view(dir, move |s, dir| s.readdir(dir, cookie, max))?;
+        for e in &mut out {
+            e.ino = retag(dir, e.ino);
+        }
+        Ok(out)
     }
 
     /// A symlink's target.
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
-        self.on_ino(ino, move |s| s.readlink(ino))
+        self.on_view(ino, move |s, ino| s.readlink(ino))
     }
 
     /// Checks every file system's namespace across all shards together

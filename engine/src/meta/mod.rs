@@ -8,6 +8,7 @@
 pub mod btree;
 mod names;
 pub mod namespace;
+pub mod snap;
 mod state;
 
 pub use names::{NsOp, NsRecord};
@@ -203,6 +204,14 @@ pub enum Record {
         /// Acknowledge before durable ([`FsMeta::write_back`]).
         write_back: bool,
     },
+    /// A snapshot was taken on this shard (at a checkpoint, whose tree
+    /// root it keeps).
+    SnapCreate(snap::Snap),
+    /// A snapshot was deleted: what only it held is free.
+    SnapDelete {
+        /// Its id.
+        id: snap::SnapId,
+    },
     /// Stored bytes of a stripe still open (the write-ahead log): blocks
     /// acknowledged before their stripe is sealed. Replay gathers them and,
     /// for a stripe that never got its [`Record::Stripe`], seals it again
@@ -353,6 +362,13 @@ pub fn encode_record(w: &mut Writer, rec: &Record) {
         Record::FsMode { fs, write_back } => {
             w.u8(16).u32(*fs).u8(u8::from(*write_back));
         }
+        Record::SnapCreate(snap) => {
+            w.u8(17);
+            snap.encode(w);
+        }
+        Record::SnapDelete { id } => {
+            w.u8(18).u32(*id);
+        }
         Record::OpenData {
             fs,
             stripe,
@@ -485,6 +501,10 @@ pub fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
         16 => Record::FsMode {
             fs: r.u32("fs id")?,
             write_back: r.u8("write-back flag")? != 0,
+        },
+        17 => Record::SnapCreate(snap::Snap::decode(r)?),
+        18 => Record::SnapDelete {
+            id: r.u32("snapshot id")?,
         },
         15 => {
             let fs = r.u32("fs id")?;

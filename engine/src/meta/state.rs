@@ -31,8 +31,10 @@ use super::{
     decode_record, encode_record, BlockRef, FsId, FsMeta, Ino, NsOp, NsRecord, Org, OrgId, Record,
     Released, Shared, StripeMeta,
 };
+use crate::meta::snap::{Snap, SnapId};
 
 mod ns;
+mod snap;
 
 type Result<T> = std::result::Result<T, TreeError>;
 
@@ -244,6 +246,13 @@ pub struct Meta {
     shared_len: u64,
     /// The inodes this shard holds.
     pub home: Home,
+    /// Snapshots by id.
+    snaps: BTreeMap<SnapId, Snap>,
+    /// The snapshot tree reads go through for a moment (namespace, inodes,
+    /// parts and block maps; never stripes or the pool), if any.
+    view: Option<Tree>,
+    /// Pages deleted snapshots alone named: free at the next checkpoint.
+    freed_pages: Vec<PagePtr>,
     tree: Tree,
     pager: Pager,
     stripes: StripeCache,
@@ -263,6 +272,9 @@ impl Meta {
             next_gen: 1,
             shared_len: 0,
             home: Home::ALONE,
+            snaps: BTreeMap::new(),
+            view: None,
+            freed_pages: Vec::new(),
             tree: Tree::new(),
             pager: Pager::new(1, cache_bytes),
             stripes: StripeCache::default(),
@@ -304,7 +316,10 @@ impl Meta {
         if let Some(a) = self.attr(io, ino)? {
             return Ok((a.kind == Kind::File).then_some(Held::Home(a)));
         }
-        match self.pager.get(io, &self.tree, &part_key(ino))? {
+        match self
+            .pager
+            .get(io, self.view.as_ref().unwrap_or(&self.tree), &part_key(ino))?
+        {
             Some(v) => decode_part(ino, &v).map(|i| Some(Held::Part(i))),
             None => Ok(None),
         }
@@ -312,7 +327,11 @@ impl Meta {
 
     /// An inode's attributes, if it lives on this shard.
     pub fn attr(&mut self, io: &mut dyn PageIo, ino: Ino) -> Result<Option<Attr>> {
-        match self.pager.get(io, &self.tree, &inode_key(ino))? {
+        match self.pager.get(
+            io,
+            self.view.as_ref().unwrap_or(&self.tree),
+            &inode_key(ino),
+        )? {
             Some(v) => decode_attr(&v).map(Some),
             None => Ok(None),
         }
@@ -326,12 +345,20 @@ impl Meta {
         fs: FsId,
         ids: &'a mut Ids,
     ) -> Namespace<'a> {
-        Namespace::new(io, &mut self.pager, &mut self.tree, fs, ids, self.home)
+        let tree = match self.view.as_mut() {
+            Some(t) => t,
+            None => &mut self.tree,
+        };
+        Namespace::new(io, &mut self.pager, tree, fs, ids, self.home)
     }
 
     /// Where logical block `idx` of file `ino` lives.
     pub fn block(&mut self, io: &mut dyn PageIo, ino: Ino, idx: u64) -> Result<Option<BlockRef>> {
-        match self.pager.get(io, &self.tree, &block_key(ino, idx))? {
+        match self.pager.get(
+            io,
+            self.view.as_ref().unwrap_or(&self.tree),
+            &block_key(ino, idx),
+        )? {
             Some(v) => decode_block(&v).map(Some),
             None => Ok(None),
         }
@@ -348,8 +375,9 @@ impl Meta {
     ) -> Result<()> {
         let prefix = part_key(ino);
         let mut bad = None;
+        let tree = self.view.as_ref().unwrap_or(&self.tree);
         self.pager
-            .scan(io, &self.tree, &block_key(ino, from), &mut |k, v| {
+            .scan(io, tree, &block_key(ino, from), &mut |k, v| {
                 if k.len() != 17 || k[0] != b'b' || k[1..9] != prefix[1..] {
                     return false;
                 }
@@ -580,18 +608,27 @@ impl Meta {
         bad.map_or(Ok(()), Err)
     }
 
-    /// Removes the blocks of file `ino` from logical block `from` on;
-    /// returns them.
-    fn cut_blocks(&mut self, io: &mut dyn PageIo, ino: Ino, from: u64) -> Result<Vec<BlockRef>> {
+    /// Removes the blocks of file `ino` (of `fs`) from logical block
+    /// `from` on; returns how many, and adds those no snapshot keeps to
+    /// `released`.
+    fn cut_blocks(
+        &mut self,
+        io: &mut dyn PageIo,
+        fs: FsId,
+        ino: Ino,
+        from: u64,
+        released: &mut Released,
+    ) -> Result<usize> {
         let mut idxs = Vec::new();
         self.blocks(io, ino, from, &mut |i, b| {
             idxs.push((i, b));
             true
         })?;
-        for (i, _) in &idxs {
+        for (i, b) in &idxs {
             self.pager.remove(io, &mut self.tree, &block_key(ino, *i))?;
+            self.drop_block(io, fs, ino, *i, *b, released)?;
         }
-        Ok(idxs.into_iter().map(|(_, b)| b).collect())
+        Ok(idxs.len())
     }
 
     /// Sets a file's size; on its home shard also its mtime and ctime,
@@ -638,6 +675,10 @@ impl Meta {
 
     /// Applies one change. Returns the block references the change dropped.
     pub fn apply(&mut self, io: &mut dyn PageIo, rec: &Record) -> Result<Released> {
+        debug_assert!(self.view.is_none(), "a change while a snapshot is viewed");
+        if self.view.is_some() {
+            return Err(corrupt("a change while a snapshot is viewed"));
+        }
         let mut released = Vec::new();
         // Blocks the record puts into this shard's maps or pool.
         let mut added: Vec<BlockRef> = Vec::new();
@@ -665,8 +706,7 @@ impl Meta {
             }
             Record::PartDrop { ino } => {
                 if let Some(i) = self.file(io, *ino)?.filter(|i| i.part) {
-                    let blocks = self.cut_blocks(io, *ino, 0)?;
-                    released.extend(blocks.into_iter().map(|b| (i.fs, b)));
+                    self.cut_blocks(io, i.fs, *ino, 0, &mut released)?;
                     self.pager.remove(io, &mut self.tree, &part_key(*ino))?;
                 }
             }
@@ -711,7 +751,10 @@ impl Meta {
                         )?;
                         added.push(*b);
                         match old {
-                            Some(old) => released.push((fs, decode_block(&old)?)),
+                            Some(old) => {
+                                let old = decode_block(&old)?;
+                                self.drop_block(io, fs, *ino, *idx, old, &mut released)?;
+                            }
                             None => new_blocks += 1,
                         }
                     }
@@ -733,10 +776,8 @@ impl Meta {
             Record::Truncate { ino, size, mtime } => {
                 if let Some(held) = self.held(io, *ino)? {
                     let fs = held.inode().fs;
-                    let dropped = self.cut_blocks(io, *ino, size.div_ceil(BLOCK))?;
-                    let cut = -(dropped.len() as i64);
-                    released.extend(dropped.into_iter().map(|b| (fs, b)));
-                    self.set_size(io, held, *size, *mtime, cut)?;
+                    let cut = self.cut_blocks(io, fs, *ino, size.div_ceil(BLOCK), &mut released)?;
+                    self.set_size(io, held, *size, *mtime, -(cut as i64))?;
                 }
             }
             Record::SharedPut { fs, key, block } => {
@@ -766,7 +807,11 @@ impl Meta {
                 self.fs_owner.insert(*fs, *org);
             }
             Record::FsDelete { fs } => {
-                released = self.drop_fs_files(io, *fs)?;
+                let ids: Vec<SnapId> = self.snaps_of(*fs).map(|s| s.id).collect();
+                for id in ids {
+                    self.snap_delete(io, id, &mut released)?;
+                }
+                released.extend(self.drop_fs_files(io, *fs)?);
                 self.fss.remove(fs);
                 self.fs_owner.remove(fs);
                 self.used.remove(fs);
@@ -775,6 +820,12 @@ impl Meta {
                 if let Some(f) = self.fss.get_mut(fs) {
                     f.write_back = *write_back;
                 }
+            }
+            Record::SnapCreate(snap) => {
+                self.snaps.insert(snap.id, snap.clone());
+            }
+            Record::SnapDelete { id } => {
+                self.snap_delete(io, *id, &mut released)?;
             }
             // The write-ahead log's bytes: the store's replay keeps them.
             Record::OpenData { .. } => {}
@@ -886,6 +937,7 @@ impl Meta {
         for (&fs, &org) in &self.fs_owner {
             recs.push(Record::FsOwner { fs, org });
         }
+        recs.extend(self.snaps.values().cloned().map(Record::SnapCreate));
         w.u32(recs.len() as u32);
         for r in &recs {
             encode_record(&mut w, r);
@@ -924,7 +976,10 @@ impl Meta {
         m.pager = Pager::new(epoch, cache_bytes);
         for _ in 0..r.count(2, "catalog count")? {
             match decode_record(r)? {
-                rec @ (Record::FsCreate(_) | Record::OrgCreate(_) | Record::FsOwner { .. }) => {
+                rec @ (Record::FsCreate(_)
+                | Record::OrgCreate(_)
+                | Record::FsOwner { .. }
+                | Record::SnapCreate(_)) => {
                     let mut none = super::btree::MemPages::new();
                     // Catalog records touch no pages.
                     m.apply(&mut none, &rec)

@@ -71,8 +71,21 @@ impl Store {
         );
         let bs = self.layout.block_size as usize;
         // The changed pages, durable before the root that names them.
-        let retired = self.with_meta(|m, io| m.commit(io))?;
-        self.space.retire(&retired);
+        // Pages a snapshot still names go to its dead list instead of back
+        // to the space, which changes the tree again: commit until nothing
+        // more is kept (the second round only copies the dead list's path).
+        let freed = self.meta.take_freed_pages();
+        self.space.retire(&freed);
+        for round in 0.. {
+            let retired = self.with_meta(|m, io| m.commit(io))?;
+            let n = retired.len();
+            let free = self.with_meta(|m, io| m.keep_retired(io, retired))?;
+            self.space.retire(&free);
+            if free.len() == n {
+                break;
+            }
+            debug_assert!(round < 8, "dead-list commits do not converge");
+        }
         self.flush_devices()?;
         let payload = root_payload(&self.meta, &self.space);
         // A checkpoint takes a sequence number of its own, so no two

@@ -80,6 +80,11 @@ pub enum StoreError {
     /// A namespace operation was refused, with its POSIX errno (ENOENT,
     /// EEXIST, ENOTEMPTY, ENOTDIR, EISDIR, ELOOP, EXDEV...).
     Ns(crate::meta::namespace::NsError),
+    /// A change to something read-only: a snapshot (EROFS).
+    ReadOnly {
+        /// What, and what to do.
+        what: String,
+    },
     /// Data cannot be read: more chunks of its stripe are lost than parity
     /// can rebuild.
     Unrecoverable {
@@ -97,6 +102,7 @@ impl StoreError {
             StoreError::NoSpace { .. } => libc::ENOSPC,
             StoreError::TooLarge { .. } => libc::EFBIG,
             StoreError::NotFound { .. } => libc::ENOENT,
+            StoreError::ReadOnly { .. } => libc::EROFS,
             StoreError::Exists { .. } | StoreError::AlreadyFormatted { .. } => libc::EEXIST,
             StoreError::Invalid { .. } | StoreError::Mismatch { .. } => libc::EINVAL,
             StoreError::Io { error, .. } => error.errno(),
@@ -126,6 +132,7 @@ impl fmt::Display for StoreError {
             StoreError::NoSpace { what } => write!(f, "no space: {what}"),
             StoreError::TooLarge { what } => write!(f, "file too large: {what}"),
             StoreError::NotFound { what } => write!(f, "not found: {what}"),
+            StoreError::ReadOnly { what } => write!(f, "read-only: {what}"),
             StoreError::Exists { what } => write!(f, "already exists: {what}"),
             StoreError::Invalid { reason } => write!(f, "{reason}"),
             StoreError::Moved { shard } => write!(

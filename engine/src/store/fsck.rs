@@ -99,6 +99,24 @@ impl Store {
             true
         })
         .map_err(meta_err)?;
+        // Snapshots' dead lists hold references like the maps.
+        meta.all_dead_blocks(&mut io, &mut |fs, ino, b| match b.owner() {
+            None => {
+                *live.entry(b.addr.stripe).or_default() += 1;
+                if !stripes.contains(&b.addr.stripe) {
+                    bad.push(format!(
+                        "a snapshot's block of file {ino} refers to missing stripe {}",
+                        b.addr.stripe
+                    ));
+                }
+            }
+            Some(owner) if owner == shard && !keys.contains(&(fs, b.fp)) => bad.push(format!(
+                "a snapshot's block of file {ino} refers to missing shared block {:#x}",
+                b.fp
+            )),
+            Some(_) => {}
+        })
+        .map_err(meta_err)?;
         // Each home file's inode counts the blocks its map holds.
         let mut homes = Vec::new();
         meta.files(&mut io, &mut |i| {
@@ -133,7 +151,14 @@ impl Store {
                 ));
             }
         }
+        let snap_pages = meta.snap_pages(&mut io).map_err(meta_err)?;
         bad.extend(meta.check(&mut io).map_err(meta_err)?);
+        // Every page a snapshot names is kept.
+        for p in snap_pages {
+            if !self.space.is_used(p.addr) {
+                bad.push(format!("page {} of a snapshot is free", p.addr));
+            }
+        }
         Ok(bad)
     }
 }

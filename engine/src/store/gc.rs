@@ -28,7 +28,17 @@ impl Store {
         let mut seen: std::collections::HashSet<BlockAddr> = std::collections::HashSet::new();
         let mut width: HashMap<u64, u64> = HashMap::new();
         for id in self.with_meta(|m, io| m.stripe_ids(io))? {
-            width.insert(id, u64::from(self.stripe(id)?.k));
+            let s = self.stripe(id)?;
+            // Snapshots may name the blocks of older stripes in place (a
+            // file system that reduces data names its pool's keys instead).
+            let pinned = self
+                .meta
+                .fss
+                .get(&s.fs)
+                .is_some_and(|f| !f.reduction && id < self.meta.gc_floor(s.fs));
+            if !pinned {
+                width.insert(id, u64::from(s.k));
+            }
         }
         self.with_meta(|m, io| {
             let mut add = |holder: Holder, b: BlockRef| {

@@ -87,6 +87,7 @@ mod replace;
 mod report;
 mod scrub;
 mod shared;
+mod snap;
 mod span;
 mod wal;
 mod write;

@@ -65,7 +65,7 @@ impl PageSpace {
         self.per.div_ceil(64) as usize
     }
 
-    fn is_used(&self, addr: PageAddr) -> bool {
+    pub(super) fn is_used(&self, addr: PageAddr) -> bool {
         let (c, p) = ((addr / self.per) as usize, addr % self.per);
         self.used
             .get(c)

@@ -75,6 +75,9 @@ pub struct SpaceStats {
     pub stored_blocks: u64,
     /// Bytes of those blocks once stored (compressed or not).
     pub stored_bytes: u64,
+    /// Block references only snapshots hold (dropped by the live file
+    /// systems since): what deleting every snapshot would release.
+    pub snapshot_refs: u64,
 }
 
 impl SpaceStats {
@@ -89,6 +92,7 @@ impl SpaceStats {
             t.block_refs += p.block_refs;
             t.stored_blocks += p.stored_blocks;
             t.stored_bytes += p.stored_bytes;
+            t.snapshot_refs += p.snapshot_refs;
         }
         t.with_ratios()
     }
@@ -172,6 +176,7 @@ impl Store {
         let mut distinct: HashSet<BlockAddr> = HashSet::new();
         let mut refs = 0u64;
         let mut stored = 0u64;
+        let mut dead = 0u64;
         self.with_meta(|m, io| {
             m.all_blocks(io, &mut |_, _, b| {
                 refs += 1;
@@ -185,6 +190,12 @@ impl Store {
                     stored += u64::from(b.addr.stored_len);
                 }
                 true
+            })?;
+            m.all_dead_blocks(io, &mut |_, _, b| {
+                dead += 1;
+                if b.owner().is_none() && distinct.insert(b.addr) {
+                    stored += u64::from(b.addr.stored_len);
+                }
             })
         })?;
         let logical = self.meta.fss.keys().map(|&fs| self.meta.fs_used(fs)).sum();
@@ -198,6 +209,7 @@ impl Store {
             block_refs: refs,
             stored_blocks: distinct.len() as u64,
             stored_bytes: stored,
+            snapshot_refs: dead,
         }
         .with_ratios())
     }

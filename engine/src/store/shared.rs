@@ -244,6 +244,12 @@ impl Store {
                     *out.entry((owner, fs, b.fp)).or_default() += 1;
                 }
                 true
+            })?;
+            // Snapshots' dead lists hold references like the maps.
+            m.all_dead_blocks(io, &mut |fs, _, b| {
+                if let Some(owner) = b.owner() {
+                    *out.entry((owner, fs, b.fp)).or_default() += 1;
+                }
             })
         })?;
         Ok(out)

@@ -214,8 +214,7 @@ impl Meta {
     ) -> Result<()> {
         let u = self.used.entry(a.fs).or_default();
         *u = u.saturating_sub(a.size);
-        let blocks = self.cut_blocks(io, a.ino, 0)?;
-        released.extend(blocks.into_iter().map(|b| (a.fs, b)));
+        self.cut_blocks(io, a.fs, a.ino, 0, released)?;
         Ok(())
     }
 
@@ -281,8 +280,7 @@ impl Meta {
             self.pager.remove(io, &mut self.tree, &inode_key(a.ino))?;
         }
         for i in parts {
-            let blocks = self.cut_blocks(io, i.ino, 0)?;
-            released.extend(blocks.into_iter().map(|b| (fs, b)));
+            self.cut_blocks(io, fs, i.ino, 0, &mut released)?;
             self.pager.remove(io, &mut self.tree, &part_key(i.ino))?;
         }
         Ok(released)

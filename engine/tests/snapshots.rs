@@ -1,0 +1,213 @@
+//! Snapshots: taken on every shard at once, read through tagged inodes,
+//! never changed, kept across restarts and crashes, with exact
+//! reclaimable bytes, and everything they held freed when deleted.
+
+mod common;
+
+use common::{memory_devices, present, small_config, Rng};
+use flint_dataplane::reactor::ReactorConfig;
+use flint_engine::engine::Engine;
+use flint_engine::store::{StoreConfig, StoreError};
+
+const B: u64 = 4096;
+
+fn two_reactors() -> Engine {
+    let cpus = flint_dataplane::placement::allowed_cores().unwrap();
+    let cores: Vec<usize> = cpus.iter().copied().cycle().take(2).collect();
+    let distinct = cores[0] != cores[1];
+    Engine::start(&ReactorConfig {
+        cores: if distinct { cores } else { vec![] },
+        pin: false,
+        ..ReactorConfig::default()
+    })
+    .unwrap()
+}
+
+fn config(shards: u32) -> StoreConfig {
+    StoreConfig {
+        shards,
+        ..small_config()
+    }
+}
+
+fn clean(e: &Engine) {
+    let mut problems: Vec<String> = e.broadcast(|s| s.fsck()).unwrap().concat();
+    problems.extend(e.fsck_names().unwrap());
+    assert!(problems.is_empty(), "fsck: {problems:?}");
+}
+
+/// The file `name` in the snapshot's root (its root inode `root`).
+fn snap_file(e: &Engine, root: u64, path: &[&str]) -> u64 {
+    let mut ino = root;
+    for p in path {
+        ino = e.lookup_at(ino, p.as_bytes()).unwrap().ino;
+    }
+    ino
+}
+
+fn reclaimable(e: &Engine, fs: u32, name: &str) -> u64 {
+    e.snapshot_list(Some(fs))
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap()
+        .reclaimable
+}
+
+fn run(shards: u32, reduction: bool) {
+    let devs = memory_devices(5, 64);
+    let mut e = two_reactors();
+    e.format(devs.clone(), config(shards), false).unwrap();
+    e.open(present(&devs)).unwrap();
+    let fs = e.fs_create("data", 3, 2, reduction, 1 << 40).unwrap();
+    e.mkdir(fs, "dir", 0o755).unwrap();
+    let mut rng = Rng(7 + u64::from(shards));
+    let big = e.create(fs, "dir/big").unwrap();
+    let big_v1 = rng.data(3 << 20);
+    e.write(big, 0, big_v1.clone()).unwrap();
+    let small = e.create(fs, "small").unwrap();
+    let small_v1 = rng.data(10_000);
+    e.write(small, 0, small_v1.clone()).unwrap();
+    let cut = e.create(fs, "cut").unwrap();
+    let cut_v1 = rng.data(64 << 10);
+    e.write(cut, 0, cut_v1.clone()).unwrap();
+
+    let s1 = e.snapshot_create(fs, "s1").unwrap();
+    assert_eq!(s1.reclaimable, 0);
+    assert_eq!(s1.bytes, (3 << 20) + 10_000 + (64 << 10));
+    assert!(matches!(
+        e.snapshot_create(fs, "s1"),
+        Err(StoreError::Exists { .. })
+    ));
+
+    // Diverge: overwrite 1 MiB of the big file, unlink a file, cut one.
+    let y = rng.data(1 << 20);
+    e.write(big, 512 << 10, y.clone()).unwrap();
+    e.unlink(fs, "small").unwrap();
+    e.truncate(cut, 16 << 10).unwrap();
+    let fresh = e.create(fs, "dir/new").unwrap();
+    e.write(fresh, 0, vec![9; 5000]).unwrap();
+    e.sync().unwrap();
+    let mut big_v2 = big_v1.clone();
+    big_v2[512 << 10..(512 << 10) + (1 << 20)].copy_from_slice(&y);
+    let dropped = (1 << 20) / B + 10_000u64.div_ceil(B) + (48 << 10) / B;
+    assert_eq!(reclaimable(&e, fs, "s1"), dropped * B);
+
+    let check_s1 = |e: &Engine, live: &[u8]| {
+        let root = e.snapshot_list(Some(fs)).unwrap()[0].root;
+        let b = snap_file(e, root, &["dir", "big"]);
+        assert!(
+            e.read(b, 0, 4 << 20).unwrap() == big_v1,
+            "the snapshot's big file"
+        );
+        assert_eq!(e.stat(b).unwrap().size, 3 << 20);
+        let s = snap_file(e, root, &["small"]);
+        assert!(
+            e.read(s, 0, 1 << 20).unwrap() == small_v1,
+            "the snapshot's small file"
+        );
+        let c = snap_file(e, root, &["cut"]);
+        assert!(
+            e.read(c, 0, 1 << 20).unwrap() == cut_v1,
+            "the snapshot's cut file"
+        );
+        let dir = snap_file(e, root, &["dir"]);
+        let names: Vec<Vec<u8>> = e
+            .readdir(dir, 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(
+            names,
+            vec![b"big".to_vec()],
+            "files made since are not in it"
+        );
+        // Read-only.
+        for r in [
+            e.write(b, 0, vec![1; 10]),
+            e.truncate(b, 0),
+            e.unlink_at(dir, b"big", flint_engine::engine::root_ctx()),
+        ] {
+            assert_eq!(r.unwrap_err().errno(), -libc::EROFS);
+        }
+        // The live files are the new ones.
+        assert!(
+            e.read(big, 0, 4 << 20).unwrap() == live,
+            "the live big file"
+        );
+        assert_eq!(e.lookup(fs, "small").unwrap(), None);
+    };
+    check_s1(&e, &big_v2);
+    clean(&e);
+
+    // A restart and a crash keep it, with its figures.
+    e.close().unwrap();
+    let mut e = two_reactors();
+    e.open(present(&devs)).unwrap();
+    check_s1(&e, &big_v2);
+    assert_eq!(reclaimable(&e, fs, "s1"), dropped * B);
+    e.write(big, 0, vec![3; 8192]).unwrap();
+    drop(e);
+    let mut e = two_reactors();
+    e.open(present(&devs)).unwrap();
+    big_v2[..8192].fill(3);
+    check_s1(&e, &big_v2);
+    assert_eq!(reclaimable(&e, fs, "s1"), (dropped + 2) * B);
+    clean(&e);
+
+    // Two snapshots with nothing between share everything: the older one
+    // frees nothing alone until the newer goes.
+    // Blocks written since s1 are s2's alone; blocks both hold are
+    // neither's alone until one of them goes.
+    let s2 = e.snapshot_create(fs, "s2").unwrap();
+    e.write(big, 512 << 10, vec![5; 4 * B as usize]).unwrap();
+    e.write(big, 2 << 20, vec![6; 2 * B as usize]).unwrap();
+    e.sync().unwrap();
+    assert_eq!(reclaimable(&e, fs, "s2"), 4 * B);
+    assert_eq!(reclaimable(&e, fs, "s1"), (dropped + 2) * B);
+    let s3 = e.snapshot_create(fs, "s3").unwrap();
+    assert_eq!(reclaimable(&e, fs, "s3"), 0);
+    e.snapshot_delete(fs, "s2").unwrap();
+    assert_eq!(reclaimable(&e, fs, "s1"), (dropped + 2 + 2) * B);
+    assert_eq!(reclaimable(&e, fs, "s3"), 0);
+    assert!(s3.id != s2.id);
+    clean(&e);
+
+    // Deleting every snapshot frees what they held.
+    let before = e.space().unwrap();
+    e.snapshot_delete(fs, "s1").unwrap();
+    e.snapshot_delete(fs, "s3").unwrap();
+    assert!(e.snapshot_list(Some(fs)).unwrap().is_empty());
+    e.broadcast(|s| {
+        s.sync()?;
+        s.checkpoint()
+    })
+    .unwrap();
+    let after = e.space().unwrap();
+    assert!(before.snapshot_refs >= dropped + 4, "{before:?}");
+    assert_eq!(after.snapshot_refs, 0);
+    assert!(
+        after.stored_bytes < before.stored_bytes,
+        "stored bytes {} -> {}",
+        before.stored_bytes,
+        after.stored_bytes
+    );
+    clean(&e);
+    e.close().unwrap();
+}
+
+#[test]
+fn snapshots_on_one_shard() {
+    run(1, false);
+}
+
+#[test]
+fn snapshots_across_four_shards() {
+    run(4, false);
+}
+
+#[test]
+fn snapshots_of_a_file_system_that_reduces_data() {
+    run(4, true);
+}
