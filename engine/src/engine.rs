@@ -391,8 +391,9 @@ impl Engine {
             self.sync()?;
             // Namespace operations spanning shards that a crash cut short.
             self.finish_intents()?;
-            // And snapshots.
+            // And snapshots, and a restore.
             self.finish_snapshots()?;
+            self.finish_restore()?;
         }
         if let Some(period) = seal_every {
             for reactor in 0..self.set.len().min(shards as usize) {

@@ -164,6 +164,8 @@ fn run(shards: u32, reduction: bool) {
     e.write(big, 512 << 10, vec![5; 4 * B as usize]).unwrap();
     e.write(big, 2 << 20, vec![6; 2 * B as usize]).unwrap();
     e.sync().unwrap();
+    big_v2[512 << 10..(512 << 10) + 4 * B as usize].fill(5);
+    big_v2[2 << 20..(2 << 20) + 2 * B as usize].fill(6);
     assert_eq!(reclaimable(&e, fs, "s2"), 4 * B);
     assert_eq!(reclaimable(&e, fs, "s1"), (dropped + 2) * B);
     let s3 = e.snapshot_create(fs, "s3").unwrap();
@@ -174,10 +176,41 @@ fn run(shards: u32, reduction: bool) {
     assert!(s3.id != s2.id);
     clean(&e);
 
+    // Restore: the file system goes back to s1, its state before kept.
+    e.snapshot_restore(fs, "s1", Some("before")).unwrap();
+    let restored = |e: &Engine| {
+        assert!(e.read(big, 0, 4 << 20).unwrap() == big_v1, "restored big file");
+        assert_eq!(e.lookup(fs, "small").unwrap(), Some(small));
+        assert!(e.read(cut, 0, 1 << 20).unwrap() == cut_v1, "restored cut file");
+        assert_eq!(e.lookup(fs, "dir/new").unwrap(), None);
+        let root = e
+            .snapshot_list(Some(fs))
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name == "before")
+            .unwrap()
+            .root;
+        let b = snap_file(e, root, &["dir", "big"]);
+        assert!(e.read(b, 0, 4 << 20).unwrap() == big_v2, "the state before");
+        assert!(snap_file(e, root, &["dir", "new"]) != 0);
+    };
+    restored(&e);
+    assert!(e.read(small, 0, 1 << 20).unwrap() == small_v1);
+    clean(&e);
+    // It diverges again, and a crash keeps it.
+    e.write(small, 0, vec![7; 100]).unwrap();
+    drop(e);
+    let mut e = two_reactors();
+    e.open(present(&devs)).unwrap();
+    restored(&e);
+    assert_eq!(e.read(small, 0, 100).unwrap(), vec![7; 100]);
+    clean(&e);
+
     // Deleting every snapshot frees what they held.
     let before = e.space().unwrap();
     e.snapshot_delete(fs, "s1").unwrap();
     e.snapshot_delete(fs, "s3").unwrap();
+    e.snapshot_delete(fs, "before").unwrap();
     assert!(e.snapshot_list(Some(fs)).unwrap().is_empty());
     e.broadcast(|s| {
         s.sync()?;

@@ -155,12 +155,12 @@ impl Mgmt {
     }
 }
 
-struct Req {
-    method: String,
+pub(super) struct Req {
+    pub(super) method: String,
     path: String,
     query: String,
     auth: Option<String>,
-    body: Vec<u8>,
+    pub(super) body: Vec<u8>,
 }
 
 fn read_req(conn: &mut TcpStream) -> Result<Req, (u16, String)> {
@@ -267,12 +267,14 @@ fn handle(mut conn: TcpStream, node: &Node) {
     respond(&mut conn, code, ctype, body.as_bytes());
 }
 
-type Answer = Result<(u16, Value), (u16, String)>;
+pub(super) type Answer = Result<(u16, Value), (u16, String)>;
 
-fn store_err(e: StoreError) -> (u16, String) {
+pub(super) fn store_err(e: StoreError) -> (u16, String) {
     let code = match e {
         StoreError::NotFound { .. } => 404,
-        StoreError::Exists { .. } | StoreError::AlreadyFormatted { .. } => 409,
+        StoreError::Exists { .. }
+        | StoreError::AlreadyFormatted { .. }
+        | StoreError::ReadOnly { .. } => 409,
         StoreError::Invalid { .. } | StoreError::Mismatch { .. } => 400,
         StoreError::NoSpace { .. } => 507,
         _ => 500,
@@ -280,11 +282,11 @@ fn store_err(e: StoreError) -> (u16, String) {
     (code, e.to_string())
 }
 
-fn body(req: &Req) -> Result<Value, (u16, String)> {
+pub(super) fn body(req: &Req) -> Result<Value, (u16, String)> {
     serde_json::from_slice(&req.body).map_err(|e| (400, format!("body is not JSON: {e}")))
 }
 
-fn field<'a>(v: &'a Value, k: &str) -> Result<&'a Value, (u16, String)> {
+pub(super) fn field<'a>(v: &'a Value, k: &str) -> Result<&'a Value, (u16, String)> {
     v.get(k)
         .ok_or_else(|| (400, format!("missing field `{k}`")))
 }
@@ -304,7 +306,7 @@ fn size_of(v: &Value) -> Result<u64, (u16, String)> {
     }
 }
 
-fn fs_id(node: &Node, name: &str) -> Result<u32, (u16, String)> {
+pub(super) fn fs_id(node: &Node, name: &str) -> Result<u32, (u16, String)> {
     node.engine
         .fs_by_name(name)
         .map_err(store_err)?
@@ -451,6 +453,9 @@ fn route(node: &Node, req: &Req) -> Answer {
                 format!("file system {name} deleted"),
             );
             Ok((200, json!({"deleted": name})))
+        }
+        (_, ["v1", "fs", name, "snapshots", rest @ ..]) => {
+            super::snapshots::route(node, req, name, rest)
         }
         ("GET", ["v1", "orgs"]) => Ok((
             200,

@@ -5,7 +5,8 @@
 //! - [`config`]: the config file, checked key by key.
 //! - [`serve`]: start-up (format only on request), the serve loop, SIGTERM
 //!   (stop taking requests, drain, checkpoint, exit 0).
-//! - [`mgmt`]: the management API; [`events`]: events and alerts.
+//! - [`mgmt`]: the management API (snapshots in `snapshots.rs`);
+//!   [`events`]: events and alerts.
 //! - [`cli`]: the `flint` command line over the API.
 
 pub mod cli;
@@ -13,3 +14,4 @@ pub mod config;
 pub mod events;
 pub mod mgmt;
 pub mod serve;
+mod snapshots;

@@ -115,6 +115,46 @@ impl Engine {
         self.sync()
     }
 
+    /// Takes file system `fs` back to snapshot `name`, on every shard,
+    /// durably; with `keep`, its state before is kept as a new snapshot of
+    /// that name first. Files open meanwhile see the snapshot's contents
+    /// (stop writers first: a write racing the restore may land on either
+    /// side of it).
+    pub fn snapshot_restore(&self, fs: FsId, name: &str, keep: Option<&str>) -> Result<()> {
+        let id = self.snapshot_id(fs, name)?;
+        if let Some(k) = keep {
+            self.snapshot_create(fs, k)?;
+        }
+        let _alone = self.names_alone();
+        self.sync()?;
+        self.call_shard(0, move |s| s.restore_mark(Some(id)))?;
+        self.sync()?;
+        self.restore_everywhere(id)
+    }
+
+    /// Every shard's part of a restore, then the shared blocks' counts
+    /// (the restored maps refer to blocks anew), then the end mark.
+    fn restore_everywhere(&self, id: SnapId) -> Result<()> {
+        self.broadcast(move |s| s.snapshot_restore(id))?;
+        self.sync()?;
+        if self.broadcast(|s| Ok(s.shares_blocks()))?.contains(&true) {
+            self.recount_shared()?;
+        }
+        self.call_shard(0, |s| s.restore_mark(None))?;
+        self.sync()
+    }
+
+    /// Finishes a restore a crash cut short (shard 0 marks one under way).
+    pub(super) fn finish_restore(&self) -> Result<()> {
+        match self.call_shard(0, |s| Ok(s.restoring()))? {
+            Some(id) => {
+                tracing::warn!(snapshot = id, "finishing a restore a crash cut short");
+                self.restore_everywhere(id)
+            }
+            None => Ok(()),
+        }
+    }
+
     /// The id of snapshot `name` of `fs`.
     pub fn snapshot_id(&self, fs: FsId, name: &str) -> Result<SnapId> {
         let name = name.to_string();

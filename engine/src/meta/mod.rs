@@ -212,6 +212,19 @@ pub enum Record {
         /// Its id.
         id: snap::SnapId,
     },
+    /// This shard's part of its file system went back to a snapshot: the
+    /// live files are dropped and the snapshot's copied in.
+    SnapRestore {
+        /// The snapshot.
+        id: snap::SnapId,
+    },
+    /// A restore across the shards began (`Some`) or ended (`None`): kept
+    /// by shard 0, so that opening the engine finishes one a crash cut
+    /// short.
+    RestoreMark {
+        /// The snapshot being restored.
+        id: Option<snap::SnapId>,
+    },
     /// Stored bytes of a stripe still open (the write-ahead log): blocks
     /// acknowledged before their stripe is sealed. Replay gathers them and,
     /// for a stripe that never got its [`Record::Stripe`], seals it again
@@ -369,6 +382,12 @@ pub fn encode_record(w: &mut Writer, rec: &Record) {
         Record::SnapDelete { id } => {
             w.u8(18).u32(*id);
         }
+        Record::SnapRestore { id } => {
+            w.u8(19).u32(*id);
+        }
+        Record::RestoreMark { id } => {
+            w.u8(20).u32(id.unwrap_or(0));
+        }
         Record::OpenData {
             fs,
             stripe,
@@ -505,6 +524,12 @@ pub fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
         17 => Record::SnapCreate(snap::Snap::decode(r)?),
         18 => Record::SnapDelete {
             id: r.u32("snapshot id")?,
+        },
+        19 => Record::SnapRestore {
+            id: r.u32("snapshot id")?,
+        },
+        20 => Record::RestoreMark {
+            id: Some(r.u32("snapshot id")?).filter(|&id| id != 0),
         },
         15 => {
             let fs = r.u32("fs id")?;

@@ -253,6 +253,8 @@ pub struct Meta {
     view: Option<Tree>,
     /// Pages deleted snapshots alone named: free at the next checkpoint.
     freed_pages: Vec<PagePtr>,
+    /// A restore across the shards under way (shard 0 keeps it).
+    restoring: Option<SnapId>,
     tree: Tree,
     pager: Pager,
     stripes: StripeCache,
@@ -275,6 +277,7 @@ impl Meta {
             snaps: BTreeMap::new(),
             view: None,
             freed_pages: Vec::new(),
+            restoring: None,
             tree: Tree::new(),
             pager: Pager::new(1, cache_bytes),
             stripes: StripeCache::default(),
@@ -827,6 +830,12 @@ impl Meta {
             Record::SnapDelete { id } => {
                 self.snap_delete(io, *id, &mut released)?;
             }
+            Record::SnapRestore { id } => {
+                self.snap_restore(io, *id, &mut released)?;
+            }
+            Record::RestoreMark { id } => {
+                self.restoring = *id;
+            }
             // The write-ahead log's bytes: the store's replay keeps them.
             Record::OpenData { .. } => {}
         }
@@ -938,6 +947,9 @@ impl Meta {
             recs.push(Record::FsOwner { fs, org });
         }
         recs.extend(self.snaps.values().cloned().map(Record::SnapCreate));
+        if self.restoring.is_some() {
+            recs.push(Record::RestoreMark { id: self.restoring });
+        }
         w.u32(recs.len() as u32);
         for r in &recs {
             encode_record(&mut w, r);
@@ -979,7 +991,8 @@ impl Meta {
                 rec @ (Record::FsCreate(_)
                 | Record::OrgCreate(_)
                 | Record::FsOwner { .. }
-                | Record::SnapCreate(_)) => {
+                | Record::SnapCreate(_)
+                | Record::RestoreMark { .. }) => {
                     let mut none = super::btree::MemPages::new();
                     // Catalog records touch no pages.
                     m.apply(&mut none, &rec)

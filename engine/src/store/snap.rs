@@ -67,6 +67,33 @@ impl Store {
         Ok(())
     }
 
+    /// Takes this shard's part of snapshot `id`'s file system back to it
+    /// (see [`Record::SnapRestore`]). Shared-block counts are the engine's
+    /// to recount after every shard has restored.
+    pub fn snapshot_restore(&mut self, id: SnapId) -> Result<()> {
+        if self.meta.snap(id).is_none() {
+            return Err(StoreError::NotFound {
+                what: format!("snapshot id {id}"),
+            });
+        }
+        self.record(Record::SnapRestore { id })?;
+        // The restored maps' references, counted again from the tree.
+        self.refs = self.with_meta(|m, io| m.stripe_refs(io))?;
+        Ok(())
+    }
+
+    /// Marks a restore across the shards as begun (`Some`) or ended
+    /// (`None`), on shard 0.
+    pub fn restore_mark(&mut self, id: Option<SnapId>) -> Result<()> {
+        self.record(Record::RestoreMark { id })?;
+        Ok(())
+    }
+
+    /// The restore across the shards a crash cut short, if any.
+    pub fn restoring(&self) -> Option<SnapId> {
+        self.meta.restoring()
+    }
+
     /// This shard's snapshots.
     pub fn snapshots(&self) -> Vec<Snap> {
         self.meta.snaps().cloned().collect()

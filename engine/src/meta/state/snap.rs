@@ -330,3 +330,102 @@ impl Meta {
         Ok(out)
     }
 }
+
+/// Key prefixes an inode owns: its entries (as a directory), its entries by
+/// sequence, its symlink target, its xattrs and its block map.
+const INODE_PREFIXES: [u8; 5] = [b'N', b'E', b'L', b'X', b'b'];
+
+impl Meta {
+    /// The restore across the shards under way, if any (shard 0).
+    pub fn restoring(&self) -> Option<SnapId> {
+        self.restoring
+    }
+
+    /// Takes this shard's part of snapshot `id`'s file system back to it:
+    /// drops the live files (what the snapshots do not hold is released
+    /// into `released`) and copies the snapshot's inodes, entries, targets,
+    /// xattrs, parts and block maps in. Running it again gives the same
+    /// state (a restore a crash cut short is run again).
+    pub(super) fn snap_restore(
+        &mut self,
+        io: &mut dyn PageIo,
+        id: SnapId,
+        released: &mut Released,
+    ) -> Result<()> {
+        let Some(s) = self.snaps.get(&id).cloned() else {
+            return Ok(());
+        };
+        let fs = s.fs;
+        released.extend(self.drop_fs_files(io, fs)?);
+        let snap = Self::tree_of(&s);
+        // The snapshot's inodes and parts of the file system.
+        let mut inos: Vec<(u8, Ino)> = Vec::new();
+        let mut bad = None;
+        self.pager.scan(io, &snap, b"I", &mut |k, v| {
+            if k.len() != 9 || k[0] != b'I' {
+                return false;
+            }
+            match decode_attr(v) {
+                Ok(a) => {
+                    if a.fs == fs {
+                        inos.push((b'I', a.ino));
+                    }
+                    true
+                }
+                Err(e) => {
+                    bad = Some(e);
+                    false
+                }
+            }
+        })?;
+        self.pager.scan(io, &snap, b"f", &mut |k, v| {
+            if k.len() != 9 || k[0] != b'f' {
+                return false;
+            }
+            match decode_part(be64(&k[1..]), v) {
+                Ok(i) => {
+                    if i.fs == fs {
+                        inos.push((b'f', i.ino));
+                    }
+                    true
+                }
+                Err(e) => {
+                    bad = Some(e);
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        let mut added = Vec::new();
+        for (tag, ino) in inos {
+            let mut head = vec![tag];
+            head.extend_from_slice(&ino.to_be_bytes());
+            let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            if let Some(v) = self.pager.get(io, &snap, &head)? {
+                pairs.push((head.clone(), v));
+            }
+            for p in INODE_PREFIXES {
+                let mut prefix = vec![p];
+                prefix.extend_from_slice(&ino.to_be_bytes());
+                self.pager.scan(io, &snap, &prefix, &mut |k, v| {
+                    if !k.starts_with(&prefix) {
+                        return false;
+                    }
+                    pairs.push((k.to_vec(), v.to_vec()));
+                    true
+                })?;
+            }
+            for (k, v) in pairs {
+                if k[0] == b'b' {
+                    added.push(decode_block(&v)?);
+                }
+                self.pager.insert(io, &mut self.tree, &k, &v)?;
+            }
+        }
+        self.count_refs(io, &added, &Released::new())?;
+        self.used.insert(fs, s.bytes);
+        Ok(())
+    }
+}

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+mod snapshots;
+
 use super::config::ApplianceConfig;
 use super::serve::{self, ServeOptions};
 use crate::net::auth;
@@ -31,6 +33,9 @@ Management (over the API at --addr, or the config's server.mgmt_addr):
                                         config) into the missing slot
   fs create NAME --k K --m M --capacity SIZE --org ORG [--no-reduction] [--write-back]
   fs list | fs update NAME --capacity SIZE | fs delete NAME
+  fs snapshot create FS NAME            a read-only snapshot (in the mount: /.snapshots/NAME)
+  fs snapshot list FS | fs snapshot delete FS NAME
+  fs snapshot restore FS NAME [--keep-current NAME]   the file system back to NAME
   org create NAME                       prints the new organization's key (once)
   org list
   stats [--watch]                       per-operation counts and latency, protocol counters
@@ -480,6 +485,7 @@ fn mgmt_cmd(api: &Api, json_out: bool, cmd: &str, mut args: Vec<String>) -> Resu
             }
             Ok(())
         }
+        ("fs", Some("snapshot")) => snapshots::command(api, json_out, args),
         ("fs", Some("delete")) => {
             let name = sub(&mut args).ok_or("fs delete needs a NAME")?;
             no_more(&args)?;

@@ -1,0 +1,132 @@
+//! `flint fs snapshot create|list|delete|restore`: a file system's
+//! snapshots over the management API.
+
+use serde_json::{json, Value};
+
+use super::{bytes, flag, no_more, s, table, value, Api};
+
+/// Nanoseconds since the epoch as a UTC time of day and date.
+fn when(v: &Value) -> String {
+    let ns = v.as_i64().unwrap_or(0);
+    let secs = ns.div_euclid(1_000_000_000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Runs `fs snapshot SUB ...`.
+pub(super) fn command(api: &Api, json_out: bool, mut args: Vec<String>) -> Result<(), String> {
+    let mut next = |what: &str| -> Result<String, String> {
+        if args.is_empty() {
+            return Err(format!("fs snapshot needs {what}"));
+        }
+        Ok(args.remove(0))
+    };
+    let sub = next("create, list, delete or restore")?;
+    let fs = next("a file system name")?;
+    let print = |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    let base = format!("/v1/fs/{fs}/snapshots");
+    match sub.as_str() {
+        "list" => {
+            no_more(&args)?;
+            let v = api.call("GET", &base, None)?;
+            if json_out {
+                print(&v);
+                return Ok(());
+            }
+            let rows = v
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|x| {
+                    vec![
+                        s(&x["name"]),
+                        when(&x["created_ns"]),
+                        bytes(&x["bytes"]),
+                        bytes(&x["reclaimable"]),
+                        "read-only".into(),
+                    ]
+                })
+                .collect();
+            table(&["name", "created (UTC)", "size", "reclaimable", "mode"], rows);
+            Ok(())
+        }
+        "create" => {
+            let name = next("a snapshot NAME")?;
+            if flag(&mut args, "--writable") {
+                return Err("writable snapshots are not supported yet; take a read-only one \
+                            and copy out of .snapshots"
+                    .into());
+            }
+            no_more(&args)?;
+            let v = api.call("POST", &base, Some(json!({ "name": name })))?;
+            if json_out {
+                print(&v);
+            } else {
+                println!("snapshot {name} of {fs} taken ({})", bytes(&v["bytes"]));
+            }
+            Ok(())
+        }
+        "delete" => {
+            let name = next("a snapshot NAME")?;
+            no_more(&args)?;
+            let v = api.call("DELETE", &format!("{base}/{name}"), None)?;
+            if json_out {
+                print(&v);
+            } else {
+                println!(
+                    "snapshot {name} of {fs} deleted ({} reclaimed)",
+                    bytes(&v["reclaimed"])
+                );
+            }
+            Ok(())
+        }
+        "restore" => {
+            let name = next("a snapshot NAME")?;
+            let keep = value(&mut args, "--keep-current")?;
+            no_more(&args)?;
+            let v = api.call(
+                "POST",
+                &format!("{base}/{name}/restore"),
+                Some(json!({ "keep_current": keep })),
+            )?;
+            if json_out {
+                print(&v);
+            } else {
+                match keep {
+                    Some(k) => println!("{fs} restored to {name} (its state before: snapshot {k})"),
+                    None => println!("{fs} restored to {name}"),
+                }
+            }
+            Ok(())
+        }
+        other => Err(format!(
+            "fs snapshot {other}: expected create, list, delete or restore"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_print_as_utc_dates() {
+        assert_eq!(super::when(&0.into()), "1970-01-01 00:00:00");
+        let t: i64 = 1_796_083_200 * 1_000_000_000 + 3_723 * 1_000_000_000;
+        assert_eq!(super::when(&t.into()), "2026-12-01 01:02:03");
+    }
+}
