@@ -89,6 +89,9 @@ rm -rf "$app"
 step "POSIX mount: pjdfstest, fsx, fsstress, fsracer, SIGKILLs under fsx, two mounts"
 scripts/mount-suite.sh
 
+step "snapshots: .snapshots in the mount, EROFS, reclaimable bytes, SIGKILLs, restore, delete"
+scripts/snapshot-suite.sh
+
 step "benchmark smoke runs"
 cargo build --release -p flint-bench --features isal,dpdk
 bench=target/release/flint-bench

@@ -67,9 +67,9 @@ pub(super) fn route(node: &Node, req: &Req, fs: &str, rest: &[&str]) -> Answer {
             };
             e.snapshot_restore(id, snap, keep.as_deref())
                 .map_err(store_err)?;
-            let kept = keep
-                .as_ref()
-                .map_or(String::new(), |k| format!(" (its state before kept as {k})"));
+            let kept = keep.as_ref().map_or(String::new(), |k| {
+                format!(" (its state before kept as {k})")
+            });
             node.events.push(
                 Level::Warning,
                 "snapshot_restored",

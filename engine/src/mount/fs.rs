@@ -31,7 +31,9 @@ use fuser::{
 };
 
 use super::lanes::Lanes;
+use super::snapshots::SNAPDIR;
 use crate::codec::Reader;
+use crate::meta::snap::is_view;
 use crate::net::ns::{self, NsAttr, NsCall, NsEntry, NsStatFs, SetAttrs};
 use crate::net::wire::{self, Request as Wire};
 
@@ -171,8 +173,23 @@ impl FlintFs {
         self
     }
 
+    /// The engine's number of the root directory.
+    pub(super) fn root_ino(&self) -> u64 {
+        self.root
+    }
+
+    /// A namespace call's reply body.
+    pub(super) fn ns_call(&self, req: &Request, call: NsCall) -> Result<Vec<u8>, Errno> {
+        self.ns(req, call)
+    }
+
+    /// An inode's attributes, not noted as seen.
+    pub(super) fn live_attr(&self, req: &Request, ino: u64) -> Result<NsAttr, Errno> {
+        self.attr_call_quiet(req, ino)
+    }
+
     /// The engine's number for a FUSE inode.
-    fn eng(&self, ino: INodeNo) -> u64 {
+    pub(super) fn eng(&self, ino: INodeNo) -> u64 {
         if ino == INodeNo::ROOT {
             self.root
         } else {
@@ -268,6 +285,7 @@ impl FlintFs {
         target: &[u8],
     ) -> Result<NsAttr, Errno> {
         self.refuse_if_read_only()?;
+        self.refuse_in_snapshots(parent, name)?;
         self.attr_call(
             req,
             NsCall::Make {
@@ -564,6 +582,9 @@ impl Filesystem for FlintFs {
         if parent == INodeNo::ROOT && name.as_bytes() == ORPHANS {
             return reply.error(Errno::ENOENT);
         }
+        if let Some(r) = self.snapshot_lookup(req, self.eng(parent), name) {
+            return self.reply_entry(r, reply);
+        }
         let r = self.attr_call(
             req,
             NsCall::Lookup {
@@ -576,6 +597,12 @@ impl Filesystem for FlintFs {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let eng = self.eng(ino);
+        if eng == SNAPDIR {
+            return match self.snapdir_attr(req) {
+                Ok(a) => reply.attr(&self.ttl.attr, &self.file_attr(&a)),
+                Err(e) => reply.error(e),
+            };
+        }
         match self.attr_call(req, NsCall::GetAttr { ino: eng }) {
             Ok(mut a) => {
                 if self.orphans.lock().is_ok_and(|m| m.contains_key(&eng)) {
@@ -722,18 +749,22 @@ impl Filesystem for FlintFs {
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             wire_flags |= 2;
         }
-        let r = self.refuse_if_read_only().and_then(|()| {
-            self.ns(
-                req,
-                NsCall::Rename {
-                    from_dir: self.eng(parent),
-                    from: name.as_bytes().to_vec(),
-                    to_dir: self.eng(newparent),
-                    to: newname.as_bytes().to_vec(),
-                    flags: wire_flags,
-                },
-            )
-        });
+        let r = self
+            .refuse_if_read_only()
+            .and_then(|()| self.refuse_in_snapshots(parent, name))
+            .and_then(|()| self.refuse_in_snapshots(newparent, newname))
+            .and_then(|()| {
+                self.ns(
+                    req,
+                    NsCall::Rename {
+                        from_dir: self.eng(parent),
+                        from: name.as_bytes().to_vec(),
+                        to_dir: self.eng(newparent),
+                        to: newname.as_bytes().to_vec(),
+                        flags: wire_flags,
+                    },
+                )
+            });
         reply_empty(r, reply)
     }
 
@@ -745,25 +776,28 @@ impl Filesystem for FlintFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let r = self.refuse_if_read_only().and_then(|()| {
-            self.attr_call(
-                req,
-                NsCall::Link {
-                    ino: self.eng(ino),
-                    dir: self.eng(newparent),
-                    name: newname.as_bytes().to_vec(),
-                },
-            )
-        });
+        let r = self
+            .refuse_if_read_only()
+            .and_then(|()| self.refuse_in_snapshots(newparent, newname))
+            .and_then(|()| {
+                self.attr_call(
+                    req,
+                    NsCall::Link {
+                        ino: self.eng(ino),
+                        dir: self.eng(newparent),
+                        name: newname.as_bytes().to_vec(),
+                    },
+                )
+            });
         self.reply_entry(r, reply);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let writes = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
-        if writes && self.read_only {
+        let eng = self.eng(ino);
+        if writes && (self.read_only || is_view(eng)) {
             return reply.error(Errno::EROFS);
         }
-        let eng = self.eng(ino);
         // Close-to-open: what another client changed since this mount
         // last saw the file must not come from the kernel's caches.
         let now = match self.attr_call_quiet(req, eng) {
@@ -920,7 +954,12 @@ impl Filesystem for FlintFs {
         if offset < 2 && reply.add(ino, 2, FileType::Directory, "..") {
             return reply.ok();
         }
-        match self.entries_from(req, dir, fh, offset, false) {
+        let listing = if dir == SNAPDIR {
+            self.snapshot_listing(req, offset)
+        } else {
+            self.entries_from(req, dir, fh, offset, false)
+        };
+        match listing {
             Ok(es) => {
                 for (off, e) in es {
                     if dir == self.root && e.name == ORPHANS {
@@ -966,7 +1005,12 @@ impl Filesystem for FlintFs {
                 return reply.ok();
             }
         }
-        match self.entries_from(req, dir, fh, offset, true) {
+        let listing = if dir == SNAPDIR {
+            self.snapshot_listing(req, offset)
+        } else {
+            self.entries_from(req, dir, fh, offset, true)
+        };
+        match listing {
             Ok(es) => {
                 for (off, e) in es {
                     let Some(a) = e.attr else { continue };

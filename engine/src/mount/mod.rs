@@ -20,6 +20,7 @@
 
 pub mod fs;
 pub mod lanes;
+mod snapshots;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

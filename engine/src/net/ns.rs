@@ -161,6 +161,10 @@ pub enum NsCall {
         /// Inode.
         ino: u64,
     },
+    /// The file system's snapshots: entries (oldest first) whose inode is
+    /// the snapshot's root directory, with its attributes, and whose cookie
+    /// is the snapshot's id.
+    Snapshots,
 }
 
 /// A namespace request: the file system, the caller, the call.
@@ -196,6 +200,7 @@ impl NsCall {
             NsCall::RemoveXattr { .. } => 14,
             NsCall::StatFs => 15,
             NsCall::Fsync { .. } => 16,
+            NsCall::Snapshots => 17,
         }
     }
 
@@ -219,13 +224,14 @@ impl NsCall {
             NsCall::RemoveXattr { .. } => "ns.removexattr",
             NsCall::StatFs => "ns.statfs",
             NsCall::Fsync { .. } => "ns.fsync",
+            NsCall::Snapshots => "ns.snapshots",
         }
     }
 
     /// The inodes the call names (each must be the session's).
     pub fn inodes(&self) -> Vec<u64> {
         match self {
-            NsCall::Root | NsCall::StatFs => vec![],
+            NsCall::Root | NsCall::StatFs | NsCall::Snapshots => vec![],
             NsCall::Lookup { dir, .. }
             | NsCall::Make { dir, .. }
             | NsCall::Unlink { dir, .. }
@@ -275,7 +281,7 @@ impl NsRequest {
             .u32(self.gid)
             .u8(self.call.code());
         match &self.call {
-            NsCall::Root | NsCall::StatFs => {}
+            NsCall::Root | NsCall::StatFs | NsCall::Snapshots => {}
             NsCall::Lookup { dir, name }
             | NsCall::Unlink { dir, name }
             | NsCall::Rmdir { dir, name } => {
@@ -430,6 +436,7 @@ impl NsRequest {
             },
             15 => NsCall::StatFs,
             16 => NsCall::Fsync { ino: r.u64("ino")? },
+            17 => NsCall::Snapshots,
             _ => {
                 return Err(DecodeError {
                     what: "namespace call",
@@ -685,6 +692,7 @@ mod tests {
                 name: b"user.a".to_vec(),
             },
             NsCall::Fsync { ino: 3 },
+            NsCall::Snapshots,
         ] {
             round(call);
         }

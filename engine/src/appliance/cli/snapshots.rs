@@ -63,15 +63,20 @@ pub(super) fn command(api: &Api, json_out: bool, mut args: Vec<String>) -> Resul
                     ]
                 })
                 .collect();
-            table(&["name", "created (UTC)", "size", "reclaimable", "mode"], rows);
+            table(
+                &["name", "created (UTC)", "size", "reclaimable", "mode"],
+                rows,
+            );
             Ok(())
         }
         "create" => {
             let name = next("a snapshot NAME")?;
             if flag(&mut args, "--writable") {
-                return Err("writable snapshots are not supported yet; take a read-only one \
+                return Err(
+                    "writable snapshots are not supported yet; take a read-only one \
                             and copy out of .snapshots"
-                    .into());
+                        .into(),
+                );
             }
             no_more(&args)?;
             let v = api.call("POST", &base, Some(json!({ "name": name })))?;

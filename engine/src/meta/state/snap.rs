@@ -399,6 +399,7 @@ impl Meta {
             return Err(e);
         }
         let mut added = Vec::new();
+        let lists: Vec<SnapId> = self.snaps_of(fs).map(|x| x.id).collect();
         for (tag, ino) in inos {
             let mut head = vec![tag];
             head.extend_from_slice(&ino.to_be_bytes());
@@ -419,13 +420,48 @@ impl Meta {
             }
             for (k, v) in pairs {
                 if k[0] == b'b' {
-                    added.push(decode_block(&v)?);
+                    // A reference a dead list holds comes back to life (it
+                    // is counted once already); any other is counted anew.
+                    let idx = be64(&k[9..]);
+                    let mut revived = false;
+                    for &l in &lists {
+                        let dk = dead_block_key(fs, l, ino, idx);
+                        if self.pager.get(io, &self.tree, &dk)?.is_some_and(|d| d == v) {
+                            self.pager.remove(io, &mut self.tree, &dk)?;
+                            revived = true;
+                            break;
+                        }
+                    }
+                    if !revived {
+                        added.push(decode_block(&v)?);
+                    }
                 }
                 self.pager.insert(io, &mut self.tree, &k, &v)?;
             }
         }
         self.count_refs(io, &added, &Released::new())?;
         self.used.insert(fs, s.bytes);
+        self.recount_reclaim(io, fs)
+    }
+
+    /// Counts again what each snapshot of `fs` holds alone: its dead-list
+    /// references the snapshot before it does not hold.
+    fn recount_reclaim(&mut self, io: &mut dyn PageIo, fs: FsId) -> Result<()> {
+        let snaps: Vec<Snap> = self.snaps_of(fs).cloned().collect();
+        for (i, x) in snaps.iter().enumerate() {
+            let prev = i.checked_sub(1).map(|p| snaps[p].clone());
+            let mut alone = 0;
+            for (ino, idx, b) in self.dead_blocks(io, fs, x.id)? {
+                let shared = match &prev {
+                    Some(p) => self.holds(io, p, ino, idx, &b)?,
+                    None => false,
+                };
+                alone += u64::from(!shared);
+            }
+            if let Some(s) = self.snaps.get_mut(&x.id) {
+                s.reclaim = alone;
+            }
+        }
         Ok(())
     }
 }

@@ -180,5 +180,20 @@ fn call(
             e.fsync(ino)?;
             Vec::new()
         }
+        NsCall::Snapshots => {
+            let mut out = Vec::new();
+            for snap in e.snapshot_list(Some(fs))? {
+                let st = e.stat(snap.root)?;
+                grant(ctx, st.ino);
+                out.push(NsEntry {
+                    name: snap.name.into_bytes(),
+                    ino: st.ino,
+                    kind: crate::meta::namespace::Kind::Dir.mode_bits(),
+                    cookie: u64::from(snap.id),
+                    attr: Some(attr_of(&st)),
+                });
+            }
+            ns::encode_entries(&out)
+        }
     })
 }
