@@ -187,7 +187,7 @@ impl Meta {
         let Some(s) = self.snaps.get(&id).cloned() else {
             return Ok(());
         };
-        let (prev, next) = self.neighbours(&s);
+        let (prev, _) = self.neighbours(&s);
         // Its dead blocks: to the snapshot before if that one holds them,
         // else free.
         for (ino, idx, b) in self.dead_blocks(io, s.fs, id)? {
@@ -202,37 +202,12 @@ impl Meta {
                 continue;
             }
             let key = dead_block_key(s.fs, p.id, ino, idx);
-            self.pager
-                .insert(io, &mut self.tree, &key, &encode_block(&b))?;
-            let (pp, _) = self.neighbours(p);
-            let shared = match &pp {
-                Some(pp) => self.holds(io, pp, ino, idx, &b)?,
-                None => false,
-            };
-            if !shared {
-                if let Some(p) = self.snaps.get_mut(&p.id) {
-                    p.reclaim += 1;
-                }
-            }
-        }
-        // The next snapshot's dead blocks that this one shared become its
-        // own unless the one before holds them too.
-        if let Some(n) = &next {
-            let mut gained = 0;
-            for (ino, idx, b) in self.dead_blocks(io, n.fs, n.id)? {
-                if !self.holds(io, &s, ino, idx, &b)? {
-                    continue;
-                }
-                let shared = match &prev {
-                    Some(p) => self.holds(io, p, ino, idx, &b)?,
-                    None => false,
-                };
-                if !shared {
-                    gained += 1;
-                }
-            }
-            if let Some(n) = self.snaps.get_mut(&n.id) {
-                n.reclaim += gained;
+            if self.pager.get(io, &self.tree, &key)?.is_some() {
+                // The one before keeps a reference of its own already.
+                released.push((s.fs, b));
+            } else {
+                self.pager
+                    .insert(io, &mut self.tree, &key, &encode_block(&b))?;
             }
         }
         // Its dead pages: to the shard's snapshot before it (of any file
@@ -271,7 +246,8 @@ impl Meta {
             }
         }
         self.snaps.remove(&id);
-        Ok(())
+        // What its neighbours hold alone changed with it: counted again.
+        self.recount_reclaim(io, s.fs)
     }
 
     /// Of the pages a commit retired, keeps on the newest snapshot's dead
@@ -399,7 +375,6 @@ impl Meta {
             return Err(e);
         }
         let mut added = Vec::new();
-        let lists: Vec<SnapId> = self.snaps_of(fs).map(|x| x.id).collect();
         for (tag, ino) in inos {
             let mut head = vec![tag];
             head.extend_from_slice(&ino.to_be_bytes());
@@ -419,22 +394,11 @@ impl Meta {
                 })?;
             }
             for (k, v) in pairs {
+                // Counted anew: the dead lists keep their own references
+                // (taking one back would leave an older snapshot's block
+                // uncounted once the live file drops it again).
                 if k[0] == b'b' {
-                    // A reference a dead list holds comes back to life (it
-                    // is counted once already); any other is counted anew.
-                    let idx = be64(&k[9..]);
-                    let mut revived = false;
-                    for &l in &lists {
-                        let dk = dead_block_key(fs, l, ino, idx);
-                        if self.pager.get(io, &self.tree, &dk)?.is_some_and(|d| d == v) {
-                            self.pager.remove(io, &mut self.tree, &dk)?;
-                            revived = true;
-                            break;
-                        }
-                    }
-                    if !revived {
-                        added.push(decode_block(&v)?);
-                    }
+                    added.push(decode_block(&v)?);
                 }
                 self.pager.insert(io, &mut self.tree, &k, &v)?;
             }
@@ -445,17 +409,22 @@ impl Meta {
     }
 
     /// Counts again what each snapshot of `fs` holds alone: its dead-list
-    /// references the snapshot before it does not hold.
+    /// references that neither the snapshot before it nor the live file
+    /// (after a restore) holds.
     fn recount_reclaim(&mut self, io: &mut dyn PageIo, fs: FsId) -> Result<()> {
         let snaps: Vec<Snap> = self.snaps_of(fs).cloned().collect();
         for (i, x) in snaps.iter().enumerate() {
             let prev = i.checked_sub(1).map(|p| snaps[p].clone());
             let mut alone = 0;
             for (ino, idx, b) in self.dead_blocks(io, fs, x.id)? {
-                let shared = match &prev {
+                let mut shared = match &prev {
                     Some(p) => self.holds(io, p, ino, idx, &b)?,
                     None => false,
                 };
+                if !shared {
+                    let v = self.pager.get(io, &self.tree, &block_key(ino, idx))?;
+                    shared = v.is_some_and(|v| v == encode_block(&b));
+                }
                 alone += u64::from(!shared);
             }
             if let Some(s) = self.snaps.get_mut(&x.id) {
