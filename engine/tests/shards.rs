@@ -4,23 +4,10 @@
 
 mod common;
 
-use common::{memory_devices, present, small_config, Rng};
-use flint_dataplane::reactor::ReactorConfig;
+use common::{memory_devices, present, small_config, two_reactors, Rng};
 use flint_engine::engine::Engine;
 use flint_engine::store::StoreConfig;
 use std::collections::{BTreeMap, BTreeSet};
-
-fn two_reactors() -> Engine {
-    let cpus = flint_dataplane::placement::allowed_cores().unwrap();
-    let cores: Vec<usize> = cpus.iter().copied().cycle().take(2).collect();
-    let distinct = cores[0] != cores[1];
-    Engine::start(&ReactorConfig {
-        cores: if distinct { cores } else { vec![] },
-        pin: false,
-        ..ReactorConfig::default()
-    })
-    .unwrap()
-}
 
 fn config() -> StoreConfig {
     StoreConfig {

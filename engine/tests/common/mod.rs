@@ -30,6 +30,20 @@ pub fn engine() -> Engine {
     Engine::start(&cfg).unwrap()
 }
 
+/// Two adaptive reactors, unpinned, on the first two CPUs (both on one
+/// when there is one): shards on different reactors.
+pub fn two_reactors() -> Engine {
+    let cpus = flint_dataplane::placement::allowed_cores().unwrap();
+    let cores: Vec<usize> = cpus.iter().copied().cycle().take(2).collect();
+    let distinct = cores[0] != cores[1];
+    Engine::start(&ReactorConfig {
+        cores: if distinct { cores } else { vec![] },
+        pin: false,
+        ..ReactorConfig::default()
+    })
+    .unwrap()
+}
+
 /// `n` RAM devices of `mib` MiB.
 pub fn memory_devices(n: usize, mib: u64) -> Vec<Arc<dyn BlockDevice>> {
     (0..n)

@@ -237,35 +237,7 @@ impl Meta {
     /// Removes everything file system `fs` keeps on this shard: every inode
     /// with its entries, symlink target, xattrs and blocks, and every part.
     pub(super) fn drop_fs_files(&mut self, io: &mut dyn PageIo, fs: FsId) -> Result<Released> {
-        let mut attrs = Vec::new();
-        let mut bad = None;
-        self.pager.scan(io, &self.tree, b"I", &mut |k, v| {
-            if k.len() != 9 || k[0] != b'I' {
-                return false;
-            }
-            match decode_attr(v) {
-                Ok(a) => {
-                    if a.fs == fs {
-                        attrs.push(a);
-                    }
-                    true
-                }
-                Err(e) => {
-                    bad = Some(e);
-                    false
-                }
-            }
-        })?;
-        if let Some(e) = bad {
-            return Err(e);
-        }
-        let mut parts = Vec::new();
-        self.files(io, &mut |i| {
-            if i.part && i.fs == fs {
-                parts.push(i);
-            }
-            true
-        })?;
+        let (attrs, parts) = Self::fs_contents(&mut self.pager, io, &self.tree, fs)?;
         let mut released = Released::new();
         for a in &attrs {
             if a.kind == Kind::File {
@@ -284,5 +256,55 @@ impl Meta {
             self.pager.remove(io, &mut self.tree, &part_key(i.ino))?;
         }
         Ok(released)
+    }
+
+    /// The inodes and the parts file system `fs` has in `tree` (the live
+    /// one, or a snapshot's).
+    pub(super) fn fs_contents(
+        pager: &mut Pager,
+        io: &mut dyn PageIo,
+        tree: &Tree,
+        fs: FsId,
+    ) -> Result<(Vec<Attr>, Vec<Inode>)> {
+        let mut attrs = Vec::new();
+        let mut parts = Vec::new();
+        let mut bad = None;
+        pager.scan(io, tree, b"I", &mut |k, v| {
+            if k.len() != 9 || k[0] != b'I' {
+                return false;
+            }
+            match decode_attr(v) {
+                Ok(a) => {
+                    if a.fs == fs {
+                        attrs.push(a);
+                    }
+                    true
+                }
+                Err(e) => {
+                    bad = Some(e);
+                    false
+                }
+            }
+        })?;
+        if bad.is_none() {
+            pager.scan(io, tree, b"f", &mut |k, v| {
+                if k.len() != 9 || k[0] != b'f' {
+                    return false;
+                }
+                match decode_part(be64(&k[1..]), v) {
+                    Ok(i) => {
+                        if i.fs == fs {
+                            parts.push(i);
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        bad = Some(e);
+                        false
+                    }
+                }
+            })?;
+        }
+        bad.map_or(Ok((attrs, parts)), Err)
     }
 }

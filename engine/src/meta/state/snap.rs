@@ -26,6 +26,15 @@ impl Meta {
         v.into_iter()
     }
 
+    /// The newest snapshot of `fs` (looked up on every block a live file
+    /// drops: no allocation).
+    fn latest_of(&self, fs: FsId) -> Option<&Snap> {
+        self.snaps
+            .values()
+            .filter(|s| s.fs == fs)
+            .max_by_key(|s| s.epoch)
+    }
+
     /// The stripe id below which garbage collection must leave file system
     /// `fs`'s stripes alone: its snapshots may name their blocks in place.
     pub fn gc_floor(&self, fs: FsId) -> u64 {
@@ -94,7 +103,7 @@ impl Meta {
         b: BlockRef,
         released: &mut Released,
     ) -> Result<()> {
-        let Some(latest) = self.snaps_of(fs).last().cloned() else {
+        let Some(latest) = self.latest_of(fs).cloned() else {
             released.push((fs, b));
             return Ok(());
         };
@@ -335,45 +344,11 @@ impl Meta {
         released.extend(self.drop_fs_files(io, fs)?);
         let snap = Self::tree_of(&s);
         // The snapshot's inodes and parts of the file system.
-        let mut inos: Vec<(u8, Ino)> = Vec::new();
-        let mut bad = None;
-        self.pager.scan(io, &snap, b"I", &mut |k, v| {
-            if k.len() != 9 || k[0] != b'I' {
-                return false;
-            }
-            match decode_attr(v) {
-                Ok(a) => {
-                    if a.fs == fs {
-                        inos.push((b'I', a.ino));
-                    }
-                    true
-                }
-                Err(e) => {
-                    bad = Some(e);
-                    false
-                }
-            }
-        })?;
-        self.pager.scan(io, &snap, b"f", &mut |k, v| {
-            if k.len() != 9 || k[0] != b'f' {
-                return false;
-            }
-            match decode_part(be64(&k[1..]), v) {
-                Ok(i) => {
-                    if i.fs == fs {
-                        inos.push((b'f', i.ino));
-                    }
-                    true
-                }
-                Err(e) => {
-                    bad = Some(e);
-                    false
-                }
-            }
-        })?;
-        if let Some(e) = bad {
-            return Err(e);
-        }
+        let (attrs, parts) = Self::fs_contents(&mut self.pager, io, &snap, fs)?;
+        let inos = attrs
+            .iter()
+            .map(|a| (b'I', a.ino))
+            .chain(parts.iter().map(|p| (b'f', p.ino)));
         let mut added = Vec::new();
         for (tag, ino) in inos {
             let mut head = vec![tag];
