@@ -44,10 +44,12 @@ use crate::store::{
 mod durable;
 mod names;
 mod order;
+mod quota;
 mod snap;
 mod span;
 
 pub use names::root_ctx;
+pub use quota::{QuotaEvent, QuotaInfo};
 pub use snap::SnapInfo;
 
 /// Engine errors: the store's, or the reactor's.
@@ -109,6 +111,8 @@ pub struct Engine {
     blocks: order::BlockLocks,
     /// File systems that acknowledge before durable.
     write_back: durable::WriteBack,
+    /// Directory quotas: definitions and every shard's counts.
+    quotas: Arc<crate::store::QuotaBook>,
 }
 
 /// Delivers dropped shared-block references to their owner's store, on
@@ -280,6 +284,7 @@ impl Engine {
             map,
             devices: Vec::new(),
             peers: None,
+            quotas: crate::store::QuotaBook::new(1),
             meta_cache: crate::store::META_CACHE_MIB << 20,
             names: std::sync::RwLock::new(()),
             spanned: std::sync::atomic::AtomicU64::new(0),
@@ -347,6 +352,12 @@ impl Engine {
             p.wait()??;
         }
         self.routes = Routes::of(&self.map);
+        let book = crate::store::QuotaBook::new(shards);
+        self.quotas = book.clone();
+        self.broadcast(move |s| {
+            s.set_quotas(book.clone());
+            Ok(())
+        })?;
         if shards > 1 {
             let peers = Journaled::new(shards);
             self.peers = Some(peers.clone());
@@ -474,8 +485,10 @@ impl Engine {
         let devs = self.devices.clone();
         let cache = self.meta_cache;
         let peers = self.peers.clone();
+        let book = self.quotas.clone();
         self.set.call(reactor, move |core| -> Result<()> {
             let mut store = Store::open_shard(core, &devs, shard, cache)?;
+            store.set_quotas(book);
             if let Some(p) = peers {
                 store.set_peers(p);
                 store.set_shared_refs(counts)?;

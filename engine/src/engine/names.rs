@@ -152,7 +152,7 @@ impl Engine {
     }
 
     /// The attributes of what `path` names (a last symlink not followed).
-    fn resolve(&self, fs: FsId, path: &str) -> Result<Attr> {
+    pub(super) fn resolve(&self, fs: FsId, path: &str) -> Result<Attr> {
         self.walk_then(fs, components(path.as_bytes()), |_, a| Ok(a))
     }
 

@@ -125,21 +125,29 @@ impl Engine {
         if let Some(k) = keep {
             self.snapshot_create(fs, k)?;
         }
-        let _alone = self.names_alone();
-        self.sync()?;
-        self.call_shard(0, move |s| s.restore_mark(Some(id)))?;
-        self.sync()?;
-        self.restore_everywhere(id)
+        {
+            let _alone = self.names_alone();
+            self.sync()?;
+            self.call_shard(0, move |s| s.restore_mark(Some(id)))?;
+            self.sync()?;
+            self.restore_everywhere(id, fs)?;
+        }
+        // The restored files are in no quota until counted again.
+        for q in self.quota_pending() {
+            self.quota_scan(q)?;
+        }
+        Ok(())
     }
 
     /// Every shard's part of a restore, then the shared blocks' counts
     /// (the restored maps refer to blocks anew), then the end mark.
-    fn restore_everywhere(&self, id: SnapId) -> Result<()> {
+    fn restore_everywhere(&self, id: SnapId, fs: FsId) -> Result<()> {
         self.broadcast(move |s| s.snapshot_restore(id))?;
         self.sync()?;
         if self.broadcast(|s| Ok(s.shares_blocks()))?.contains(&true) {
             self.recount_shared()?;
         }
+        self.recount_quotas(fs)?;
         self.call_shard(0, |s| s.restore_mark(None))?;
         self.sync()
     }
@@ -149,7 +157,15 @@ impl Engine {
         match self.call_shard(0, |s| Ok(s.restoring()))? {
             Some(id) => {
                 tracing::warn!(snapshot = id, "finishing a restore a crash cut short");
-                self.restore_everywhere(id)
+                let fs = self
+                    .snapshot_list(None)?
+                    .into_iter()
+                    .find(|s| s.id == id)
+                    .map(|s| s.fs);
+                match fs {
+                    Some(fs) => self.restore_everywhere(id, fs),
+                    None => self.call_shard(0, |s| s.restore_mark(None)),
+                }
             }
             None => Ok(()),
         }

@@ -238,6 +238,7 @@ impl Engine {
             parent: dir,
             next_seq: 1,
             blocks: 0,
+            quota: d.quota,
         };
         let mut plan = Plan::new(d.fs, ctx);
         plan.steps.push((home, NsOp::PutInode { attr }));
@@ -315,6 +316,9 @@ impl Engine {
         if d.fs != a.fs {
             return refuse(NsError::CrossDevice);
         }
+        if d.quota != a.quota {
+            return refuse(NsError::QuotaBoundary);
+        }
         if a.nlink >= LINK_MAX {
             return refuse(NsError::TooManyLinks);
         }
@@ -361,6 +365,9 @@ impl Engine {
         }
         if fd.fs != td.fs {
             return refuse(NsError::CrossDevice);
+        }
+        if fd.quota != td.quota {
+            return refuse(NsError::QuotaBoundary);
         }
         let s = self.attr(s_ino)?;
         // Link counts of the two directories after: the base, and the

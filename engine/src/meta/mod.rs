@@ -6,8 +6,10 @@
 //! never disagree. The whole state encodes into a checkpoint.
 
 pub mod btree;
+pub mod group;
 mod names;
 pub mod namespace;
+pub mod quota;
 pub mod snap;
 mod state;
 
@@ -225,6 +227,43 @@ pub enum Record {
         /// The snapshot being restored.
         id: Option<snap::SnapId>,
     },
+    /// A filesystem group was created (kept by shard 0).
+    GroupCreate(group::Group),
+    /// A filesystem group was deleted (kept by shard 0).
+    GroupDelete {
+        /// Its id.
+        id: group::GroupId,
+    },
+    /// A file system joined a group (0: left its group; kept by shard 0).
+    FsGroup {
+        /// File system.
+        fs: FsId,
+        /// The group.
+        group: group::GroupId,
+    },
+    /// A directory quota was set or changed (kept by shard 0).
+    QuotaSet(quota::Quota),
+    /// A directory quota is gone (kept by shard 0).
+    QuotaUnset {
+        /// Its id.
+        id: quota::QuotaId,
+    },
+    /// An inode moved to another quota (with its bytes, for a regular
+    /// file), on the shard holding it.
+    QuotaTag {
+        /// Inode number.
+        ino: Ino,
+        /// The quota it now counts against (0: none).
+        quota: quota::QuotaId,
+    },
+    /// This shard's count of a quota's bytes (only in a checkpoint's
+    /// catalog).
+    QuotaUsage {
+        /// The quota.
+        id: quota::QuotaId,
+        /// Bytes of the files this shard holds under it.
+        bytes: u64,
+    },
     /// Stored bytes of a stripe still open (the write-ahead log): blocks
     /// acknowledged before their stripe is sealed. Replay gathers them and,
     /// for a stripe that never got its [`Record::Stripe`], seals it again
@@ -388,6 +427,29 @@ pub fn encode_record(w: &mut Writer, rec: &Record) {
         Record::RestoreMark { id } => {
             w.u8(20).u32(id.unwrap_or(0));
         }
+        Record::GroupCreate(g) => {
+            w.u8(21);
+            g.encode(w);
+        }
+        Record::GroupDelete { id } => {
+            w.u8(22).u32(*id);
+        }
+        Record::FsGroup { fs, group } => {
+            w.u8(23).u32(*fs).u32(*group);
+        }
+        Record::QuotaSet(q) => {
+            w.u8(24);
+            q.encode(w);
+        }
+        Record::QuotaUnset { id } => {
+            w.u8(25).u32(*id);
+        }
+        Record::QuotaTag { ino, quota } => {
+            w.u8(26).u64(*ino).u32(*quota);
+        }
+        Record::QuotaUsage { id, bytes } => {
+            w.u8(27).u32(*id).u64(*bytes);
+        }
         Record::OpenData {
             fs,
             stripe,
@@ -530,6 +592,26 @@ pub fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
         },
         20 => Record::RestoreMark {
             id: Some(r.u32("snapshot id")?).filter(|&id| id != 0),
+        },
+        21 => Record::GroupCreate(group::Group::decode(r)?),
+        22 => Record::GroupDelete {
+            id: r.u32("group id")?,
+        },
+        23 => Record::FsGroup {
+            fs: r.u32("fs id")?,
+            group: r.u32("group id")?,
+        },
+        24 => Record::QuotaSet(quota::Quota::decode(r)?),
+        25 => Record::QuotaUnset {
+            id: r.u32("quota id")?,
+        },
+        26 => Record::QuotaTag {
+            ino: r.u64("ino")?,
+            quota: r.u32("quota id")?,
+        },
+        27 => Record::QuotaUsage {
+            id: r.u32("quota id")?,
+            bytes: r.u64("quota bytes")?,
         },
         15 => {
             let fs = r.u32("fs id")?;
@@ -744,6 +826,31 @@ mod tests {
                 key: [7; 32],
             }),
             Record::FsOwner { fs: 0, org: 1 },
+            Record::GroupCreate(group::Group {
+                id: 2,
+                name: "training".into(),
+                org: 1,
+            }),
+            Record::FsGroup { fs: 0, group: 2 },
+            Record::GroupCreate(group::Group {
+                id: 3,
+                name: "gone".into(),
+                org: 0,
+            }),
+            Record::GroupDelete { id: 3 },
+            Record::QuotaSet(quota::Quota {
+                id: 4,
+                fs: 0,
+                dir: ROOT,
+                path: "/".into(),
+                parent: 0,
+                hard: 1 << 30,
+                soft: 1 << 29,
+                grace: 60,
+                over_since: 5,
+                state: quota::QuotaState::Enforcing,
+            }),
+            Record::QuotaTag { ino: F, quota: 4 },
             Record::Extents {
                 ino: F,
                 size: 4096,
@@ -802,6 +909,11 @@ mod tests {
             assert_eq!(m.stripe(io, 3).unwrap().unwrap().sums.len(), 6 * 32);
             assert_eq!(m.fss[&0].capacity, 2 << 30);
             assert_eq!(m.fs_used(0), 4096);
+            assert_eq!(m.quota_used(4), 4096, "the file's bytes follow its tag");
+            assert_eq!(m.attr(io, F).unwrap().unwrap().quota, 4);
+            assert_eq!(m.quotas[&4].grace, 60);
+            assert_eq!(m.fs_group.get(&0), Some(&2));
+            assert!(!m.groups.contains_key(&3));
             assert_eq!((m.next_fs, m.next_ino, m.next_stripe), (1, 0x400, 4));
         };
         check(&mut m, &mut io);

@@ -20,7 +20,7 @@
 //! them ([`Meta::commit`]) and writes the root ([`Meta::encode_root`]), so
 //! a checkpoint costs what changed and opening costs the root.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::codec::{DecodeError, Reader, Writer};
@@ -31,9 +31,12 @@ use super::{
     decode_record, encode_record, BlockRef, FsId, FsMeta, Ino, NsOp, NsRecord, Org, OrgId, Record,
     Released, Shared, StripeMeta,
 };
+use crate::meta::group::{Group, GroupId};
+use crate::meta::quota::{Quota, QuotaId};
 use crate::meta::snap::{Snap, SnapId};
 
 mod ns;
+mod quota;
 mod snap;
 
 type Result<T> = std::result::Result<T, TreeError>;
@@ -56,6 +59,9 @@ pub struct Inode {
     /// Whether this is a part: the blocks this shard holds of a file whose
     /// inode lives on another shard.
     pub part: bool,
+    /// The directory quota it counts against (0: none; parts count
+    /// nothing).
+    pub quota: QuotaId,
 }
 
 impl Inode {
@@ -89,6 +95,7 @@ impl Held {
                 fs: a.fs,
                 size: a.size,
                 part: false,
+                quota: a.quota,
             },
             Held::Part(i) => *i,
         }
@@ -152,6 +159,7 @@ fn decode_part(ino: Ino, v: &[u8]) -> Result<Inode> {
         fs: r.u32("fs").map_err(bad)?,
         size: r.u64("size").map_err(bad)?,
         part: true,
+        quota: 0,
     })
 }
 
@@ -240,6 +248,17 @@ pub struct Meta {
     pub fs_owner: BTreeMap<FsId, OrgId>,
     /// Logical bytes of each file system's whole files (not parts).
     used: BTreeMap<FsId, u64>,
+    /// Filesystem groups by id (shard 0).
+    pub groups: BTreeMap<GroupId, Group>,
+    /// The group each file system is in (shard 0; absent: none).
+    pub fs_group: BTreeMap<FsId, GroupId>,
+    /// Directory quotas by id (shard 0).
+    pub quotas: BTreeMap<QuotaId, Quota>,
+    /// Logical bytes of the files this shard holds under each quota
+    /// (innermost; nested quotas' bytes are not in their parents').
+    quota_used: BTreeMap<QuotaId, u64>,
+    /// Quotas whose count changed since [`Meta::take_quota_changes`].
+    quota_changed: BTreeSet<QuotaId>,
     /// Inode generations handed out.
     pub next_gen: u64,
     /// Blocks in the shared pool.
@@ -271,6 +290,11 @@ impl Meta {
             orgs: BTreeMap::new(),
             fs_owner: BTreeMap::new(),
             used: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            fs_group: BTreeMap::new(),
+            quotas: BTreeMap::new(),
+            quota_used: BTreeMap::new(),
+            quota_changed: BTreeSet::new(),
             next_gen: 1,
             shared_len: 0,
             home: Home::ALONE,
@@ -454,6 +478,7 @@ impl Meta {
                         fs: a.fs,
                         size: a.size,
                         part: false,
+                        quota: a.quota,
                     });
                     go
                 }
@@ -664,6 +689,7 @@ impl Meta {
                     .ok_or(corrupt("block count"))?;
                 let u = self.used.entry(a.fs).or_default();
                 *u = (*u + size).saturating_sub(a.size);
+                self.charge_quota(a.quota, size as i64 - a.size as i64);
                 a.size = size;
                 if mtime != 0 {
                     a.mtime = mtime;
@@ -702,6 +728,7 @@ impl Meta {
                         fs: *fs,
                         size: 0,
                         part: true,
+                        quota: 0,
                     };
                     self.pager
                         .insert(io, &mut self.tree, &part_key(*ino), &encode_part(&i))?;
@@ -817,6 +844,8 @@ impl Meta {
                 released.extend(self.drop_fs_files(io, *fs)?);
                 self.fss.remove(fs);
                 self.fs_owner.remove(fs);
+                self.fs_group.remove(fs);
+                self.quotas.retain(|_, q| q.fs != *fs);
                 self.used.remove(fs);
             }
             Record::FsMode { fs, write_back } => {
@@ -835,6 +864,31 @@ impl Meta {
             }
             Record::RestoreMark { id } => {
                 self.restoring = *id;
+            }
+            Record::GroupCreate(g) => {
+                self.groups.insert(g.id, g.clone());
+            }
+            Record::GroupDelete { id } => {
+                self.groups.remove(id);
+                self.fs_group.retain(|_, g| g != id);
+            }
+            Record::FsGroup { fs, group } => {
+                if *group == 0 {
+                    self.fs_group.remove(fs);
+                } else {
+                    self.fs_group.insert(*fs, *group);
+                }
+            }
+            Record::QuotaSet(q) => {
+                self.quotas.insert(q.id, q.clone());
+            }
+            Record::QuotaUnset { id } => {
+                self.quotas.remove(id);
+            }
+            Record::QuotaTag { ino, quota } => self.quota_tag(io, *ino, *quota)?,
+            Record::QuotaUsage { id, bytes } => {
+                self.quota_used.insert(*id, *bytes);
+                self.quota_changed.insert(*id);
             }
             // The write-ahead log's bytes: the store's replay keeps them.
             Record::OpenData { .. } => {}
@@ -947,6 +1001,14 @@ impl Meta {
             recs.push(Record::FsOwner { fs, org });
         }
         recs.extend(self.snaps.values().cloned().map(Record::SnapCreate));
+        recs.extend(self.groups.values().cloned().map(Record::GroupCreate));
+        for (&fs, &group) in &self.fs_group {
+            recs.push(Record::FsGroup { fs, group });
+        }
+        recs.extend(self.quotas.values().cloned().map(Record::QuotaSet));
+        for (&id, &bytes) in &self.quota_used {
+            recs.push(Record::QuotaUsage { id, bytes });
+        }
         if self.restoring.is_some() {
             recs.push(Record::RestoreMark { id: self.restoring });
         }
@@ -992,6 +1054,10 @@ impl Meta {
                 | Record::OrgCreate(_)
                 | Record::FsOwner { .. }
                 | Record::SnapCreate(_)
+                | Record::GroupCreate(_)
+                | Record::FsGroup { .. }
+                | Record::QuotaSet(_)
+                | Record::QuotaUsage { .. }
                 | Record::RestoreMark { .. }) => {
                     let mut none = super::btree::MemPages::new();
                     // Catalog records touch no pages.

@@ -40,6 +40,11 @@ pub enum StoreError {
         /// What is full and what to do.
         what: String,
     },
+    /// A directory quota's limit would be passed (EDQUOT).
+    Quota {
+        /// Which quota, its limit and use, and what to do.
+        what: String,
+    },
     /// A file would be larger than its file system's capacity (EFBIG).
     TooLarge {
         /// The limit and what to do.
@@ -101,6 +106,7 @@ impl StoreError {
         -match self {
             StoreError::NoSpace { .. } => libc::ENOSPC,
             StoreError::TooLarge { .. } => libc::EFBIG,
+            StoreError::Quota { .. } => libc::EDQUOT,
             StoreError::NotFound { .. } => libc::ENOENT,
             StoreError::ReadOnly { .. } => libc::EROFS,
             StoreError::Exists { .. } | StoreError::AlreadyFormatted { .. } => libc::EEXIST,
@@ -131,6 +137,7 @@ impl fmt::Display for StoreError {
             StoreError::Mismatch { reason } => write!(f, "devices do not match: {reason}"),
             StoreError::NoSpace { what } => write!(f, "no space: {what}"),
             StoreError::TooLarge { what } => write!(f, "file too large: {what}"),
+            StoreError::Quota { what } => write!(f, "quota exceeded: {what}"),
             StoreError::NotFound { what } => write!(f, "not found: {what}"),
             StoreError::ReadOnly { what } => write!(f, "read-only: {what}"),
             StoreError::Exists { what } => write!(f, "already exists: {what}"),

@@ -140,6 +140,7 @@ impl Store {
                 });
             }
             self.check_capacity(st.fs, size - st.size)?;
+            self.check_quota(st.quota, size - st.size)?;
         }
         // The block straddling the new end keeps only bytes before it.
         if !size.is_multiple_of(BLOCK as u64) && size < st.size {

@@ -141,6 +141,7 @@ impl Store {
                 .unreserve(w.reserved.into_iter().chain(w.next).flatten());
         }
         self.record(Record::FsDelete { fs })?;
+        self.share_quota_defs();
         Ok(())
     }
 

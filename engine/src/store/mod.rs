@@ -80,6 +80,7 @@ mod names;
 mod open;
 mod pages;
 mod parts;
+mod quota;
 mod read;
 mod recover;
 mod repair;
@@ -96,6 +97,7 @@ pub use error::{Result, StoreError};
 pub use journal::Receipt;
 pub use names::{components, now_nanos, MAX_SYMLINKS};
 pub use open::META_CACHE_MIB;
+pub use quota::QuotaBook;
 pub use read::RemoteRead;
 pub use report::{
     BlockLocation, DeviceReport, GcReport, RepairStats, ScrubReport, SpaceStats, Stat,
@@ -185,6 +187,8 @@ pub struct Store {
     shared_refs: HashMap<(FsId, u128), u64>,
     /// Every shard's journal progress (set by the engine).
     peers: Option<Arc<Journaled>>,
+    /// Every shard's quota counts and the quotas (set by the engine).
+    quotas: Option<Arc<QuotaBook>>,
     /// References to blocks in each stripe.
     refs: HashMap<u64, u64>,
     seq: u64,
@@ -235,7 +239,9 @@ impl Store {
         &mut self,
         f: impl FnOnce(&mut Meta, &mut dyn PageIo) -> Result<T, TreeError>,
     ) -> Result<T> {
-        f(&mut self.meta, &mut dev_pages!(self)).map_err(meta_err)
+        let r = f(&mut self.meta, &mut dev_pages!(self)).map_err(meta_err);
+        self.publish_quotas();
+        r
     }
 }
 

@@ -55,6 +55,7 @@ impl Store {
             .meta
             .apply_ns(&mut dev_pages!(self), &rec)
             .map_err(ns_err)?;
+        self.publish_quotas();
         let n = self.push(Record::Ns(rec));
         self.release(n, std::mem::take(&mut done.released))?;
         Ok(done)

@@ -238,6 +238,7 @@ impl Store {
             ready_drops: Vec::new(),
             shared_refs: HashMap::new(),
             peers: None,
+            quotas: None,
             refs: HashMap::new(),
             seq: 0,
             head: 0,

@@ -137,6 +137,7 @@ impl Store {
         let st = self.inode(ino)?;
         if end > st.size {
             self.check_capacity(st.fs, end - st.size)?;
+            self.check_quota(st.quota, end - st.size)?;
         }
         Ok((st.fs, st.size, self.fs(st.fs)?.reduction))
     }

@@ -205,6 +205,7 @@ impl Store {
             })?;
         if end > st.size && !st.is_part() {
             self.check_capacity(st.fs, end - st.size)?;
+            self.check_quota(st.quota, end - st.size)?;
         }
         if data.is_empty() {
             return Ok(());

@@ -128,6 +128,7 @@ impl Namespace<'_> {
             parent: if kind == Kind::Dir { dir } else { 0 },
             next_seq: 1,
             blocks: 0,
+            quota: d.quota,
         };
         self.put_attr(&a)?;
         self.add_entry(&mut d, name, ino, kind)?;

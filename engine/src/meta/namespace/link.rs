@@ -22,6 +22,9 @@ impl Namespace<'_> {
             return Err(NsError::TooManyLinks);
         }
         let mut d = self.dir(dir)?;
+        if d.quota != a.quota {
+            return Err(NsError::QuotaBoundary);
+        }
         self.add_entry(&mut d, name, ino, a.kind)?;
         d.mtime = ctx.now;
         d.ctime = ctx.now;

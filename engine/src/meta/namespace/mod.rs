@@ -160,9 +160,14 @@ pub struct Attr {
     /// A regular file's stored 4 KiB blocks on its home shard (holes
     /// excluded), kept by the data path so `stat` does not count them.
     pub blocks: u64,
+    /// The innermost directory quota it lies under (0: none); a new inode
+    /// takes its directory's.
+    pub quota: u32,
 }
 
-const ATTR_LEN: usize = 8 + 8 + 4 + 1 + 4 * 5 + 8 + 8 * 3 + 8 + 8 + 8;
+/// An attribute record before quotas (still read).
+const ATTR_LEN_V1: usize = 8 + 8 + 4 + 1 + 4 * 5 + 8 + 8 * 3 + 8 + 8 + 8;
+const ATTR_LEN: usize = ATTR_LEN_V1 + 4;
 
 impl Attr {
     /// The full mode: kind bits and permissions.
@@ -191,12 +196,13 @@ impl Attr {
         b.extend_from_slice(&self.parent.to_le_bytes());
         b.extend_from_slice(&self.next_seq.to_le_bytes());
         b.extend_from_slice(&self.blocks.to_le_bytes());
+        b.extend_from_slice(&self.quota.to_le_bytes());
         debug_assert_eq!(b.len(), ATTR_LEN);
         b
     }
 
     pub(crate) fn decode(b: &[u8]) -> Option<Attr> {
-        if b.len() != ATTR_LEN {
+        if b.len() != ATTR_LEN && b.len() != ATTR_LEN_V1 {
             return None;
         }
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
@@ -218,6 +224,7 @@ impl Attr {
             parent: u64_at(73),
             next_seq: u64_at(81),
             blocks: u64_at(89),
+            quota: if b.len() == ATTR_LEN { u32_at(97) } else { 0 },
         })
     }
 }
@@ -267,6 +274,9 @@ pub enum NsError {
     Loop,
     /// A rename or link between file systems (EXDEV).
     CrossDevice,
+    /// A rename or hard link across a directory quota's boundary (EXDEV,
+    /// as WEKA: `mv` copies instead).
+    QuotaBoundary,
     /// The operation needs inode `0`, which another shard holds: the
     /// engine runs it as an operation spanning shards instead (EREMOTE if
     /// it ever reaches a caller).
@@ -291,7 +301,7 @@ impl NsError {
             NsError::NotPermitted => libc::EPERM,
             NsError::ValueTooLarge => libc::E2BIG,
             NsError::Loop => libc::ELOOP,
-            NsError::CrossDevice => libc::EXDEV,
+            NsError::CrossDevice | NsError::QuotaBoundary => libc::EXDEV,
             NsError::Remote(_) => libc::EREMOTE,
             NsError::Tree(e) => return e.errno(),
         }
@@ -318,6 +328,10 @@ impl fmt::Display for NsError {
             ),
             NsError::Loop => write!(f, "too many levels of symbolic links"),
             NsError::CrossDevice => write!(f, "a rename or link stays within one file system"),
+            NsError::QuotaBoundary => write!(
+                f,
+                "a rename or link stays within one directory quota (copy across it instead)"
+            ),
             NsError::Remote(ino) => write!(f, "inode {ino} is held by another shard"),
             NsError::Tree(e) => write!(f, "{e}"),
         }
@@ -607,6 +621,7 @@ impl<'a> Namespace<'a> {
             parent: ino,
             next_seq: 1,
             blocks: 0,
+            quota: 0,
         };
         self.put_attr(&root)?;
         Ok(root)

@@ -45,6 +45,9 @@ impl Namespace<'_> {
         if from_dir == to_dir && from == to {
             return Ok(None);
         }
+        if from_dir != to_dir && self.dir(from_dir)?.quota != self.dir(to_dir)?.quota {
+            return Err(NsError::QuotaBoundary);
+        }
         if flags.exchange {
             let dst = dst.ok_or(NsError::NotFound)?;
             self.exchange(from_dir, from, src, to_dir, to, dst, ctx)?;

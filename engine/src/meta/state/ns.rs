@@ -214,6 +214,7 @@ impl Meta {
     ) -> Result<()> {
         let u = self.used.entry(a.fs).or_default();
         *u = u.saturating_sub(a.size);
+        self.charge_quota(a.quota, -(a.size as i64));
         self.cut_blocks(io, a.fs, a.ino, 0, released)?;
         Ok(())
     }

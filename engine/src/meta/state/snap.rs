@@ -375,6 +375,15 @@ impl Meta {
                 if k[0] == b'b' {
                     added.push(decode_block(&v)?);
                 }
+                if k[0] == b'I' {
+                    // Out of every quota: the engine counts the file
+                    // system's quotas again after a restore (the snapshot's
+                    // tags may name quotas since unset).
+                    let mut a = decode_attr(&v)?;
+                    a.quota = 0;
+                    self.pager.insert(io, &mut self.tree, &k, &a.encode())?;
+                    continue;
+                }
                 self.pager.insert(io, &mut self.tree, &k, &v)?;
             }
         }
