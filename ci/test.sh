@@ -92,6 +92,9 @@ scripts/mount-suite.sh
 step "snapshots: .snapshots in the mount, EROFS, reclaimable bytes, SIGKILLs, restore, delete"
 scripts/snapshot-suite.sh
 
+step "directory quotas and filesystem groups: EDQUOT, df, EXDEV, nesting, grace, SIGKILLs, gauges"
+scripts/quota-suite.sh
+
 step "benchmark smoke runs"
 cargo build --release -p flint-bench --features isal,dpdk
 bench=target/release/flint-bench

@@ -34,6 +34,7 @@ use flint_dataplane::poller::{poller_fn, PollStatus};
 use flint_dataplane::reactor::{Core, Pending, ReactorConfig, ReactorSet};
 
 use crate::control::{ShardMap, RANGE_BYTES};
+use crate::meta::group::Group;
 use crate::meta::BlockRef;
 use crate::meta::{FsId, FsMeta, Ino};
 use crate::pipeline::fingerprint::{Fingerprinter, Xxh3};
@@ -874,6 +875,67 @@ impl Engine {
             let o = s.org_create(&name)?;
             s.sync()?;
             Ok(o)
+        })
+    }
+
+    /// Creates a filesystem group of organization `org` (0: the engine's
+    /// own file systems), durably.
+    pub fn group_create(&self, name: &str, org: crate::meta::OrgId) -> Result<Group> {
+        let name = name.to_string();
+        self.call(move |s| {
+            let g = s.group_create(&name, org)?;
+            s.sync()?;
+            Ok(g)
+        })
+    }
+
+    /// Deletes an empty filesystem group, durably.
+    pub fn group_delete(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.call(move |s| {
+            let g = s
+                .groups()
+                .into_iter()
+                .find(|g| g.name == name)
+                .ok_or_else(|| StoreError::NotFound {
+                    what: format!("filesystem group {name}"),
+                })?;
+            s.group_delete(g.id)?;
+            s.sync()
+        })
+    }
+
+    /// Filesystem groups.
+    pub fn groups(&self) -> Result<Vec<Group>> {
+        self.call(|s| Ok(s.groups()))
+    }
+
+    /// Puts a file system in a group (`None`: in none), durably.
+    pub fn fs_set_group(&self, fs: FsId, group: Option<&str>) -> Result<()> {
+        let group = group.map(str::to_string);
+        self.call(move |s| {
+            let id = match &group {
+                None => 0,
+                Some(n) => {
+                    s.groups()
+                        .into_iter()
+                        .find(|g| &g.name == n)
+                        .ok_or_else(|| StoreError::NotFound {
+                            what: format!("filesystem group {n}"),
+                        })?
+                        .id
+                }
+            };
+            s.fs_set_group(fs, id)?;
+            s.sync()
+        })
+    }
+
+    /// The group a file system is in.
+    pub fn fs_group(&self, fs: FsId) -> Result<Option<Group>> {
+        self.call(move |s| {
+            Ok(s.fs_group(fs)
+                .and_then(|g| s.groups().into_iter().find(|x| x.id == g)))
         })
     }
 

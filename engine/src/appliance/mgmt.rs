@@ -11,9 +11,13 @@
 //! | `GET /v1/devices` | each device: health, errors, capacity, free |
 //! | `POST /v1/devices/<name>/replace` | rebuild the blank device `<name>` into the missing slot; `{force}` for one holding another engine's superblock |
 //! | `GET /v1/fs` | file systems with usage and owner |
-//! | `POST /v1/fs` | create: `{name, k, m, reduction, capacity, org, write_back}` |
+//! | `POST /v1/fs` | create: `{name, k, m, reduction, capacity, org, write_back, group}` |
 //! | `PATCH /v1/fs/<name>` | update: `{capacity}` |
 //! | `DELETE /v1/fs/<name>` | delete it and its files |
+//! | `GET/POST/DELETE /v1/fs/<name>/snapshots[/<snap>]` | snapshots (`snapshots.rs`) |
+//! | `GET/POST/DELETE /v1/fs/<name>/quotas` | directory quotas (`quotas.rs`) |
+//! | `GET/POST /v1/groups`, `DELETE /v1/groups/<name>` | filesystem groups (`groups.rs`) |
+//! | `POST /v1/fs/<name>/group` | put a file system in a group: `{group}` |
 //! | `GET /v1/orgs` | organizations |
 //! | `POST /v1/orgs` | create: `{name}`; the answer holds its key, once |
 //! | `GET /v1/stats` | per operation: count, bytes, latency percentiles; protocol counters; reactors |
@@ -33,6 +37,7 @@ use serde_json::{json, Value};
 
 use super::events::{Events, Level};
 use crate::engine::Engine;
+use crate::meta::namespace::NsError;
 use crate::net::server::ServerView;
 use crate::store::StoreError;
 
@@ -256,7 +261,11 @@ fn handle(mut conn: TcpStream, node: &Node) {
                         .to_string(),
                 )
             } else if req.path == "/metrics" && req.method == "GET" {
-                (200, "text/plain; version=0.0.4", metrics(node))
+                (
+                    200,
+                    "text/plain; version=0.0.4",
+                    super::metrics::metrics(node),
+                )
             } else {
                 let (code, v) =
                     route(node, &req).unwrap_or_else(|(c, why)| (c, json!({ "error": why })));
@@ -276,7 +285,11 @@ pub(super) fn store_err(e: StoreError) -> (u16, String) {
         | StoreError::AlreadyFormatted { .. }
         | StoreError::ReadOnly { .. } => 409,
         StoreError::Invalid { .. } | StoreError::Mismatch { .. } => 400,
-        StoreError::NoSpace { .. } => 507,
+        StoreError::NoSpace { .. } | StoreError::Quota { .. } => 507,
+        StoreError::Ns(NsError::NotFound) => 404,
+        StoreError::Ns(NsError::Exists) => 409,
+        StoreError::Ns(NsError::Tree(_) | NsError::Remote(_)) => 500,
+        StoreError::Ns(_) => 400,
         _ => 500,
     };
     (code, e.to_string())
@@ -292,16 +305,21 @@ pub(super) fn field<'a>(v: &'a Value, k: &str) -> Result<&'a Value, (u16, String
 }
 
 fn size_of(v: &Value) -> Result<u64, (u16, String)> {
+    size_in(v, "capacity")
+}
+
+/// A size field: a number of bytes, or a size like `"10GiB"`.
+pub(super) fn size_in(v: &Value, key: &str) -> Result<u64, (u16, String)> {
     match v {
         Value::Number(n) => n
             .as_u64()
-            .ok_or_else(|| (400, "capacity must be a positive number".into())),
+            .ok_or_else(|| (400, format!("{key} must be a positive number"))),
         Value::String(s) => flint_dataplane::config::ByteSize::parse(s)
             .map(|b| b.0)
-            .map_err(|e| (400, format!("capacity: {e}"))),
+            .map_err(|e| (400, format!("{key}: {e}"))),
         _ => Err((
             400,
-            "capacity must be a number of bytes or a size like \"10GiB\"".into(),
+            format!("{key} must be a number of bytes or a size like \"10GiB\""),
         )),
     }
 }
@@ -320,6 +338,7 @@ fn route(node: &Node, req: &Req) -> Answer {
         ("GET", ["v1", "status"]) => {
             let sp = e.space().map_err(store_err)?;
             let devs = e.devices().map_err(store_err)?;
+            let quotas = e.quota_list(None);
             Ok((
                 200,
                 json!({
@@ -331,6 +350,11 @@ fn route(node: &Node, req: &Req) -> Answer {
                     "sessions": node.server.sessions(),
                     "devices": devs.len(),
                     "devices_healthy": devs.iter().filter(|d| d.healthy).count(),
+                    "snapshots": e.snapshot_list(None).map_err(store_err)?.len(),
+                    "quotas": quotas.len(),
+                    "quotas_in_grace": quotas.iter().filter(|q| q.in_grace).count(),
+                    "quotas_counting": e.quota_pending().len(),
+                    "groups": e.groups().map_err(store_err)?.len(),
                     "space": {
                         "logical": sp.logical, "physical": sp.physical, "capacity": sp.capacity,
                         "dedup_ratio": sp.dedup_ratio, "compression_ratio": sp.compression_ratio,
@@ -361,12 +385,17 @@ fn route(node: &Node, req: &Req) -> Answer {
                 .map(|o| (o.id, o.name))
                 .collect();
             let mut out = Vec::new();
+            let snaps = e.snapshot_list(None).map_err(store_err)?;
+            let quotas = e.quota_list(None);
             for (f, used) in e.fs_list().map_err(store_err)? {
                 let owner = e.fs_owner(f.id).map_err(store_err)?;
+                let group = e.fs_group(f.id).map_err(store_err)?.map(|g| g.name);
                 out.push(json!({"id": f.id, "name": f.name, "k": f.k, "m": f.m,
                     "reduction": f.reduction, "capacity": f.capacity, "used": used,
                     "ack": if f.write_back { "write_back" } else { "durable" },
-                    "org": owner.and_then(|o| orgs.get(&o).cloned())}));
+                    "org": owner.and_then(|o| orgs.get(&o).cloned()), "group": group,
+                    "snapshots": snaps.iter().filter(|s| s.fs == f.id).count(),
+                    "quotas": quotas.iter().filter(|q| q.quota.fs == f.id).count()}));
             }
             Ok((200, Value::Array(out)))
         }
@@ -422,10 +451,31 @@ fn route(node: &Node, req: &Req) -> Answer {
             if e.fs_by_name(name).map_err(store_err)?.is_some() {
                 return Err((409, format!("file system `{name}` exists")));
             }
+            let group = match b.get("group").and_then(Value::as_str) {
+                None => None,
+                Some(g) => {
+                    let grp = e
+                        .groups()
+                        .map_err(store_err)?
+                        .into_iter()
+                        .find(|x| x.name == g)
+                        .ok_or_else(|| (404, format!("no filesystem group named `{g}`")))?;
+                    if grp.org != org.id {
+                        return Err((
+                            400,
+                            format!("filesystem group {g} is not of organization {}", org.name),
+                        ));
+                    }
+                    Some(g.to_string())
+                }
+            };
             let id = e
                 .fs_create(name, k as u8, m as u8, reduction, capacity)
                 .map_err(store_err)?;
             e.fs_set_owner(id, org.id).map_err(store_err)?;
+            if group.is_some() {
+                e.fs_set_group(id, group.as_deref()).map_err(store_err)?;
+            }
             if write_back {
                 e.fs_set_write_back(id, true).map_err(store_err)?;
             }
@@ -457,6 +507,9 @@ fn route(node: &Node, req: &Req) -> Answer {
         (_, ["v1", "fs", name, "snapshots", rest @ ..]) => {
             super::snapshots::route(node, req, name, rest)
         }
+        (_, ["v1", "fs", name, "quotas", rest @ ..]) => super::quotas::route(node, req, name, rest),
+        ("POST", ["v1", "fs", name, "group"]) => super::groups::assign(node, req, name),
+        (_, ["v1", "groups", rest @ ..]) => super::groups::route(node, req, rest),
         ("GET", ["v1", "orgs"]) => Ok((
             200,
             Value::Array(
@@ -586,132 +639,4 @@ fn route(node: &Node, req: &Req) -> Answer {
         }
         _ => Err((404, format!("no route {} {}", req.method, req.path))),
     }
-}
-
-/// Prometheus text exposition of the node's figures.
-fn metrics(node: &Node) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, samples: &[(String, f64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(out, "{name}{labels} {v}");
-        }
-    };
-    let e = &node.engine;
-    gauge(
-        "flint_up",
-        "1 while the node serves.",
-        "gauge",
-        &[(String::new(), 1.0)],
-    );
-    gauge(
-        "flint_uptime_seconds",
-        "Seconds since the node started.",
-        "gauge",
-        &[(String::new(), node.started.elapsed().as_secs_f64())],
-    );
-    if let Ok(sp) = e.space() {
-        gauge(
-            "flint_logical_bytes",
-            "Sum of file sizes.",
-            "gauge",
-            &[(String::new(), sp.logical as f64)],
-        );
-        gauge(
-            "flint_physical_bytes",
-            "Chunk space in use, parity included.",
-            "gauge",
-            &[(String::new(), sp.physical as f64)],
-        );
-        gauge(
-            "flint_capacity_bytes",
-            "Chunk space in all.",
-            "gauge",
-            &[(String::new(), sp.capacity as f64)],
-        );
-        gauge(
-            "flint_dedup_ratio",
-            "Logical blocks per stored block.",
-            "gauge",
-            &[(String::new(), sp.dedup_ratio)],
-        );
-        gauge(
-            "flint_compression_ratio",
-            "Stored blocks' plain bytes per stored byte.",
-            "gauge",
-            &[(String::new(), sp.compression_ratio)],
-        );
-    }
-    if let Ok(devs) = e.devices() {
-        let l = |d: &crate::store::DeviceReport| format!("{{device=\"{}\"}}", d.name);
-        gauge(
-            "flint_device_healthy",
-            "1 if the device is present and healthy.",
-            "gauge",
-            &devs
-                .iter()
-                .map(|d| (l(d), f64::from(u8::from(d.healthy))))
-                .collect::<Vec<_>>(),
-        );
-        gauge(
-            "flint_device_errors_total",
-            "I/O errors seen on the device.",
-            "counter",
-            &devs
-                .iter()
-                .map(|d| (l(d), d.errors as f64))
-                .collect::<Vec<_>>(),
-        );
-        gauge(
-            "flint_device_free_bytes",
-            "Free chunk space on the device.",
-            "gauge",
-            &devs
-                .iter()
-                .map(|d| (l(d), d.free as f64))
-                .collect::<Vec<_>>(),
-        );
-    }
-    let (mut lat, mut count, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
-    for (op, s) in node.server.stats().snapshot() {
-        for q in ["0.5", "0.99", "0.999"] {
-            let v = s.latency.value_at_quantile(q.parse().unwrap_or(0.5)) as f64;
-            lat.push((format!("{{op=\"{op}\",quantile=\"{q}\"}}"), v));
-        }
-        count.push((format!("{{op=\"{op}\"}}"), s.count as f64));
-        bytes.push((format!("{{op=\"{op}\"}}"), s.bytes as f64));
-    }
-    gauge(
-        "flint_op_latency_microseconds",
-        "Request latency by operation.",
-        "summary",
-        &lat,
-    );
-    gauge(
-        "flint_ops_total",
-        "Requests by operation.",
-        "counter",
-        &count,
-    );
-    gauge(
-        "flint_op_bytes_total",
-        "Bytes read or written by operation.",
-        "counter",
-        &bytes,
-    );
-    let proto: Vec<(String, f64)> = node
-        .server
-        .counters()
-        .snapshot()
-        .into_iter()
-        .map(|(k, v)| (format!("{{counter=\"{k}\"}}"), v as f64))
-        .collect();
-    gauge(
-        "flint_protocol_total",
-        "Data protocol counters (frames, sessions, drops by reason).",
-        "counter",
-        &proto,
-    );
-    out
 }

@@ -214,7 +214,11 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
     let mgmt = Mgmt::start(mgmt_addr, node).map_err(|e| {
         format!("config: server.mgmt_addr: cannot listen on {mgmt_addr}: {e}; stop the other server or choose another port")
     })?;
-    // The monitor: device health, degraded reads, capacity.
+    // Quotas whose counting a stop or crash cut short.
+    for id in engine.quota_pending() {
+        super::quotas::scan_in_background(engine.clone(), events.clone(), id);
+    }
+    // The monitor: device health, degraded reads, capacity, quotas.
     let stop = Arc::new(AtomicBool::new(false));
     let monitor = {
         let (engine, events, stop) = (engine.clone(), events.clone(), stop.clone());
@@ -224,6 +228,10 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
                 let mut w = Watch::default();
                 while !stop.load(Ordering::Acquire) {
                     w.look(&engine, &events);
+                    match engine.quota_tick(crate::store::now_nanos()) {
+                        Ok(found) => super::quotas::report(&events, found),
+                        Err(e) => tracing::warn!(error = %e, "checking quotas failed"),
+                    }
                     for _ in 0..10 {
                         if stop.load(Ordering::Acquire) {
                             break;
@@ -262,6 +270,12 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
     stop.store(true, Ordering::Release);
     let _ = monitor.join();
     drop(events);
+    // Quota scans stop between steps (they go on at the next start).
+    engine.quota_stop_scans();
+    let since = std::time::Instant::now();
+    while Arc::strong_count(&engine) > 1 && since.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let engine = match Arc::try_unwrap(engine) {
         Ok(e) => e,
         Err(_) => return Err("internal: the engine is still in use at shutdown".into()),

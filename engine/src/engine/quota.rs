@@ -180,6 +180,10 @@ impl Engine {
         while let Some(dir) = stack.pop() {
             let mut cookie = 0;
             loop {
+                if self.quotas.scans_stopped() {
+                    // Run again from the top at the next open.
+                    return Ok(());
+                }
                 let step = {
                     let _shared = self.names_shared();
                     self.on_ino(dir, move |s| s.quota_tag_dir(dir, to, cookie, SCAN_STEP))
@@ -230,6 +234,12 @@ impl Engine {
             }
         }
         self.sync()
+    }
+
+    /// Stops running quota scans between steps (they run again from the
+    /// top after the next open: [`Engine::quota_pending`]).
+    pub fn quota_stop_scans(&self) {
+        self.quotas.stop_scans();
     }
 
     /// Every quota (of `fs`, or all), with its use.

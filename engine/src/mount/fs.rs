@@ -1061,9 +1061,17 @@ impl Filesystem for FlintFs {
         reply_empty(self.ns(req, NsCall::Fsync { ino: self.eng(ino) }), reply)
     }
 
-    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        // In a directory quota `df` shows the quota (snapshots: the file
+        // system).
+        let eng = self.eng(ino);
+        let call = if crate::meta::snap::is_view(eng) {
+            NsCall::StatFs
+        } else {
+            NsCall::StatFsAt { ino: eng }
+        };
         let r = self
-            .ns(req, NsCall::StatFs)
+            .ns(req, call)
             .and_then(|b| NsStatFs::from_body(&b).map_err(|_| Errno::EPROTO));
         match r {
             Ok(s) => {

@@ -165,6 +165,12 @@ pub enum NsCall {
     /// the snapshot's root directory, with its attributes, and whose cookie
     /// is the snapshot's id.
     Snapshots,
+    /// `statfs` at an inode: the innermost directory quota it lies under
+    /// (its limit as the capacity, its use), or the file system's if none.
+    StatFsAt {
+        /// Inode.
+        ino: u64,
+    },
 }
 
 /// A namespace request: the file system, the caller, the call.
@@ -201,6 +207,7 @@ impl NsCall {
             NsCall::StatFs => 15,
             NsCall::Fsync { .. } => 16,
             NsCall::Snapshots => 17,
+            NsCall::StatFsAt { .. } => 18,
         }
     }
 
@@ -225,6 +232,7 @@ impl NsCall {
             NsCall::StatFs => "ns.statfs",
             NsCall::Fsync { .. } => "ns.fsync",
             NsCall::Snapshots => "ns.snapshots",
+            NsCall::StatFsAt { .. } => "ns.statfs",
         }
     }
 
@@ -244,6 +252,7 @@ impl NsCall {
             | NsCall::GetXattr { ino, .. }
             | NsCall::ListXattr { ino }
             | NsCall::RemoveXattr { ino, .. }
+            | NsCall::StatFsAt { ino }
             | NsCall::Fsync { ino } => vec![*ino],
             NsCall::Rename {
                 from_dir, to_dir, ..
@@ -290,6 +299,7 @@ impl NsRequest {
             NsCall::GetAttr { ino }
             | NsCall::Readlink { ino }
             | NsCall::ListXattr { ino }
+            | NsCall::StatFsAt { ino }
             | NsCall::Fsync { ino } => {
                 w.u64(*ino);
             }
@@ -437,6 +447,7 @@ impl NsRequest {
             15 => NsCall::StatFs,
             16 => NsCall::Fsync { ino: r.u64("ino")? },
             17 => NsCall::Snapshots,
+            18 => NsCall::StatFsAt { ino: r.u64("ino")? },
             _ => {
                 return Err(DecodeError {
                     what: "namespace call",

@@ -1,6 +1,7 @@
 //! File systems and organizations: create, resize, delete, owners.
 
 use super::*;
+use crate::meta::group::{Group, GroupId};
 
 pub(super) fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_NAME || name.contains('/') || name.contains('\0') {
@@ -183,5 +184,94 @@ impl Store {
     /// The organization owning a file system, if any.
     pub fn fs_owner(&self, fs: FsId) -> Option<meta::OrgId> {
         self.meta.fs_owner.get(&fs).copied()
+    }
+}
+
+impl Store {
+    /// Creates a filesystem group for organization `org` (0: the
+    /// engine's own file systems; shard 0 keeps them).
+    pub fn group_create(&mut self, name: &str, org: meta::OrgId) -> Result<Group> {
+        check_name(name)?;
+        if org != 0 && !self.meta.orgs.contains_key(&org) {
+            return Err(StoreError::NotFound {
+                what: format!("organization {org}"),
+            });
+        }
+        if self.meta.groups.values().any(|g| g.name == name) {
+            return Err(StoreError::Exists {
+                what: format!("filesystem group {name}"),
+            });
+        }
+        let g = Group {
+            id: self.meta.groups.keys().next_back().map_or(1, |k| k + 1),
+            name: name.to_string(),
+            org,
+        };
+        self.record(Record::GroupCreate(g.clone()))?;
+        Ok(g)
+    }
+
+    /// Deletes an empty filesystem group.
+    pub fn group_delete(&mut self, id: GroupId) -> Result<()> {
+        let g = self.group(id)?;
+        let members: Vec<String> = self
+            .meta
+            .fs_group
+            .iter()
+            .filter(|(_, &gr)| gr == id)
+            .filter_map(|(fs, _)| self.meta.fss.get(fs).map(|f| f.name.clone()))
+            .collect();
+        if !members.is_empty() {
+            return Err(StoreError::Invalid {
+                reason: format!(
+                    "filesystem group {} still holds {}; move or delete them first",
+                    g.name,
+                    members.join(", ")
+                ),
+            });
+        }
+        self.record(Record::GroupDelete { id })?;
+        Ok(())
+    }
+
+    /// Puts file system `fs` in group `group` (0: in none). The group must
+    /// be of the organization owning the file system.
+    pub fn fs_set_group(&mut self, fs: FsId, group: GroupId) -> Result<()> {
+        let name = self.fs(fs)?.name.clone();
+        if group != 0 {
+            let g = self.group(group)?;
+            let owner = self.fs_owner(fs).unwrap_or(0);
+            if g.org != owner {
+                return Err(StoreError::Invalid {
+                    reason: format!(
+                        "filesystem group {} belongs to another organization than file \
+                         system {name}; use a group of its own organization",
+                        g.name
+                    ),
+                });
+            }
+        }
+        self.record(Record::FsGroup { fs, group })?;
+        Ok(())
+    }
+
+    fn group(&self, id: GroupId) -> Result<Group> {
+        self.meta
+            .groups
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!("filesystem group {id}"),
+            })
+    }
+
+    /// Filesystem groups.
+    pub fn groups(&self) -> Vec<Group> {
+        self.meta.groups.values().cloned().collect()
+    }
+
+    /// The group file system `fs` is in, if any.
+    pub fn fs_group(&self, fs: FsId) -> Option<GroupId> {
+        self.meta.fs_group.get(&fs).copied()
     }
 }

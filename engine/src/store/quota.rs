@@ -27,6 +27,8 @@ pub struct QuotaBook {
     reported: Mutex<(BTreeMap<QuotaId, u64>, BTreeSet<QuotaId>)>,
     /// Entries tagged by the scan of a quota being counted or removed.
     scanned: Mutex<BTreeMap<QuotaId, Arc<AtomicU64>>>,
+    /// Scans stop between steps (the engine is closing).
+    stop: std::sync::atomic::AtomicBool,
 }
 
 impl QuotaBook {
@@ -38,6 +40,7 @@ impl QuotaBook {
             refused: Mutex::default(),
             reported: Mutex::default(),
             scanned: Mutex::default(),
+            stop: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -169,6 +172,16 @@ impl QuotaBook {
             .entry(id)
             .or_default()
             .clone()
+    }
+
+    /// Asks running scans to stop between steps.
+    pub fn stop_scans(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Whether scans are to stop.
+    pub fn scans_stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
     }
 
     /// Entries the scan of quota `id` has tagged so far.

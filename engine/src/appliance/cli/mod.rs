@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+mod groups;
+mod quotas;
 mod snapshots;
 
 use super::config::ApplianceConfig;
@@ -32,10 +34,16 @@ Management (over the API at --addr, or the config's server.mgmt_addr):
   device replace NAME [--force]         rebuild the blank device NAME (in the
                                         config) into the missing slot
   fs create NAME --k K --m M --capacity SIZE --org ORG [--no-reduction] [--write-back]
+                    [--group GROUP]
   fs list | fs update NAME --capacity SIZE | fs delete NAME
   fs snapshot create FS NAME            a read-only snapshot (in the mount: /.snapshots/NAME)
   fs snapshot list FS | fs snapshot delete FS NAME
   fs snapshot restore FS NAME [--keep-current NAME]   the file system back to NAME
+  fs quota set FS PATH --hard SIZE [--soft SIZE --grace DURATION]   a directory quota
+                    (EDQUOT past hard; past soft for longer than grace, default 7d)
+  fs quota list FS | fs quota unset FS PATH
+  fs group create NAME [--org ORG] | fs group list | fs group delete NAME
+  fs group assign FS GROUP | fs group assign FS --none
   org create NAME                       prints the new organization's key (once)
   org list
   stats [--watch]                       per-operation counts and latency, protocol counters
@@ -337,6 +345,14 @@ fn mgmt_cmd(api: &Api, json_out: bool, cmd: &str, mut args: Vec<String>) -> Resu
                     sp["dedup_ratio"].as_f64().unwrap_or(1.0),
                     sp["compression_ratio"].as_f64().unwrap_or(1.0)
                 );
+                println!(
+                    "snapshots {}, filesystem groups {}, quotas {} ({} in grace, {} counting)",
+                    s(&v["snapshots"]),
+                    s(&v["groups"]),
+                    s(&v["quotas"]),
+                    s(&v["quotas_in_grace"]),
+                    s(&v["quotas_counting"])
+                );
             }
             Ok(())
         }
@@ -396,6 +412,9 @@ fn mgmt_cmd(api: &Api, json_out: bool, cmd: &str, mut args: Vec<String>) -> Resu
                         bytes(&f["capacity"]),
                         s(&f["ack"]),
                         s(&f["org"]),
+                        s(&f["group"]),
+                        s(&f["snapshots"]),
+                        s(&f["quotas"]),
                     ]
                 })
                 .collect();
@@ -408,6 +427,9 @@ fn mgmt_cmd(api: &Api, json_out: bool, cmd: &str, mut args: Vec<String>) -> Resu
                     "capacity",
                     "ack",
                     "org",
+                    "group",
+                    "snapshots",
+                    "quotas",
                 ],
                 rows,
             );
@@ -443,6 +465,7 @@ fn mgmt_cmd(api: &Api, json_out: bool, cmd: &str, mut args: Vec<String>) -> Resu
             let org = value(&mut args, "--org")?.ok_or("fs create needs --org")?;
             let reduction = !flag(&mut args, "--no-reduction");
             let write_back = flag(&mut args, "--write-back");
+            let group = value(&mut args, "--group")?;
             no_more(&args)?;
             let k: u64 = k.parse().map_err(|_| "--k must be a number")?;
             let m: u64 = m.parse().map_err(|_| "--m must be a number")?;
@@ -451,7 +474,7 @@ fn mgmt_cmd(api: &Api, json_out: bool, cmd: &str, mut args: Vec<String>) -> Resu
                 "/v1/fs",
                 Some(
                     json!({"name": name, "k": k, "m": m, "capacity": cap, "org": org,
-                    "reduction": reduction, "write_back": write_back}),
+                    "reduction": reduction, "write_back": write_back, "group": group}),
                 ),
             )?;
             if json_out {
@@ -486,6 +509,8 @@ fn mgmt_cmd(api: &Api, json_out: bool, cmd: &str, mut args: Vec<String>) -> Resu
             Ok(())
         }
         ("fs", Some("snapshot")) => snapshots::command(api, json_out, args),
+        ("fs", Some("quota")) => quotas::command(api, json_out, args),
+        ("fs", Some("group")) => groups::command(api, json_out, args),
         ("fs", Some("delete")) => {
             let name = sub(&mut args).ok_or("fs delete needs a NAME")?;
             no_more(&args)?;

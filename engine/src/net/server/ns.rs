@@ -164,18 +164,15 @@ fn call(
             e.removexattr(ino, &name, who)?;
             Vec::new()
         }
-        NsCall::StatFs => {
-            let (meta, used) = e
-                .fs_list()?
-                .into_iter()
-                .find(|(m, _)| m.id == fs)
-                .ok_or(StoreError::Ns(crate::meta::namespace::NsError::NotFound))?;
-            NsStatFs {
-                capacity: meta.capacity,
+        NsCall::StatFs => fs_statfs(e, fs)?.body(),
+        NsCall::StatFsAt { ino } => match e.quota_of(ino)? {
+            Some((q, used)) => NsStatFs {
+                capacity: if q.hard != 0 { q.hard } else { q.soft },
                 used,
             }
-            .body()
-        }
+            .body(),
+            None => fs_statfs(e, fs)?.body(),
+        },
         NsCall::Fsync { ino } => {
             e.fsync(ino)?;
             Vec::new()
@@ -195,5 +192,18 @@ fn call(
             }
             ns::encode_entries(&out)
         }
+    })
+}
+
+/// A file system's capacity and use.
+fn fs_statfs(e: &crate::engine::Engine, fs: crate::meta::FsId) -> Result<NsStatFs, StoreError> {
+    let (meta, used) = e
+        .fs_list()?
+        .into_iter()
+        .find(|(m, _)| m.id == fs)
+        .ok_or(StoreError::Ns(crate::meta::namespace::NsError::NotFound))?;
+    Ok(NsStatFs {
+        capacity: meta.capacity,
+        used,
     })
 }
