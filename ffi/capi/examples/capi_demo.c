@@ -224,6 +224,45 @@ int main(int argc, char **argv) {
         fprintf(stderr, "closing a file that does not exist must be -ENOENT\n");
         return 1;
     }
+    /* Snapshots: taken, listed, read through, restored, deleted. */
+    struct flint_snapshot snap;
+    CHECK(flint_snapshot_create(eng, fs, "before", &snap));
+    EXPECT(flint_snapshot_create(eng, fs, "before", NULL), -EEXIST);
+    CHECK(flint_unlink(eng, fs, "hard.bin"));
+    EXPECT(flint_stat_path(eng, fs, "hard.bin", &st), -ENOENT);
+    struct flint_snapshot snaps[4];
+    EXPECT(flint_snapshot_list(eng, fs, snaps, 4), 1);
+    EXPECT(strcmp(snaps[0].name, "before"), 0);
+    if (snaps[0].reclaimable == 0) {
+        fprintf(stderr, "an unlinked file's blocks are reclaimable from its snapshot\n");
+        return 1;
+    }
+    CHECK(flint_snapshot_restore(eng, fs, "before", "after"));
+    CHECK(flint_stat_path(eng, fs, "hard.bin", &st));
+    EXPECT(flint_snapshot_list(eng, fs, snaps, 4), 2);
+    CHECK(flint_snapshot_delete(eng, fs, "after"));
+    CHECK(flint_snapshot_delete(eng, fs, "before"));
+    EXPECT(flint_snapshot_delete(eng, fs, "before"), -ENOENT);
+    /* A directory quota: counted, enforced with -EDQUOT, renames -EXDEV. */
+    struct flint_quota q;
+    CHECK(flint_quota_set(eng, fs, "data", 8192 + 64, 0, 0));
+    CHECK(flint_quota_get(eng, fs, "data", &q));
+    EXPECT(q.state, 1);
+    uint64_t qf;
+    CHECK(flint_file_open(eng, fs, "data/q.bin", 1, &qf));
+    static char qbuf[16384];
+    uint64_t room = q.hard - q.used;
+    if (room >= sizeof qbuf) {
+        fprintf(stderr, "quota room %llu\n", (unsigned long long)room);
+        return 1;
+    }
+    EXPECT(flint_write(eng, qf, 0, qbuf, room + 1), -EDQUOT);
+    EXPECT(flint_write(eng, qf, 0, qbuf, room), (long long)room);
+    EXPECT(flint_rename(eng, fs, "data/q.bin", "q.bin", 0), -EXDEV);
+    EXPECT(flint_quota_get(eng, fs, "data/train", &q), -ENODATA);
+    CHECK(flint_quota_unset(eng, fs, "data"));
+    EXPECT(flint_quota_get(eng, fs, "data", &q), -ENODATA);
+    CHECK(flint_file_close(eng, qf));
     CHECK(flint_engine_close(eng));
     printf("capi_demo: ok\n");
     return 0;

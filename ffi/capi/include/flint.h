@@ -191,6 +191,52 @@ int64_t flint_listxattr(flint_engine *eng, uint32_t fs, const char *path, char *
                         size_t len);
 int flint_removexattr(flint_engine *eng, uint32_t fs, const char *path, const char *name);
 
+/* Snapshots (embedded engines; over the protocol use the management API:
+ * a remote handle gets -EOPNOTSUPP). A snapshot is read-only, taken at once
+ * whatever the file system's size, and reached in the mount under
+ * /.snapshots/NAME; its root_ino reads like any directory's inode.
+ * reclaimable: the bytes deleting it alone would free. */
+struct flint_snapshot {
+    uint32_t id;
+    uint32_t fs;
+    int64_t created_ns;
+    uint64_t bytes;        /* the file system's logical bytes when taken */
+    uint64_t reclaimable;
+    uint64_t root_ino;
+    char name[256];        /* NUL-terminated */
+};
+/* Takes snapshot `name` of fs (out may be NULL). -EEXIST: the name is taken. */
+int flint_snapshot_create(flint_engine *eng, uint32_t fs, const char *name,
+                          struct flint_snapshot *out);
+int flint_snapshot_delete(flint_engine *eng, uint32_t fs, const char *name);
+/* The file system back to snapshot `name`; keep_current (or NULL) names a
+ * snapshot of its state before. Stop writers first. */
+int flint_snapshot_restore(flint_engine *eng, uint32_t fs, const char *name,
+                           const char *keep_current);
+/* Up to max snapshots of fs, oldest first; returns how many. */
+int flint_snapshot_list(flint_engine *eng, uint32_t fs, struct flint_snapshot *out, int max);
+
+/* Directory quotas (embedded engines; -EOPNOTSUPP remotely). A quota limits
+ * the logical bytes of the regular files under a directory: writes growing
+ * a file past `hard`, or past `soft` once use has stayed above it for
+ * grace_s seconds, fail with -EDQUOT (0: no such limit). Quotas nest up to
+ * 4 deep; renames and hard links across a quota's boundary fail with
+ * -EXDEV. flint_quota_set counts the directory's contents before it
+ * returns (it changes the limits of a quota already there);
+ * flint_quota_get gives -ENODATA for a directory without one. */
+struct flint_quota {
+    uint64_t used;
+    uint64_t hard;
+    uint64_t soft;
+    uint64_t grace_s;
+    uint32_t state;        /* 0 counting, 1 enforcing, 2 being removed */
+    uint32_t in_grace;     /* over soft, grace still running */
+};
+int flint_quota_set(flint_engine *eng, uint32_t fs, const char *path, uint64_t hard,
+                    uint64_t soft, uint64_t grace_s);
+int flint_quota_unset(flint_engine *eng, uint32_t fs, const char *path);
+int flint_quota_get(flint_engine *eng, uint32_t fs, const char *path, struct flint_quota *out);
+
 /* Asynchronous I/O. */
 enum flint_op { FLINT_OP_READ = 0, FLINT_OP_WRITE = 1, FLINT_OP_FSYNC = 2 };
 

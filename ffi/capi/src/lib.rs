@@ -35,6 +35,7 @@ use flint_engine::store::{StoreConfig, StoreError};
 
 /// Most operations in flight per engine before `flint_submit` says -EAGAIN.
 mod names;
+mod snapshots;
 
 const MAX_IN_FLIGHT: usize = 4096;
 
