@@ -39,6 +39,7 @@ mod remote;
 mod report;
 mod ring;
 mod rng;
+mod snapshots;
 
 const HELP: &str = "\
 flint-bench: Flint's benchmarks, each beside its baseline from the same run
@@ -74,6 +75,8 @@ USAGE:
       (200000 100 256 1 4 min(files, 50000))
       --disk-dir DIR --tmpfs-dir DIR (/var/tmp/flint-bench-meta, /dev/shm/flint-bench-meta) --json
   flint-bench fill [options]     1 MiB sequential writes until the devices are full, per window, vs a plain file
+  flint-bench snapshots [--gib 10 --snapshots 100 --writes 20000]   snapshot creation vs a checkpoint;
+                                 4 KiB overwrite p50/p99 with N snapshots vs none
       --devices N (6) --dev-mib MIB (1024) --gib G (0: until full) --window MIB (256)
       --dir DIR (/var/tmp/flint-bench-fill) --json
   flint-bench files [options]    create + 4 KiB write per file, per window, vs the disk fs; reopen time
@@ -118,6 +121,7 @@ fn main() {
         "engine" => engine::main(a),
         "meta" => meta::main(a),
         "fill" => fill::main(a),
+        "snapshots" => snapshots::main(a),
         "files" => files::main(a),
         "remote" => remote::main(a),
         "posix" => posix::main(a),

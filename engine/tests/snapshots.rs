@@ -421,3 +421,50 @@ fn power_cuts_during_snapshot_creation_deletion_and_restore() {
     }
     e.close().unwrap();
 }
+
+/// A file system holds 1,024 snapshots at once, each its own moment,
+/// across a restart, and deleting them all frees what they held.
+#[test]
+fn a_thousand_and_twenty_four_snapshots() {
+    let devs = memory_devices(5, 512);
+    let mut e = two_reactors();
+    e.format(devs.clone(), config(2), false).unwrap();
+    e.open(present(&devs)).unwrap();
+    let fs = e.fs_create("many", 3, 2, false, 1 << 40).unwrap();
+    let f = e.create(fs, "f").unwrap();
+    const N: u64 = 1024;
+    for i in 0..N {
+        // Each snapshot sees a different block 0 and a file one longer.
+        e.write(f, 0, vec![(i % 251) as u8; 4096]).unwrap();
+        e.write(f, 4096 * (i + 1), vec![7; 4096]).unwrap();
+        e.snapshot_create(fs, &format!("s{i:04}")).unwrap();
+    }
+    let check = |e: &Engine| {
+        let list = e.snapshot_list(Some(fs)).unwrap();
+        assert_eq!(list.len() as u64, N);
+        for i in [0, 1, 511, 1000, N - 1] {
+            let s = &list[i as usize];
+            assert_eq!(s.name, format!("s{i:04}"));
+            let ino = snap_file(e, s.root, &["f"]);
+            assert_eq!(e.stat(ino).unwrap().size, 4096 * (i + 2));
+            assert_eq!(e.read(ino, 0, 4096).unwrap(), vec![(i % 251) as u8; 4096]);
+        }
+    };
+    check(&e);
+    e.close().unwrap();
+    let mut e = two_reactors();
+    e.open(present(&devs)).unwrap();
+    check(&e);
+    clean(&e);
+    for i in 0..N {
+        e.snapshot_delete(fs, &format!("s{i:04}")).unwrap();
+    }
+    e.broadcast(|s| {
+        s.sync()?;
+        s.checkpoint()
+    })
+    .unwrap();
+    assert_eq!(e.space().unwrap().snapshot_refs, 0);
+    clean(&e);
+    e.close().unwrap();
+}
