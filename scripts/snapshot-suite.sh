@@ -4,7 +4,8 @@
 # `.snapshots` directory (not listed, `cd` works, EROFS on every change),
 # exact reclaimable bytes, a snapshot that survives SIGKILLs of the
 # appliance while the mount stays up, restore with --keep-current, and
-# deletion giving the space back.
+# deletion giving the space back; a writable snapshot mounted as a file
+# system of its own, diverging from its origin.
 # Needs root (FUSE) and the packages scripts/setup.sh installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -105,6 +106,29 @@ $flint $cfg fs snapshot list default
 recl=$($flint $cfg --json fs snapshot list default | python3 -c \
   'import json,sys; print(json.load(sys.stdin)[0]["reclaimable"])')
 [ "$recl" -eq 0 ] || fail "the restored snapshot's blocks are live again, yet $recl reclaimable"
+
+step "a writable snapshot: a file system of its own that diverges"
+$flint $cfg fs snapshot create default exp --writable
+$flint $cfg fs snapshot list default | grep -E "exp .*writable \(default@exp\)" || fail "list shows no writable snapshot"
+$flint $cfg fs list | grep -q "default@exp" || fail "fs list shows no clone"
+clone=$work/clone
+mkdir -p "$clone"
+$flint $cfg mount /default@exp "$clone" -o log="$work/clone.log"
+(cd "$mnt" && find . -type f -print0 | sort -z | xargs -0 sha256sum) >"$work/live.sum"
+(cd "$clone" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | diff - "$work/live.sum" ||
+  fail "the writable snapshot's files differ from the live ones"
+echo changed >"$clone/model.ckpt"
+rm "$clone/latest"
+mkdir "$clone/exp-out"
+sync
+(cd "$mnt" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | diff - "$work/live.sum" ||
+  fail "writing the clone changed the origin"
+[ -L "$mnt/latest" ] || fail "removing the clone's symlink removed the origin's"
+[ "$(cat "$clone/model.ckpt")" = changed ] || fail "the clone did not keep its write"
+$flint umount "$clone"
+if $flint $cfg fs snapshot restore default exp 2>/dev/null; then fail "restored from a writable snapshot"; fi
+$flint $cfg fs snapshot delete default exp
+$flint $cfg fs list | grep -q "default@exp" && fail "the clone's file system outlived its deletion"
 
 step "deleting the snapshots gives their space back"
 $flint $cfg fs snapshot delete default snap-before-training

@@ -42,6 +42,7 @@ use crate::store::{
     Journaled, RemoteRead, SharedDrop, SpaceStats, Stat, Store, StoreConfig, StoreError, BLOCK,
 };
 
+mod clone;
 mod durable;
 mod names;
 mod order;
@@ -407,6 +408,7 @@ impl Engine {
             self.finish_snapshots()?;
             self.finish_restore()?;
         }
+        self.finish_clones()?;
         if let Some(period) = seal_every {
             for reactor in 0..self.set.len().min(shards as usize) {
                 let routes = self.routes.clone();

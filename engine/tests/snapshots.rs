@@ -468,3 +468,131 @@ fn a_thousand_and_twenty_four_snapshots() {
     clean(&e);
     e.close().unwrap();
 }
+
+/// A writable snapshot: file system `FS@NAME`, the origin's files at one
+/// moment under their own inodes, diverging both ways, across a restart,
+/// deleted with everything freed.
+fn writable(shards: u32, reduction: bool) {
+    let devs = memory_devices(5, 64);
+    let mut e = two_reactors();
+    e.format(devs.clone(), config(shards), false).unwrap();
+    e.open(present(&devs)).unwrap();
+    let fs = e.fs_create("data", 3, 2, reduction, 1 << 40).unwrap();
+    let mut rng = Rng(21 + u64::from(shards));
+    e.mkdir(fs, "a", 0o755).unwrap();
+    e.mkdir(fs, "a/b", 0o700).unwrap();
+    let mut files = Vec::new();
+    for i in 0..40 {
+        let path = format!("{}/f{i}", if i % 2 == 0 { "a" } else { "a/b" });
+        let ino = e.create(fs, &path).unwrap();
+        let data = if i % 5 == 0 {
+            vec![i as u8; 3 * 4096] // dedups when reduction is on
+        } else {
+            rng.data(1000 + i * 997)
+        };
+        e.write(ino, 0, data.clone()).unwrap();
+        files.push((path, data));
+    }
+    e.symlink(fs, "a/f0", "link").unwrap();
+    e.link(fs, "a/f2", "hard").unwrap();
+    let before = e.space().unwrap();
+
+    let c = e.snapshot_create_writable(fs, "exp").unwrap();
+    let clone = e
+        .fs_by_name("data@exp")
+        .unwrap()
+        .expect("the clone's file system");
+    assert_eq!(clone, c.fs);
+    assert_eq!(e.snapshot_clones(fs).unwrap().len(), 1);
+    assert!(
+        e.snapshot_list(Some(fs)).unwrap().is_empty(),
+        "the snapshot it was copied from is gone"
+    );
+    let read_all = |e: &Engine, f: u32, files: &[(String, Vec<u8>)]| {
+        for (path, data) in files {
+            let ino = e
+                .lookup(f, path)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{path}"));
+            assert_eq!(&e.read(ino, 0, data.len() + 10).unwrap(), data, "{path}");
+        }
+    };
+    read_all(&e, clone, &files);
+    assert_eq!(e.readlink_path(clone, "link").unwrap(), b"a/f0");
+    assert_eq!(e.stat_path(clone, "hard").unwrap().nlink, 2);
+    assert_eq!(e.stat_path(clone, "a/b").unwrap().mode & 0o7777, 0o700);
+    let used = |e: &Engine, f: u32| {
+        e.fs_list()
+            .unwrap()
+            .into_iter()
+            .find(|(m, _)| m.id == f)
+            .unwrap()
+            .1
+    };
+    assert_eq!(used(&e, clone), used(&e, fs));
+    let grew = e
+        .space()
+        .unwrap()
+        .stored_bytes
+        .saturating_sub(before.stored_bytes);
+    assert!(
+        grew < 64 << 10,
+        "a clone shares its blocks, yet stored {grew} more bytes"
+    );
+
+    // Both diverge.
+    let f0 = e.lookup(clone, "a/f0").unwrap().unwrap();
+    e.write(f0, 0, vec![0xee; 4096]).unwrap();
+    e.unlink(clone, "a/b/f1").unwrap();
+    e.mkdir(clone, "new", 0o755).unwrap();
+    let n = e.create(clone, "new/x").unwrap();
+    e.write(n, 0, vec![1; 5000]).unwrap();
+    let o2 = e.lookup(fs, "a/f2").unwrap().unwrap();
+    e.write(o2, 0, vec![0xaa; 100]).unwrap();
+    assert_eq!(
+        e.read(e.lookup(fs, "a/f0").unwrap().unwrap(), 0, 8)
+            .unwrap(),
+        files[0].1[..8]
+    );
+    assert!(e.lookup(fs, "a/b/f1").unwrap().is_some());
+    assert!(e.lookup(fs, "new").unwrap().is_none());
+    let c2 = e.lookup(clone, "a/f2").unwrap().unwrap();
+    assert_eq!(e.read(c2, 0, 100).unwrap(), files[2].1[..100]);
+    // Deleting the origin leaves the clone whole.
+    for (path, _) in &files[3..] {
+        e.unlink(fs, path).unwrap();
+    }
+    clean(&e);
+    e.close().unwrap();
+    let mut e = two_reactors();
+    e.open(present(&devs)).unwrap();
+    read_all(
+        &e,
+        clone,
+        &files[3..]
+            .iter()
+            .filter(|(p, _)| p != "a/b/f1")
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        e.read(e.lookup(clone, "new/x").unwrap().unwrap(), 0, 5000)
+            .unwrap(),
+        vec![1; 5000]
+    );
+    clean(&e);
+    e.fs_delete(clone).unwrap();
+    assert!(e.snapshot_clones(fs).unwrap().is_empty());
+    clean(&e);
+    e.close().unwrap();
+}
+
+#[test]
+fn writable_snapshots_on_one_shard() {
+    writable(1, false);
+}
+
+#[test]
+fn writable_snapshots_on_four_shards_with_reduction() {
+    writable(4, true);
+}

@@ -1,5 +1,6 @@
 //! The management API's snapshots of a file system, under
-//! `/v1/fs/{name}/snapshots`: list (GET), create (POST `{"name": ...}`),
+//! `/v1/fs/{name}/snapshots`: list (GET), create (POST `{"name": ...,
+//! "writable": bool}`; a writable one is file system `{name}@{snapshot}`),
 //! delete (DELETE `.../{snapshot}`) and restore (POST
 //! `.../{snapshot}/restore`, optionally `{"keep_current": NAME}`).
 
@@ -29,10 +30,38 @@ pub(super) fn route(node: &Node, req: &Req, fs: &str, rest: &[&str]) -> Answer {
     match (req.method.as_str(), rest) {
         ("GET", []) => {
             let list = e.snapshot_list(Some(id)).map_err(store_err)?;
-            Ok((200, Value::Array(list.iter().map(snap_json).collect())))
+            let mut out: Vec<Value> = list.iter().map(snap_json).collect();
+            let used: std::collections::HashMap<u32, u64> = e
+                .fs_list()
+                .map_err(store_err)?
+                .into_iter()
+                .map(|(f, u)| (f.id, u))
+                .collect();
+            for c in e.snapshot_clones(id).map_err(store_err)? {
+                out.push(
+                    json!({"name": c.name, "created_ns": c.created, "writable": true,
+                    "bytes": used.get(&c.fs).copied().unwrap_or(0), "reclaimable": null,
+                    "filesystem": format!("{fs}@{}", c.name)}),
+                );
+            }
+            Ok((200, Value::Array(out)))
         }
         ("POST", []) => {
-            let name = name_of(&body(req)?, "name")?;
+            let b = body(req)?;
+            let name = name_of(&b, "name")?;
+            if b.get("writable").and_then(Value::as_bool) == Some(true) {
+                let c = e.snapshot_create_writable(id, &name).map_err(store_err)?;
+                node.events.push(
+                    Level::Info,
+                    "snapshot_created",
+                    format!("writable snapshot {name} of {fs} taken: file system {fs}@{name}"),
+                );
+                return Ok((
+                    201,
+                    json!({"name": name, "writable": true, "created_ns": c.created,
+                           "filesystem": format!("{fs}@{name}")}),
+                ));
+            }
             let s = e.snapshot_create(id, &name).map_err(store_err)?;
             node.events.push(
                 Level::Info,
@@ -42,6 +71,16 @@ pub(super) fn route(node: &Node, req: &Req, fs: &str, rest: &[&str]) -> Answer {
             Ok((201, snap_json(&s)))
         }
         ("DELETE", [snap]) => {
+            let clones = e.snapshot_clones(id).map_err(store_err)?;
+            if let Some(c) = clones.iter().find(|c| c.name == *snap) {
+                e.fs_delete(c.fs).map_err(store_err)?;
+                node.events.push(
+                    Level::Info,
+                    "snapshot_deleted",
+                    format!("writable snapshot {snap} of {fs} deleted with its file system"),
+                );
+                return Ok((200, json!({"deleted": snap, "writable": true})));
+            }
             let freed = e
                 .snapshot_list(Some(id))
                 .map_err(store_err)?
@@ -57,6 +96,19 @@ pub(super) fn route(node: &Node, req: &Req, fs: &str, rest: &[&str]) -> Answer {
             Ok((200, json!({"deleted": snap, "reclaimed": freed})))
         }
         ("POST", [snap, "restore"]) => {
+            if e.snapshot_clones(id)
+                .map_err(store_err)?
+                .iter()
+                .any(|c| c.name == *snap)
+            {
+                return Err((
+                    400,
+                    format!(
+                        "{snap} is a writable snapshot, file system {fs}@{snap} of its own; \
+                         copy from it, or restore from a read-only snapshot"
+                    ),
+                ));
+            }
             let keep = if req.body.is_empty() {
                 None
             } else {

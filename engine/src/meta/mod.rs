@@ -264,6 +264,18 @@ pub enum Record {
         /// Bytes of the files this shard holds under it.
         bytes: u64,
     },
+    /// A writable snapshot is being made (`done` false) or is made (kept by
+    /// shard 0).
+    CloneMark(snap::CloneInfo),
+    /// This shard's part of a writable snapshot: the clone's file system
+    /// and a copy, under its own inode numbers, of what the read-only
+    /// snapshot holds of the origin here (blocks shared, counted anew).
+    SnapClone {
+        /// The clone's file system.
+        fs: FsMeta,
+        /// How the clone was made.
+        clone: snap::CloneInfo,
+    },
     /// Stored bytes of a stripe still open (the write-ahead log): blocks
     /// acknowledged before their stripe is sealed. Replay gathers them and,
     /// for a stripe that never got its [`Record::Stripe`], seals it again
@@ -450,6 +462,15 @@ pub fn encode_record(w: &mut Writer, rec: &Record) {
         Record::QuotaUsage { id, bytes } => {
             w.u8(27).u32(*id).u64(*bytes);
         }
+        Record::CloneMark(c) => {
+            w.u8(28);
+            c.encode(w);
+        }
+        Record::SnapClone { fs, clone } => {
+            w.u8(29);
+            encode_record(w, &Record::FsCreate(fs.clone()));
+            clone.encode(w);
+        }
         Record::OpenData {
             fs,
             stripe,
@@ -613,6 +634,16 @@ pub fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
             id: r.u32("quota id")?,
             bytes: r.u64("quota bytes")?,
         },
+        28 => Record::CloneMark(snap::CloneInfo::decode(r)?),
+        29 => {
+            let Record::FsCreate(fs) = decode_record(r)? else {
+                return Err(DecodeError { what: "clone fs" });
+            };
+            Record::SnapClone {
+                fs,
+                clone: snap::CloneInfo::decode(r)?,
+            }
+        }
         15 => {
             let fs = r.u32("fs id")?;
             let stripe = r.u64("stripe id")?;

@@ -143,6 +143,81 @@ impl Snap {
     }
 }
 
+/// A writable snapshot: a file system of its own (`FS@NAME`) whose files
+/// began as a read-only snapshot's, sharing their blocks until either side
+/// changes them. Kept by shard 0; `done` once every shard holds its part
+/// (opening the engine finishes a clone a crash cut short).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloneInfo {
+    /// The clone's file system.
+    pub fs: FsId,
+    /// The file system it was taken of.
+    pub origin: FsId,
+    /// Its name among the origin's snapshots.
+    pub name: String,
+    /// When it was taken (ns since the epoch).
+    pub created: i64,
+    /// The read-only snapshot it is copied from while being made.
+    pub snap: SnapId,
+    /// Per shard, what is added to the snapshot's inode numbers to name
+    /// the clone's (a multiple of 256, so the shard byte stays).
+    pub deltas: Vec<u64>,
+    /// Whether every shard holds its part.
+    pub done: bool,
+}
+
+impl CloneInfo {
+    /// Appends the encoding.
+    pub fn encode(&self, w: &mut Writer) {
+        w.u32(self.fs).u32(self.origin).str(&self.name);
+        w.u64(self.created as u64)
+            .u32(self.snap)
+            .u32(self.deltas.len() as u32);
+        for d in &self.deltas {
+            w.u64(*d);
+        }
+        w.u8(u8::from(self.done));
+    }
+
+    /// Reads one.
+    pub fn decode(r: &mut Reader<'_>) -> Result<CloneInfo, DecodeError> {
+        let fs = r.u32("clone fs")?;
+        let origin = r.u32("clone origin")?;
+        let name = r.str(MAX_NAME, "clone name")?;
+        let created = r.u64("clone time")? as i64;
+        let snap = r.u32("clone snapshot")?;
+        let n = r.count(8, "clone shards")?;
+        let deltas = (0..n)
+            .map(|_| r.u64("clone delta"))
+            .collect::<Result<Vec<_>, _>>()?;
+        if deltas.iter().any(|d| d % 256 != 0) {
+            return Err(DecodeError {
+                what: "clone delta",
+            });
+        }
+        Ok(CloneInfo {
+            fs,
+            origin,
+            name,
+            created,
+            snap,
+            deltas,
+            done: r.u8("clone done")? != 0,
+        })
+    }
+
+    /// The clone's number for inode `ino` of the origin (in an engine of
+    /// `deltas.len()` shards).
+    pub fn map(&self, ino: Ino) -> Ino {
+        let shards = self.deltas.len().max(1) as u32;
+        if ino == crate::meta::root_ino(self.origin, shards) {
+            return crate::meta::root_ino(self.fs, shards);
+        }
+        let shard = crate::meta::namespace::shard_of_ino(ino, shards) as usize;
+        ino + self.deltas.get(shard).copied().unwrap_or(0)
+    }
+}
+
 /// Key of a page on the dead list of the snapshot of epoch `epoch`.
 pub(super) fn dead_page_key(epoch: u64, addr: u64) -> [u8; 17] {
     let mut k = [b'D'; 17];

@@ -35,6 +35,7 @@ use crate::meta::group::{Group, GroupId};
 use crate::meta::quota::{Quota, QuotaId};
 use crate::meta::snap::{Snap, SnapId};
 
+mod clone;
 mod ns;
 mod quota;
 mod snap;
@@ -259,6 +260,8 @@ pub struct Meta {
     quota_used: BTreeMap<QuotaId, u64>,
     /// Quotas whose count changed since [`Meta::take_quota_changes`].
     quota_changed: BTreeSet<QuotaId>,
+    /// Writable snapshots by their file system (shard 0).
+    pub clones: BTreeMap<FsId, crate::meta::snap::CloneInfo>,
     /// Inode generations handed out.
     pub next_gen: u64,
     /// Blocks in the shared pool.
@@ -295,6 +298,7 @@ impl Meta {
             quotas: BTreeMap::new(),
             quota_used: BTreeMap::new(),
             quota_changed: BTreeSet::new(),
+            clones: BTreeMap::new(),
             next_gen: 1,
             shared_len: 0,
             home: Home::ALONE,
@@ -845,6 +849,7 @@ impl Meta {
                 self.fss.remove(fs);
                 self.fs_owner.remove(fs);
                 self.fs_group.remove(fs);
+                self.clones.remove(fs);
                 self.quotas.retain(|_, q| q.fs != *fs);
                 self.used.remove(fs);
             }
@@ -886,6 +891,10 @@ impl Meta {
                 self.quotas.remove(id);
             }
             Record::QuotaTag { ino, quota } => self.quota_tag(io, *ino, *quota)?,
+            Record::CloneMark(c) => {
+                self.clones.insert(c.fs, c.clone());
+            }
+            Record::SnapClone { fs, clone } => self.snap_clone(io, fs, clone)?,
             Record::QuotaUsage { id, bytes } => {
                 self.quota_used.insert(*id, *bytes);
                 self.quota_changed.insert(*id);
@@ -1009,6 +1018,7 @@ impl Meta {
         for (&id, &bytes) in &self.quota_used {
             recs.push(Record::QuotaUsage { id, bytes });
         }
+        recs.extend(self.clones.values().cloned().map(Record::CloneMark));
         if self.restoring.is_some() {
             recs.push(Record::RestoreMark { id: self.restoring });
         }
@@ -1058,6 +1068,7 @@ impl Meta {
                 | Record::FsGroup { .. }
                 | Record::QuotaSet(_)
                 | Record::QuotaUsage { .. }
+                | Record::CloneMark(_)
                 | Record::RestoreMark { .. }) => {
                     let mut none = super::btree::MemPages::new();
                     // Catalog records touch no pages.

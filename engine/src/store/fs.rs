@@ -3,7 +3,7 @@
 use super::*;
 use crate::meta::group::{Group, GroupId};
 
-pub(super) fn check_name(name: &str) -> Result<()> {
+pub(crate) fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_NAME || name.contains('/') || name.contains('\0') {
         return Err(StoreError::Invalid {
             reason: format!("name `{name}` must be 1 to {MAX_NAME} bytes without '/' or NUL"),

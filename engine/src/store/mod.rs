@@ -94,6 +94,7 @@ mod wal;
 mod write;
 
 pub use error::{Result, StoreError};
+pub(crate) use fs::check_name;
 pub use journal::Receipt;
 pub use names::{components, now_nanos, MAX_SYMLINKS};
 pub use open::META_CACHE_MIB;

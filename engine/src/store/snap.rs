@@ -82,6 +82,41 @@ impl Store {
         Ok(())
     }
 
+    /// Makes this shard's part of a writable snapshot (idempotent).
+    pub fn snapshot_clone(&mut self, fs: FsMeta, clone: snap::CloneInfo) -> Result<()> {
+        if self.meta.snap(clone.snap).is_none() {
+            return Err(StoreError::NotFound {
+                what: format!("snapshot id {}", clone.snap),
+            });
+        }
+        let id = fs.id;
+        if self.meta.fss.contains_key(&id) {
+            return Ok(());
+        }
+        self.record(Record::SnapClone { fs, clone })?;
+        self.writer(id)?;
+        // The clone's maps' references, counted again from the tree.
+        self.refs = self.with_meta(|m, io| m.stripe_refs(io))?;
+        Ok(())
+    }
+
+    /// Records a writable snapshot's state, on shard 0.
+    pub fn clone_mark(&mut self, clone: snap::CloneInfo) -> Result<()> {
+        self.record(Record::CloneMark(clone))?;
+        Ok(())
+    }
+
+    /// The writable snapshots (shard 0).
+    pub fn clones(&self) -> Vec<snap::CloneInfo> {
+        self.meta.clones.values().cloned().collect()
+    }
+
+    /// What is added to inode numbers of this shard for a clone: past
+    /// every number it has handed out, a multiple of 256.
+    pub fn clone_delta(&self) -> u64 {
+        ((self.meta.next_ino >> 8) + 1) << 8
+    }
+
     /// Marks a restore across the shards as begun (`Some`) or ended
     /// (`None`), on shard 0.
     pub fn restore_mark(&mut self, id: Option<SnapId>) -> Result<()> {

@@ -240,6 +240,12 @@ int main(int argc, char **argv) {
     CHECK(flint_snapshot_restore(eng, fs, "before", "after"));
     CHECK(flint_stat_path(eng, fs, "hard.bin", &st));
     EXPECT(flint_snapshot_list(eng, fs, snaps, 4), 2);
+    uint32_t cfs;
+    CHECK(flint_snapshot_clone(eng, fs, "exp", &cfs));
+    CHECK(flint_unlink(eng, cfs, "hard.bin"));
+    CHECK(flint_stat_path(eng, fs, "hard.bin", &st));
+    EXPECT(flint_stat_path(eng, cfs, "hard.bin", &st), -ENOENT);
+    CHECK(flint_stat_path(eng, cfs, "data/train", &st));
     CHECK(flint_snapshot_delete(eng, fs, "after"));
     CHECK(flint_snapshot_delete(eng, fs, "before"));
     EXPECT(flint_snapshot_delete(eng, fs, "before"), -ENOENT);

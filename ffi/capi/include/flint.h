@@ -208,6 +208,10 @@ struct flint_snapshot {
 /* Takes snapshot `name` of fs (out may be NULL). -EEXIST: the name is taken. */
 int flint_snapshot_create(flint_engine *eng, uint32_t fs, const char *name,
                           struct flint_snapshot *out);
+/* A writable snapshot: a clone of fs now, file system "FS@NAME" of its own
+ * (its id in *clone_fs, NULL allowed) that diverges and is never read-only;
+ * delete it with the file system. Costs fs's metadata, not its data. */
+int flint_snapshot_clone(flint_engine *eng, uint32_t fs, const char *name, uint32_t *clone_fs);
 int flint_snapshot_delete(flint_engine *eng, uint32_t fs, const char *name);
 /* The file system back to snapshot `name`; keep_current (or NULL) names a
  * snapshot of its state before. Stop writers first. */

@@ -110,6 +110,36 @@ pub unsafe extern "C" fn flint_snapshot_create(
     })
 }
 
+/// Takes a writable snapshot (a clone, file system `FS@NAME`); see
+/// flint.h.
+///
+/// # Safety
+/// `eng` is a live handle, `name` NUL-terminated, `clone_fs` NULL or
+/// valid.
+#[no_mangle]
+pub unsafe extern "C" fn flint_snapshot_clone(
+    eng: *mut FlintEngine,
+    fs: u32,
+    snap: *const c_char,
+    clone_fs: *mut u32,
+) -> c_int {
+    guard(-libc::EIO, || {
+        // SAFETY: forwarded per the function's contract.
+        code(unsafe {
+            local(eng, |e| {
+                let c = e
+                    .snapshot_create_writable(fs, name(snap)?)
+                    .map_err(|e| e.errno())?;
+                if !clone_fs.is_null() {
+                    // SAFETY: `clone_fs` is valid per the contract.
+                    clone_fs.write(c.fs);
+                }
+                Ok(())
+            })
+        })
+    })
+}
+
 /// Deletes a snapshot; see flint.h.
 ///
 /// # Safety

@@ -36,7 +36,8 @@ Management (over the API at --addr, or the config's server.mgmt_addr):
   fs create NAME --k K --m M --capacity SIZE --org ORG [--no-reduction] [--write-back]
                     [--group GROUP]
   fs list | fs update NAME --capacity SIZE | fs delete NAME
-  fs snapshot create FS NAME            a read-only snapshot (in the mount: /.snapshots/NAME)
+  fs snapshot create FS NAME [--writable]   read-only (in the mount: /.snapshots/NAME),
+                    or writable: a clone, file system FS@NAME of its own
   fs snapshot list FS | fs snapshot delete FS NAME
   fs snapshot restore FS NAME [--keep-current NAME]   the file system back to NAME
   fs quota set FS PATH --hard SIZE [--soft SIZE --grace DURATION]   a directory quota

@@ -58,8 +58,16 @@ pub(super) fn command(api: &Api, json_out: bool, mut args: Vec<String>) -> Resul
                         s(&x["name"]),
                         when(&x["created_ns"]),
                         bytes(&x["bytes"]),
-                        bytes(&x["reclaimable"]),
-                        "read-only".into(),
+                        if x["writable"].as_bool() == Some(true) {
+                            "-".into()
+                        } else {
+                            bytes(&x["reclaimable"])
+                        },
+                        if x["writable"].as_bool() == Some(true) {
+                            format!("writable ({})", s(&x["filesystem"]))
+                        } else {
+                            "read-only".into()
+                        },
                     ]
                 })
                 .collect();
@@ -71,17 +79,20 @@ pub(super) fn command(api: &Api, json_out: bool, mut args: Vec<String>) -> Resul
         }
         "create" => {
             let name = next("a snapshot NAME")?;
-            if flag(&mut args, "--writable") {
-                return Err(
-                    "writable snapshots are not supported yet; take a read-only one \
-                            and copy out of .snapshots"
-                        .into(),
-                );
-            }
+            let writable = flag(&mut args, "--writable");
             no_more(&args)?;
-            let v = api.call("POST", &base, Some(json!({ "name": name })))?;
+            let v = api.call(
+                "POST",
+                &base,
+                Some(json!({ "name": name, "writable": writable })),
+            )?;
             if json_out {
                 print(&v);
+            } else if writable {
+                println!(
+                    "writable snapshot {name} of {fs} taken: mount file system {}",
+                    s(&v["filesystem"])
+                );
             } else {
                 println!("snapshot {name} of {fs} taken ({})", bytes(&v["bytes"]));
             }
@@ -93,6 +104,8 @@ pub(super) fn command(api: &Api, json_out: bool, mut args: Vec<String>) -> Resul
             let v = api.call("DELETE", &format!("{base}/{name}"), None)?;
             if json_out {
                 print(&v);
+            } else if v["writable"].as_bool() == Some(true) {
+                println!("writable snapshot {name} of {fs} deleted with file system {fs}@{name}");
             } else {
                 println!(
                     "snapshot {name} of {fs} deleted ({} reclaimed)",

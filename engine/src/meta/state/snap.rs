@@ -58,7 +58,7 @@ impl Meta {
     }
 
     /// The tree snapshot `s` keeps.
-    fn tree_of(s: &Snap) -> Tree {
+    pub(super) fn tree_of(s: &Snap) -> Tree {
         Tree::open(s.root, s.entries)
     }
 
