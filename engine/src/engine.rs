@@ -367,6 +367,11 @@ impl Engine {
                 s.set_peers(peers.clone());
                 Ok(())
             })?;
+            // File systems whose deletion a crash cut short.
+            self.drop_deleted_fs()?;
+            // Clones a crash cut short, before their pool entries could be
+            // dropped for want of the maps naming them.
+            self.finish_clones()?;
             // Shared pools exist only where data is reduced; their counts
             // come from every shard's maps.
             if self.broadcast(|s| Ok(s.shares_blocks()))?.contains(&true) {
@@ -407,8 +412,10 @@ impl Engine {
             // And snapshots, and a restore.
             self.finish_snapshots()?;
             self.finish_restore()?;
+        } else {
+            self.finish_clones()?;
         }
-        self.finish_clones()?;
+        self.drop_clone_snapshots()?;
         if let Some(period) = seal_every {
             for reactor in 0..self.set.len().min(shards as usize) {
                 let routes = self.routes.clone();
@@ -955,10 +962,50 @@ impl Engine {
     }
 
     /// Deletes a file system and every file in it, on every shard, durably.
+    /// Shard 0 first: a file system is what shard 0's catalog says, so one
+    /// a crash cut short is gone, and opening the engine drops what other
+    /// shards still hold of it ([`Engine::drop_deleted_fs`]).
     pub fn fs_delete(&self, fs: FsId) -> Result<()> {
         let _alone = self.names_alone();
-        self.broadcast(move |s| s.fs_delete(fs))?;
+        self.call(move |s| {
+            s.fs_delete(fs)?;
+            s.sync()
+        })?;
+        self.broadcast(move |s| match s.fs_delete(fs) {
+            Err(StoreError::NotFound { .. }) => Ok(()),
+            r => r,
+        })?;
         self.sync()
+    }
+
+    /// Drops from every shard the file systems shard 0 no longer holds (a
+    /// deletion a crash cut short).
+    fn drop_deleted_fs(&self) -> Result<()> {
+        let known: Vec<FsId> = self
+            .call(|s| Ok(s.fs_list()))?
+            .iter()
+            .map(|(f, _)| f.id)
+            .collect();
+        let known = Arc::new(known);
+        let dropped = self.broadcast(move |s| {
+            let gone: Vec<FsId> = s
+                .fs_list()
+                .iter()
+                .map(|(f, _)| f.id)
+                .filter(|id| !known.contains(id))
+                .collect();
+            for &fs in &gone {
+                s.fs_delete(fs)?;
+            }
+            Ok(gone)
+        })?;
+        for fs in dropped.into_iter().flatten() {
+            tracing::warn!(
+                fs,
+                "dropped what a shard held of a file system whose deletion a crash cut short"
+            );
+        }
+        Ok(())
     }
 
     /// Sets a file system's capacity, on every shard, durably.

@@ -300,6 +300,7 @@ fn power_cuts_during_snapshot_creation_deletion_and_restore() {
     let mut rng = Rng(seed);
     let mut live: Image = vec![Vec::new(); 3];
     let mut snaps: BTreeMap<String, Image> = BTreeMap::new();
+    let mut clones: BTreeMap<String, Image> = BTreeMap::new();
     let mut made = 0;
     for round in 0..rounds {
         plan.fail_after(rng.below(2500) as i64);
@@ -309,10 +310,28 @@ fn power_cuts_during_snapshot_creation_deletion_and_restore() {
             Create(String),
             Delete(String),
             Restore(Image, Image),
+            Clone(String),
+            DropClone(String),
         }
         let flight = loop {
-            let pick = rng.below(8);
+            let pick = rng.below(9);
             match pick {
+                8 if clones.len() < 2 => {
+                    made += 1;
+                    let name = format!("c{made}");
+                    if e.snapshot_create_writable(fs, &name).is_err() {
+                        break Flight::Clone(name);
+                    }
+                    clones.insert(name, live.clone());
+                }
+                8 => {
+                    let name = clones.keys().next().unwrap().clone();
+                    let c = e.fs_by_name(&format!("data@{name}")).unwrap().unwrap();
+                    if e.fs_delete(c).is_err() {
+                        break Flight::DropClone(name);
+                    }
+                    clones.remove(&name);
+                }
                 0 | 1 => {
                     made += 1;
                     let name = format!("s{made}");
@@ -362,6 +381,8 @@ fn power_cuts_during_snapshot_creation_deletion_and_restore() {
                 Flight::Create(n) => format!("creating {n}"),
                 Flight::Delete(n) => format!("deleting {n}"),
                 Flight::Restore(..) => "a restore".to_string(),
+                Flight::Clone(n) => format!("cloning {n}"),
+                Flight::DropClone(n) => format!("deleting clone {n}"),
             },
             snaps.keys().collect::<Vec<_>>()
         );
@@ -418,6 +439,40 @@ fn power_cuts_during_snapshot_creation_deletion_and_restore() {
             }
         }
         assert_eq!(listed.len(), snaps.len(), "round {round}: {listed:?}");
+        // Writable snapshots: whole or absent, and untouched by the origin.
+        let clone_image = |e: &Engine, name: &str| -> Option<Image> {
+            let c = e.fs_by_name(&format!("data@{name}")).unwrap()?;
+            Some(
+                (0..3)
+                    .map(|i| {
+                        let ino = e.lookup(c, &format!("f{i}")).unwrap().unwrap();
+                        e.read(ino, 0, 1 << 30).unwrap()
+                    })
+                    .collect(),
+            )
+        };
+        if let Flight::Clone(name) = &flight {
+            if let Some(got) = clone_image(&e, name) {
+                assert!(
+                    got == live,
+                    "round {round}: clone {name} in flight is not whole"
+                );
+                clones.insert(name.clone(), got);
+            }
+        }
+        if let Flight::DropClone(name) = &flight {
+            if clone_image(&e, name).is_none() {
+                clones.remove(name);
+            }
+        }
+        for (name, image) in &clones {
+            let got = clone_image(&e, name);
+            assert!(
+                got.as_ref() == Some(image),
+                "round {round}: clone {name} changed or is gone"
+            );
+        }
+        assert_eq!(e.snapshot_clones(fs).unwrap().len(), clones.len());
     }
     e.close().unwrap();
 }

@@ -110,34 +110,45 @@ impl Engine {
             .collect())
     }
 
-    /// Finishes clones a crash cut short, and drops the read-only snapshots
-    /// they were copied from.
+    /// Finishes clones a crash cut short: before the shared blocks are
+    /// recounted at open (a shard that holds the clone's pool entries but
+    /// not yet the block maps naming them would drop them).
     pub(super) fn finish_clones(&self) -> Result<()> {
         for c in self.call(|s| Ok(s.clones()))? {
-            if !c.done {
-                tracing::warn!(
-                    clone = c.fs,
-                    "finishing a writable snapshot a crash cut short"
-                );
-                let origin = self
-                    .fs_list()?
-                    .into_iter()
-                    .find(|(f, _)| f.id == c.origin)
-                    .map(|(f, _)| f);
-                let Some(origin) = origin else {
-                    continue;
-                };
-                let meta = FsMeta {
-                    id: c.fs,
-                    name: format!("{}@{}", origin.name, c.name),
-                    write_back: false,
-                    ..origin
-                };
-                let _alone = self.names_alone();
-                self.make_clone(meta, c.clone())?;
+            if c.done {
+                continue;
             }
-            if self.snapshot_id(c.origin, &temp_name(&c.name)).is_ok() {
-                self.snapshot_delete(c.origin, &temp_name(&c.name))?;
+            tracing::warn!(
+                clone = c.fs,
+                "finishing a writable snapshot a crash cut short"
+            );
+            let origin = self
+                .fs_list()?
+                .into_iter()
+                .find(|(f, _)| f.id == c.origin)
+                .map(|(f, _)| f);
+            let Some(origin) = origin else {
+                continue;
+            };
+            let meta = FsMeta {
+                id: c.fs,
+                name: format!("{}@{}", origin.name, c.name),
+                write_back: false,
+                ..origin
+            };
+            let _alone = self.names_alone();
+            self.make_clone(meta, c.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Drops the read-only snapshots clones were copied from, once the
+    /// snapshots a crash cut short are finished.
+    pub(super) fn drop_clone_snapshots(&self) -> Result<()> {
+        for s in self.snapshot_list(None)? {
+            if s.name.starts_with(".clone-") {
+                tracing::info!(snapshot = %s.name, "dropping the snapshot a clone was copied from");
+                self.snapshot_delete(s.fs, &s.name)?;
             }
         }
         Ok(())

@@ -112,9 +112,17 @@ impl Meta {
         })?;
         for (mut k, v) in pool {
             k[1..5].copy_from_slice(&to.id.to_be_bytes());
-            added.push(decode_block(&v)?);
-            if self.pager.insert(io, &mut self.tree, &k, &v)?.is_none() {
-                self.shared_len += 1;
+            match self.pager.insert(io, &mut self.tree, &k, &v)? {
+                None => {
+                    added.push(decode_block(&v)?);
+                    self.shared_len += 1;
+                }
+                // Left by an earlier try whose maps a crash undid (the
+                // pool keeps entries until their references are dropped):
+                // it stands for the same block, counted once.
+                Some(old) => {
+                    self.pager.insert(io, &mut self.tree, &k, &old)?;
+                }
             }
         }
         self.count_refs(io, &added, &Released::new())?;
