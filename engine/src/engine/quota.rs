@@ -218,6 +218,9 @@ impl Engine {
                 }
             }
         }
+        // Every tag durable on every shard before the quota's new state is
+        // (shard 0's journal does not wait for the others').
+        self.sync()?;
         match q.state {
             QuotaState::Removing => {
                 // Quotas nested in it are nested in its parent now.
