@@ -260,7 +260,7 @@ fn power_cuts_keep_quota_use_exact() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let plan = Arc::new(FaultPlan::default());
-    let devs: Vec<Arc<dyn BlockDevice>> = memory_devices(5, 48)
+    let devs: Vec<Arc<dyn BlockDevice>> = memory_devices(5, 160)
         .into_iter()
         .map(|d| FaultyDevice::wrap_shared(d, plan.clone()) as Arc<dyn BlockDevice>)
         .collect();

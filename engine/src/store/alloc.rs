@@ -159,6 +159,21 @@ impl Store {
     /// never into the metadata's headroom.
     pub(super) fn reserve(&mut self, w: usize) -> Result<Vec<(u16, u64)>> {
         let spare = self.meta_headroom();
+        self.reserve_above(w, spare)
+    }
+
+    /// Reserves chunk slots for an acknowledged stripe restored from the
+    /// journal at open: its slots were held when it was acknowledged and
+    /// are free again, but replay has left more nodes dirty than the write
+    /// ever had, so only the fixed part of the headroom is kept (the
+    /// recovery's checkpoint writes those nodes before anything else
+    /// allocates).
+    pub(super) fn reserve_restored(&mut self, w: usize) -> Result<Vec<(u16, u64)>> {
+        let spare = 4 * self.space.copies() as u64;
+        self.reserve_above(w, spare)
+    }
+
+    fn reserve_above(&mut self, w: usize, spare: u64) -> Result<Vec<(u16, u64)>> {
         if self.slots.free_total() < spare + w as u64 {
             return Err(StoreError::NoSpace {
                 what: format!(

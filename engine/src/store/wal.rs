@@ -107,7 +107,7 @@ impl Store {
                 .map_err(|e| StoreError::Invalid {
                     reason: format!("stripe {id} cannot be restored from the journal: {e}"),
                 })?;
-            let slots = self.reserve(width)?;
+            let slots = self.reserve_restored(width)?;
             self.writer(fs)?.reserved = Some(slots);
             self.seal_open()?;
             tracing::info!(
