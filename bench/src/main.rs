@@ -75,7 +75,7 @@ USAGE:
       (200000 100 256 1 4 min(files, 50000))
       --disk-dir DIR --tmpfs-dir DIR (/var/tmp/flint-bench-meta, /dev/shm/flint-bench-meta) --json
   flint-bench fill [options]     1 MiB sequential writes until the devices are full, per window, vs a plain file
-  flint-bench snapshots [--gib 10 --snapshots 100 --writes 20000]   snapshot creation vs a checkpoint;
+  flint-bench snapshots [--gib 10 --snapshots 100 --writes 20000 --memory]   snapshot creation vs a checkpoint;
                                  4 KiB overwrite p50/p99 with N snapshots vs none
       --devices N (6) --dev-mib MIB (1024) --gib G (0: until full) --window MIB (256)
       --dir DIR (/var/tmp/flint-bench-fill) --json
@@ -107,6 +107,7 @@ fn main() {
     };
     let flags = [
         "json",
+        "memory",
         "no-baseline",
         "sqpoll",
         "iopoll",
