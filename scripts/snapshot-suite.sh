@@ -125,6 +125,10 @@ sync
   fail "writing the clone changed the origin"
 [ -L "$mnt/latest" ] || fail "removing the clone's symlink removed the origin's"
 [ "$(cat "$clone/model.ckpt")" = changed ] || fail "the clone did not keep its write"
+[ "$(cat "$mnt/.snapshots/exp/model.ckpt")" = changed ] || fail ".snapshots/exp is not the writable snapshot"
+echo via-snapshots >"$mnt/.snapshots/exp/exp-out/note" || fail "writing in .snapshots/exp (writable) failed"
+[ "$(cat "$clone/exp-out/note")" = via-snapshots ] || fail "a write in .snapshots/exp is not in default@exp"
+[ ! -e "$mnt/exp-out" ] || fail "a write in the writable snapshot reached the origin"
 $flint umount "$clone"
 if $flint $cfg fs snapshot restore default exp 2>/dev/null; then fail "restored from a writable snapshot"; fi
 $flint $cfg fs snapshot delete default exp

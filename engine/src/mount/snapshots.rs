@@ -2,6 +2,8 @@
 //! `readdir` but reachable by name (`cd .snapshots`), holding one directory
 //! per snapshot of the file system — its root, read through the snapshot
 //! (every change refused with EROFS). A file restores by copying it out.
+//! A writable snapshot's entry is its own file system's root (`FS@NAME`),
+//! where changes work.
 //!
 //! `.snapshots` itself is the mount's: its inode is the snapshot tag with
 //! no snapshot (no engine inode has it), its attributes the root's, made
@@ -21,6 +23,9 @@ pub const SNAPSHOTS: &[u8] = b".snapshots";
 
 /// The inode of `.snapshots` (the snapshot bit with no snapshot id).
 pub const SNAPDIR: u64 = 1 << 63;
+
+/// The bit every file system's root inode has ([`crate::meta::root_ino`]).
+const ROOT_BIT: u64 = 1 << 62;
 
 impl FlintFs {
     /// The attributes of `.snapshots`: the root's, read-only.
@@ -67,8 +72,12 @@ impl FlintFs {
                 }),
             });
         }
-        // `..` of a snapshot's root is `.snapshots`.
-        if name == b".." && is_view(parent) && split_ino(parent).1 == self.root_ino() {
+        // `..` of a snapshot's root is `.snapshots`; so is that of a
+        // writable snapshot's (another file system's root).
+        let other_root = parent & ROOT_BIT != 0 && parent != self.root_ino() && !is_view(parent);
+        if name == b".."
+            && (is_view(parent) && split_ino(parent).1 == self.root_ino() || other_root)
+        {
             return Some(self.snapdir_attr(req));
         }
         None

@@ -190,6 +190,18 @@ fn call(
                     attr: Some(attr_of(&st)),
                 });
             }
+            // Writable snapshots: their file systems' roots (changes work).
+            for c in e.snapshot_clones(fs)? {
+                let st = e.stat(e.root_of(c.fs))?;
+                grant(ctx, st.ino);
+                out.push(NsEntry {
+                    name: c.name.into_bytes(),
+                    ino: st.ino,
+                    kind: crate::meta::namespace::Kind::Dir.mode_bits(),
+                    cookie: u64::from(c.fs) << 32,
+                    attr: Some(attr_of(&st)),
+                });
+            }
             ns::encode_entries(&out)
         }
     })
