@@ -226,15 +226,15 @@ fn quotas_on_four_shards() {
     run(4);
 }
 
-/// Bytes of the regular files under `path` (hard links counted once per
-/// inode).
+/// Bytes of the regular files and symlink targets under `path` (hard
+/// links counted once per inode): what `stat` shows of them.
 fn walk(e: &Engine, fs: u32, path: &str, seen: &mut std::collections::HashSet<u64>) -> u64 {
     let mut total = 0;
     for st in e.list_dir(fs, path).unwrap() {
         let child = format!("{path}/{}", st.name);
         match st.mode & libc::S_IFMT {
             libc::S_IFDIR => total += walk(e, fs, &child, seen),
-            libc::S_IFREG if seen.insert(st.ino) => total += st.size,
+            libc::S_IFREG | libc::S_IFLNK if seen.insert(st.ino) => total += st.size,
             _ => {}
         }
     }
@@ -298,10 +298,11 @@ fn power_cuts_keep_quota_use_exact() {
                     match list {
                         Ok(l) if !l.is_empty() => {
                             let st = &l[rng.below(l.len() as u64) as usize];
-                            if st.mode & libc::S_IFMT != libc::S_IFREG {
+                            if st.mode & libc::S_IFMT == libc::S_IFLNK {
+                                e.unlink(fs, &format!("{dir}/{}", st.name))
+                            } else if st.mode & libc::S_IFMT != libc::S_IFREG {
                                 continue;
-                            }
-                            if rng.below(2) == 0 {
+                            } else if rng.below(2) == 0 {
                                 e.unlink(fs, &format!("{dir}/{}", st.name))
                             } else {
                                 e.truncate(st.ino, rng.below(st.size + 50_000))
@@ -323,6 +324,12 @@ fn power_cuts_keep_quota_use_exact() {
                         e.quota_set(fs, "a/x", 1 << 20, 0, 0)
                             .and_then(|q| e.quota_scan(q.id))
                     }
+                }
+                8 => {
+                    next += 1;
+                    let target = "t".repeat(1 + rng.below(300) as usize);
+                    e.symlink(fs, &target, &format!("{dir}/l{next}"))
+                        .map(|_| ())
                 }
                 _ => continue,
             };

@@ -1,5 +1,6 @@
-//! Directory quotas: a limit on the logical bytes of the regular files
-//! under a directory.
+//! Directory quotas: a limit on the logical bytes under a directory — the
+//! sizes `stat` shows of its regular files and symlinks (a symlink's is
+//! its target's length; directories show 0).
 //!
 //! Every inode carries the id of the innermost quota whose directory it
 //! lies under ([`crate::meta::namespace::Attr::quota`], 0: none); a new

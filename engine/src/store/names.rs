@@ -158,6 +158,10 @@ impl Store {
         ctx: Ctx,
     ) -> Result<Attr> {
         let d = self.getattr(dir)?;
+        if mode & libc::S_IFMT == libc::S_IFLNK {
+            // A symlink's target counts against its directory's quota.
+            self.check_quota(d.quota, target.len() as u64)?;
+        }
         let (ino, generation) = self.fresh_ino();
         self.ns_change(
             d.fs,

@@ -221,7 +221,8 @@ int flint_snapshot_restore(flint_engine *eng, uint32_t fs, const char *name,
 int flint_snapshot_list(flint_engine *eng, uint32_t fs, struct flint_snapshot *out, int max);
 
 /* Directory quotas (embedded engines; -EOPNOTSUPP remotely). A quota limits
- * the logical bytes of the regular files under a directory: writes growing
+ * the logical bytes of the regular files and symlink targets under a
+ * directory: writes growing
  * a file past `hard`, or past `soft` once use has stayed above it for
  * grace_s seconds, fail with -EDQUOT (0: no such limit). Quotas nest up to
  * 4 deep; renames and hard links across a quota's boundary fail with

@@ -162,11 +162,20 @@ impl Meta {
             }
         };
         debug_assert_eq!(ids.step, 0, "a record creates at most one inode");
+        // A symlink's target counts against its quota like a file's bytes.
+        if matches!(rec.op, NsOp::Make { .. } | NsOp::PutInode { .. }) {
+            if let Some(a) = done.attr.filter(|a| a.kind == Kind::Symlink) {
+                self.charge_quota(a.quota, a.size as i64);
+            }
+        }
         if let (Some(r), Some(a)) = (removed, victim) {
             debug_assert_eq!(r.ino, a.ino);
             if r.last && a.kind == Kind::File {
                 self.drop_file_data(io, &a, &mut done.released)?;
                 done.gone = Some(a.ino);
+            }
+            if r.last && a.kind == Kind::Symlink {
+                self.charge_quota(a.quota, -(a.size as i64));
             }
         }
         self.count_refs(io, &[], &done.released)?;
@@ -243,6 +252,9 @@ impl Meta {
         for a in &attrs {
             if a.kind == Kind::File {
                 self.drop_file_data(io, a, &mut released)?;
+            }
+            if a.kind == Kind::Symlink {
+                self.charge_quota(a.quota, -(a.size as i64));
             }
             let ino = a.ino.to_be_bytes();
             for tag in [b'N', b'E', b'L', b'X'] {

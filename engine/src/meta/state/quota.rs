@@ -1,5 +1,5 @@
 //! A shard's side of directory quotas: each quota's count of the bytes of
-//! the files this shard holds under it, kept by the same changes that
+//! the files (and symlink targets) this shard holds under it, kept by the same changes that
 //! keep the file system's usage, and the move of an inode (and its bytes)
 //! from one quota to another.
 
@@ -32,7 +32,7 @@ impl Meta {
         if a.quota == to {
             return Ok(());
         }
-        if a.kind == Kind::File {
+        if matches!(a.kind, Kind::File | Kind::Symlink) {
             self.charge_quota(a.quota, -(a.size as i64));
             self.charge_quota(to, a.size as i64);
         }
