@@ -1,20 +1,13 @@
 //! `flint fs group create|list|delete|assign`: filesystem groups over the
 //! management API.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::{no_more, s, table, value, Api};
+use super::{need, no_more, print, s, table, value, Api};
 
 /// Runs `fs group SUB ...`.
 pub(super) fn command(api: &Api, json_out: bool, mut args: Vec<String>) -> Result<(), String> {
-    let mut next = |what: &str| -> Result<String, String> {
-        if args.is_empty() {
-            return Err(format!("fs group needs {what}"));
-        }
-        Ok(args.remove(0))
-    };
-    let sub = next("create, list, delete or assign")?;
-    let print = |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    let sub = need(&mut args, "fs group", "create, list, delete or assign")?;
     match sub.as_str() {
         "list" => {
             no_more(&args)?;
@@ -43,7 +36,7 @@ pub(super) fn command(api: &Api, json_out: bool, mut args: Vec<String>) -> Resul
             Ok(())
         }
         "create" => {
-            let name = next("a group NAME")?;
+            let name = need(&mut args, "fs group", "a group NAME")?;
             let org = value(&mut args, "--org")?;
             no_more(&args)?;
             let v = api.call(
@@ -59,7 +52,7 @@ pub(super) fn command(api: &Api, json_out: bool, mut args: Vec<String>) -> Resul
             Ok(())
         }
         "delete" => {
-            let name = next("a group NAME")?;
+            let name = need(&mut args, "fs group", "a group NAME")?;
             no_more(&args)?;
             let v = api.call("DELETE", &format!("/v1/groups/{name}"), None)?;
             if json_out {
@@ -70,8 +63,8 @@ pub(super) fn command(api: &Api, json_out: bool, mut args: Vec<String>) -> Resul
             Ok(())
         }
         "assign" => {
-            let fs = next("a file system FS")?;
-            let group = next("a GROUP (or --none)")?;
+            let fs = need(&mut args, "fs group", "a file system FS")?;
+            let group = need(&mut args, "fs group", "a GROUP (or --none)")?;
             let group = (group != "--none").then_some(group);
             no_more(&args)?;
             let v = api.call(

@@ -196,6 +196,19 @@ fn run(argv: &[String]) -> Result<(), String> {
     }
 }
 
+/// Takes the next positional argument of `cmd`, or says what it needs.
+fn need(args: &mut Vec<String>, cmd: &str, what: &str) -> Result<String, String> {
+    if args.is_empty() {
+        return Err(format!("{cmd} needs {what}"));
+    }
+    Ok(args.remove(0))
+}
+
+/// Prints an API answer as indented JSON (`--json`).
+fn print(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
 fn no_more(args: &[String]) -> Result<(), String> {
     match args.first() {
         Some(a) => Err(format!("unexpected argument `{a}` (see flint help)")),
@@ -317,7 +330,6 @@ fn progress(done: u64, total: u64, what: &str) {
 fn mgmt_cmd(api: &Api, json_out: bool, cmd: &str, mut args: Vec<String>) -> Result<(), String> {
     let sub =
         |args: &mut Vec<String>| -> Option<String> { (!args.is_empty()).then(|| args.remove(0)) };
-    let print = |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     match (cmd, sub(&mut args).as_deref()) {
         ("status", None) => {
             let v = api.call("GET", "/v1/status", None)?;

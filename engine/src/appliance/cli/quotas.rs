@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::{bytes, no_more, s, table, value, Api};
+use super::{bytes, need, no_more, print, s, table, value, Api};
 
 /// A limit as the table shows it: the size, or `-` for none.
 fn limit(v: &Value) -> String {
@@ -15,15 +15,8 @@ fn limit(v: &Value) -> String {
 
 /// Runs `fs quota SUB ...`.
 pub(super) fn command(api: &Api, json_out: bool, mut args: Vec<String>) -> Result<(), String> {
-    let mut next = |what: &str| -> Result<String, String> {
-        if args.is_empty() {
-            return Err(format!("fs quota needs {what}"));
-        }
-        Ok(args.remove(0))
-    };
-    let sub = next("set, list or unset")?;
-    let fs = next("a file system name")?;
-    let print = |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    let sub = need(&mut args, "fs quota", "set, list or unset")?;
+    let fs = need(&mut args, "fs quota", "a file system name")?;
     let base = format!("/v1/fs/{fs}/quotas");
     match sub.as_str() {
         "list" => {
@@ -60,7 +53,7 @@ pub(super) fn command(api: &Api, json_out: bool, mut args: Vec<String>) -> Resul
             Ok(())
         }
         "set" => {
-            let path = next("a directory PATH")?;
+            let path = need(&mut args, "fs quota", "a directory PATH")?;
             let hard = value(&mut args, "--hard")?;
             let soft = value(&mut args, "--soft")?;
             let grace = value(&mut args, "--grace")?;
@@ -91,7 +84,7 @@ pub(super) fn command(api: &Api, json_out: bool, mut args: Vec<String>) -> Resul
             Ok(())
         }
         "unset" => {
-            let path = next("a directory PATH")?;
+            let path = need(&mut args, "fs quota", "a directory PATH")?;
             no_more(&args)?;
             let v = api.call("DELETE", &base, Some(json!({ "path": path })))?;
             if json_out {

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::{bytes, flag, no_more, s, table, value, Api};
+use super::{bytes, flag, need, no_more, print, s, table, value, Api};
 
 /// Nanoseconds since the epoch as a UTC time of day and date.
 fn when(v: &Value) -> String {
@@ -30,15 +30,8 @@ fn when(v: &Value) -> String {
 
 /// Runs `fs snapshot SUB ...`.
 pub(super) fn command(api: &Api, json_out: bool, mut args: Vec<String>) -> Result<(), String> {
-    let mut next = |what: &str| -> Result<String, String> {
-        if args.is_empty() {
-            return Err(format!("fs snapshot needs {what}"));
-        }
-        Ok(args.remove(0))
-    };
-    let sub = next("create, list, delete or restore")?;
-    let fs = next("a file system name")?;
-    let print = |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    let sub = need(&mut args, "fs snapshot", "create, list, delete or restore")?;
+    let fs = need(&mut args, "fs snapshot", "a file system name")?;
     let base = format!("/v1/fs/{fs}/snapshots");
     match sub.as_str() {
         "list" => {
@@ -78,7 +71,7 @@ pub(super) fn command(api: &Api, json_out: bool, mut args: Vec<String>) -> Resul
             Ok(())
         }
         "create" => {
-            let name = next("a snapshot NAME")?;
+            let name = need(&mut args, "fs snapshot", "a snapshot NAME")?;
             let writable = flag(&mut args, "--writable");
             no_more(&args)?;
             let v = api.call(
@@ -99,7 +92,7 @@ pub(super) fn command(api: &Api, json_out: bool, mut args: Vec<String>) -> Resul
             Ok(())
         }
         "delete" => {
-            let name = next("a snapshot NAME")?;
+            let name = need(&mut args, "fs snapshot", "a snapshot NAME")?;
             no_more(&args)?;
             let v = api.call("DELETE", &format!("{base}/{name}"), None)?;
             if json_out {
@@ -115,7 +108,7 @@ pub(super) fn command(api: &Api, json_out: bool, mut args: Vec<String>) -> Resul
             Ok(())
         }
         "restore" => {
-            let name = next("a snapshot NAME")?;
+            let name = need(&mut args, "fs snapshot", "a snapshot NAME")?;
             let keep = value(&mut args, "--keep-current")?;
             no_more(&args)?;
             let v = api.call(

@@ -5,13 +5,10 @@
 //! blocks until one side changes them, then each side's references go
 //! their own way, as after a restore). Running it again changes nothing.
 
+use super::snap::INODE_PREFIXES;
 use super::*;
 use crate::meta::namespace::shard_of_ino;
 use crate::meta::snap::CloneInfo;
-
-/// Key prefixes naming an inode in bytes 1..9 (directory entries by name
-/// and by sequence, symlink targets, xattrs, block maps).
-const INODE_KEYS: [u8; 5] = [b'N', b'E', b'L', b'X', b'b'];
 
 impl Meta {
     /// Makes this shard's part of clone `c` (file system `to`).
@@ -69,18 +66,12 @@ impl Meta {
             if new & (1 << 62) == 0 {
                 self.next_ino = self.next_ino.max(new);
             }
-            for tag in INODE_KEYS {
+            // Keys naming the inode in bytes 1..9: entries by name and by
+            // sequence, symlink targets, xattrs, block maps.
+            for tag in INODE_PREFIXES {
                 let mut prefix = vec![tag];
                 prefix.extend_from_slice(&old.to_be_bytes());
-                let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-                self.pager.scan(io, &snap, &prefix, &mut |k, v| {
-                    if !k.starts_with(&prefix) {
-                        return false;
-                    }
-                    pairs.push((k.to_vec(), v.to_vec()));
-                    true
-                })?;
-                for (mut k, mut v) in pairs {
+                for (mut k, mut v) in Self::prefixed(&mut self.pager, io, &snap, &prefix)? {
                     k[1..9].copy_from_slice(&new.to_be_bytes());
                     match tag {
                         // An entry names its inode at bytes 8..16.
@@ -102,15 +93,7 @@ impl Meta {
         // maps name pool blocks by file system and key).
         let mut prefix = vec![b'p'];
         prefix.extend_from_slice(&s.fs.to_be_bytes());
-        let mut pool: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        self.pager.scan(io, &snap, &prefix, &mut |k, v| {
-            if !k.starts_with(&prefix) {
-                return false;
-            }
-            pool.push((k.to_vec(), v.to_vec()));
-            true
-        })?;
-        for (mut k, v) in pool {
+        for (mut k, v) in Self::prefixed(&mut self.pager, io, &snap, &prefix)? {
             k[1..5].copy_from_slice(&to.id.to_be_bytes());
             match self.pager.insert(io, &mut self.tree, &k, &v)? {
                 None => {

@@ -230,18 +230,29 @@ impl Meta {
 
     /// Removes every key that starts with `prefix`.
     fn remove_prefix(&mut self, io: &mut dyn PageIo, prefix: &[u8]) -> Result<()> {
-        let mut keys = Vec::new();
-        self.pager.scan(io, &self.tree, prefix, &mut |k, _| {
-            if !k.starts_with(prefix) {
-                return false;
-            }
-            keys.push(k.to_vec());
-            true
-        })?;
-        for k in keys {
+        for (k, _) in Self::prefixed(&mut self.pager, io, &self.tree, prefix)? {
             self.pager.remove(io, &mut self.tree, &k)?;
         }
         Ok(())
+    }
+
+    /// Every key of `tree` (the live one, or a snapshot's) that starts with
+    /// `prefix`, with its value, in order.
+    pub(super) fn prefixed(
+        pager: &mut Pager,
+        io: &mut dyn PageIo,
+        tree: &Tree,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        pager.scan(io, tree, prefix, &mut |k, v| {
+            if !k.starts_with(prefix) {
+                return false;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        })?;
+        Ok(out)
     }
 
     /// Removes everything file system `fs` keeps on this shard: every inode

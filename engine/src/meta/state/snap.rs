@@ -318,7 +318,7 @@ impl Meta {
 
 /// Key prefixes an inode owns: its entries (as a directory), its entries by
 /// sequence, its symlink target, its xattrs and its block map.
-const INODE_PREFIXES: [u8; 5] = [b'N', b'E', b'L', b'X', b'b'];
+pub(super) const INODE_PREFIXES: [u8; 5] = [b'N', b'E', b'L', b'X', b'b'];
 
 impl Meta {
     /// The restore across the shards under way, if any (shard 0).
@@ -360,13 +360,7 @@ impl Meta {
             for p in INODE_PREFIXES {
                 let mut prefix = vec![p];
                 prefix.extend_from_slice(&ino.to_be_bytes());
-                self.pager.scan(io, &snap, &prefix, &mut |k, v| {
-                    if !k.starts_with(&prefix) {
-                        return false;
-                    }
-                    pairs.push((k.to_vec(), v.to_vec()));
-                    true
-                })?;
+                pairs.extend(Self::prefixed(&mut self.pager, io, &snap, &prefix)?);
             }
             for (k, v) in pairs {
                 // Counted anew: the dead lists keep their own references
