@@ -348,9 +348,15 @@ impl CoreRing {
     /// Ends the reactor's waits when `fd` is readable (a socket its
     /// pollers read), so it may sleep instead of waking on a timer to look.
     pub fn watch(&mut self, fd: RawFd) -> Result<()> {
+        // A slot whose descriptor was unwatched and whose poll has
+        // completed is free again (slot 0 is the reactor's eventfd).
+        if let Some(w) = self.watches.iter_mut().skip(1).find(|w| w.0 < 0 && !w.1) {
+            *w = (fd, false);
+            return Ok(());
+        }
         if self.watches.len() >= MAX_WATCHES {
             return Err(Error::Os {
-                op: "watch a descriptor (a reactor watches at most 64)",
+                op: "watch a descriptor (a reactor watches at most 64 at once)",
                 source: io::Error::from_raw_os_error(libc::ENOSPC),
             });
         }
@@ -366,8 +372,9 @@ impl CoreRing {
             return;
         };
         let armed = self.watches[i].1;
-        // A tombstone keeps the other watches' tags.
-        self.watches[i] = (-1, true);
+        // A tombstone keeps the other watches' tags; it is free for another
+        // descriptor once its poll (if armed) has completed.
+        self.watches[i] = (-1, armed);
         if armed {
             let rm = opcode::PollRemove::new(WAKE_TAG - i as u64)
                 .build()

@@ -620,6 +620,11 @@ impl Engine {
         mut f: impl FnMut() -> Option<bool> + Send + 'static,
     ) -> Result<()> {
         self.set.call(reactor, move |core| -> Result<()> {
+            // Watch first: a reactor that cannot watch the descriptor gets
+            // no poller it would never wake for.
+            if let Some(fd) = fd {
+                core.core_ring()?.borrow_mut().watch(fd)?;
+            }
             let timer = Arc::new(std::sync::Mutex::new(None));
             let t = timer.clone();
             core.add_poller(poller_fn("nic", move |core| match f() {
@@ -636,8 +641,7 @@ impl Engine {
                     PollStatus::Done
                 }
             }));
-            if let Some(fd) = fd {
-                core.core_ring()?.borrow_mut().watch(fd)?;
+            if fd.is_some() {
                 return Ok(());
             }
             let id = core.add_periodic(wake, |_| {});

@@ -16,5 +16,6 @@ pub mod meta;
 #[cfg(feature = "mount")]
 pub mod mount;
 pub mod net;
+pub mod nvmf;
 pub mod pipeline;
 pub mod store;

@@ -320,6 +320,9 @@ pub struct ApplianceConfig {
     /// File systems to create.
     #[serde(default, rename = "filesystem")]
     pub filesystems: Vec<FsSection>,
+    /// The NVMe/TCP target (absent: none).
+    #[serde(default)]
+    pub nvmf: Option<crate::nvmf::NvmfConfig>,
 }
 
 fn addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
@@ -475,6 +478,9 @@ impl ApplianceConfig {
                     flint_dataplane::nic::MAX_FRAME
                 ),
             ));
+        }
+        if let Some(n) = &self.nvmf {
+            n.check().map_err(|(k, r)| bad(k, r))?;
         }
         for f in &self.filesystems {
             let key = format!("filesystem.{}", f.name);

@@ -211,6 +211,27 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
         events.clone(),
         cfg.server.token.clone().filter(|t| !t.is_empty()),
     ));
+    // The NVMe/TCP target, when the config exports volumes.
+    let nvmf = match &cfg.nvmf {
+        Some(n) => {
+            let subsystems = n.subsystems(&engine)?;
+            let listen = n
+                .listen
+                .parse()
+                .map_err(|_| "nvmf.listen: not an address".to_string())?;
+            let t = crate::nvmf::NvmfServer::start(
+                engine.clone(),
+                subsystems,
+                listen,
+                n.workers,
+                n.max_io_queues,
+            )
+            .map_err(|e| e.to_string())?;
+            println!("flint: NVMe/TCP target on tcp://{}", t.addr());
+            Some(t)
+        }
+        None => None,
+    };
     let mgmt = Mgmt::start(mgmt_addr, node).map_err(|e| {
         format!("config: server.mgmt_addr: cannot listen on {mgmt_addr}: {e}; stop the other server or choose another port")
     })?;
@@ -266,6 +287,9 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
         format!("signal {sig}: draining and checkpointing"),
     );
     mgmt.stop();
+    if let Some(t) = nvmf {
+        t.stop();
+    }
     server.stop();
     stop.store(true, Ordering::Release);
     let _ = monitor.join();
