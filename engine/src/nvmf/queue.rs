@@ -95,6 +95,8 @@ enum Slot {
         ttag: u16,
         job: Job,
         buf: Vec<u8>,
+        /// Bytes of `buf` that mean something (DSM: its ranges).
+        keep: usize,
         got: usize,
         bad_digest: bool,
     },
@@ -306,13 +308,15 @@ impl Queue {
         if complete {
             let Some(Slot::Transfer {
                 mut job,
-                buf,
+                mut buf,
+                keep,
                 bad_digest,
                 ..
             }) = self.slots.remove(&cccid)
             else {
                 return Ok(());
             };
+            buf.truncate(keep);
             if bad_digest {
                 self.finish(cccid, Status::TRANSIENT_TRANSPORT, 0);
             } else {
@@ -699,6 +703,7 @@ impl Queue {
                         data: Vec::new(),
                     }),
                     len,
+                    len,
                     jobs,
                 )
             }
@@ -720,7 +725,10 @@ impl Queue {
             io::DSM => {
                 let n = (sqe.cdw(10) & 0xFF) as usize + 1;
                 let deallocate = sqe.cdw(11) & 0x4 != 0;
-                if sqe.sgl_len() as usize != n * 16 {
+                // The host may send its whole range buffer (up to 256
+                // ranges); the first NR + 1 count.
+                let len = sqe.sgl_len() as usize;
+                if len < n * 16 || len > 4096 {
                     return Err(Status::SGL_LENGTH);
                 }
                 if !deallocate {
@@ -732,6 +740,7 @@ impl Queue {
                     sqe,
                     data,
                     job(Io::Zero { ranges: Vec::new() }),
+                    len,
                     n * 16,
                     jobs,
                 )
@@ -740,22 +749,24 @@ impl Queue {
         }
     }
 
-    /// Runs `job` once its `len` bytes of data are here: in the capsule
-    /// now, or fetched by an R2T.
+    /// Runs `job` once its `len` bytes of data are here — in the capsule
+    /// now, or fetched by an R2T — of which the first `keep` count.
     fn data_then(
         &mut self,
         sqe: &Sqe,
         data: &[u8],
         mut job: Job,
         len: usize,
+        keep: usize,
         jobs: &mut Vec<Job>,
     ) -> Result<(), Status> {
+        debug_assert!(keep <= len);
         match sqe.sgl_type() {
             SGL_IN_CAPSULE => {
                 if data.len() != len || sqe.sgl_addr() != 0 {
                     return Err(Status::SGL_LENGTH);
                 }
-                self.with_data(&mut job, data.to_vec())?;
+                self.with_data(&mut job, data[..keep].to_vec())?;
                 self.run(job, jobs);
                 Ok(())
             }
@@ -769,6 +780,7 @@ impl Queue {
                         ttag,
                         job,
                         buf: vec![0; len],
+                        keep,
                         got: 0,
                         bad_digest: false,
                     },
