@@ -95,6 +95,9 @@ scripts/snapshot-suite.sh
 step "directory quotas and filesystem groups: EDQUOT, df, EXDEV, nesting, grace, SIGKILLs, gauges"
 scripts/quota-suite.sh
 
+step "NVMe/TCP: the Linux initiator in a QEMU guest against flint serve (fio verify, ext4, SIGKILL)"
+scripts/nvmf-guest.sh
+
 step "benchmark smoke runs"
 cargo build --release -p flint-bench --features isal,dpdk
 bench=target/release/flint-bench
@@ -111,6 +114,7 @@ $bench meta --files 20000 --dirs 20 --disk-dir "$tmp/meta" --tmpfs-dir /dev/shm/
 $bench fill --devices 3 --dev-mib 128 --window 32 --dir "$tmp/fill"
 $bench files --files 2000 --window 1000 --dir "$tmp/files"
 $bench remote --time 0.5 --size-mib 16
+$bench nvmf --time 0.3 --size-mib 64
 $bench net --time 0.5
 cargo run --release -q -p flint-engine --features isal --example demo -- "$tmp/demo"
 

@@ -20,6 +20,8 @@
 //!   window, beside the disk's file system; then the reopen time.
 //! - `flint-bench remote`: the data protocol over loopback beside a UDP
 //!   echo, and remote sequential I/O beside the engine in-process.
+//! - `flint-bench nvmf`: the NVMe/TCP target over loopback beside a TCP
+//!   echo of the same sizes and depths.
 //! - `flint-bench posix`: dataset epoch, checkpoint and metadata workloads
 //!   on a mounted directory beside a baseline directory (ext4).
 
@@ -33,6 +35,7 @@ mod fio;
 mod meta;
 #[cfg(feature = "dpdk")]
 mod net;
+mod nvmf;
 mod pipeline;
 mod posix;
 mod remote;
@@ -82,6 +85,7 @@ USAGE:
   flint-bench files [options]    create + 4 KiB write per file, per window, vs the disk fs; reopen time
       --files N --window N (20000 5000) --dir DIR (/var/tmp/flint-bench-files) --json
   flint-bench remote [options]   protocol reads vs UDP echo; remote vs embedded 1 MiB I/O
+  flint-bench nvmf [options]     NVMe/TCP target: 4k QD1/QD32, writes, 128k reads vs a TCP echo
       --time SECS --qd N --shards N --size-mib N --workers N (3 32 1 64 4) --json
   flint-bench posix [options]    dataset epoch, checkpoint, metadata on a mount vs a baseline dir
       --dir MOUNT --baseline DIR (/var/tmp) --files N --dirs N --readers N --ckpt-mib N
@@ -125,6 +129,7 @@ fn main() {
         "snapshots" => snapshots::main(a),
         "files" => files::main(a),
         "remote" => remote::main(a),
+        "nvmf" => nvmf::main(a),
         "posix" => posix::main(a),
         #[cfg(feature = "dpdk")]
         "net" => net::main(a),

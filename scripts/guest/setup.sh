@@ -56,7 +56,7 @@ mkdir -p "$ST"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,mnt,run,etc/nvme,root
 cp /bin/busybox "$ST/bin/"
 for a in $("$ST/bin/busybox" --list); do [ -e "$ST/bin/$a" ] || ln -s busybox "$ST/bin/$a"; done
 ln -sf ../bin/busybox "$ST/sbin/modprobe"
-mods="nvme nvme-core nvme-fabrics nvme-tcp vfio vfio-pci vfio_iommu_type1 virtio_net virtio_pci
+mods="nvme nvme-core nvme-fabrics nvme-tcp nvmet nvmet-tcp configfs vfio vfio-pci vfio_iommu_type1 virtio_net virtio_pci
       ext4 crc32c_intel crc32c_generic crc64_rocksoft_generic"
 [ -f "$K/root/lib/modules/$KVER/modules.dep" ] || depmod -b "$K/root" "$KVER"
 for m in $mods; do
