@@ -556,6 +556,23 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.key, "device.n.path");
         assert!(e.reason.contains("does not exist"), "{e}");
+        let ns = "[[nvmf.subsystem.namespace]]\nfilesystem=\"f\"\nfile=\"v\"\nsize=\"1GiB\"\n";
+        let e = parse(&format!("[nvmf]\n[[nvmf.subsystem]]\nnqn=\"nqn.x:y\"\n{ns}")).unwrap_err();
+        assert_eq!(e.key, "nvmf.subsystem.nqn.x:y.hosts");
+        let e = parse(&format!(
+            "[nvmf]\n[[nvmf.subsystem]]\nnqn=\"x\"\nallow_any_host=true\n{ns}"
+        ))
+        .unwrap_err();
+        assert!(e.reason.contains("nqn."), "{e}");
+        let e = parse(&format!(
+            "[nvmf]\n[[nvmf.subsystem]]\nnqn=\"nqn.x:y\"\nallow_any_host=true\n{ns}block_size=1024\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "nvmf.subsystem.nqn.x:y.namespace.1.block_size");
+        let e = parse("[nvmf]\nlisten=\"nowhere\"\n").unwrap_err();
+        assert_eq!(e.key, "nvmf.listen");
+        let e = parse("[nvmf]\nlisen=\"127.0.0.1:1\"\n").unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
         let e = parse("[reactor]\npoll_mode = \"sometimes\"\n").unwrap_err();
         assert!(e.to_string().contains("sometimes"), "{e}");
     }
