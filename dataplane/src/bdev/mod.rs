@@ -10,12 +10,15 @@
 //!
 //! Backends, one file each: [`uring`] (io_uring on a file or block device),
 //! [`memory`] (RAM, like SPDK's malloc bdev) and [`null`] (completes at once,
-//! to measure the framework's own cost).
+//! to measure the framework's own cost). [`nvme`] is Flint's own userspace
+//! NVMe driver in the making: its queue pairs and controller state machine,
+//! tested against an in-memory controller; not yet a backend (VFIO next).
 
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod memory;
 pub mod null;
+pub mod nvme;
 pub mod uring;
 
 use serde::Deserialize;

@@ -557,7 +557,10 @@ mod tests {
         assert_eq!(e.key, "device.n.path");
         assert!(e.reason.contains("does not exist"), "{e}");
         let ns = "[[nvmf.subsystem.namespace]]\nfilesystem=\"f\"\nfile=\"v\"\nsize=\"1GiB\"\n";
-        let e = parse(&format!("[nvmf]\n[[nvmf.subsystem]]\nnqn=\"nqn.x:y\"\n{ns}")).unwrap_err();
+        let e = parse(&format!(
+            "[nvmf]\n[[nvmf.subsystem]]\nnqn=\"nqn.x:y\"\n{ns}"
+        ))
+        .unwrap_err();
         assert_eq!(e.key, "nvmf.subsystem.nqn.x:y.hosts");
         let e = parse(&format!(
             "[nvmf]\n[[nvmf.subsystem]]\nnqn=\"x\"\nallow_any_host=true\n{ns}"

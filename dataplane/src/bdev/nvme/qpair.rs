@@ -1,0 +1,318 @@
+//! One submission/completion queue pair: entries written into the SQ ring
+//! and the doorbell rung once per batch; completions reaped by phase bit
+//! (the tag flips each time the CQ wraps) and the CQ doorbell rung once per
+//! reap. Each outstanding command keeps its entry, its deadline and its
+//! tries: a failed command without DNR is resubmitted within a budget; a
+//! command past its deadline is reported for the caller to abort or reset.
+//! PRPs describe each transfer (a list page per command when it spans more
+//! than two pages).
+
+use std::sync::atomic::{fence, Ordering};
+use std::time::{Duration, Instant};
+
+use super::cmd::{Cqe, Sqe, Status};
+use super::dma::{DmaBuf, PAGE};
+use super::regs::{Mmio, Regs};
+
+/// A finished command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Done {
+    /// The submitter's tag.
+    pub tag: u64,
+    /// Dword 0 of the completion, or the failing status.
+    pub result: Result<u32, Status>,
+}
+
+struct Outstanding {
+    tag: u64,
+    sqe: Sqe,
+    deadline: Instant,
+    tries: u8,
+    aborted: bool,
+}
+
+/// A queue pair's state on the host.
+pub struct QueuePair {
+    qid: u16,
+    entries: u16,
+    sq: DmaBuf,
+    cq: DmaBuf,
+    prps: DmaBuf,
+    tail: u16,
+    sq_head: u16,
+    head: u16,
+    phase: bool,
+    unrung: bool,
+    slots: Vec<Option<Outstanding>>,
+    free: Vec<u16>,
+    timeout: Duration,
+    retries: u8,
+    pending: Vec<(Sqe, u64)>,
+}
+
+impl QueuePair {
+    /// Queue `qid` of `entries` entries (one is always left empty, so
+    /// `entries - 1` commands fit), commands timing out after `timeout`,
+    /// retried at most `retries` times.
+    pub fn new(qid: u16, entries: u16, timeout: Duration, retries: u8) -> QueuePair {
+        assert!(entries >= 2, "a queue has at least two entries");
+        let depth = usize::from(entries - 1);
+        QueuePair {
+            qid,
+            entries,
+            sq: DmaBuf::new(usize::from(entries) * 64),
+            cq: DmaBuf::new(usize::from(entries) * 16),
+            prps: DmaBuf::new(depth * PAGE),
+            tail: 0,
+            sq_head: 0,
+            head: 0,
+            phase: true,
+            unrung: false,
+            slots: (0..depth).map(|_| None).collect(),
+            free: (0..depth as u16).rev().collect(),
+            timeout,
+            retries,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Its queue identifier.
+    pub fn qid(&self) -> u16 {
+        self.qid
+    }
+
+    /// Entries of each ring.
+    pub fn entries(&self) -> u16 {
+        self.entries
+    }
+
+    /// The SQ ring's bus address.
+    pub fn sq_iova(&self) -> u64 {
+        self.sq.iova()
+    }
+
+    /// The CQ ring's bus address.
+    pub fn cq_iova(&self) -> u64 {
+        self.cq.iova()
+    }
+
+    /// Commands submitted and not finished.
+    pub fn in_flight(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// Commands it holds at most.
+    pub fn depth(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn sq_full(&self) -> bool {
+        (self.tail + 1) % self.entries == self.sq_head
+    }
+
+    fn push(&mut self, sqe: &Sqe) {
+        debug_assert!(!self.sq_full());
+        self.sq.write(usize::from(self.tail) * 64, &sqe.0);
+        self.tail = (self.tail + 1) % self.entries;
+        self.unrung = true;
+    }
+
+    /// Queues `sqe` with data at bus address `data` of `len` bytes (0: no
+    /// data); returns its command identifier, or `None` when full. The data
+    /// must be contiguous in bus addresses and stay valid until it is done.
+    pub fn submit(&mut self, mut sqe: Sqe, data: u64, len: usize, tag: u64) -> Option<u16> {
+        if self.sq_full() {
+            return None;
+        }
+        let cid = self.free.pop()?;
+        sqe.set_cid(cid);
+        if len > 0 {
+            let (p1, p2) = self.prps_for(cid, data, len);
+            sqe.set_prps(p1, p2);
+        }
+        self.push(&sqe);
+        self.slots[usize::from(cid)] = Some(Outstanding {
+            tag,
+            sqe,
+            deadline: Instant::now() + self.timeout,
+            tries: 0,
+            aborted: false,
+        });
+        Some(cid)
+    }
+
+    /// PRP1 and PRP2 for a transfer: PRP2 is the second page, or a list of
+    /// the pages after the first (in this command's list page).
+    fn prps_for(&mut self, cid: u16, data: u64, len: usize) -> (u64, u64) {
+        let first = PAGE - (data as usize % PAGE);
+        if len <= first {
+            return (data, 0);
+        }
+        let second = data + first as u64;
+        if len <= first + PAGE {
+            return (data, second);
+        }
+        let pages = (len - first).div_ceil(PAGE);
+        assert!(pages <= PAGE / 8, "transfer above one PRP list page (MDTS)");
+        let base = usize::from(cid) * PAGE;
+        for i in 0..pages {
+            let a = second + (i * PAGE) as u64;
+            self.prps.write(base + i * 8, &a.to_le_bytes());
+        }
+        (data, self.prps.iova() + base as u64)
+    }
+
+    /// Rings the SQ doorbell if entries were queued since the last ring.
+    pub fn ring<M: Mmio>(&mut self, regs: &Regs<M>) {
+        if self.unrung {
+            // The entries are in memory before the device hears of them.
+            fence(Ordering::Release);
+            regs.sq_doorbell(self.qid, self.tail);
+            self.unrung = false;
+        }
+    }
+
+    /// Reaps completions into `out` (failed commands without DNR are queued
+    /// again while they have tries left), rings the CQ doorbell once, and
+    /// rings the SQ doorbell for any resubmission. Returns how many finished.
+    pub fn reap<M: Mmio>(&mut self, regs: &Regs<M>, out: &mut Vec<Done>) -> usize {
+        let mut n = 0;
+        let mut reaped = false;
+        loop {
+            let mut b = [0u8; 16];
+            self.cq.read(usize::from(self.head) * 16, &mut b);
+            let c = Cqe::read(&b);
+            if c.phase != self.phase {
+                break;
+            }
+            // The entry's other fields are read after its phase.
+            fence(Ordering::Acquire);
+            self.cq.read(usize::from(self.head) * 16, &mut b);
+            let c = Cqe::read(&b);
+            reaped = true;
+            self.head += 1;
+            if self.head == self.entries {
+                self.head = 0;
+                self.phase = !self.phase;
+            }
+            if c.sqhd < self.entries {
+                self.sq_head = c.sqhd;
+            }
+            let room = !self.sq_full();
+            let Some(slot) = self.slots.get_mut(usize::from(c.cid)) else {
+                continue;
+            };
+            let Some(o) = slot.as_mut() else {
+                // A completion for no outstanding command (a late one after
+                // an abort): ignored.
+                continue;
+            };
+            if !c.status.ok() && !c.status.dnr && o.tries < self.retries && room {
+                o.tries += 1;
+                o.deadline = Instant::now() + self.timeout;
+                let sqe = o.sqe;
+                self.push(&sqe);
+                continue;
+            }
+            let o = slot.take().expect("checked above");
+            self.free.push(c.cid);
+            out.push(Done {
+                tag: o.tag,
+                result: if c.status.ok() {
+                    Ok(c.dw0)
+                } else {
+                    Err(c.status)
+                },
+            });
+            n += 1;
+        }
+        if reaped {
+            regs.cq_doorbell(self.qid, self.head);
+        }
+        self.ring(regs);
+        n
+    }
+
+    /// Queues again a command [`QueuePair::reset`] returned, under its own
+    /// command identifier (its PRP list page is that identifier's).
+    pub fn requeue(&mut self, sqe: Sqe, tag: u64) -> bool {
+        let cid = sqe.cid();
+        let Some(i) = self.free.iter().position(|&c| c == cid) else {
+            return false;
+        };
+        if self.sq_full() {
+            return false;
+        }
+        self.free.swap_remove(i);
+        self.push(&sqe);
+        self.slots[usize::from(cid)] = Some(Outstanding {
+            tag,
+            sqe,
+            deadline: Instant::now() + self.timeout,
+            tries: 0,
+            aborted: false,
+        });
+        true
+    }
+
+    /// Commands past their deadline at `now`: (cid, tag).
+    pub fn expired(&self, now: Instant) -> Vec<(u16, u64)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                s.as_ref()
+                    .filter(|o| o.deadline <= now)
+                    .map(|o| (i as u16, o.tag))
+            })
+            .collect()
+    }
+
+    /// Marks a command aborted (an Abort was sent for it) and gives it
+    /// `by` more time.
+    pub fn mark_aborted(&mut self, cid: u16, by: Duration) {
+        if let Some(Some(o)) = self.slots.get_mut(usize::from(cid)) {
+            o.deadline = Instant::now() + by;
+            o.aborted = true;
+        }
+    }
+
+    /// Whether an Abort was already sent for command `cid`.
+    pub fn aborted(&self, cid: u16) -> bool {
+        matches!(self.slots.get(usize::from(cid)), Some(Some(o)) if o.aborted)
+    }
+
+    /// The controller is being reset: the rings are emptied and the
+    /// outstanding commands kept for [`QueuePair::reset_pending`].
+    pub fn begin_reset(&mut self) {
+        let mut p = self.reset();
+        self.pending.append(&mut p);
+    }
+
+    /// The commands a reset left outstanding, to requeue.
+    pub fn reset_pending(&mut self) -> Vec<(Sqe, u64)> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Empties the rings (the controller was reset and the queue is made
+    /// again in place) and returns every outstanding command's entry and
+    /// tag, oldest first, to resubmit.
+    pub fn reset(&mut self) -> Vec<(Sqe, u64)> {
+        let mut out: Vec<(Instant, Sqe, u64)> = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if let Some(o) = s.take() {
+                out.push((o.deadline, o.sqe, o.tag));
+                self.free.push(i as u16);
+            }
+        }
+        out.sort_by_key(|o| o.0);
+        self.tail = 0;
+        self.sq_head = 0;
+        self.head = 0;
+        self.phase = true;
+        self.unrung = false;
+        let z = vec![0u8; self.cq.len()];
+        self.cq.write(0, &z);
+        out.into_iter().map(|(_, s, t)| (s, t)).collect()
+    }
+}
