@@ -98,6 +98,9 @@ scripts/quota-suite.sh
 step "NVMe/TCP: the Linux initiator in a QEMU guest against flint serve (fio verify, ext4, SIGKILL)"
 scripts/nvmf-guest.sh
 
+step "NVMe driver: Flint's userspace driver over VFIO on QEMU's emulated NVMe (verify, EIO, reset)"
+scripts/nvme-guest.sh
+
 step "benchmark smoke runs"
 cargo build --release -p flint-bench --features isal,dpdk
 bench=target/release/flint-bench

@@ -12,7 +12,8 @@
 //! [`memory`] (RAM, like SPDK's malloc bdev) and [`null`] (completes at once,
 //! to measure the framework's own cost). [`nvme`] is Flint's own userspace
 //! NVMe driver in the making: its queue pairs and controller state machine,
-//! tested against an in-memory controller; not yet a backend (VFIO next).
+//! tested against an in-memory controller and over VFIO on QEMU's emulated
+//! NVMe; not yet a backend.
 
 #[cfg(feature = "fault-injection")]
 pub mod fault;

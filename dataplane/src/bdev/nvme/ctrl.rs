@@ -8,10 +8,11 @@
 //! place and resubmits every outstanding command).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cmd::{admin, Sqe, Status};
-use super::dma::DmaBuf;
+use super::dma::{DmaBuf, DmaMap};
 use super::qpair::{Done, QueuePair};
 use super::regs::{Cc, Mmio, Regs};
 
@@ -42,6 +43,11 @@ pub enum NvmeError {
         /// What.
         what: String,
     },
+    /// DMA memory could not be mapped for the controller.
+    Dma {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl fmt::Display for NvmeError {
@@ -56,6 +62,7 @@ impl fmt::Display for NvmeError {
                 status.sct, status.sc
             ),
             NvmeError::Unsupported { what } => write!(f, "the controller does not support {what}"),
+            NvmeError::Dma { reason } => write!(f, "cannot map DMA memory: {reason} (hugepages or the IOMMU's limits)"),
         }
     }
 }
@@ -111,6 +118,7 @@ pub struct Controller<M: Mmio> {
     info: Info,
     done: Vec<Done>,
     timeout: Duration,
+    map: Arc<dyn DmaMap>,
     /// Resets done since start.
     pub resets: u32,
     /// Aborts sent since start.
@@ -123,7 +131,16 @@ impl<M: Mmio> Controller<M> {
     /// Starts bringing up the controller behind `m` with `queues` I/O
     /// queue pairs of `entries` entries each; commands time out after
     /// `timeout`. Call [`Controller::poll_start`] until it is ready.
-    pub fn new(m: M, queues: u16, entries: u16, timeout: Duration) -> Result<Self, NvmeError> {
+    pub fn new(
+        m: M,
+        map: Arc<dyn DmaMap>,
+        queues: u16,
+        entries: u16,
+        timeout: Duration,
+    ) -> Result<Self, NvmeError> {
+        let dma = |e: std::io::Error| NvmeError::Dma {
+            reason: e.to_string(),
+        };
         let regs = Regs::new(m);
         if regs.csts().gone() {
             return Err(NvmeError::Gone);
@@ -141,20 +158,21 @@ impl<M: Mmio> Controller<M> {
         }
         let entries = entries.clamp(2, cap.max_entries().min(4096) as u16);
         Ok(Controller {
-            admin: QueuePair::new(0, ADMIN_ENTRIES, timeout, 0),
+            admin: QueuePair::new(0, ADMIN_ENTRIES, timeout, 0, &map).map_err(dma)?,
             io: Vec::new(),
             want_queues: queues.max(1),
             io_entries: entries,
             step: Step::Disable,
             until: Instant::now(),
             waiting: None,
-            page: DmaBuf::new(4096),
+            page: DmaBuf::mapped(4096, &map).map_err(dma)?,
             info: Info::default(),
             done: Vec::new(),
             timeout,
             resets: 0,
             aborts: 0,
             regs,
+            map,
         })
     }
 
@@ -265,7 +283,8 @@ impl<M: Mmio> Controller<M> {
                 }
             }
             Step::Enable => {
-                self.admin.reset();
+                self.admin.begin_reset();
+                self.admin.resume();
                 self.regs.set_admin_queues(
                     self.admin.entries(),
                     self.admin.sq_iova(),
@@ -348,8 +367,11 @@ impl<M: Mmio> Controller<M> {
                     self.info.io_queues = granted.min(self.want_queues);
                     if self.io.is_empty() {
                         self.io = (1..=self.info.io_queues)
-                            .map(|q| QueuePair::new(q, self.io_entries, self.timeout, 3))
-                            .collect();
+                            .map(|q| QueuePair::new(q, self.io_entries, self.timeout, 3, &self.map))
+                            .collect::<Result<_, _>>()
+                            .map_err(|e| NvmeError::Dma {
+                                reason: e.to_string(),
+                            })?;
                     }
                     self.step = Step::CreateCq(0);
                 }
@@ -393,9 +415,7 @@ impl<M: Mmio> Controller<M> {
                     } else {
                         // Commands a reset left outstanding go again.
                         for q in &mut self.io {
-                            for (sqe, tag) in q.reset_pending() {
-                                q.requeue(sqe, tag);
-                            }
+                            q.resume();
                             q.ring(&self.regs);
                         }
                         Step::Ready
@@ -414,6 +434,11 @@ impl<M: Mmio> Controller<M> {
     /// command resubmitted. Returns whether a reset began (then call
     /// [`Controller::poll_start`] until ready again).
     pub fn check(&mut self) -> Result<bool, NvmeError> {
+        if self.step != Step::Ready {
+            // A reset under way ([`Controller::reset`]) goes on from here.
+            self.poll_start()?;
+            return Ok(false);
+        }
         self.health()?;
         let now = Instant::now();
         let mut reset = false;
@@ -439,12 +464,20 @@ impl<M: Mmio> Controller<M> {
         self.done.clear();
         self.admin.reap(&self.regs, &mut self.done);
         if reset {
-            self.resets += 1;
-            for q in &mut self.io {
-                q.begin_reset();
-            }
-            self.step = Step::Disable;
+            self.reset();
         }
         Ok(reset)
+    }
+
+    /// Resets the controller: its queue pairs are made again in place and
+    /// every outstanding command is resubmitted once it is ready (call
+    /// [`Controller::poll_start`] until then).
+    pub fn reset(&mut self) {
+        self.resets += 1;
+        for q in &mut self.io {
+            q.begin_reset();
+        }
+        self.waiting = None;
+        self.step = Step::Disable;
     }
 }

@@ -1,10 +1,29 @@
 //! Memory the controller reads and writes: page-aligned, zeroed, at a
-//! stable address, with the bus address (IOVA) the controller uses. The
-//! driver maps each buffer into the IOMMU at IOVA = its virtual address
-//! (VFIO type1 allows any IOVA), so the IOVA of a byte is its address.
+//! stable address, with the bus address (IOVA) the controller uses — given
+//! by a [`DmaMap`]: the IOMMU (VFIO), or the identity for a controller in
+//! this process (the tests' fake).
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::io;
 use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// Maps memory for a controller's DMA.
+pub trait DmaMap: Send + Sync {
+    /// Maps `len` bytes at `vaddr`; returns their bus address.
+    fn map(&self, vaddr: u64, len: usize) -> io::Result<u64>;
+    /// Unmaps what [`DmaMap::map`] mapped.
+    fn unmap(&self, _iova: u64, _len: usize) {}
+}
+
+/// Bus address = address (a controller in this process).
+pub struct Identity;
+
+impl DmaMap for Identity {
+    fn map(&self, vaddr: u64, _len: usize) -> io::Result<u64> {
+        Ok(vaddr)
+    }
+}
 
 /// The page size the driver programs (CC.MPS = 0).
 pub const PAGE: usize = 4096;
@@ -13,6 +32,8 @@ pub const PAGE: usize = 4096;
 pub struct DmaBuf {
     ptr: NonNull<u8>,
     len: usize,
+    iova: u64,
+    map: Arc<dyn DmaMap>,
 }
 
 // SAFETY: the buffer is plain memory owned by this value; the driver hands
@@ -24,19 +45,39 @@ unsafe impl Send for DmaBuf {}
 unsafe impl Sync for DmaBuf {}
 
 impl DmaBuf {
-    /// `len` bytes (rounded up to whole pages), zeroed.
+    /// `len` bytes (rounded up to whole pages), zeroed, at bus address =
+    /// address.
     pub fn new(len: usize) -> DmaBuf {
+        Self::mapped(len, &(Arc::new(Identity) as Arc<dyn DmaMap>))
+            .expect("the identity map cannot fail")
+    }
+
+    /// `len` bytes (rounded up to whole pages), zeroed, mapped by `map`.
+    pub fn mapped(len: usize, map: &Arc<dyn DmaMap>) -> io::Result<DmaBuf> {
         let len = len.max(1).div_ceil(PAGE) * PAGE;
         let layout = Layout::from_size_align(len, PAGE).expect("page-aligned layout");
         // SAFETY: the layout has a nonzero size.
         let p = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        DmaBuf { ptr, len }
+        let iova = match map.map(p as u64, len) {
+            Ok(a) => a,
+            Err(e) => {
+                // SAFETY: allocated just above with this layout.
+                unsafe { dealloc(p, layout) };
+                return Err(e);
+            }
+        };
+        Ok(DmaBuf {
+            ptr,
+            len,
+            iova,
+            map: map.clone(),
+        })
     }
 
     /// Its bus address.
     pub fn iova(&self) -> u64 {
-        self.ptr.as_ptr() as u64
+        self.iova
     }
 
     /// Its first byte.
@@ -77,6 +118,7 @@ impl DmaBuf {
 
 impl Drop for DmaBuf {
     fn drop(&mut self) {
+        self.map.unmap(self.iova, self.len);
         let layout = Layout::from_size_align(self.len, PAGE).expect("page-aligned layout");
         // SAFETY: allocated in `new` with this layout, freed once.
         unsafe { dealloc(self.ptr.as_ptr(), layout) };

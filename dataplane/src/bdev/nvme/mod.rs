@@ -3,8 +3,9 @@
 //! pairs polled by phase bit with PRPs, retries and deadlines ([`qpair`]),
 //! and the controller's bring-up and recovery as a polled state machine
 //! ([`ctrl`]). [`fake`] is an in-memory controller on a thread that the
-//! tests drive it against. Not yet: the VFIO container/group/device and
-//! BAR0 mapping, and the `nvme` backend of [`super::BlockDevice`].
+//! tests drive it against; [`vfio`] opens a real (or QEMU-emulated)
+//! controller: container, group, device, BAR0, IOMMU mappings. Not yet:
+//! the `nvme` backend of [`super::BlockDevice`].
 
 pub mod cmd;
 pub mod ctrl;
@@ -13,6 +14,7 @@ pub mod dma;
 pub mod fake;
 pub mod qpair;
 pub mod regs;
+pub mod vfio;
 
 #[cfg(test)]
 mod tests;

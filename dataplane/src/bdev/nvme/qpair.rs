@@ -8,10 +8,11 @@
 //! than two pages).
 
 use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cmd::{Cqe, Sqe, Status};
-use super::dma::{DmaBuf, PAGE};
+use super::dma::{DmaBuf, DmaMap, PAGE};
 use super::regs::{Mmio, Regs};
 
 /// A finished command.
@@ -47,22 +48,32 @@ pub struct QueuePair {
     free: Vec<u16>,
     timeout: Duration,
     retries: u8,
-    pending: Vec<(Sqe, u64)>,
+    /// A controller reset is under way: nothing reaches the rings.
+    resetting: bool,
+    /// Outstanding commands to write into the rings when it ends, oldest
+    /// first.
+    unsent: Vec<u16>,
 }
 
 impl QueuePair {
     /// Queue `qid` of `entries` entries (one is always left empty, so
     /// `entries - 1` commands fit), commands timing out after `timeout`,
     /// retried at most `retries` times.
-    pub fn new(qid: u16, entries: u16, timeout: Duration, retries: u8) -> QueuePair {
+    pub fn new(
+        qid: u16,
+        entries: u16,
+        timeout: Duration,
+        retries: u8,
+        map: &Arc<dyn DmaMap>,
+    ) -> std::io::Result<QueuePair> {
         assert!(entries >= 2, "a queue has at least two entries");
         let depth = usize::from(entries - 1);
-        QueuePair {
+        Ok(QueuePair {
             qid,
             entries,
-            sq: DmaBuf::new(usize::from(entries) * 64),
-            cq: DmaBuf::new(usize::from(entries) * 16),
-            prps: DmaBuf::new(depth * PAGE),
+            sq: DmaBuf::mapped(usize::from(entries) * 64, map)?,
+            cq: DmaBuf::mapped(usize::from(entries) * 16, map)?,
+            prps: DmaBuf::mapped(depth * PAGE, map)?,
             tail: 0,
             sq_head: 0,
             head: 0,
@@ -72,8 +83,9 @@ impl QueuePair {
             free: (0..depth as u16).rev().collect(),
             timeout,
             retries,
-            pending: Vec::new(),
-        }
+            resetting: false,
+            unsent: Vec::new(),
+        })
     }
 
     /// Its queue identifier.
@@ -121,7 +133,7 @@ impl QueuePair {
     /// data); returns its command identifier, or `None` when full. The data
     /// must be contiguous in bus addresses and stay valid until it is done.
     pub fn submit(&mut self, mut sqe: Sqe, data: u64, len: usize, tag: u64) -> Option<u16> {
-        if self.sq_full() {
+        if !self.resetting && self.sq_full() {
             return None;
         }
         let cid = self.free.pop()?;
@@ -130,7 +142,11 @@ impl QueuePair {
             let (p1, p2) = self.prps_for(cid, data, len);
             sqe.set_prps(p1, p2);
         }
-        self.push(&sqe);
+        if self.resetting {
+            self.unsent.push(cid);
+        } else {
+            self.push(&sqe);
+        }
         self.slots[usize::from(cid)] = Some(Outstanding {
             tag,
             sqe,
@@ -164,7 +180,7 @@ impl QueuePair {
 
     /// Rings the SQ doorbell if entries were queued since the last ring.
     pub fn ring<M: Mmio>(&mut self, regs: &Regs<M>) {
-        if self.unrung {
+        if self.unrung && !self.resetting {
             // The entries are in memory before the device hears of them.
             fence(Ordering::Release);
             regs.sq_doorbell(self.qid, self.tail);
@@ -176,6 +192,9 @@ impl QueuePair {
     /// again while they have tries left), rings the CQ doorbell once, and
     /// rings the SQ doorbell for any resubmission. Returns how many finished.
     pub fn reap<M: Mmio>(&mut self, regs: &Regs<M>, out: &mut Vec<Done>) -> usize {
+        if self.resetting {
+            return 0;
+        }
         let mut n = 0;
         let mut reaped = false;
         loop {
@@ -233,28 +252,6 @@ impl QueuePair {
         n
     }
 
-    /// Queues again a command [`QueuePair::reset`] returned, under its own
-    /// command identifier (its PRP list page is that identifier's).
-    pub fn requeue(&mut self, sqe: Sqe, tag: u64) -> bool {
-        let cid = sqe.cid();
-        let Some(i) = self.free.iter().position(|&c| c == cid) else {
-            return false;
-        };
-        if self.sq_full() {
-            return false;
-        }
-        self.free.swap_remove(i);
-        self.push(&sqe);
-        self.slots[usize::from(cid)] = Some(Outstanding {
-            tag,
-            sqe,
-            deadline: Instant::now() + self.timeout,
-            tries: 0,
-            aborted: false,
-        });
-        true
-    }
-
     /// Commands past their deadline at `now`: (cid, tag).
     pub fn expired(&self, now: Instant) -> Vec<(u16, u64)> {
         self.slots
@@ -282,30 +279,20 @@ impl QueuePair {
         matches!(self.slots.get(usize::from(cid)), Some(Some(o)) if o.aborted)
     }
 
-    /// The controller is being reset: the rings are emptied and the
-    /// outstanding commands kept for [`QueuePair::reset_pending`].
+    /// A controller reset begins: the rings are emptied (the controller
+    /// forgets them) and every outstanding command waits, with those
+    /// submitted meanwhile, for [`QueuePair::resume`].
     pub fn begin_reset(&mut self) {
-        let mut p = self.reset();
-        self.pending.append(&mut p);
-    }
-
-    /// The commands a reset left outstanding, to requeue.
-    pub fn reset_pending(&mut self) -> Vec<(Sqe, u64)> {
-        std::mem::take(&mut self.pending)
-    }
-
-    /// Empties the rings (the controller was reset and the queue is made
-    /// again in place) and returns every outstanding command's entry and
-    /// tag, oldest first, to resubmit.
-    pub fn reset(&mut self) -> Vec<(Sqe, u64)> {
-        let mut out: Vec<(Instant, Sqe, u64)> = Vec::new();
-        for (i, s) in self.slots.iter_mut().enumerate() {
-            if let Some(o) = s.take() {
-                out.push((o.deadline, o.sqe, o.tag));
-                self.free.push(i as u16);
-            }
-        }
-        out.sort_by_key(|o| o.0);
+        let mut out: Vec<(Instant, u16)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|o| (o.deadline, i as u16)))
+            .filter(|(_, cid)| !self.unsent.contains(cid))
+            .collect();
+        out.sort_unstable();
+        self.unsent.splice(0..0, out.into_iter().map(|(_, c)| c));
+        self.resetting = true;
         self.tail = 0;
         self.sq_head = 0;
         self.head = 0;
@@ -313,6 +300,21 @@ impl QueuePair {
         self.unrung = false;
         let z = vec![0u8; self.cq.len()];
         self.cq.write(0, &z);
-        out.into_iter().map(|(_, s, t)| (s, t)).collect()
+    }
+
+    /// The queue pair exists again on the controller: every command that
+    /// waited goes into the ring (ring the doorbell next).
+    pub fn resume(&mut self) {
+        self.resetting = false;
+        let now = Instant::now();
+        for cid in std::mem::take(&mut self.unsent) {
+            if let Some(o) = self.slots[usize::from(cid)].as_mut() {
+                o.deadline = now + self.timeout;
+                o.aborted = false;
+                let sqe = o.sqe;
+                debug_assert!(!self.sq_full(), "more outstanding than the ring holds");
+                self.push(&sqe);
+            }
+        }
     }
 }

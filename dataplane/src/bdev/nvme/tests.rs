@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 
 use super::cmd::{nvm, Sqe, Status};
 use super::ctrl::{Controller, NvmeError};
-use super::dma::DmaBuf;
+use super::dma::{DmaBuf, Identity};
 use super::fake::{FakeMmio, FakeNvme};
 use super::qpair::Done;
+use std::sync::Arc;
 
 const BLOCKS: u64 = 4096;
 
 fn up(fake: &FakeNvme, queues: u16, entries: u16, timeout: Duration) -> Controller<FakeMmio> {
-    let mut c = Controller::new(fake.mmio(), queues, entries, timeout).unwrap();
+    let mut c = Controller::new(fake.mmio(), Arc::new(Identity), queues, entries, timeout).unwrap();
     let t0 = Instant::now();
     while !c.poll_start().unwrap() {
         assert!(t0.elapsed() < Duration::from_secs(10), "bring-up hung");
@@ -283,7 +284,14 @@ fn a_fatal_controller_and_vanished_registers_are_errors() {
     fake.set_gone(true);
     assert_eq!(c.check().unwrap_err(), NvmeError::Gone);
     assert_eq!(
-        Controller::new(fake.mmio(), 1, 8, Duration::from_secs(1)).err(),
+        Controller::new(
+            fake.mmio(),
+            Arc::new(Identity),
+            1,
+            8,
+            Duration::from_secs(1)
+        )
+        .err(),
         Some(NvmeError::Gone)
     );
 }
