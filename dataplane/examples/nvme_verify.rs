@@ -148,7 +148,8 @@ fn workload(
 
 fn bench(c: &mut Ctrl, map: &Arc<dyn DmaMap>, qd: usize, secs: f64) -> Result<f64, String> {
     let bs = c.info().block_size as u64;
-    let blocks = c.info().blocks;
+    // The first 512 MiB, as fio's baseline (the injected error lies past).
+    let blocks = c.info().blocks.min((512 << 20) / bs);
     let bufs: Vec<DmaBuf> = (0..qd)
         .map(|_| DmaBuf::mapped(4096, map))
         .collect::<Result<_, _>>()
