@@ -65,6 +65,10 @@ want="discover connect fio-randwrite-verify-4k fio-seqwrite-verify-128k connect-
       discard-reads-zeros mkfs.ext4 ext4-remount reads-across-target-restart
       writes-after-restart-and-fsck remount-after-restart dmesg-no-io-errors"
 bad=0
+# The target's counters in /metrics (since the restart).
+metrics=$( (exec 3<>/dev/tcp/127.0.0.1/17490 && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && cat <&3) || true)
+echo "$metrics" | grep -E '^flint_nvmf_(commands|connections|errors|write_bytes)_total' || true
+echo "$metrics" | grep -qE '^flint_nvmf_commands_total [1-9]' || { echo "nvmf-guest: /metrics has no NVMe/TCP commands"; bad=1; }
 for w in $want; do
   grep -qx "PASS $w" "$log" || { echo "nvmf-guest: $w did not pass"; bad=1; }
 done

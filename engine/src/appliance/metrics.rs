@@ -15,6 +15,66 @@ pub(super) fn metrics(node: &Node) -> String {
         }
     };
     let e = &node.engine;
+    if let Some(t) = &node.nvmf {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = &t.stats;
+        let counters = [
+            (
+                "flint_nvmf_connections_total",
+                "NVMe/TCP connections accepted.",
+                &st.connections,
+            ),
+            (
+                "flint_nvmf_commands_total",
+                "NVMe/TCP commands answered.",
+                &st.commands,
+            ),
+            (
+                "flint_nvmf_errors_total",
+                "NVMe/TCP commands answered with an error status.",
+                &st.errors,
+            ),
+            (
+                "flint_nvmf_read_bytes_total",
+                "Bytes NVMe/TCP hosts read.",
+                &st.read_bytes,
+            ),
+            (
+                "flint_nvmf_write_bytes_total",
+                "Bytes NVMe/TCP hosts wrote.",
+                &st.write_bytes,
+            ),
+            (
+                "flint_nvmf_terminated_total",
+                "NVMe/TCP connections ended by a malformed PDU.",
+                &st.terminated,
+            ),
+            (
+                "flint_nvmf_kato_expired_total",
+                "NVMe/TCP controllers torn down after their keep-alive timeout.",
+                &st.kato_expired,
+            ),
+            (
+                "flint_nvmf_refused_total",
+                "NVMe/TCP connects refused (subsystem, host, values).",
+                &st.refused,
+            ),
+        ];
+        for (name, help, v) in counters {
+            gauge(
+                name,
+                help,
+                "counter",
+                &[(String::new(), v.load(Relaxed) as f64)],
+            );
+        }
+        gauge(
+            "flint_nvmf_controllers",
+            "Live NVMe/TCP controllers (host admin queues).",
+            "gauge",
+            &[(String::new(), t.controllers() as f64)],
+        );
+    }
     gauge(
         "flint_up",
         "1 while the node serves.",

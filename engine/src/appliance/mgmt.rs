@@ -63,6 +63,8 @@ pub struct Node {
     pub token: Option<String>,
     /// When the node started.
     pub started: Instant,
+    /// The NVMe/TCP target, when it serves one.
+    pub nvmf: Option<Arc<crate::nvmf::subsystem::Target>>,
     jobs: Arc<Mutex<HashMap<u64, Job>>>,
     next_job: AtomicU64,
 }
@@ -97,6 +99,7 @@ impl Node {
             events,
             token,
             started: Instant::now(),
+            nvmf: None,
             jobs: Arc::new(Mutex::new(HashMap::new())),
             next_job: AtomicU64::new(1),
         }

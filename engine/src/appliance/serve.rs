@@ -205,12 +205,6 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
         scfg,
     )
     .map_err(|e| e.to_string())?;
-    let node = Arc::new(Node::new(
-        engine.clone(),
-        server.view(),
-        events.clone(),
-        cfg.server.token.clone().filter(|t| !t.is_empty()),
-    ));
     // The NVMe/TCP target, when the config exports volumes.
     let nvmf = match &cfg.nvmf {
         Some(n) => {
@@ -232,6 +226,14 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
         }
         None => None,
     };
+    let mut node = Node::new(
+        engine.clone(),
+        server.view(),
+        events.clone(),
+        cfg.server.token.clone().filter(|t| !t.is_empty()),
+    );
+    node.nvmf = nvmf.as_ref().map(|t| t.target().clone());
+    let node = Arc::new(node);
     let mgmt = Mgmt::start(mgmt_addr, node).map_err(|e| {
         format!("config: server.mgmt_addr: cannot listen on {mgmt_addr}: {e}; stop the other server or choose another port")
     })?;
