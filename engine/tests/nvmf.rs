@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use common::{engine, file_devices, memory_devices, present, small_config, Rng};
 use flint_engine::engine::Engine;
-use flint_engine::nvmf::host::{sqe, Host};
+use flint_engine::nvmf::host::Host;
 use flint_engine::nvmf::pdu::Digests;
-use flint_engine::nvmf::spec::{admin, feature, io, log, prop};
+use flint_engine::nvmf::spec::{admin, feature, io, log, prop, Sqe};
 use flint_engine::nvmf::subsystem::DISCOVERY_NQN;
 use flint_engine::nvmf::{NvmfConfig, NvmfServer};
 
@@ -162,9 +162,14 @@ fn connect_and_identify_as_linux_needs() {
     assert_eq!(a.log_page(log::SMART, 512, 0).unwrap().data[3], 100);
     assert_eq!(a.log_page(0x55, 512, 0).unwrap().sct_sc(), (1, 0x09));
     // Keep Alive, an AER held (no answer), Abort answers "not aborted".
-    assert_eq!(a.run(sqe(admin::KEEP_ALIVE, 0), None, 0).unwrap().status, 0);
-    let aer = a.submit(sqe(admin::ASYNC_EVENT, 0), None, 0).unwrap();
-    let ab = a.run(sqe(admin::ABORT, 0), None, 0).unwrap();
+    assert_eq!(
+        a.run(Sqe::new(admin::KEEP_ALIVE, 0), None, 0)
+            .unwrap()
+            .status,
+        0
+    );
+    let aer = a.submit(Sqe::new(admin::ASYNC_EVENT, 0), None, 0).unwrap();
+    let ab = a.run(Sqe::new(admin::ABORT, 0), None, 0).unwrap();
     assert_eq!((ab.status, ab.value & 1), (0, 1));
     assert_ne!(ab.cid, aer);
     // I/O queue 3 was not granted; 1 and 2 were.
@@ -289,9 +294,11 @@ fn verify_workload(d: Digests, block: u32, seed: u64) {
         }
     }
     let q = &mut queues[0];
-    assert_eq!(q.run(sqe(io::FLUSH, 1), None, 0).unwrap().status, 0);
+    assert_eq!(q.run(Sqe::new(io::FLUSH, 1), None, 0).unwrap().status, 0);
     assert_eq!(
-        q.run(sqe(io::FLUSH, 0xFFFF_FFFF), None, 0).unwrap().status,
+        q.run(Sqe::new(io::FLUSH, 0xFFFF_FFFF), None, 0)
+            .unwrap()
+            .status,
         0
     );
     // Write Zeroes, then Deallocate: both read back as zeros.
@@ -305,7 +312,7 @@ fn verify_workload(d: Digests, block: u32, seed: u64) {
     ranges[8..16].copy_from_slice(&100u64.to_le_bytes());
     ranges[20..24].copy_from_slice(&2u32.to_le_bytes());
     ranges[24..32].copy_from_slice(&(blocks - 2).to_le_bytes());
-    let mut dsm = sqe(io::DSM, 1);
+    let mut dsm = Sqe::new(io::DSM, 1);
     dsm.0[40] = 1; // two ranges
     dsm.0[44] = 0x4; // deallocate
     assert_eq!(q.run(dsm, Some(ranges), 0).unwrap().status, 0);
@@ -383,7 +390,12 @@ fn a_silent_host_is_torn_down_after_its_keep_alive_timeout() {
     // Keep-alives every 100 ms hold it up past its timeout.
     for _ in 0..8 {
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(a.run(sqe(admin::KEEP_ALIVE, 0), None, 0).unwrap().status, 0);
+        assert_eq!(
+            a.run(Sqe::new(admin::KEEP_ALIVE, 0), None, 0)
+                .unwrap()
+                .status,
+            0
+        );
     }
     assert_eq!(q.read(1, 0, 12, 1).unwrap().status, 0);
     // Then silence: both queues close.

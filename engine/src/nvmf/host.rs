@@ -10,7 +10,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use super::pdu::{self, Digests, Header, PduType, DATA_HLEN, DIGEST_LEN, FLAG_DDGST, FLAG_HDGST};
-use super::spec::{admin, fctype, io as nvm, prop, Sqe, FABRICS, SGL_IN_CAPSULE, SGL_TRANSPORT};
+use super::spec::{
+    admin, fctype, io as nvm, prop, Cqe, Sqe, FABRICS, SGL_IN_CAPSULE, SGL_TRANSPORT,
+};
 
 /// A completion as the host sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,18 +52,6 @@ pub struct Host {
 
 fn bad(why: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.into())
-}
-
-/// An SQE with opcode, cid and nsid set.
-pub fn sqe(opcode: u8, nsid: u32) -> Sqe {
-    let mut b = [0u8; 64];
-    b[0] = opcode;
-    b[4..8].copy_from_slice(&nsid.to_le_bytes());
-    Sqe(b)
-}
-
-fn set32(s: &mut Sqe, at: usize, v: u32) {
-    s.0[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
 
 impl Host {
@@ -112,11 +102,11 @@ impl Host {
         kato_ms: u32,
     ) -> io::Result<(Host, Completion)> {
         let mut h = Host::open(addr, digests)?;
-        let mut s = sqe(FABRICS, 0);
+        let mut s = Sqe::new(FABRICS, 0);
         s.0[4] = fctype::CONNECT;
         s.0[42..44].copy_from_slice(&qid.to_le_bytes());
         s.0[44..46].copy_from_slice(&31u16.to_le_bytes());
-        set32(&mut s, 48, kato_ms);
+        s.set_dword(48, kato_ms);
         let mut data = vec![0u8; 1024];
         data[16..18].copy_from_slice(&cntlid.to_le_bytes());
         data[256..256 + subnqn.len()].copy_from_slice(subnqn.as_bytes());
@@ -169,18 +159,18 @@ impl Host {
         let held;
         match write {
             Some(d) if d.len() <= self.in_capsule => {
-                set32(&mut s, 32, d.len() as u32);
+                s.set_dword(32, d.len() as u32);
                 s.0[39] = SGL_IN_CAPSULE;
                 held = d;
                 inline = &held;
             }
             Some(d) => {
-                set32(&mut s, 32, d.len() as u32);
+                s.set_dword(32, d.len() as u32);
                 s.0[39] = SGL_TRANSPORT;
                 self.writes.insert(cid, d);
             }
             None => {
-                set32(&mut s, 32, read_len as u32);
+                s.set_dword(32, read_len as u32);
                 s.0[39] = SGL_TRANSPORT;
                 self.reads.insert(cid, Vec::with_capacity(read_len));
             }
@@ -224,10 +214,13 @@ impl Host {
             let hd = if self.digests.header { DIGEST_LEN } else { 0 };
             match p[0] {
                 t if t == PduType::CapsuleResp as u8 => {
-                    let at = 8;
-                    let v = u64::from_le_bytes(p[at..at + 8].try_into().unwrap_or([0; 8]));
-                    let cid = u16::from_le_bytes([p[at + 12], p[at + 13]]);
-                    let status = u16::from_le_bytes([p[at + 14], p[at + 15]]) >> 1;
+                    let b: &[u8; 16] = p
+                        .get(8..24)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| bad("short CapsuleResp"))?;
+                    let c = Cqe::read(b);
+                    let (cid, v) = (c.cid, u64::from(c.dw0) | (u64::from(c.dw1) << 32));
+                    let status = c.status.field(false) >> 1;
                     self.writes.remove(&cid);
                     let data = self.reads.remove(&cid).unwrap_or_default();
                     return Ok(Completion {
@@ -334,19 +327,19 @@ impl Host {
 
     /// Property Get.
     pub fn prop_get(&mut self, offset: u32, eight: bool) -> io::Result<Completion> {
-        let mut s = sqe(FABRICS, 0);
+        let mut s = Sqe::new(FABRICS, 0);
         s.0[4] = fctype::PROPERTY_GET;
         s.0[40] = u8::from(eight);
-        set32(&mut s, 44, offset);
+        s.set_dword(44, offset);
         self.run(s, None, 0)
     }
 
     /// Property Set (4 bytes).
     pub fn prop_set(&mut self, offset: u32, value: u32) -> io::Result<Completion> {
-        let mut s = sqe(FABRICS, 0);
+        let mut s = Sqe::new(FABRICS, 0);
         s.0[4] = fctype::PROPERTY_SET;
-        set32(&mut s, 44, offset);
-        set32(&mut s, 48, value);
+        s.set_dword(44, offset);
+        s.set_dword(48, value);
         self.run(s, None, 0)
     }
 
@@ -363,36 +356,33 @@ impl Host {
 
     /// Identify with `cns` for `nsid`.
     pub fn identify(&mut self, cns: u8, nsid: u32) -> io::Result<Completion> {
-        let mut s = sqe(admin::IDENTIFY, nsid);
-        set32(&mut s, 40, u32::from(cns));
+        let mut s = Sqe::new(admin::IDENTIFY, nsid);
+        s.set_dword(40, u32::from(cns));
         self.run(s, None, 4096)
     }
 
     /// Set Features `fid` to `value`.
     pub fn set_feature(&mut self, fid: u8, value: u32) -> io::Result<Completion> {
-        let mut s = sqe(admin::SET_FEATURES, 0);
-        set32(&mut s, 40, u32::from(fid));
-        set32(&mut s, 44, value);
+        let mut s = Sqe::new(admin::SET_FEATURES, 0);
+        s.set_dword(40, u32::from(fid));
+        s.set_dword(44, value);
         self.run(s, None, 0)
     }
 
     /// Get Log Page `lid`, `len` bytes from `offset`.
     pub fn log_page(&mut self, lid: u8, len: usize, offset: u64) -> io::Result<Completion> {
-        let mut s = sqe(admin::GET_LOG_PAGE, 0xFFFF_FFFF);
+        let mut s = Sqe::new(admin::GET_LOG_PAGE, 0xFFFF_FFFF);
         let numd = (len / 4 - 1) as u32;
-        set32(&mut s, 40, u32::from(lid) | ((numd & 0xFFFF) << 16));
-        set32(&mut s, 44, numd >> 16);
-        set32(&mut s, 48, offset as u32);
-        set32(&mut s, 52, (offset >> 32) as u32);
+        s.set_dword(40, u32::from(lid) | ((numd & 0xFFFF) << 16));
+        s.set_dword(44, numd >> 16);
+        s.set_dword(48, offset as u32);
+        s.set_dword(52, (offset >> 32) as u32);
         self.run(s, None, len)
     }
 
     /// A Read or Write SQE of `nlb` blocks at `slba`.
     pub fn rw(opcode: u8, nsid: u32, slba: u64, nlb: u32) -> Sqe {
-        let mut s = sqe(opcode, nsid);
-        s.0[40..48].copy_from_slice(&slba.to_le_bytes());
-        set32(&mut s, 48, nlb - 1);
-        s
+        Sqe::rw(opcode, nsid, slba, nlb)
     }
 
     /// Writes `data` at block `slba` (blocks of `1 << shift` bytes).

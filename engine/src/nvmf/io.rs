@@ -21,12 +21,7 @@ const ZERO_PIECE: u64 = 1 << 20;
 pub fn status_of(e: &StoreError) -> Status {
     match e {
         StoreError::NoSpace { .. } | StoreError::Quota { .. } => Status::CAPACITY,
-        StoreError::ReadOnly { .. } => Status {
-            // Namespace is write protected.
-            sct: 1,
-            sc: 0x20,
-            dnr: true,
-        },
+        StoreError::ReadOnly { .. } => Status::WRITE_PROTECTED,
         StoreError::Unrecoverable { .. } => Status::READ_ERROR,
         StoreError::Io { .. } => Status::WRITE_FAULT,
         StoreError::Stopping | StoreError::Moved { .. } => Status::NOT_READY,

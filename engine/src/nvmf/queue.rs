@@ -383,7 +383,9 @@ impl Queue {
             sqhd: self.sqhd,
             sqid: self.qid(),
             cid,
-            status: s.field(),
+            // Fabrics carry no phase tag.
+            phase: false,
+            status: s,
         };
         pdu::capsule_resp(&mut self.out, &cqe.bytes(), self.digests);
     }
@@ -608,15 +610,7 @@ impl Queue {
                     .count();
                 if held >= MAX_AERS {
                     // Asynchronous Event Request Limit Exceeded.
-                    return self.finish(
-                        cid,
-                        Status {
-                            sct: 1,
-                            sc: 0x05,
-                            dnr: true,
-                        },
-                        0,
-                    );
+                    return self.finish(cid, Status::AER_LIMIT, 0);
                 }
                 // Held: answered only by an event (none yet) or never.
                 self.slots.insert(cid, Slot::Event);

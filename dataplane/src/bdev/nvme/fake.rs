@@ -344,6 +344,7 @@ fn post(s: &Shared, cqs: &mut HashMap<u16, Cq>, cqid: u16, c: &Cqe) -> bool {
 fn cqe(sqid: u16, sqhd: u16, cid: u16, status: Status, dw0: u32) -> Cqe {
     Cqe {
         dw0,
+        dw1: 0,
         sqhd,
         sqid,
         cid,
@@ -352,19 +353,7 @@ fn cqe(sqid: u16, sqhd: u16, cid: u16, status: Status, dw0: u32) -> Cqe {
     }
 }
 
-const OK: Status = Status {
-    sct: 0,
-    sc: 0,
-    dnr: false,
-};
-
-fn bad(sc: u8) -> Status {
-    Status {
-        sct: 0,
-        sc,
-        dnr: true,
-    }
-}
+const OK: Status = Status::OK;
 
 fn admin_cmd(
     s: &Shared,
@@ -397,7 +386,7 @@ fn admin_cmd(
                     b[8..16].copy_from_slice(&blocks.to_le_bytes());
                     b[130] = s.block_shift;
                 }
-                _ => return r(bad(0x02), 0),
+                _ => return r(Status::INVALID_FIELD, 0),
             }
             r(OK, 0)
         }
@@ -423,14 +412,7 @@ fn admin_cmd(
             let qid = (sqe.cdw(10) & 0xFFFF) as u16;
             let cqid = (sqe.cdw(11) >> 16) as u16;
             if !cqs.contains_key(&cqid) {
-                return r(
-                    Status {
-                        sct: 1,
-                        sc: 0x00,
-                        dnr: true,
-                    },
-                    0,
-                );
+                return r(Status::CQ_INVALID, 0);
             }
             sqs.insert(
                 qid,
@@ -453,17 +435,13 @@ fn admin_cmd(
                 // Complete the aborted command now, as aborted.
                 let h = held.swap_remove(i);
                 let cqid = sqs.get(&sqid).map(|q| q.cqid).unwrap_or(0);
-                let st = Status {
-                    sct: 0,
-                    sc: 0x07,
-                    dnr: false,
-                };
+                let st = Status::ABORTED;
                 let _ = post(s, cqs, cqid, &cqe(sqid, 0, h.sqe.cid(), st, 0));
                 return r(OK, 0);
             }
             r(OK, 1)
         }
-        _ => r(bad(0x01), 0),
+        _ => r(Status::INVALID_OPCODE, 0),
     }
 }
 
@@ -502,14 +480,14 @@ fn execute(s: &Shared, sqid: u16, sqe: &Sqe, sqhd: u16) -> Cqe {
     let lba = u64::from(sqe.cdw(10)) | (u64::from(sqe.cdw(11)) << 32);
     let blocks = u64::from(sqe.cdw(12) & 0xFFFF) + 1;
     let Ok(mut disk) = s.disk.lock() else {
-        return r(bad(0x06));
+        return r(Status::INTERNAL);
     };
     let at = (lba << s.block_shift) as usize;
     let len = (blocks << s.block_shift) as usize;
     let in_range = at + len <= disk.len();
     match sqe.opcode() {
         nvm::FLUSH => r(OK),
-        nvm::READ | nvm::WRITE | nvm::WRITE_ZEROES if !in_range => r(bad(0x80)),
+        nvm::READ | nvm::WRITE | nvm::WRITE_ZEROES if !in_range => r(Status::LBA_RANGE),
         nvm::WRITE_ZEROES => {
             disk[at..at + len].fill(0);
             r(OK)
@@ -529,6 +507,6 @@ fn execute(s: &Shared, sqid: u16, sqe: &Sqe, sqhd: u16) -> Cqe {
             }
             r(OK)
         }
-        _ => r(bad(0x01)),
+        _ => r(Status::INVALID_OPCODE),
     }
 }

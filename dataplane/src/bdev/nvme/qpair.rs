@@ -198,14 +198,15 @@ impl QueuePair {
         let mut n = 0;
         let mut reaped = false;
         loop {
-            let mut b = [0u8; 16];
-            self.cq.read(usize::from(self.head) * 16, &mut b);
-            let c = Cqe::read(&b);
-            if c.phase != self.phase {
+            // The phase tag first (the status word's low bit), the rest
+            // after it.
+            let mut st = [0u8; 2];
+            self.cq.read(usize::from(self.head) * 16 + 14, &mut st);
+            if (st[0] & 1 != 0) != self.phase {
                 break;
             }
-            // The entry's other fields are read after its phase.
             fence(Ordering::Acquire);
+            let mut b = [0u8; 16];
             self.cq.read(usize::from(self.head) * 16, &mut b);
             let c = Cqe::read(&b);
             reaped = true;
