@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod appliance;
+pub mod cluster;
 pub mod codec;
 pub mod control;
 pub mod engine;

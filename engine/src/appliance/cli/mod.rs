@@ -3,8 +3,7 @@
 //! data protocol). Human tables by default, `--json` everywhere, a progress
 //! bar on long work, a non-zero exit and one clear line on every failure.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,8 +15,8 @@ mod snapshots;
 
 use super::config::ApplianceConfig;
 use super::serve::{self, ServeOptions};
-use crate::net::auth;
 use crate::net::client::{Client, ClientConfig};
+use crate::net::{auth, http};
 
 /// Usage text.
 pub const USAGE: &str = "\
@@ -232,40 +231,27 @@ struct Api {
 
 impl Api {
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
-        let addr: SocketAddr = self
-            .addr
-            .parse()
-            .map_err(|_| format!("`{}` is not an address like 127.0.0.1:7480", self.addr))?;
-        let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| {
-            format!("cannot reach the management API at {addr}: {e} (is `flint serve` running?)")
-        })?;
-        conn.set_read_timeout(Some(Duration::from_secs(600))).ok();
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let auth = self
-            .token
-            .as_ref()
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        conn.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-        let mut resp = Vec::new();
-        conn.read_to_end(&mut resp).map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&resp);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or("malformed response from the API")?;
-        let code: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or("malformed response from the API")?;
-        let v: Value = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
-        if code >= 400 {
-            let why = v.get("error").and_then(Value::as_str).unwrap_or(body);
-            return Err(format!("{why} (HTTP {code})"));
+        let req = http::Request {
+            addr: &self.addr,
+            method,
+            path,
+            token: self.token.as_deref(),
+            body: body.as_bytes(),
+            connect_timeout: Duration::from_secs(3),
+            read_timeout: Duration::from_secs(600),
+        };
+        let resp = http::call(&req).map_err(|e| match e {
+            http::HttpError::Connect(e) => {
+                format!("cannot reach the management API: {e} (is `flint serve` running?)")
+            }
+            e => e.to_string(),
+        })?;
+        let body = String::from_utf8_lossy(&resp.body);
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.to_string()));
+        if resp.status >= 400 {
+            let why = v.get("error").and_then(Value::as_str).unwrap_or(&body);
+            return Err(format!("{why} (HTTP {})", resp.status));
         }
         Ok(v)
     }
