@@ -323,6 +323,9 @@ pub struct ApplianceConfig {
     /// The NVMe/TCP target (absent: none).
     #[serde(default)]
     pub nvmf: Option<crate::nvmf::NvmfConfig>,
+    /// Membership of a cluster kept in etcd (absent: a single node).
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 fn addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
@@ -481,6 +484,9 @@ impl ApplianceConfig {
         }
         if let Some(n) = &self.nvmf {
             n.check().map_err(|(k, r)| bad(k, r))?;
+        }
+        if let Some(c) = &self.cluster {
+            c.check().map_err(|(k, r)| bad(k, r))?;
         }
         for f in &self.filesystems {
             let key = format!("filesystem.{}", f.name);

@@ -75,6 +75,23 @@ pub(super) fn metrics(node: &Node) -> String {
             &[(String::new(), t.controllers() as f64)],
         );
     }
+    if let Some((id, view)) = &node.cluster {
+        let st = view.status(*id);
+        let num = |k: &str| st[k].as_u64().unwrap_or(0) as f64;
+        let rows = [
+            ("flint_cluster_epoch", "The map epoch the node serves at.", "gauge", num("epoch")),
+            ("flint_cluster_coordinator", "1 while this node is the coordinator.", "gauge",
+                f64::from(u8::from(view.is_coordinator()))),
+            ("flint_cluster_fence_open_ms", "Milliseconds the node may still acknowledge without renewing its lease (0: fenced).", "gauge", num("fence_open_ms")),
+            ("flint_cluster_fenced_requests_total", "Requests held because the node was fenced.", "counter", num("fenced_requests")),
+            ("flint_cluster_shards", "Shards the map gives this node.", "gauge", num("shards")),
+            ("flint_cluster_maps_written_total", "Maps this node wrote as coordinator.", "counter", num("maps_written")),
+            ("flint_cluster_etcd_errors_total", "Calls to etcd that failed.", "counter", num("etcd_errors")),
+        ];
+        for (name, help, kind, v) in rows {
+            gauge(name, help, kind, &[(String::new(), v)]);
+        }
+    }
     gauge(
         "flint_up",
         "1 while the node serves.",

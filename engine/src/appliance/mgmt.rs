@@ -8,6 +8,7 @@
 //! | method and path | what |
 //! |---|---|
 //! | `GET /v1/status` | node: version, uptime, shards, reactors, sessions, space |
+//! | `GET /v1/cluster` | in a cluster: the node's epoch, fence, coordinator role, etcd errors |
 //! | `GET /v1/devices` | each device: health, errors, capacity, free |
 //! | `POST /v1/devices/<name>/replace` | rebuild the blank device `<name>` into the missing slot; `{force}` for one holding another engine's superblock |
 //! | `GET /v1/fs` | file systems with usage and owner |
@@ -65,6 +66,8 @@ pub struct Node {
     pub started: Instant,
     /// The NVMe/TCP target, when it serves one.
     pub nvmf: Option<Arc<crate::nvmf::subsystem::Target>>,
+    /// The cluster agent's view (node id, view), in a cluster.
+    pub cluster: Option<(u32, Arc<crate::cluster::agent::ClusterView>)>,
     jobs: Arc<Mutex<HashMap<u64, Job>>>,
     next_job: AtomicU64,
 }
@@ -100,6 +103,7 @@ impl Node {
             token,
             started: Instant::now(),
             nvmf: None,
+            cluster: None,
             jobs: Arc::new(Mutex::new(HashMap::new())),
             next_job: AtomicU64::new(1),
         }
@@ -365,6 +369,10 @@ fn route(node: &Node, req: &Req) -> Answer {
                 }),
             ))
         }
+        ("GET", ["v1", "cluster"]) => match &node.cluster {
+            Some((id, view)) => Ok((200, view.status(*id))),
+            None => Err((404, "this node is not in a cluster (no [cluster] in its config)".into())),
+        },
         ("GET", ["v1", "devices"]) => {
             let devs = e.devices().map_err(store_err)?;
             Ok((

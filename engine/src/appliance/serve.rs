@@ -187,11 +187,29 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
     let events = Arc::new(Events::default());
     provision(&engine, cfg, &events)?;
     let engine = Arc::new(engine);
+    // In a cluster: register under a lease before serving; the fence it
+    // keeps gates every request and answer of the data server.
+    let agent = match &cfg.cluster {
+        Some(c) => {
+            let record = crate::cluster::map::NodeRecord {
+                id: c.node,
+                data_addr: data.to_string(),
+                mgmt_addr: mgmt_addr.to_string(),
+                cores: reactors as u16,
+                devices: devs.len() as u32,
+            };
+            let a = crate::cluster::agent::Agent::start(c, record).map_err(|e| e.to_string())?;
+            println!("flint: node {} of cluster {} (etcd {})", c.node, c.name, c.etcd.join(","));
+            Some(a)
+        }
+        None => None,
+    };
     let scfg = ServerConfig {
         credits: cfg.server.credits,
         max_frame: cfg.server.max_frame.min(max_frame),
         idle: Duration::from_secs(cfg.server.idle_s.max(1)),
         workers: cfg.server.workers,
+        fence: agent.as_ref().map(|a| a.view().fence_handle()),
     };
     // Queue i is polled by reactor i (round robin if there are more): a
     // DPDK queue pair, or one of the kernel UDP port's sockets.
@@ -233,6 +251,7 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
         cfg.server.token.clone().filter(|t| !t.is_empty()),
     );
     node.nvmf = nvmf.as_ref().map(|t| t.target().clone());
+    node.cluster = agent.as_ref().map(|a| (a.node(), a.view()));
     let node = Arc::new(node);
     let mgmt = Mgmt::start(mgmt_addr, node).map_err(|e| {
         format!("config: server.mgmt_addr: cannot listen on {mgmt_addr}: {e}; stop the other server or choose another port")
@@ -288,6 +307,11 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
         "stopping",
         format!("signal {sig}: draining and checkpointing"),
     );
+    // Leave the cluster first: the lease is revoked, so the shards fail
+    // over at once instead of after the TTL.
+    if let Some(a) = agent {
+        a.stop();
+    }
     mgmt.stop();
     if let Some(t) = nvmf {
         t.stop();

@@ -216,6 +216,8 @@ pub fn next(map: Option<&ClusterMap>, inputs: &Inputs) -> Option<ClusterMap> {
         let state = match want {
             Membership::Active => NodeState::Active,
             Membership::Maint => NodeState::Maint,
+            // A removed node that left the map stays out of it.
+            Membership::Remove if !m.nodes.contains_key(&id) => continue,
             Membership::Remove => NodeState::Draining,
         };
         m.nodes.insert(
@@ -322,8 +324,13 @@ pub fn next(map: Option<&ClusterMap>, inputs: &Inputs) -> Option<ClusterMap> {
         .flat_map(|p| [Some(p.node), p.moving_to.map(|t| t.0)])
         .flatten()
         .collect();
-    m.nodes
-        .retain(|id, _| inputs.members.contains_key(id) || owners.contains(id));
+    m.nodes.retain(|id, _| {
+        owners.contains(id)
+            || inputs
+                .members
+                .get(id)
+                .is_some_and(|w| *w != Membership::Remove)
+    });
 
     if map == Some(&m) {
         return None;
@@ -488,7 +495,6 @@ mod tests {
         assert!(!step.serves(3, moving as u32) && !step.serves(1, moving as u32));
         assert!(next(Some(&step), &inp).is_none(), "no release, no progress");
         inp.members.remove(&2);
-        inp.members.remove(&3);
         let (done, _) = settle(step, &mut inp);
         assert_eq!(done.nodes.keys().copied().collect::<Vec<_>>(), vec![1]);
         assert_eq!(done.owned(1).count(), 12);

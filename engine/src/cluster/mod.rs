@@ -20,8 +20,8 @@
 //! - [`agent`]: both on a thread against etcd, for `flint serve`;
 //! - [`config`]: the `[cluster]` table.
 
-// pub mod agent;
-// pub mod config;
+pub mod agent;
+pub mod config;
 pub mod coord;
 pub mod etcd;
 pub mod keys;
@@ -31,5 +31,5 @@ pub mod member;
 #[cfg(test)]
 mod sim;
 
-// pub use config::ClusterConfig;
+pub use config::ClusterConfig;
 pub use map::{ClusterMap, NodeId};

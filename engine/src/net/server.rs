@@ -47,6 +47,10 @@ pub struct ServerConfig {
     pub idle: Duration,
     /// Threads running requests.
     pub workers: usize,
+    /// In a cluster, the node's fence: while it is closed (the node may
+    /// have lost its lease) no request starts and no answer leaves; the
+    /// clients' retransmissions find them once it opens again.
+    pub fence: Option<Arc<crate::cluster::member::Fence>>,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +60,7 @@ impl Default for ServerConfig {
             max_frame: wire::DEFAULT_FRAME,
             idle: Duration::from_secs(60),
             workers: 16,
+            fence: None,
         }
     }
 }
@@ -502,6 +507,9 @@ fn respond(
     start: usize,
     to: &Peer,
 ) {
+    if s.cfg.fence.as_ref().is_some_and(|f| !f.may_ack()) {
+        return;
+    }
     let env = Envelope {
         kind: Kind::Response,
         session,
@@ -849,6 +857,9 @@ fn on_request(s: &Shared, h: &Header, off: usize, payload: &[u8], from: &Peer) -
         return None;
     }
     if x.busy.contains(&h.request) {
+        return None;
+    }
+    if s.cfg.fence.as_ref().is_some_and(|f| !f.may_ack()) {
         return None;
     }
     if h.request >= x.floor + u64::from(s.cfg.credits) {

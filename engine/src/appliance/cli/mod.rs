@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+mod cluster;
 mod groups;
 mod quotas;
 mod snapshots;
@@ -49,6 +50,13 @@ Management (over the API at --addr, or the config's server.mgmt_addr):
   stats [--watch]                       per-operation counts and latency, protocol counters
   events [--since N]                    events and alerts
   scrub                                 verify every stripe, rebuild onto healthy devices
+Cluster (etcd at the config's [cluster] etcd, or --etcd HOST:PORT[,...]; --cluster NAME):
+  cluster create --shards N [--nodes 1,2,3]   create the cluster (members: the nodes
+                    registered now, or those named)
+  cluster status | cluster host list          the map's epoch, coordinator, hosts, shards
+  cluster add NODE | cluster remove NODE      admit a node; drain one (its shards move
+                    off one at a time) and drop it
+  cluster maint NODE [--off]                  a planned restart: nothing is rebuilt for it
 Data (over the protocol at the config's server.data_addr):
   put FS/PATH FILE | get FS/PATH [FILE] | ls FS[/DIR] | stat FS/PATH
   mkdir FS/PATH | mv FS/FROM TO | rm FS/PATH (a file, link or empty directory)
@@ -167,6 +175,7 @@ fn run(argv: &[String]) -> Result<(), String> {
             }
             Ok(())
         }
+        "cluster" => cluster::command(cfg.as_ref(), o.json, args),
         "put" | "get" | "ls" | "stat" | "mkdir" | "mv" | "rm" => {
             data_cmd(&o, cfg.as_ref(), &cmd, args)
         }
@@ -190,7 +199,12 @@ fn run(argv: &[String]) -> Result<(), String> {
                 addr,
                 token: o.token.clone(),
             };
-            mgmt_cmd(&api, o.json, &cmd, args)
+            let in_cluster = cmd == "status" && cfg.as_ref().is_some_and(|c| c.cluster.is_some());
+            mgmt_cmd(&api, o.json, &cmd, args)?;
+            if in_cluster && !o.json {
+                cluster::command(cfg.as_ref(), false, vec!["status".into()])?;
+            }
+            Ok(())
         }
     }
 }

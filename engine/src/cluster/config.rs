@@ -1,0 +1,82 @@
+//! `[cluster]` of the appliance's config: the etcd members, the cluster's
+//! name, this node's id and its lease. Absent: a single node, its map on
+//! its own devices, nothing else to run.
+
+use serde::Deserialize;
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// etcd members, `host:port` (the client URLs of `etcd`).
+    pub etcd: Vec<String>,
+    /// The cluster's name: its keys live under `/flint/<name>/`.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// This node's id in the cluster (1, 2, ...), unique and stable.
+    pub node: u32,
+    /// The node's lease in seconds: a node that cannot renew it stops
+    /// acknowledging before it expires, and its shards move after it.
+    #[serde(default = "default_ttl")]
+    pub lease_ttl: u32,
+}
+
+fn default_name() -> String {
+    "flint".into()
+}
+fn default_ttl() -> u32 {
+    5
+}
+
+impl ClusterConfig {
+    /// Checks the section; an error is (key, what is wrong and the fix).
+    pub fn check(&self) -> Result<(), (String, String)> {
+        let bad = |k: &str, r: String| Err((format!("cluster.{k}"), r));
+        if self.etcd.is_empty() {
+            return bad("etcd", "needs at least one etcd member, like [\"127.0.0.1:2379\"]".into());
+        }
+        for e in &self.etcd {
+            let hostport = e.trim_start_matches("http://").trim_end_matches('/');
+            if hostport.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                return bad("etcd", format!("`{e}` is not host:port, like 127.0.0.1:2379"));
+            }
+        }
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok {
+            return bad("name", format!("`{}`: use 1-64 of [A-Za-z0-9_-]", self.name));
+        }
+        if self.node == 0 {
+            return bad("node", "node ids start at 1".into());
+        }
+        if !(1..=60).contains(&self.lease_ttl) {
+            return bad("lease_ttl", format!("{} s is out of range (1..=60)", self.lease_ttl));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<(), (String, String)> {
+        let c: ClusterConfig = toml::from_str(t).map_err(|e| ("parse".into(), e.to_string()))?;
+        c.check()
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        assert!(parse("etcd=[\"127.0.0.1:2379\"]\nnode=1\n").is_ok());
+        assert_eq!(parse("etcd=[]\nnode=1\n").unwrap_err().0, "cluster.etcd");
+        assert_eq!(parse("etcd=[\"localhost\"]\nnode=1\n").unwrap_err().0, "cluster.etcd");
+        assert_eq!(parse("etcd=[\"a:1\"]\nnode=0\n").unwrap_err().0, "cluster.node");
+        assert_eq!(parse("etcd=[\"a:1\"]\nnode=1\nname=\"a b\"\n").unwrap_err().0, "cluster.name");
+        assert_eq!(parse("etcd=[\"a:1\"]\nnode=1\nlease_ttl=0\n").unwrap_err().0, "cluster.lease_ttl");
+        assert!(parse("etcd=[\"a:1\"]\nnode=1\nleas_ttl=3\n").is_err());
+    }
+}
