@@ -101,6 +101,9 @@ scripts/nvmf-guest.sh
 step "NVMe driver: Flint's userspace driver over VFIO on QEMU's emulated NVMe (verify, EIO, reset)"
 scripts/nvme-guest.sh
 
+step "cluster: 3-member etcd, 4 nodes; SIGKILL, partition, SIGSTOP, etcd leader loss, rolling restart, drain"
+scripts/cluster-test.sh
+
 step "benchmark smoke runs"
 cargo build --release -p flint-bench --features isal,dpdk
 bench=target/release/flint-bench

@@ -4,6 +4,8 @@
 #   scripts/appliance.sh stop CONFIG                     (SIGTERM; fails unless it exits 0)
 #   scripts/appliance.sh kill CONFIG                     (SIGKILL: a crash; waits until it is gone)
 # The pid and log live beside the config (CONFIG.pid, CONFIG.log).
+# FLINT_AS_UID=U runs the node as user id U (tests partition it with
+# nftables rules that match its sockets' owner).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 flint=target/release/flint
@@ -11,7 +13,9 @@ cmd=$1 cfg=$2
 shift 2
 case "$cmd" in
 start)
-  "$flint" --config "$cfg" serve "$@" >"$cfg.log" 2>&1 &
+  as=()
+  [ -n "${FLINT_AS_UID:-}" ] && as=(setpriv --reuid="$FLINT_AS_UID" --regid="$FLINT_AS_UID" --clear-groups)
+  "${as[@]}" "$flint" --config "$cfg" serve "$@" >"$cfg.log" 2>&1 &
   echo $! >"$cfg.pid"
   for _ in $(seq 1 200); do
     if "$flint" --config "$cfg" status >/dev/null 2>&1; then

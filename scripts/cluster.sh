@@ -87,6 +87,10 @@ up)
   }
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
+  if curl -s -o /dev/null "http://127.0.0.1:$((base + 1))/version"; then
+    echo "port $((base + 1)) already answers (another cluster?): stop it or set FLINT_CLUSTER_PORT" >&2
+    exit 1
+  fi
   echo "$members" >"$dir/etcd.members"
   echo "$nodes" >"$dir/nodes"
   for i in $(seq 1 "$members"); do etcd_start "$dir" "$i"; done

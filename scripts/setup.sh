@@ -22,6 +22,11 @@ command -v automake >/dev/null 2>&1 || need+=(automake)
 command -v libtoolize >/dev/null 2>&1 || need+=(libtool)
 command -v prove >/dev/null 2>&1 || need+=(perl)
 command -v make >/dev/null 2>&1 || need+=(make)
+# The cluster: etcd (its state), nftables (partitions in tests), curl.
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
