@@ -371,7 +371,10 @@ fn route(node: &Node, req: &Req) -> Answer {
         }
         ("GET", ["v1", "cluster"]) => match &node.cluster {
             Some((id, view)) => Ok((200, view.status(*id))),
-            None => Err((404, "this node is not in a cluster (no [cluster] in its config)".into())),
+            None => Err((
+                404,
+                "this node is not in a cluster (no [cluster] in its config)".into(),
+            )),
         },
         ("GET", ["v1", "devices"]) => {
             let devs = e.devices().map_err(store_err)?;

@@ -199,7 +199,12 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
                 devices: devs.len() as u32,
             };
             let a = crate::cluster::agent::Agent::start(c, record).map_err(|e| e.to_string())?;
-            println!("flint: node {} of cluster {} (etcd {})", c.node, c.name, c.etcd.join(","));
+            println!(
+                "flint: node {} of cluster {} (etcd {})",
+                c.node,
+                c.name,
+                c.etcd.join(",")
+            );
             Some(a)
         }
         None => None,

@@ -33,12 +33,22 @@ impl ClusterConfig {
     pub fn check(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, r: String| Err((format!("cluster.{k}"), r));
         if self.etcd.is_empty() {
-            return bad("etcd", "needs at least one etcd member, like [\"127.0.0.1:2379\"]".into());
+            return bad(
+                "etcd",
+                "needs at least one etcd member, like [\"127.0.0.1:2379\"]".into(),
+            );
         }
         for e in &self.etcd {
             let hostport = e.trim_start_matches("http://").trim_end_matches('/');
-            if hostport.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
-                return bad("etcd", format!("`{e}` is not host:port, like 127.0.0.1:2379"));
+            if hostport
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return bad(
+                    "etcd",
+                    format!("`{e}` is not host:port, like 127.0.0.1:2379"),
+                );
             }
         }
         let name_ok = !self.name.is_empty()
@@ -48,13 +58,19 @@ impl ClusterConfig {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !name_ok {
-            return bad("name", format!("`{}`: use 1-64 of [A-Za-z0-9_-]", self.name));
+            return bad(
+                "name",
+                format!("`{}`: use 1-64 of [A-Za-z0-9_-]", self.name),
+            );
         }
         if self.node == 0 {
             return bad("node", "node ids start at 1".into());
         }
         if !(1..=60).contains(&self.lease_ttl) {
-            return bad("lease_ttl", format!("{} s is out of range (1..=60)", self.lease_ttl));
+            return bad(
+                "lease_ttl",
+                format!("{} s is out of range (1..=60)", self.lease_ttl),
+            );
         }
         Ok(())
     }
@@ -73,10 +89,26 @@ mod tests {
     fn bad_keys_are_named() {
         assert!(parse("etcd=[\"127.0.0.1:2379\"]\nnode=1\n").is_ok());
         assert_eq!(parse("etcd=[]\nnode=1\n").unwrap_err().0, "cluster.etcd");
-        assert_eq!(parse("etcd=[\"localhost\"]\nnode=1\n").unwrap_err().0, "cluster.etcd");
-        assert_eq!(parse("etcd=[\"a:1\"]\nnode=0\n").unwrap_err().0, "cluster.node");
-        assert_eq!(parse("etcd=[\"a:1\"]\nnode=1\nname=\"a b\"\n").unwrap_err().0, "cluster.name");
-        assert_eq!(parse("etcd=[\"a:1\"]\nnode=1\nlease_ttl=0\n").unwrap_err().0, "cluster.lease_ttl");
+        assert_eq!(
+            parse("etcd=[\"localhost\"]\nnode=1\n").unwrap_err().0,
+            "cluster.etcd"
+        );
+        assert_eq!(
+            parse("etcd=[\"a:1\"]\nnode=0\n").unwrap_err().0,
+            "cluster.node"
+        );
+        assert_eq!(
+            parse("etcd=[\"a:1\"]\nnode=1\nname=\"a b\"\n")
+                .unwrap_err()
+                .0,
+            "cluster.name"
+        );
+        assert_eq!(
+            parse("etcd=[\"a:1\"]\nnode=1\nlease_ttl=0\n")
+                .unwrap_err()
+                .0,
+            "cluster.lease_ttl"
+        );
         assert!(parse("etcd=[\"a:1\"]\nnode=1\nleas_ttl=3\n").is_err());
     }
 }

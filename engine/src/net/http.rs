@@ -185,16 +185,23 @@ impl Streaming {
                 let size = line.trim_end().split(';').next().unwrap_or("");
                 let n = usize::from_str_radix(size.trim(), 16)
                     .map_err(|_| HttpError::Malformed("a bad chunk size"))?;
+                if n == 0 {
+                    // The last chunk, then trailers up to an empty line.
+                    loop {
+                        line.clear();
+                        if self.conn.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
+                            break;
+                        }
+                    }
+                    *done = true;
+                    return Ok(None);
+                }
                 let mut buf = vec![0u8; n + 2];
                 self.conn.read_exact(&mut buf)?;
                 if &buf[n..] != b"\r\n" {
                     return Err(HttpError::Malformed("a chunk without its CRLF"));
                 }
                 buf.truncate(n);
-                if n == 0 {
-                    *done = true;
-                    return Ok(None);
-                }
                 Ok(Some(buf))
             }
             Framing::UntilClose { done } => {
@@ -263,7 +270,7 @@ mod tests {
         assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
 
         let a = serve_once(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{a}\r\n4;x=1\r\n{bc}\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{a}\r\n4;x=1\r\n{bc}\r\n0\r\nGrpc-Trailer-X: y\r\n\r\n",
         );
         let mut s = send(&req(&a)).unwrap();
         assert_eq!(s.next_piece().unwrap().unwrap(), b"{a}");

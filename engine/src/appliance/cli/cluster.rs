@@ -157,7 +157,9 @@ fn print_hosts(v: &Value) {
         })
         .collect();
     table(
-        &["id", "state", "member", "data", "cores", "devices", "shards"],
+        &[
+            "id", "state", "member", "data", "cores", "devices", "shards",
+        ],
         rows,
     );
 }
@@ -237,7 +239,10 @@ pub(super) fn command(
                 ));
             }
             if json_out {
-                println!("{}", json!({"created": w.name, "shards": shards, "members": members}));
+                println!(
+                    "{}",
+                    json!({"created": w.name, "shards": shards, "members": members})
+                );
             } else {
                 println!(
                     "created cluster {} with {shards} shards; members {members:?}",
@@ -260,7 +265,9 @@ pub(super) fn command(
         "host" => {
             let what = need(&mut args, "cluster host", "list")?;
             if what != "list" {
-                return Err(format!("unknown `cluster host {what}` (try: cluster host list)"));
+                return Err(format!(
+                    "unknown `cluster host {what}` (try: cluster host list)"
+                ));
             }
             no_more(&args)?;
             let st = read(&mut w)?;
