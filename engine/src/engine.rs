@@ -891,6 +891,17 @@ impl Engine {
         })
     }
 
+    /// Creates an organization with a given key, durably (a key several
+    /// engines share: the cluster's organization).
+    pub fn org_create_keyed(&self, name: &str, key: [u8; 32]) -> Result<crate::meta::Org> {
+        let name = name.to_string();
+        self.call(move |s| {
+            let o = s.org_create_keyed(&name, key)?;
+            s.sync()?;
+            Ok(o)
+        })
+    }
+
     /// Creates a filesystem group of organization `org` (0: the engine's
     /// own file systems), durably.
     pub fn group_create(&self, name: &str, org: crate::meta::OrgId) -> Result<Group> {

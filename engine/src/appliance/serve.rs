@@ -215,6 +215,7 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
         idle: Duration::from_secs(cfg.server.idle_s.max(1)),
         workers: cfg.server.workers,
         fence: agent.as_ref().map(|a| a.view().fence_handle()),
+        slices: None,
     };
     // Queue i is polled by reactor i (round robin if there are more): a
     // DPDK queue pair, or one of the kernel UDP port's sockets.

@@ -28,8 +28,10 @@ pub mod keys;
 pub mod kv;
 pub mod map;
 pub mod member;
+pub mod remote;
 #[cfg(test)]
 mod sim;
+pub mod slices;
 
 pub use config::ClusterConfig;
 pub use map::{ClusterMap, NodeId};

@@ -9,4 +9,5 @@ pub mod client;
 pub mod http;
 pub mod ns;
 pub mod server;
+pub mod slice;
 pub mod wire;

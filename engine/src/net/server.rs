@@ -51,6 +51,9 @@ pub struct ServerConfig {
     /// have lost its lease) no request starts and no answer leaves; the
     /// clients' retransmissions find them once it opens again.
     pub fence: Option<Arc<crate::cluster::member::Fence>>,
+    /// In a cluster, the slices this node keeps for its peers (served to
+    /// sessions of their organization only).
+    pub slices: Option<Arc<crate::cluster::slices::Slices>>,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +64,7 @@ impl Default for ServerConfig {
             idle: Duration::from_secs(60),
             workers: 16,
             fence: None,
+            slices: None,
         }
     }
 }
@@ -232,6 +236,8 @@ struct Shared {
     counters: Counters,
     stats: OpStats,
     stop: AtomicBool,
+    /// The organization allowed to use the slices, once looked up.
+    slice_org: std::sync::OnceLock<crate::meta::OrgId>,
 }
 
 /// A running server.
@@ -400,6 +406,7 @@ impl Server {
             counters: Counters::default(),
             stats: OpStats::default(),
             stop: AtomicBool::new(false),
+            slice_org: std::sync::OnceLock::new(),
         })
     }
 
@@ -1180,8 +1187,36 @@ fn run_path(e: &Engine, ctx: &Ctx, fs: FsId, req: Request) -> Outcome {
     }
 }
 
+/// A slice call from a peer node: only sessions of the slices'
+/// organization may make one.
+fn run_slice(s: &Shared, ctx: &Ctx, req: crate::net::slice::SliceRequest) -> Outcome {
+    let Some(slices) = &s.cfg.slices else {
+        return ("slice", 0, -libc::EOPNOTSUPP, Vec::new());
+    };
+    let org = match s.slice_org.get() {
+        Some(o) => Some(*o),
+        None => s
+            .engine
+            .orgs()
+            .ok()
+            .and_then(|os| os.into_iter().find(|o| o.name == slices.org()))
+            .map(|o| *s.slice_org.get_or_init(|| o.id)),
+    };
+    if org != Some(ctx.org) {
+        return ("denied", 0, -libc::EACCES, Vec::new());
+    }
+    match slices.serve(req) {
+        Ok(body) => ("slice", body.len() as u64, 0, body),
+        Err(code) => ("slice", 0, code, Vec::new()),
+    }
+}
+
 fn run(s: &Shared, ctx: &Ctx, req: Request) -> Outcome {
     let e = &s.engine;
+    let req = match req {
+        Request::Slice(r) => return run_slice(s, ctx, r),
+        req => req,
+    };
     if let Some(name) = req.fs_name() {
         return match fs_of_org(s, ctx, name) {
             Ok(fs) => match req {

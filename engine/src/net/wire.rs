@@ -426,11 +426,13 @@ pub enum Op {
     RemoveXattr = 20,
     /// [`Request::Ns`].
     Ns = 21,
+    /// [`Request::Slice`].
+    Slice = 22,
 }
 
 impl Op {
     /// Every operation, in code order.
-    pub const ALL: [Op; 21] = [
+    pub const ALL: [Op; 22] = [
         Op::Open,
         Op::Read,
         Op::Write,
@@ -452,6 +454,7 @@ impl Op {
         Op::ListXattr,
         Op::RemoveXattr,
         Op::Ns,
+        Op::Slice,
     ];
 
     /// The operation a code names, if any.
@@ -628,6 +631,9 @@ pub enum Request {
     },
     /// A namespace call addressed by inode ([`super::ns`]).
     Ns(super::ns::NsRequest),
+    /// Block I/O on a slice of this node's storage, from a peer node
+    /// ([`super::slice`]).
+    Slice(super::slice::SliceRequest),
 }
 
 impl Request {
@@ -655,6 +661,7 @@ impl Request {
             Request::ListXattr { .. } => Op::ListXattr,
             Request::RemoveXattr { .. } => Op::RemoveXattr,
             Request::Ns(_) => Op::Ns,
+            Request::Slice(_) => Op::Slice,
         }
     }
 
@@ -749,6 +756,7 @@ impl Request {
                 w.str(fs).str(target).str(path);
             }
             Request::Ns(r) => r.encode(w),
+            Request::Slice(r) => r.encode(w),
         }
     }
 
@@ -869,6 +877,7 @@ impl Request {
                 name: r.str(MAX_NAME, "xattr name")?,
             },
             Op::Ns => Request::Ns(super::ns::NsRequest::decode(&mut r)?),
+            Op::Slice => Request::Slice(super::slice::SliceRequest::decode(&mut r)?),
         };
         if r.remaining() != 0 {
             return Err(DecodeError {

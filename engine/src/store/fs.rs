@@ -149,6 +149,13 @@ impl Store {
     /// Creates an organization with a fresh random key (shard 0 keeps
     /// them).
     pub fn org_create(&mut self, name: &str) -> Result<meta::Org> {
+        self.org_create_keyed(name, crate::net::auth::random())
+    }
+
+    /// Creates an organization with a given key: one that several engines
+    /// share (the cluster's own organization, whose sessions carry node to
+    /// node traffic).
+    pub fn org_create_keyed(&mut self, name: &str, key: [u8; 32]) -> Result<meta::Org> {
         check_name(name)?;
         if self.meta.orgs.values().any(|o| o.name == name) {
             return Err(StoreError::Exists {
@@ -158,7 +165,7 @@ impl Store {
         let org = meta::Org {
             id: self.meta.orgs.keys().next_back().map_or(1, |k| k + 1),
             name: name.to_string(),
-            key: crate::net::auth::random(),
+            key,
         };
         self.record(Record::OrgCreate(org.clone()))?;
         Ok(org)
