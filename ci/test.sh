@@ -121,6 +121,7 @@ $bench fill --devices 3 --dev-mib 128 --window 32 --dir "$tmp/fill"
 $bench files --files 2000 --window 1000 --dir "$tmp/files"
 $bench remote --time 0.5 --size-mib 16
 $bench nvmf --time 0.3 --size-mib 64
+$bench slices --size-mib 16
 $bench net --time 0.5
 cargo run --release -q -p flint-engine --features isal --example demo -- "$tmp/demo"
 

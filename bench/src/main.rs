@@ -20,6 +20,8 @@
 //!   window, beside the disk's file system; then the reopen time.
 //! - `flint-bench remote`: the data protocol over loopback beside a UDP
 //!   echo, and remote sequential I/O beside the engine in-process.
+//! - `flint-bench slices`: an engine on peer nodes' slices beside local
+//!   devices, degraded reads and the rebuild beside the healthy read rate.
 //! - `flint-bench nvmf`: the NVMe/TCP target over loopback beside a TCP
 //!   echo of the same sizes and depths.
 //! - `flint-bench posix`: dataset epoch, checkpoint and metadata workloads
@@ -42,6 +44,7 @@ mod remote;
 mod report;
 mod ring;
 mod rng;
+mod slices;
 mod snapshots;
 
 const HELP: &str = "\
@@ -86,6 +89,7 @@ USAGE:
       --files N --window N (20000 5000) --dir DIR (/var/tmp/flint-bench-files) --json
   flint-bench remote [options]   protocol reads vs UDP echo; remote vs embedded 1 MiB I/O
   flint-bench nvmf [options]     NVMe/TCP target: 4k QD1/QD32, writes, 128k reads vs a TCP echo
+  flint-bench slices [options]   an engine on 3 nodes' slices vs local RAM; degraded reads; rebuild
       --time SECS --qd N --shards N --size-mib N --workers N (3 32 1 64 4) --json
   flint-bench posix [options]    dataset epoch, checkpoint, metadata on a mount vs a baseline dir
       --dir MOUNT --baseline DIR (/var/tmp) --files N --dirs N --readers N --ckpt-mib N
@@ -130,6 +134,7 @@ fn main() {
         "files" => files::main(a),
         "remote" => remote::main(a),
         "nvmf" => nvmf::main(a),
+        "slices" => slices::main(a),
         "posix" => posix::main(a),
         #[cfg(feature = "dpdk")]
         "net" => net::main(a),
