@@ -157,8 +157,14 @@ fn counters_are_readable_while_running() {
     let s = &set.stats()[0];
     assert_eq!(s.ios, 30);
     assert!(s.messages >= 10);
-    assert!(s.polls > 0);
     assert!((0.0..=1.0).contains(&s.busy_ratio));
+    // The loop's own counters are published as it goes round: on a busy
+    // machine the first round may not have been published yet.
+    let t0 = std::time::Instant::now();
+    while set.stats()[0].polls == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "polls never counted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// A poller with work in flight that finishes one item per poll.
