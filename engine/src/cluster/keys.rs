@@ -7,6 +7,7 @@
 //! /flint/<cluster>/coordinator     the coordinator's id, under its lease
 //! /flint/<cluster>/map             ClusterMap, written by the coordinator only
 //! /flint/<cluster>/release/<shard> {"node", "epoch"}, under the releasing node's lease
+//! /flint/<cluster>/buckets/<shard> {"node", "addr", "epoch"}, under the serving node's lease
 //! ```
 
 use std::collections::BTreeMap;
@@ -20,8 +21,14 @@ use super::map::{ClusterMap, Inputs, Membership, NodeId, NodeRecord};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterDoc {
-    /// Shards of the cluster.
+    /// Shards (buckets) of the cluster.
     pub shards: u32,
+    /// Data chunks of a bucket's stripes (0: the cluster hosts no buckets).
+    #[serde(default)]
+    pub k: u8,
+    /// Parity chunks of a bucket's stripes.
+    #[serde(default)]
+    pub m: u8,
 }
 
 /// A node's release of a shard it was handing off.
@@ -79,6 +86,11 @@ impl Keys {
     /// The map.
     pub fn map(&self) -> Vec<u8> {
         self.key("map")
+    }
+
+    /// Where a bucket is served.
+    pub fn bucket(&self, shard: u32) -> Vec<u8> {
+        self.key(&format!("buckets/{shard}"))
     }
 
     /// The release of a shard.
@@ -162,6 +174,9 @@ impl State {
             self.nodes.insert(n, (r, item.create_revision));
             return true;
         }
+        if name.strip_prefix("buckets/").and_then(id).is_some() {
+            return true;
+        }
         if let Some(s) = name.strip_prefix("release/").and_then(id) {
             let Ok(r) = serde_json::from_slice(&item.value) else {
                 return false;
@@ -176,6 +191,7 @@ impl State {
     pub fn inputs(&self) -> Inputs {
         Inputs {
             shards: self.config.map_or(0, |c| c.shards),
+            buckets: self.config.is_some_and(|c| c.k > 0),
             members: self.members.clone(),
             alive: self.nodes.clone(),
             released: self
