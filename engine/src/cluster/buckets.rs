@@ -60,6 +60,67 @@ struct Bucket {
     engine: Arc<Engine>,
     server: Server,
     epoch: Arc<AtomicU64>,
+    /// Slots with a blank slice of the next generation, to rebuild onto.
+    resync: Vec<(usize, String)>,
+}
+
+/// A bucket's slots as etcd keeps them (no lease: it outlives owners).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BucketState {
+    /// Each slot's slice generation (a rebuilt slot's slice is a new one).
+    #[serde(default)]
+    pub gens: Vec<u32>,
+    /// Slots whose slice missed writes: kept out of every open until
+    /// rebuilt.
+    #[serde(default)]
+    pub stale: BTreeSet<usize>,
+}
+
+impl BucketState {
+    fn gen(&self, slot: usize) -> u32 {
+        self.gens.get(slot).copied().unwrap_or(0)
+    }
+}
+
+/// Reads a bucket's state and its key's mod revision (0: none yet).
+fn read_state(etcd: &mut Etcd, keys: &Keys, shard: u32) -> Result<(BucketState, i64), String> {
+    let r = etcd
+        .range(&keys.bucket_state(shard), false)
+        .map_err(|e| e.to_string())?;
+    match r.kvs.first() {
+        Some(kv) => serde_json::from_slice(&kv.value)
+            .map(|st| (st, kv.mod_revision))
+            .map_err(|e| format!("bucket {shard}: unreadable state: {e}")),
+        None => Ok((BucketState::default(), 0)),
+    }
+}
+
+/// Writes a bucket's state if nobody changed it since `rev`.
+fn write_state(
+    etcd: &mut Etcd,
+    keys: &Keys,
+    shard: u32,
+    st: &BucketState,
+    rev: i64,
+) -> Result<i64, String> {
+    let key = keys.bucket_state(shard);
+    let txn = Txn {
+        compare: vec![super::kv::Compare {
+            key: key.clone(),
+            target: super::kv::Target::Mod(rev),
+        }],
+        success: vec![Op::Put {
+            key,
+            value: serde_json::to_vec(st).expect("state serializes"),
+            lease: 0,
+        }],
+        failure: vec![],
+    };
+    let r = etcd.txn(&txn).map_err(|e| e.to_string())?;
+    if !r.succeeded {
+        return Err(format!("bucket {shard}: its state changed meanwhile"));
+    }
+    Ok(r.revision)
 }
 
 /// The running host.
@@ -68,9 +129,9 @@ pub struct BucketHost {
     thread: Option<JoinHandle<()>>,
 }
 
-/// The slice of `shard`'s slot `slot`.
-pub fn slice_name(shard: u32, slot: usize) -> String {
-    format!("s{shard}-d{slot}")
+/// The slice of `shard`'s slot `slot`, generation `gen`.
+pub fn slice_name(shard: u32, slot: usize, gen: u32) -> String {
+    format!("s{shard}-d{slot}-g{gen}")
 }
 
 /// Which bucket holds file `name` of the cluster's file system.
@@ -148,15 +209,20 @@ fn run(cfg: &HostConfig, view: &ClusterView, stop: &AtomicBool) {
         if !serving {
             continue;
         }
+        for (s, b) in open.iter_mut() {
+            b.epoch.fetch_max(map.epoch, Ordering::AcqRel);
+            if let Err(e) = look_after(&mut etcd, cfg, *s, b) {
+                tracing::warn!("bucket {s}: {e}");
+            }
+        }
         for s in 0..map.shards.len() as u32 {
-            if let Some(b) = open.get(&s) {
-                b.epoch.fetch_max(map.epoch, Ordering::AcqRel);
+            if open.contains_key(&s) {
                 continue;
             }
             if !map.serves(cfg.node, s) {
                 continue;
             }
-            match open_bucket(cfg, &map, s, &d, view) {
+            match open_bucket(cfg, &mut etcd, &map, s, &d, view) {
                 Ok(b) => {
                     let addr = b.server.addr();
                     let v = json!({"node": cfg.node, "addr": addr.to_string(), "epoch": map.epoch});
@@ -211,8 +277,47 @@ fn close(shard: u32, b: Bucket) {
     tracing::info!("bucket {shard}: closed");
 }
 
+/// Marks slots whose device failed while serving as stale, and rebuilds
+/// stale slots onto the blank slices opened for them.
+fn look_after(etcd: &mut Etcd, cfg: &HostConfig, shard: u32, b: &mut Bucket) -> Result<(), String> {
+    let devs = b.engine.devices().map_err(|e| e.to_string())?;
+    let failed: BTreeSet<usize> = devs
+        .iter()
+        .filter(|d| d.present && !d.healthy)
+        .map(|d| d.index)
+        .collect();
+    let (mut st, rev) = read_state(etcd, &cfg.keys, shard)?;
+    if !failed.is_subset(&st.stale) {
+        st.stale.extend(failed.iter().copied());
+        write_state(etcd, &cfg.keys, shard, &st, rev)?;
+        tracing::warn!("bucket {shard}: slots {failed:?} failed; kept out until rebuilt");
+        return Ok(());
+    }
+    let Some((slot, name)) = b.resync.pop() else {
+        return Ok(());
+    };
+    let t0 = std::time::Instant::now();
+    let done = b
+        .engine
+        .replace_device(&name, false)
+        .map_err(|e| format!("rebuilding slot {slot} onto {name}: {e}"))?;
+    let (mut st, rev) = read_state(etcd, &cfg.keys, shard)?;
+    let width = st.gens.len().max(slot + 1);
+    st.gens.resize(width, 0);
+    st.gens[slot] += 1;
+    st.stale.remove(&slot);
+    write_state(etcd, &cfg.keys, shard, &st, rev)?;
+    tracing::info!(
+        "bucket {shard}: slot {slot} rebuilt onto {name}: {} chunks in {:.1} s",
+        done.chunks,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn open_bucket(
     cfg: &HostConfig,
+    etcd: &mut Etcd,
     map: &ClusterMap,
     shard: u32,
     doc: &ClusterDoc,
@@ -222,28 +327,50 @@ fn open_bucket(
     if group.is_empty() {
         return Err("the map gives it no group".into());
     }
+    let (st, rev) = read_state(etcd, &cfg.keys, shard)?;
     let epoch = Arc::new(AtomicU64::new(map.epoch));
+    let remote = |slot: usize, n: NodeId, gen: u32| -> Option<Arc<dyn BlockDevice>> {
+        let up = map
+            .nodes
+            .get(&n)
+            .is_some_and(|x| x.state != super::map::NodeState::Down);
+        let addr: SocketAddr = map.nodes.get(&n)?.data_addr.parse().ok()?;
+        if !up {
+            return None;
+        }
+        let spec = RemoteSpec {
+            name: format!("node{n}-g{gen}"),
+            peer: addr,
+            slice: slice_name(shard, slot, gen),
+            bytes: cfg.slice_size,
+            org: CLUSTER_ORG.into(),
+            key: cfg.key,
+            epoch: epoch.clone(),
+            timeout: Duration::from_millis(500),
+        };
+        match RemoteDevice::open(spec) {
+            Ok(d) => Some(Arc::new(d) as Arc<dyn BlockDevice>),
+            Err(e) => {
+                tracing::warn!("bucket {shard}: slot {slot} on node {n} unreachable: {e}");
+                None
+            }
+        }
+    };
+    // A stale slot gets a blank slice of the next generation when its node
+    // is up: the engine sees it as missing, and it is rebuilt onto.
+    let mut resync = Vec::new();
     let devs: Vec<Option<Arc<dyn BlockDevice>>> = group
         .iter()
         .enumerate()
         .map(|(slot, n)| {
-            let addr: SocketAddr = map.nodes.get(n)?.data_addr.parse().ok()?;
-            let spec = RemoteSpec {
-                name: format!("node{n}"),
-                peer: addr,
-                slice: slice_name(shard, slot),
-                bytes: cfg.slice_size,
-                org: CLUSTER_ORG.into(),
-                key: cfg.key,
-                epoch: epoch.clone(),
-                timeout: Duration::from_millis(500),
-            };
-            match RemoteDevice::open(spec) {
-                Ok(d) => Some(Arc::new(d) as Arc<dyn BlockDevice>),
-                Err(e) => {
-                    tracing::warn!("bucket {shard}: slot {slot} on node {n} unreachable: {e}");
-                    None
+            if st.stale.contains(&slot) {
+                let d = remote(slot, *n, st.gen(slot) + 1);
+                if let Some(d) = &d {
+                    resync.push((slot, d.name().to_string()));
                 }
+                d
+            } else {
+                remote(slot, *n, st.gen(slot))
             }
         })
         .collect();
@@ -255,9 +382,10 @@ fn open_bucket(
     })
     .map_err(|e| e.to_string())?;
     let seal = Some(Duration::from_millis(20));
+    let fresh = rev == 0 && st.stale.is_empty();
     match engine.open_with(devs.clone(), seal) {
         Ok(()) => {}
-        Err(e) if is_blank(&e) && devs.iter().all(Option::is_some) => {
+        Err(e) if fresh && is_blank(&e) && devs.iter().all(Option::is_some) => {
             let all: Vec<Arc<dyn BlockDevice>> = devs.iter().flatten().cloned().collect();
             let sc = StoreConfig {
                 shards: 1,
@@ -266,9 +394,35 @@ fn open_bucket(
             engine
                 .format(all, sc, false)
                 .map_err(|e| format!("format: {e}"))?;
-            engine.open_with(devs, seal).map_err(|e| e.to_string())?;
+            engine
+                .open_with(devs.clone(), seal)
+                .map_err(|e| e.to_string())?;
         }
         Err(e) => return Err(e.to_string()),
+    }
+    // Slots this open runs without miss every write from here on: stale,
+    // recorded before anything is acknowledged.
+    let missing: BTreeSet<usize> = devs
+        .iter()
+        .enumerate()
+        .filter(|(slot, d)| d.is_none() && !st.stale.contains(slot))
+        .map(|(slot, _)| slot)
+        .collect();
+    let mut st = st;
+    if st.gens.len() < group.len() {
+        st.gens.resize(group.len(), 0);
+    }
+    if !missing.is_empty() || rev == 0 {
+        st.stale.extend(missing.iter().copied());
+        if let Err(e) = write_state(etcd, &cfg.keys, shard, &st, rev) {
+            let _ = engine.close();
+            return Err(e);
+        }
+        if !missing.is_empty() {
+            tracing::warn!(
+                "bucket {shard}: serving without slots {missing:?} (stale until rebuilt)"
+            );
+        }
     }
     provision(&engine, cfg, doc).map_err(|e| e.to_string())?;
     let engine = Arc::new(engine);
@@ -286,6 +440,7 @@ fn open_bucket(
         engine,
         server,
         epoch,
+        resync,
     })
 }
 

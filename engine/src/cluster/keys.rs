@@ -8,6 +8,8 @@
 //! /flint/<cluster>/map             ClusterMap, written by the coordinator only
 //! /flint/<cluster>/release/<shard> {"node", "epoch"}, under the releasing node's lease
 //! /flint/<cluster>/buckets/<shard> {"node", "addr", "epoch"}, under the serving node's lease
+//! /flint/<cluster>/bucket-state/<shard> {"gens", "stale"}: each slot's slice generation, and
+//!                                  the slots that missed writes (kept out until rebuilt)
 //! ```
 
 use std::collections::BTreeMap;
@@ -93,6 +95,11 @@ impl Keys {
         self.key(&format!("buckets/{shard}"))
     }
 
+    /// A bucket's slots: slice generations and stale slots.
+    pub fn bucket_state(&self, shard: u32) -> Vec<u8> {
+        self.key(&format!("bucket-state/{shard}"))
+    }
+
     /// The release of a shard.
     pub fn release(&self, shard: u32) -> Vec<u8> {
         self.key(&format!("release/{shard}"))
@@ -174,7 +181,9 @@ impl State {
             self.nodes.insert(n, (r, item.create_revision));
             return true;
         }
-        if name.strip_prefix("buckets/").and_then(id).is_some() {
+        if name.strip_prefix("buckets/").and_then(id).is_some()
+            || name.strip_prefix("bucket-state/").and_then(id).is_some()
+        {
             return true;
         }
         if let Some(s) = name.strip_prefix("release/").and_then(id) {
