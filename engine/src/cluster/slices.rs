@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use crate::net::slice::{SliceCall, SliceRequest};
 
 /// Block size of every slice.
-pub const SLICE_BLOCK: u32 = 4096;
+pub const SLICE_BLOCK: u32 = crate::net::slice::SLICE_BLOCK as u32;
 
 #[derive(Debug)]
 struct Slice {

@@ -7,6 +7,9 @@
 
 use crate::codec::{DecodeError, Reader, Writer};
 
+/// Bytes of a slice block: writes carry whole blocks.
+pub const SLICE_BLOCK: usize = 4096;
+
 /// Longest slice name.
 pub const MAX_SLICE_NAME: usize = 64;
 
@@ -101,6 +104,12 @@ impl SliceRequest {
             3 => {
                 let lba = r.u64("lba")?;
                 let n = r.remaining();
+                // Whole 4 KiB blocks, at least one.
+                if n == 0 || !n.is_multiple_of(SLICE_BLOCK) {
+                    return Err(DecodeError {
+                        what: "slice write length",
+                    });
+                }
                 SliceCall::Write {
                     lba,
                     data: r.take(n, "data")?.to_vec(),

@@ -1204,6 +1204,14 @@ pub fn sample_requests() -> Vec<Request> {
                 name: b"file".to_vec(),
             },
         }),
+        Request::Slice(super::slice::SliceRequest {
+            epoch: 3,
+            slice: "s1-d0-g0".into(),
+            call: super::slice::SliceCall::Write {
+                lba: 8,
+                data: vec![9; 4096],
+            },
+        }),
     ]
 }
 
@@ -1223,7 +1231,7 @@ mod tests {
             assert_eq!(w.buf[0], op as u8);
             assert_eq!(&Request::decode(&w.buf).unwrap(), req);
         }
-        for code in [0u8, 22, 0xff] {
+        for code in [0u8, 23, 0xff] {
             assert_eq!(Op::from_u8(code), None);
             assert!(Request::decode(&[code]).is_err());
         }
