@@ -62,6 +62,7 @@ struct Bucket {
     epoch: Arc<AtomicU64>,
     /// Slots with a blank slice of the next generation, to rebuild onto.
     resync: Vec<(usize, String)>,
+    opened: std::time::Instant,
 }
 
 /// A bucket's slots as etcd keeps them (no lease: it outlives owners).
@@ -209,10 +210,21 @@ fn run(cfg: &HostConfig, view: &ClusterView, stop: &AtomicBool) {
         if !serving {
             continue;
         }
+        let mut reopen = Vec::new();
         for (s, b) in open.iter_mut() {
             b.epoch.fetch_max(map.epoch, Ordering::AcqRel);
-            if let Err(e) = look_after(&mut etcd, cfg, *s, b) {
-                tracing::warn!("bucket {s}: {e}");
+            match look_after(&mut etcd, cfg, &map, *s, b) {
+                Ok(true) => reopen.push(*s),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("bucket {s}: {e}"),
+            }
+        }
+        // A bucket with a stale slot whose node is back is opened again,
+        // with a blank slice there to rebuild onto.
+        for s in reopen {
+            if let Some(b) = open.remove(&s) {
+                tracing::info!("bucket {s}: reopening to rebuild a stale slot");
+                close(s, b);
             }
         }
         for s in 0..map.shards.len() as u32 {
@@ -278,8 +290,15 @@ fn close(shard: u32, b: Bucket) {
 }
 
 /// Marks slots whose device failed while serving as stale, and rebuilds
-/// stale slots onto the blank slices opened for them.
-fn look_after(etcd: &mut Etcd, cfg: &HostConfig, shard: u32, b: &mut Bucket) -> Result<(), String> {
+/// stale slots onto the blank slices opened for them; true when a stale
+/// slot's node is back and the bucket must be opened again to rebuild it.
+fn look_after(
+    etcd: &mut Etcd,
+    cfg: &HostConfig,
+    map: &ClusterMap,
+    shard: u32,
+    b: &mut Bucket,
+) -> Result<bool, String> {
     let devs = b.engine.devices().map_err(|e| e.to_string())?;
     let failed: BTreeSet<usize> = devs
         .iter()
@@ -291,10 +310,19 @@ fn look_after(etcd: &mut Etcd, cfg: &HostConfig, shard: u32, b: &mut Bucket) -> 
         st.stale.extend(failed.iter().copied());
         write_state(etcd, &cfg.keys, shard, &st, rev)?;
         tracing::warn!("bucket {shard}: slots {failed:?} failed; kept out until rebuilt");
-        return Ok(());
+        return Ok(false);
     }
     let Some((slot, name)) = b.resync.pop() else {
-        return Ok(());
+        let group = &map.shards[shard as usize].group;
+        let back = st.stale.iter().any(|slot| {
+            group
+                .get(*slot)
+                .and_then(|n| map.nodes.get(n))
+                .is_some_and(|n| n.state != super::map::NodeState::Down)
+        });
+        // Not more often than every few seconds (the node may be back in
+        // the map before its slices answer).
+        return Ok(back && b.opened.elapsed() > Duration::from_secs(3));
     };
     let t0 = std::time::Instant::now();
     let done = b
@@ -312,7 +340,7 @@ fn look_after(etcd: &mut Etcd, cfg: &HostConfig, shard: u32, b: &mut Bucket) -> 
         done.chunks,
         t0.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(false)
 }
 
 fn open_bucket(
@@ -374,6 +402,18 @@ fn open_bucket(
             }
         })
         .collect();
+    // Stripes tolerate m lost chunks: with more slots unusable (out of
+    // reach, or stale and blank to rebuild onto) the bucket would serve
+    // holes. It waits instead.
+    let unusable = devs.iter().filter(|d| d.is_none()).count() + resync.len();
+    if unusable > usize::from(doc.m) {
+        return Err(format!(
+            "{unusable} of its {} slots are out of reach or being rebuilt; its stripes \
+             tolerate {}: waiting for their nodes",
+            group.len(),
+            doc.m
+        ));
+    }
     let cpus = flint_dataplane::placement::allowed_cores().map_err(|e| e.to_string())?;
     let mut engine = Engine::start(&ReactorConfig {
         cores: vec![cpus[shard as usize % cpus.len()]],
@@ -441,6 +481,7 @@ fn open_bucket(
         server,
         epoch,
         resync,
+        opened: std::time::Instant::now(),
     })
 }
 

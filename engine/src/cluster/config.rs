@@ -92,7 +92,7 @@ impl ClusterConfig {
                     .into(),
             );
         }
-        if self.slice_size.0 < (64 << 20) || self.slice_size.0 % 4096 != 0 {
+        if self.slice_size.0 < (64 << 20) || !self.slice_size.0.is_multiple_of(4096) {
             return bad(
                 "slice_size",
                 format!(

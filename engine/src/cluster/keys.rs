@@ -125,6 +125,8 @@ pub struct State {
     pub map_revision: i64,
     /// Releases by shard.
     pub releases: BTreeMap<u32, Release>,
+    /// Buckets' stale slots (slices that missed writes, not rebuilt yet).
+    pub stale_slots: usize,
     /// Keys under the prefix that are not the cluster's (a bad value):
     /// reported, never acted on.
     pub unreadable: Vec<String>,
@@ -181,9 +183,14 @@ impl State {
             self.nodes.insert(n, (r, item.create_revision));
             return true;
         }
-        if name.strip_prefix("buckets/").and_then(id).is_some()
-            || name.strip_prefix("bucket-state/").and_then(id).is_some()
-        {
+        if name.strip_prefix("buckets/").and_then(id).is_some() {
+            return true;
+        }
+        if name.strip_prefix("bucket-state/").and_then(id).is_some() {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&item.value) else {
+                return false;
+            };
+            self.stale_slots += v["stale"].as_array().map_or(0, Vec::len);
             return true;
         }
         if let Some(s) = name.strip_prefix("release/").and_then(id) {

@@ -496,6 +496,25 @@ mod tests {
     }
 
     #[test]
+    fn buckets_wait_for_every_member_and_keep_their_group_through_failover() {
+        let mut inp = inputs(6, &[1, 2, 3, 4]);
+        inp.buckets = true;
+        inp.alive.remove(&4);
+        assert!(next(None, &inp).is_none(), "a bucket's group needs every member");
+        inp.alive.insert(4, (rec(4), 4));
+        let map = next(None, &inp).unwrap();
+        assert!(map.shards.iter().all(|p| p.group == vec![1, 2, 3, 4]));
+        inp.alive.remove(&2);
+        let after = next(Some(&map), &inp).unwrap();
+        assert!(after.shards.iter().all(|p| p.group == vec![1, 2, 3, 4] && p.node != 2));
+        // Removed, it stays in the map while groups hold its slices.
+        inp.members.remove(&2);
+        let (done, _) = settle(after, &mut inp);
+        assert!(done.nodes.contains_key(&2));
+        done.check().unwrap();
+    }
+
+    #[test]
     fn a_down_node_fails_over_at_once_and_a_drained_node_leaves() {
         let mut inp = inputs(12, &[1, 2, 3]);
         let map = next(None, &inp).unwrap();

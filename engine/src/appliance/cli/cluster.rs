@@ -105,6 +105,8 @@ fn describe(w: &Where, st: &State) -> Value {
         "epoch": map.map_or(0, |m| m.epoch),
         "coordinator": coordinator,
         "handoffs": map.map_or(0, |m| m.shards.iter().filter(|p| p.moving_to.is_some()).count()),
+        "buckets": st.config.is_some_and(|c| c.k > 0),
+        "stale_slots": st.stale_slots,
         "hosts": hosts,
         "unreadable_keys": st.unreadable,
         "revision": st.revision,
@@ -134,6 +136,12 @@ fn print_status(v: &Value) {
         hosts.len(),
         super::s(&v["handoffs"])
     );
+    if v["buckets"] == json!(true) {
+        println!(
+            "buckets: slices that missed writes, to rebuild: {}",
+            super::s(&v["stale_slots"])
+        );
+    }
     if let Some(bad) = v["unreadable_keys"].as_array().filter(|b| !b.is_empty()) {
         println!("warning: unreadable keys under the prefix: {bad:?}");
     }
@@ -213,10 +221,12 @@ pub(super) fn command(
                 Some(list) => list.split(',').map(node_id).collect::<Result<_, _>>()?,
                 None => st.nodes.keys().copied().collect(),
             };
-            if k > 0 && usize::from(k) + usize::from(m) >= members.len().max(1) + 1 {
+            let width = usize::from(k) + usize::from(m);
+            if k > 0 && width > members.len() {
                 return Err(format!(
-                    "--k {k} --m {m} puts {} chunks of a stripe on distinct nodes: it needs more than {} nodes, there are {} (writes go on with a node lost only when k+m < nodes)",
-                    usize::from(k) + usize::from(m), usize::from(k) + usize::from(m) - 1, members.len()
+                    "--k {k} --m {m} puts each stripe's {width} chunks on {width} distinct nodes; \
+                     there are {} members (writes go on with a node lost when k+m < nodes)",
+                    members.len()
                 ));
             }
             if members.is_empty() {
