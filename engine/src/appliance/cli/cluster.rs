@@ -366,8 +366,10 @@ fn with_bucket<T>(
             .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
             .and_then(|v| v["addr"].as_str().and_then(|a| a.parse().ok()));
         if let Some(addr) = addr {
+            // A node that stopped answering is given up on quickly: the
+            // bucket's address is read again and the call goes where it is.
             let cfg = ClientConfig {
-                timeout: Duration::from_secs(3),
+                timeout: Duration::from_secs(1),
                 ..ClientConfig::default()
             };
             match Client::connect(addr, crate::cluster::buckets::BUCKET_FS, key, cfg)
