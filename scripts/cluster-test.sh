@@ -209,6 +209,7 @@ echo "rolling restart: $errs client errors"
 [ "$errs" = 0 ]
 
 step "6: remove node 4, add it back"
+t_drain=$(now_ms)
 $flint --config "$dir/node1.toml" cluster remove 4 >/dev/null
 wait_for "node 4 drained" 20 no_shards 4
 $flint --config "$dir/node1.toml" cluster host list
@@ -245,6 +246,8 @@ while read -r _ _ rc name; do
   ctotal=$((ctotal + 1))
 done <"$dir/c.log"
 echo "buckets: $ctotal acknowledged writes verified, $cfail failed, longest write $cstall ms"
+longest() { awk -v a="$1" -v b="$2" 'BEGIN { m = 0 } $2 >= a && $1 <= b { d = $2 - $1; if (d > m) m = d } END { print m }' "$dir/c.log"; }
+echo "longest bucket write per step: SIGKILL $(longest "$t_kill" "$t_cut") ms, partition $(longest "$t_cut" "$t_stop") ms, SIGSTOP $(longest "$t_stop" "$t_leader") ms, etcd leader $(longest "$t_leader" "$t_roll") ms, rolling restart $(longest "$t_roll" "$t_drain") ms, drain $(longest "$t_drain" "$(now_ms)") ms"
 [ "$cfail" = 0 ] || {
   echo "cluster-test: $cfail bucket writes failed:" >&2
   tail -5 "$dir/c.err" >&2
