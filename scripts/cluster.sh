@@ -10,6 +10,9 @@
 # Ports: FLINT_CLUSTER_PORT (default 17900) + 1..3 for etcd clients, + 11..13
 # for etcd peers, + 20 + I for node I's data (UDP), + 50 + I for its management API.
 # Node I's config is DIR/nodeI.toml; `flint --config DIR/node1.toml cluster status`.
+# With 3 nodes or more the cluster has buckets (2+1 stripes, a slice on
+# every node): `flint --config DIR/node1.toml cluster put default/NAME FILE`.
+# FLINT_NODE_UIDS="3:4242 ..." runs node 3 as uid 4242 (tests partition it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=${FLINT_CLUSTER_PORT:-17900}
@@ -68,13 +71,32 @@ etcd = [$endpoints]
 name = "flint"
 node = $i
 lease_ttl = $ttl
+slice_dir = "$dir/node$i/slices"
+slice_size = "256MiB"
+key_file = "$dir/cluster.key"
 EOF
+}
+
+uid_of() { # I: the uid node I runs as (empty: ours)
+  local pair
+  for pair in ${FLINT_NODE_UIDS:-}; do
+    [ "${pair%%:*}" = "$1" ] && echo "${pair#*:}" && return
+  done
+  echo ""
+}
+
+node_start() { # DIR I [serve flags]
+  local dir=$1 i=$2 uid
+  shift 2
+  uid=$(uid_of "$i")
+  [ -n "$uid" ] && chown -R "$uid:$uid" "$dir/node$i"
+  FLINT_AS_UID=$uid scripts/appliance.sh start "$dir/node$i.toml" "$@"
 }
 
 cmd=${1:-}
 dir=${2:-}
 [ -n "$cmd" ] && [ -n "$dir" ] || {
-  sed -n '2,12p' "$0" >&2
+  sed -n '2,15p' "$0" >&2
   exit 2
 }
 case "$cmd" in
@@ -93,13 +115,22 @@ up)
   fi
   echo "$members" >"$dir/etcd.members"
   echo "$nodes" >"$dir/nodes"
+  chmod 755 "$dir"
+  # The cluster's key, the same file for every node (readable by the uids
+  # nodes run as here; a real deployment keeps it 0600 for the service).
+  [ -e "$dir/cluster.key" ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/cluster.key"
+  chmod 644 "$dir/cluster.key"
   for i in $(seq 1 "$members"); do etcd_start "$dir" "$i"; done
   etcd_wait "$dir"
   for i in $(seq 1 "$nodes"); do
     node_config "$dir" "$i"
-    scripts/appliance.sh start "$dir/node$i.toml" --init
+    node_start "$dir" "$i" --init
   done
-  $flint --config "$dir/node1.toml" cluster create --shards $((8 * nodes))
+  if [ "$nodes" -ge 3 ]; then
+    $flint --config "$dir/node1.toml" cluster create --shards $((2 * nodes)) --k 2 --m 1
+  else
+    $flint --config "$dir/node1.toml" cluster create --shards $((8 * nodes))
+  fi
   for _ in $(seq 1 100); do
     if $flint --config "$dir/node1.toml" --json cluster status | grep -q '"epoch": [1-9]'; then
       $flint --config "$dir/node1.toml" cluster status
@@ -127,7 +158,11 @@ node)
   i=$3 what=$4
   dir=$(cd "$dir" && pwd)
   shift 4
-  scripts/appliance.sh "$what" "$dir/node$i.toml" "$@"
+  if [ "$what" = start ]; then
+    node_start "$dir" "$i" "$@"
+  else
+    scripts/appliance.sh "$what" "$dir/node$i.toml" "$@"
+  fi
   ;;
 etcd)
   i=$3 what=$4
@@ -142,7 +177,7 @@ etcd)
   esac
   ;;
 *)
-  sed -n '2,12p' "$0" >&2
+  sed -n '2,15p' "$0" >&2
   exit 2
   ;;
 esac

@@ -128,7 +128,12 @@ fn nodes_register_get_a_map_and_fail_over_when_one_leaves() {
     admin
         .put(
             &keys.config(),
-            &serde_json::to_vec(&ClusterDoc { shards: 12 }).unwrap(),
+            &serde_json::to_vec(&ClusterDoc {
+                shards: 12,
+                k: 0,
+                m: 0,
+            })
+            .unwrap(),
             0,
         )
         .unwrap();

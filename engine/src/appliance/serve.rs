@@ -186,6 +186,37 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
     }
     let events = Arc::new(Events::default());
     provision(&engine, cfg, &events)?;
+    // Slices for the cluster's buckets: peers reach them as the cluster's
+    // organization, whose key every node shares.
+    let cluster_key = match cfg.cluster.as_ref().and_then(|c| c.key_file.as_ref()) {
+        Some(path) => Some(read_cluster_key(path)?),
+        None => None,
+    };
+    let slices = match (cfg.cluster.as_ref(), cluster_key) {
+        (Some(c), Some(key)) if c.slice_dir.is_some() => {
+            let org = crate::cluster::buckets::CLUSTER_ORG;
+            let orgs = engine.orgs().map_err(|e| e.to_string())?;
+            match orgs.iter().find(|o| o.name == org) {
+                Some(o) if o.key != key => {
+                    return Err(format!(
+                        "config: cluster.key_file: this node's engine holds another key for {org}; \
+                         every node needs the same key file"
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    engine
+                        .org_create_keyed(org, key)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            let dir = c.slice_dir.as_ref().expect("checked");
+            let s = crate::cluster::slices::Slices::new(dir, org, c.slice_size.0)
+                .map_err(|e| format!("config: cluster.slice_dir: {}: {e}", dir.display()))?;
+            Some(Arc::new(s))
+        }
+        _ => None,
+    };
     let engine = Arc::new(engine);
     // In a cluster: register under a lease before serving; the fence it
     // keeps gates every request and answer of the data server.
@@ -215,7 +246,7 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
         idle: Duration::from_secs(cfg.server.idle_s.max(1)),
         workers: cfg.server.workers,
         fence: agent.as_ref().map(|a| a.view().fence_handle()),
-        slices: None,
+        slices: slices.clone(),
     };
     // Queue i is polled by reactor i (round robin if there are more): a
     // DPDK queue pair, or one of the kernel UDP port's sockets.
@@ -258,6 +289,24 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
     );
     node.nvmf = nvmf.as_ref().map(|t| t.target().clone());
     node.cluster = agent.as_ref().map(|a| (a.node(), a.view()));
+    // The buckets this node serves, when the node keeps slices.
+    let buckets = match (&cfg.cluster, &agent, cluster_key, &slices) {
+        (Some(c), Some(a), Some(key), Some(_)) => {
+            let host = crate::cluster::buckets::HostConfig {
+                node: c.node,
+                keys: crate::cluster::keys::Keys::new(&c.name),
+                etcd: c.etcd.clone(),
+                key,
+                slice_size: c.slice_size.0,
+                ip: data.ip(),
+            };
+            Some(
+                crate::cluster::buckets::BucketHost::start(host, a.view())
+                    .map_err(|e| format!("cannot start the bucket host: {e}"))?,
+            )
+        }
+        _ => None,
+    };
     let node = Arc::new(node);
     let mgmt = Mgmt::start(mgmt_addr, node).map_err(|e| {
         format!("config: server.mgmt_addr: cannot listen on {mgmt_addr}: {e}; stop the other server or choose another port")
@@ -315,6 +364,9 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
     );
     // Leave the cluster first: the lease is revoked, so the shards fail
     // over at once instead of after the TTL.
+    if let Some(b) = buckets {
+        b.stop();
+    }
     if let Some(a) = agent {
         a.stop();
     }
@@ -529,6 +581,23 @@ fn provision(engine: &Engine, cfg: &ApplianceConfig, events: &Events) -> Result<
         );
     }
     engine.sync().map_err(|e| e.to_string())
+}
+
+/// The cluster's key: 64 hex digits in `path`, the same on every node.
+fn read_cluster_key(path: &std::path::Path) -> Result<crate::net::auth::Key, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "config: cluster.key_file: cannot read {}: {e}",
+            path.display()
+        )
+    })?;
+    crate::net::auth::key_from_hex(text.trim()).ok_or_else(|| {
+        format!(
+            "config: cluster.key_file: {} does not hold 64 hex digits (make one with \
+             `head -c 32 /dev/urandom | xxd -p -c 64`, and copy it to every node)",
+            path.display()
+        )
+    })
 }
 
 fn write_key(path: &std::path::Path, key: &crate::net::auth::Key) -> Result<(), String> {

@@ -30,6 +30,9 @@ pub struct ClusterView {
     maps_written: AtomicU64,
     etcd_errors: AtomicU64,
     last_error: Mutex<String>,
+    lease: AtomicU64,
+    /// Shards still open on this node (the bucket host sets them).
+    pub holding: Mutex<std::collections::BTreeSet<u32>>,
 }
 
 impl ClusterView {
@@ -41,6 +44,11 @@ impl ClusterView {
     /// The fence, for the data server to hold.
     pub fn fence_handle(&self) -> Arc<Fence> {
         self.fence.clone()
+    }
+
+    /// The node's lease (0: none now).
+    pub fn lease(&self) -> i64 {
+        self.lease.load(Ordering::Acquire) as i64
     }
 
     /// Whether this node is the coordinator.
@@ -212,6 +220,9 @@ fn run(
     tick: Duration,
 ) {
     while !stop.load(Ordering::Acquire) {
+        if let Ok(h) = view.holding.lock() {
+            member.set_holding(h.clone());
+        }
         match member.tick(&mut etcd, now_ms()) {
             Ok(()) => {}
             Err(KvError::LeaseGone) => {
@@ -239,6 +250,8 @@ fn run(
             }
         }
         view.leader.store(coord.is_leader(), Ordering::Relaxed);
+        view.lease
+            .store(member.lease().unwrap_or(0) as u64, Ordering::Release);
         let epoch = member.map().map_or(0, |m| m.epoch);
         view.fence.set(member.deadline(), epoch);
         if let Ok(mut m) = view.map.lock() {

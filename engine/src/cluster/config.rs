@@ -2,6 +2,9 @@
 //! name, this node's id and its lease. Absent: a single node, its map on
 //! its own devices, nothing else to run.
 
+use std::path::PathBuf;
+
+use flint_dataplane::config::ByteSize;
 use serde::Deserialize;
 
 /// `[cluster]`.
@@ -19,6 +22,22 @@ pub struct ClusterConfig {
     /// acknowledging before it expires, and its shards move after it.
     #[serde(default = "default_ttl")]
     pub lease_ttl: u32,
+    /// Where this node keeps the slices of the cluster's buckets (each
+    /// bucket an engine with a slice on every node). Absent: the node
+    /// keeps membership only and hosts no buckets.
+    #[serde(default)]
+    pub slice_dir: Option<PathBuf>,
+    /// Size of each bucket's slice on this node.
+    #[serde(default = "default_slice")]
+    pub slice_size: ByteSize,
+    /// The cluster's key (64 hex digits), the same file on every node:
+    /// node-to-node sessions and the buckets' `default` organization use it.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+fn default_slice() -> ByteSize {
+    ByteSize(1 << 30)
 }
 
 fn default_name() -> String {
@@ -66,6 +85,22 @@ impl ClusterConfig {
         if self.node == 0 {
             return bad("node", "node ids start at 1".into());
         }
+        if self.slice_dir.is_some() && self.key_file.is_none() {
+            return bad(
+                "key_file",
+                "slice_dir needs the cluster's key_file (the same 64 hex digits on every node)"
+                    .into(),
+            );
+        }
+        if self.slice_size.0 < (64 << 20) || !self.slice_size.0.is_multiple_of(4096) {
+            return bad(
+                "slice_size",
+                format!(
+                    "{} bytes: at least 64MiB, a multiple of 4KiB",
+                    self.slice_size.0
+                ),
+            );
+        }
         if !(1..=60).contains(&self.lease_ttl) {
             return bad(
                 "lease_ttl",
@@ -110,5 +145,17 @@ mod tests {
             "cluster.lease_ttl"
         );
         assert!(parse("etcd=[\"a:1\"]\nnode=1\nleas_ttl=3\n").is_err());
+        assert_eq!(
+            parse("etcd=[\"a:1\"]\nnode=1\nslice_dir=\"/s\"\n")
+                .unwrap_err()
+                .0,
+            "cluster.key_file"
+        );
+        assert_eq!(
+            parse("etcd=[\"a:1\"]\nnode=1\nslice_size=\"1MiB\"\n")
+                .unwrap_err()
+                .0,
+            "cluster.slice_size"
+        );
     }
 }

@@ -7,6 +7,9 @@
 //! /flint/<cluster>/coordinator     the coordinator's id, under its lease
 //! /flint/<cluster>/map             ClusterMap, written by the coordinator only
 //! /flint/<cluster>/release/<shard> {"node", "epoch"}, under the releasing node's lease
+//! /flint/<cluster>/buckets/<shard> {"node", "addr", "epoch"}, under the serving node's lease
+//! /flint/<cluster>/bucket-state/<shard> {"gens", "stale"}: each slot's slice generation, and
+//!                                  the slots that missed writes (kept out until rebuilt)
 //! ```
 
 use std::collections::BTreeMap;
@@ -20,8 +23,14 @@ use super::map::{ClusterMap, Inputs, Membership, NodeId, NodeRecord};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterDoc {
-    /// Shards of the cluster.
+    /// Shards (buckets) of the cluster.
     pub shards: u32,
+    /// Data chunks of a bucket's stripes (0: the cluster hosts no buckets).
+    #[serde(default)]
+    pub k: u8,
+    /// Parity chunks of a bucket's stripes.
+    #[serde(default)]
+    pub m: u8,
 }
 
 /// A node's release of a shard it was handing off.
@@ -81,6 +90,16 @@ impl Keys {
         self.key("map")
     }
 
+    /// Where a bucket is served.
+    pub fn bucket(&self, shard: u32) -> Vec<u8> {
+        self.key(&format!("buckets/{shard}"))
+    }
+
+    /// A bucket's slots: slice generations and stale slots.
+    pub fn bucket_state(&self, shard: u32) -> Vec<u8> {
+        self.key(&format!("bucket-state/{shard}"))
+    }
+
     /// The release of a shard.
     pub fn release(&self, shard: u32) -> Vec<u8> {
         self.key(&format!("release/{shard}"))
@@ -106,6 +125,8 @@ pub struct State {
     pub map_revision: i64,
     /// Releases by shard.
     pub releases: BTreeMap<u32, Release>,
+    /// Buckets' stale slots (slices that missed writes, not rebuilt yet).
+    pub stale_slots: usize,
     /// Keys under the prefix that are not the cluster's (a bad value):
     /// reported, never acted on.
     pub unreadable: Vec<String>,
@@ -162,6 +183,16 @@ impl State {
             self.nodes.insert(n, (r, item.create_revision));
             return true;
         }
+        if name.strip_prefix("buckets/").and_then(id).is_some() {
+            return true;
+        }
+        if name.strip_prefix("bucket-state/").and_then(id).is_some() {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&item.value) else {
+                return false;
+            };
+            self.stale_slots += v["stale"].as_array().map_or(0, Vec::len);
+            return true;
+        }
         if let Some(s) = name.strip_prefix("release/").and_then(id) {
             let Ok(r) = serde_json::from_slice(&item.value) else {
                 return false;
@@ -176,6 +207,7 @@ impl State {
     pub fn inputs(&self) -> Inputs {
         Inputs {
             shards: self.config.map_or(0, |c| c.shards),
+            buckets: self.config.is_some_and(|c| c.k > 0),
             members: self.members.clone(),
             alive: self.nodes.clone(),
             released: self

@@ -46,7 +46,7 @@ pub struct MapNode {
 }
 
 /// Where a shard lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
     /// The owning node.
     pub node: NodeId,
@@ -59,6 +59,10 @@ pub struct Placement {
     /// later completes it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub since: u64,
+    /// A bucket's devices: the node holding each of its slices, by slot
+    /// (fixed when the bucket is made: every node of the first map).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group: Vec<NodeId>,
 }
 
 fn is_zero(x: &u64) -> bool {
@@ -112,6 +116,8 @@ pub struct Inputs {
     pub members: BTreeMap<NodeId, Membership>,
     /// Registered nodes (lease alive) with their incarnation.
     pub alive: BTreeMap<NodeId, (NodeRecord, i64)>,
+    /// Whether shards are buckets (engines on slices of every node).
+    pub buckets: bool,
     /// Shards their owner has released: (shard, owner) → the epoch of
     /// the map it released them under.
     pub released: BTreeMap<(u32, NodeId), u64>,
@@ -243,7 +249,7 @@ pub fn next(map: Option<&ClusterMap>, inputs: &Inputs) -> Option<ClusterMap> {
 
     // Handoffs: complete or cancel.
     for s in 0..m.shards.len() {
-        let p = m.shards[s];
+        let p = m.shards[s].clone();
         let Some((to, core)) = p.moving_to else {
             continue;
         };
@@ -261,6 +267,7 @@ pub fn next(map: Option<&ClusterMap>, inputs: &Inputs) -> Option<ClusterMap> {
                 core,
                 moving_to: None,
                 since: 0,
+                group: std::mem::take(&mut m.shards[s].group),
             };
         }
     }
@@ -274,7 +281,7 @@ pub fn next(map: Option<&ClusterMap>, inputs: &Inputs) -> Option<ClusterMap> {
     if !eligible_nodes.is_empty() {
         // Failover: a down node's shards go at once.
         for s in 0..m.shards.len() {
-            let p = m.shards[s];
+            let p = &m.shards[s];
             if p.moving_to.is_none() && state(&m, p.node) == NodeState::Down {
                 let load = m.load();
                 let to = *eligible_nodes
@@ -287,6 +294,7 @@ pub fn next(map: Option<&ClusterMap>, inputs: &Inputs) -> Option<ClusterMap> {
                     core,
                     moving_to: None,
                     since: 0,
+                    group: std::mem::take(&mut m.shards[s].group),
                 };
             }
         }
@@ -321,8 +329,12 @@ pub fn next(map: Option<&ClusterMap>, inputs: &Inputs) -> Option<ClusterMap> {
     let owners: BTreeSet<NodeId> = m
         .shards
         .iter()
-        .flat_map(|p| [Some(p.node), p.moving_to.map(|t| t.0)])
-        .flatten()
+        .flat_map(|p| {
+            [Some(p.node), p.moving_to.map(|t| t.0)]
+                .into_iter()
+                .flatten()
+                .chain(p.group.iter().copied())
+        })
         .collect();
     m.nodes.retain(|id, _| {
         owners.contains(id)
@@ -352,6 +364,15 @@ fn first(inputs: &Inputs) -> Option<ClusterMap> {
     if live.is_empty() || inputs.shards == 0 {
         return None;
     }
+    // A bucket's group is fixed at its making: wait for every member.
+    let members = inputs
+        .members
+        .values()
+        .filter(|w| **w != Membership::Remove)
+        .count();
+    if inputs.buckets && live.len() < members {
+        return None;
+    }
     let nodes = live
         .iter()
         .map(|(id, r, inc)| {
@@ -366,6 +387,11 @@ fn first(inputs: &Inputs) -> Option<ClusterMap> {
             )
         })
         .collect();
+    let group: Vec<NodeId> = if inputs.buckets {
+        live.iter().map(|(id, _, _)| *id).collect()
+    } else {
+        Vec::new()
+    };
     let shards = (0..inputs.shards as usize)
         .map(|s| {
             let (id, r, _) = live[s % live.len()];
@@ -374,6 +400,7 @@ fn first(inputs: &Inputs) -> Option<ClusterMap> {
                 core: ((s / live.len()) % r.cores.max(1) as usize) as u16,
                 moving_to: None,
                 since: 0,
+                group: group.clone(),
             }
         })
         .collect();
@@ -408,6 +435,7 @@ mod tests {
                 .map(|n| (*n, (rec(*n), i64::from(*n))))
                 .collect(),
             released: BTreeMap::new(),
+            buckets: false,
         }
     }
 
@@ -465,6 +493,25 @@ mod tests {
         for p in &map.shards {
             assert!(p.core < 2);
         }
+    }
+
+    #[test]
+    fn buckets_wait_for_every_member_and_keep_their_group_through_failover() {
+        let mut inp = inputs(6, &[1, 2, 3, 4]);
+        inp.buckets = true;
+        inp.alive.remove(&4);
+        assert!(next(None, &inp).is_none(), "a bucket's group needs every member");
+        inp.alive.insert(4, (rec(4), 4));
+        let map = next(None, &inp).unwrap();
+        assert!(map.shards.iter().all(|p| p.group == vec![1, 2, 3, 4]));
+        inp.alive.remove(&2);
+        let after = next(Some(&map), &inp).unwrap();
+        assert!(after.shards.iter().all(|p| p.group == vec![1, 2, 3, 4] && p.node != 2));
+        // Removed, it stays in the map while groups hold its slices.
+        inp.members.remove(&2);
+        let (done, _) = settle(after, &mut inp);
+        assert!(done.nodes.contains_key(&2));
+        done.check().unwrap();
     }
 
     #[test]

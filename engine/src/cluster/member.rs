@@ -86,6 +86,8 @@ pub struct Member {
     map: Option<ClusterMap>,
     map_revision: i64,
     released: BTreeSet<(u32, u64)>,
+    /// Shards still open here (a bucket being closed): not released yet.
+    holding: BTreeSet<u32>,
 }
 
 impl Member {
@@ -105,7 +107,14 @@ impl Member {
             map: None,
             map_revision: 0,
             released: BTreeSet::new(),
+            holding: BTreeSet::new(),
         }
+    }
+
+    /// Shards the node still has open: a handoff's release waits until
+    /// they are closed.
+    pub fn set_holding(&mut self, shards: BTreeSet<u32>) {
+        self.holding = shards;
     }
 
     /// The node's id.
@@ -221,7 +230,7 @@ impl Member {
             .enumerate()
             .filter(|(_, p)| p.node == self.record.id && p.moving_to.is_some())
             .map(|(s, _)| s as u32)
-            .filter(|s| !self.released.contains(&(*s, epoch)))
+            .filter(|s| !self.released.contains(&(*s, epoch)) && !self.holding.contains(s))
             .collect();
         for s in due {
             let r = Release {

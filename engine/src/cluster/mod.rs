@@ -21,6 +21,7 @@
 //! - [`config`]: the `[cluster]` table.
 
 pub mod agent;
+pub mod buckets;
 pub mod config;
 pub mod coord;
 pub mod etcd;

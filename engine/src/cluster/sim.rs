@@ -141,7 +141,7 @@ impl Sim {
         let nodes = 3 + rng.below(4) as u32;
         let keys = Keys::new("sim");
         let mut model = Model::new();
-        let doc = serde_json::to_vec(&ClusterDoc { shards }).unwrap();
+        let doc = serde_json::to_vec(&ClusterDoc { shards, k: 0, m: 0 }).unwrap();
         model.put(&keys.config(), &doc, 0).unwrap();
         let mut sim = Sim {
             rng,

@@ -14,6 +14,7 @@ use crate::cluster::etcd::Etcd;
 use crate::cluster::keys::{ClusterDoc, Keys, State};
 use crate::cluster::kv::{Compare, Kv, Op, Target, Txn};
 use crate::cluster::map::{Membership, NodeId, NodeState};
+use crate::net::client::{Client, ClientConfig, ClientError};
 
 /// Where the cluster's state is: etcd members and the cluster's name.
 struct Where {
@@ -104,6 +105,8 @@ fn describe(w: &Where, st: &State) -> Value {
         "epoch": map.map_or(0, |m| m.epoch),
         "coordinator": coordinator,
         "handoffs": map.map_or(0, |m| m.shards.iter().filter(|p| p.moving_to.is_some()).count()),
+        "buckets": st.config.is_some_and(|c| c.k > 0),
+        "stale_slots": st.stale_slots,
         "hosts": hosts,
         "unreadable_keys": st.unreadable,
         "revision": st.revision,
@@ -133,6 +136,12 @@ fn print_status(v: &Value) {
         hosts.len(),
         super::s(&v["handoffs"])
     );
+    if v["buckets"] == json!(true) {
+        println!(
+            "buckets: slices that missed writes, to rebuild: {}",
+            super::s(&v["stale_slots"])
+        );
+    }
     if let Some(bad) = v["unreadable_keys"].as_array().filter(|b| !b.is_empty()) {
         println!("warning: unreadable keys under the prefix: {bad:?}");
     }
@@ -201,16 +210,29 @@ pub(super) fn command(
                 return Err(format!("--shards {shards} is out of range (1..=65536)"));
             }
             let nodes = value(&mut args, "--nodes")?;
+            let k: u8 = value(&mut args, "--k")?.map_or(Ok(0), |v| v.parse()).map_err(|_| "--k takes a number".to_string())?;
+            let m: u8 = value(&mut args, "--m")?.map_or(Ok(0), |v| v.parse()).map_err(|_| "--m takes a number".to_string())?;
+            if (k == 0) != (m == 0) {
+                return Err("buckets need both --k and --m (data and parity chunks per stripe)".into());
+            }
             no_more(&args)?;
             let st = read(&mut w)?;
             let members: Vec<NodeId> = match nodes {
                 Some(list) => list.split(',').map(node_id).collect::<Result<_, _>>()?,
                 None => st.nodes.keys().copied().collect(),
             };
+            let width = usize::from(k) + usize::from(m);
+            if k > 0 && width > members.len() {
+                return Err(format!(
+                    "--k {k} --m {m} puts each stripe's {width} chunks on {width} distinct nodes; \
+                     there are {} members (writes go on with a node lost when k+m < nodes)",
+                    members.len()
+                ));
+            }
             if members.is_empty() {
                 return Err("no nodes are registered yet: start them (flint serve with [cluster]) or name them with --nodes 1,2,3".into());
             }
-            let doc = serde_json::to_vec(&ClusterDoc { shards }).expect("doc serializes");
+            let doc = serde_json::to_vec(&ClusterDoc { shards, k, m }).expect("doc serializes");
             let active = serde_json::to_vec(&Membership::Active).expect("serializes");
             let mut success = vec![Op::Put {
                 key: w.keys.config(),
@@ -301,8 +323,148 @@ pub(super) fn command(
             }
             Ok(())
         }
+        "put" | "get" => data(&mut w, cfg, json_out, &sub, args),
         other => Err(format!(
-            "unknown `cluster {other}` (try: create, status, host list, add, remove, maint)"
+            "unknown `cluster {other}` (try: create, status, host list, add, remove, maint, put, get)"
         )),
+    }
+}
+
+/// How long `cluster put|get` keeps trying (a bucket moving to another
+/// node after a failure is served again within the lease TTL and its
+/// opening).
+const DATA_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs `f` against the node serving `name`'s bucket, following the
+/// bucket when it moves: on any failure the address is read again from
+/// etcd and `f` runs again (it must be idempotent), until [`DATA_PATIENCE`].
+fn with_bucket<T>(
+    w: &mut Where,
+    key: &crate::net::auth::Key,
+    name: &str,
+    mut f: impl FnMut(&mut Client) -> Result<T, ClientError>,
+) -> Result<T, String> {
+    let st = read(w)?;
+    let doc = st
+        .config
+        .ok_or_else(|| format!("cluster {} is not created", w.name))?;
+    if doc.k == 0 {
+        return Err(format!(
+            "cluster {} has no buckets (created without --k/--m)",
+            w.name
+        ));
+    }
+    let shard = crate::cluster::buckets::bucket_of(name, doc.shards);
+    let start = std::time::Instant::now();
+    let mut last = String::from("no node serves it yet");
+    while start.elapsed() < DATA_PATIENCE {
+        let addr = w
+            .etcd
+            .range(&w.keys.bucket(shard), false)
+            .ok()
+            .and_then(|r| r.kvs.into_iter().next())
+            .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+            .and_then(|v| v["addr"].as_str().and_then(|a| a.parse().ok()));
+        if let Some(addr) = addr {
+            // A node that stopped answering is given up on quickly: the
+            // bucket's address is read again and the call goes where it is.
+            let cfg = ClientConfig {
+                timeout: Duration::from_secs(1),
+                ..ClientConfig::default()
+            };
+            match Client::connect(addr, crate::cluster::buckets::BUCKET_FS, key, cfg)
+                .and_then(|mut c| f(&mut c))
+            {
+                Ok(v) => return Ok(v),
+                Err(ClientError::Status(c)) if c == -libc::ENOENT => {
+                    return Err(format!("{name}: no such file"))
+                }
+                Err(e) => last = format!("bucket {shard} at {addr}: {e}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(format!(
+        "{last} (gave up after {} s)",
+        DATA_PATIENCE.as_secs()
+    ))
+}
+
+/// `cluster put FS/NAME FILE` and `cluster get FS/NAME [FILE]`: a file of
+/// the cluster's file system, in the bucket its name hashes to.
+fn data(
+    w: &mut Where,
+    cfg: Option<&ApplianceConfig>,
+    json_out: bool,
+    sub: &str,
+    mut args: Vec<String>,
+) -> Result<(), String> {
+    let key_file = value(&mut args, "--key-file")?
+        .map(std::path::PathBuf::from)
+        .or_else(|| cfg.and_then(|c| c.cluster.as_ref()?.key_file.clone()))
+        .ok_or(
+            "`flint cluster put|get` needs the cluster's key: --key-file F or [cluster] key_file",
+        )?;
+    let text =
+        std::fs::read_to_string(&key_file).map_err(|e| format!("{}: {e}", key_file.display()))?;
+    let key = crate::net::auth::key_from_hex(text.trim())
+        .ok_or_else(|| format!("{}: not 64 hex digits", key_file.display()))?;
+    let target = need(&mut args, &format!("cluster {sub}"), "FS/NAME")?;
+    let (fs, name) = target
+        .split_once('/')
+        .filter(|(_, n)| !n.is_empty() && !n.contains('/'))
+        .ok_or_else(|| format!("`{target}` is not FS/NAME"))?;
+    let bucket_fs = crate::cluster::buckets::BUCKET_FS;
+    if fs != bucket_fs {
+        return Err(format!(
+            "the cluster's buckets hold one file system, `{bucket_fs}`"
+        ));
+    }
+    if sub == "put" {
+        let file = need(&mut args, "cluster put", "a local FILE")?;
+        no_more(&args)?;
+        let data = std::fs::read(&file).map_err(|e| format!("{file}: {e}"))?;
+        with_bucket(w, &key, name, |c| {
+            let (ino, _) = c.open(bucket_fs, name, true)?;
+            c.truncate(ino, 0)?;
+            for (i, part) in data.chunks(1 << 20).enumerate() {
+                c.write(ino, (i as u64) << 20, part)?;
+            }
+            c.sync()
+        })?;
+        if json_out {
+            println!("{}", json!({"put": target, "bytes": data.len()}));
+        }
+        return Ok(());
+    }
+    let out = args.first().cloned();
+    if out.is_some() {
+        args.remove(0);
+    }
+    no_more(&args)?;
+    let data = with_bucket(w, &key, name, |c| {
+        let (ino, size) = c.open(bucket_fs, name, false)?;
+        let mut data = Vec::with_capacity(size as usize);
+        while (data.len() as u64) < size {
+            let part = c.read(
+                ino,
+                data.len() as u64,
+                (1 << 20).min((size - data.len() as u64) as usize),
+            )?;
+            if part.is_empty() {
+                break;
+            }
+            data.extend_from_slice(&part);
+        }
+        Ok(data)
+    })?;
+    match out {
+        Some(path) => std::fs::write(&path, &data).map_err(|e| format!("{path}: {e}")),
+        None => {
+            use std::io::Write as _;
+            std::io::stdout()
+                .write_all(&data)
+                .map_err(|e| e.to_string())
+        }
     }
 }

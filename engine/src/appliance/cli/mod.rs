@@ -51,8 +51,11 @@ Management (over the API at --addr, or the config's server.mgmt_addr):
   events [--since N]                    events and alerts
   scrub                                 verify every stripe, rebuild onto healthy devices
 Cluster (etcd at the config's [cluster] etcd, or --etcd HOST:PORT[,...]; --cluster NAME):
-  cluster create --shards N [--nodes 1,2,3]   create the cluster (members: the nodes
-                    registered now, or those named)
+  cluster create --shards N [--nodes 1,2,3] [--k K --m M]   create the cluster (members:
+                    the nodes registered now, or those named); with --k/--m each shard is a
+                    bucket: an engine with K+M stripes over a slice on every node
+  cluster put default/NAME FILE | cluster get default/NAME [FILE]   a file in the bucket
+                    NAME hashes to, following it across failovers (the [cluster] key_file)
   cluster status | cluster host list          the map's epoch, coordinator, hosts, shards
   cluster add NODE | cluster remove NODE      admit a node; drain one (its shards move
                     off one at a time) and drop it
