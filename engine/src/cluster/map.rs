@@ -500,13 +500,19 @@ mod tests {
         let mut inp = inputs(6, &[1, 2, 3, 4]);
         inp.buckets = true;
         inp.alive.remove(&4);
-        assert!(next(None, &inp).is_none(), "a bucket's group needs every member");
+        assert!(
+            next(None, &inp).is_none(),
+            "a bucket's group needs every member"
+        );
         inp.alive.insert(4, (rec(4), 4));
         let map = next(None, &inp).unwrap();
         assert!(map.shards.iter().all(|p| p.group == vec![1, 2, 3, 4]));
         inp.alive.remove(&2);
         let after = next(Some(&map), &inp).unwrap();
-        assert!(after.shards.iter().all(|p| p.group == vec![1, 2, 3, 4] && p.node != 2));
+        assert!(after
+            .shards
+            .iter()
+            .all(|p| p.group == vec![1, 2, 3, 4] && p.node != 2));
         // Removed, it stays in the map while groups hold its slices.
         inp.members.remove(&2);
         let (done, _) = settle(after, &mut inp);
