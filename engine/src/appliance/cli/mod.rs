@@ -154,6 +154,15 @@ fn run(argv: &[String]) -> Result<(), String> {
         return Ok(());
     }
     let cmd = args.remove(0);
+    if cmd != "serve" && cmd != "mount" {
+        // A command whose output is cut short (`flint ... | head`) ends
+        // quietly, as Unix tools do, instead of panicking on EPIPE.
+        // SAFETY: restoring SIGPIPE's default disposition has no
+        // precondition; the node (`serve`) and the mount keep ignoring it.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let need_cfg = || {
         cfg.as_ref()
             .ok_or_else(|| format!("`flint {cmd}` needs --config FILE"))
