@@ -18,10 +18,13 @@ start)
   "${as[@]}" "$flint" --config "$cfg" serve "$@" >"$cfg.log" 2>&1 &
   echo $! >"$cfg.pid"
   for _ in $(seq 1 200); do
-    if "$flint" --config "$cfg" status >/dev/null 2>&1; then
+    # Ours must be alive before and after the answer: another node left
+    # on the same port would answer too.
+    alive() { kill -0 "$(cat "$cfg.pid")" 2>/dev/null; }
+    if alive && "$flint" --config "$cfg" status >/dev/null 2>&1 && sleep 0.2 && alive; then
       exit 0
     fi
-    if ! kill -0 "$(cat "$cfg.pid")" 2>/dev/null; then
+    if ! alive; then
       echo "flint serve exited during start-up:" >&2
       cat "$cfg.log" >&2
       exit 1

@@ -255,4 +255,7 @@ echo "longest bucket write per step: SIGKILL $(longest "$t_kill" "$t_cut") ms, p
 }
 $flint --config "$dir/node1.toml" cluster status
 echo "cluster-test: $total acknowledged node writes and $ctotal bucket writes verified; failover $failover ms (TTL $ttl_ms ms); longest bucket write $cstall ms"
+# Stop every node and etcd member before their directory goes.
+trap - EXIT
+cleanup
 rm -rf "$dir"
