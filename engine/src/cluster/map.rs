@@ -65,6 +65,17 @@ pub struct Placement {
     pub group: Vec<NodeId>,
 }
 
+impl Placement {
+    /// Owned by `node`'s `core` from now on, no handoff pending (its
+    /// group stays).
+    fn settle_on(&mut self, node: NodeId, core: u16) {
+        self.node = node;
+        self.core = core;
+        self.moving_to = None;
+        self.since = 0;
+    }
+}
+
 fn is_zero(x: &u64) -> bool {
     *x == 0
 }
@@ -262,13 +273,7 @@ pub fn next(map: Option<&ClusterMap>, inputs: &Inputs) -> Option<ClusterMap> {
             .is_some_and(|&e| e >= p.since)
             || state(&m, p.node) == NodeState::Down
         {
-            m.shards[s] = Placement {
-                node: to,
-                core,
-                moving_to: None,
-                since: 0,
-                group: std::mem::take(&mut m.shards[s].group),
-            };
+            m.shards[s].settle_on(to, core);
         }
     }
 
@@ -289,13 +294,7 @@ pub fn next(map: Option<&ClusterMap>, inputs: &Inputs) -> Option<ClusterMap> {
                     .min_by_key(|n| load[n])
                     .expect("eligible");
                 let core = core_for(&m.shards, to, m.nodes[&to].cores);
-                m.shards[s] = Placement {
-                    node: to,
-                    core,
-                    moving_to: None,
-                    since: 0,
-                    group: std::mem::take(&mut m.shards[s].group),
-                };
+                m.shards[s].settle_on(to, core);
             }
         }
         // One handoff at a time.
