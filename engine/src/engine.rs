@@ -740,9 +740,10 @@ impl Engine {
 
     /// Replaces a missing device with `name`, a blank device the engine was
     /// opened with (one that holds another engine's superblock needs
-    /// `force`). It takes the lowest missing slot: every shard zeroes its
-    /// metadata areas on it and rebuilds the chunks it kept in that slot
-    /// from the survivors (each shard's reactor is busy meanwhile); then it
+    /// `force`). It takes the slot of its place in the list the engine was
+    /// opened with when that slot is missing, else the lowest missing slot:
+    /// every shard zeroes its metadata areas on it and rebuilds the chunks
+    /// it kept in that slot from the survivors (each shard's reactor is busy meanwhile); then it
     /// joins as a healthy member of every shard and its superblock is
     /// written last. A crash before that leaves it blank and the engine
     /// degraded, as before; running the command again starts over.
@@ -762,10 +763,15 @@ impl Engine {
                 reason: format!("device {name} is already member {} of the engine", r.index),
             });
         }
-        let index = report
+        // The slot of the device's place in the list the engine was opened
+        // with, when that slot is missing; else the lowest missing slot.
+        let at = self
+            .devices
             .iter()
-            .find(|r| !r.present)
-            .map(|r| r.index)
+            .position(|d| d.as_ref().is_some_and(|d| d.name() == name))
+            .filter(|p| report.get(*p).is_some_and(|r| !r.present));
+        let index = at
+            .or_else(|| report.iter().find(|r| !r.present).map(|r| r.index))
             .ok_or_else(|| StoreError::Invalid {
                 reason: "no device is missing: nothing to replace".into(),
             })?;
@@ -867,6 +873,31 @@ impl Engine {
             t.unprotected_chunks += r.unprotected_chunks;
             t.unrecoverable += r.unrecoverable;
             done(i as u32 + 1);
+        }
+        Ok(t)
+    }
+
+    /// One evacuation step on every shard: the chunks and metadata page
+    /// chunks of lost (missing or failed) devices, up to `max_stripes`
+    /// stripes per shard and the most damaged first (with `urgent_only`,
+    /// only stripes left with no redundancy), rebuilt onto healthy devices
+    /// outside their stripe and made durable. Each shard's reactor is busy
+    /// for one step; the caller paces the steps so foreground I/O keeps its
+    /// rate. Returns what the step did and what is left, summed.
+    pub fn evacuate(
+        &self,
+        max_stripes: usize,
+        urgent_only: bool,
+    ) -> Result<crate::store::Evacuation> {
+        let per = self.broadcast(move |s| s.evacuate(max_stripes, urgent_only))?;
+        let mut t = crate::store::Evacuation::default();
+        for r in per {
+            t.relocated_chunks += r.relocated_chunks;
+            t.relocated_pages += r.relocated_pages;
+            t.remaining_stripes += r.remaining_stripes;
+            t.unprotected_stripes += r.unprotected_stripes;
+            t.remaining_pages += r.remaining_pages;
+            t.stuck_chunks += r.stuck_chunks;
         }
         Ok(t)
     }

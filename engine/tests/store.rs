@@ -796,3 +796,82 @@ fn an_older_on_device_format_is_refused_with_what_to_do() {
         "{err}"
     );
 }
+
+#[test]
+fn a_lost_device_is_evacuated_in_resumable_steps_and_a_second_loss_is_survived() {
+    for shards in [1u32, 2] {
+        let devs = memory_devices(5, 24);
+        let cfg = StoreConfig {
+            shards,
+            ..small_config()
+        };
+        let mut e = engine();
+        e.format(devs.clone(), cfg, false).unwrap();
+        e.open(present(&devs)).unwrap();
+        let fs = e
+            .call(move |s| s.fs_create("data", 2, 1, true, 1 << 30))
+            .unwrap();
+        let mut rng = Rng(71 + u64::from(shards));
+        let mut model = Model::new();
+        workload(&e, fs, &mut rng, &mut model, 120);
+        // Nothing lost: nothing to do.
+        let idle = e.evacuate(4, false).unwrap();
+        assert!(idle.done() && idle.relocated_chunks == 0, "{idle:?}");
+        e.close().unwrap();
+
+        // Device 1 is gone: every stripe it held a chunk of has none left
+        // to spare (2+1), so all of them are urgent.
+        let mut some = present(&devs);
+        some[1] = None;
+        let mut e = engine();
+        e.open(some.clone()).unwrap();
+        let first = e.evacuate(1, true).unwrap();
+        assert!(first.relocated_chunks >= 1, "{first:?}");
+        assert!(first.remaining_stripes > 0, "{first:?}");
+        assert_eq!(
+            first.remaining_stripes, first.unprotected_stripes,
+            "{first:?}"
+        );
+        check(&e, &model);
+        // Cut short by a restart, it goes on from where it was.
+        e.close().unwrap();
+        let mut e = engine();
+        e.open(some.clone()).unwrap();
+        let resumed = e.evacuate(0, false).unwrap();
+        assert!(
+            resumed.remaining_stripes < first.remaining_stripes + first.relocated_chunks,
+            "{first:?} then {resumed:?}"
+        );
+        let mut steps = 0;
+        let last = loop {
+            let r = e.evacuate(2, false).unwrap();
+            steps += 1;
+            assert_eq!(r.stuck_chunks, 0, "{r:?}");
+            if r.done() {
+                break r;
+            }
+            assert!(steps < 10_000, "evacuation makes no progress: {r:?}");
+        };
+        assert!(steps > 1, "{last:?}");
+        check(&e, &model);
+        // Writes meanwhile keep full redundancy on the survivors.
+        workload(&e, fs, &mut rng, &mut model, 40);
+        e.sync().unwrap();
+        assert!(e.evacuate(4, false).unwrap().done());
+        let scrub = e.scrub(|_| {}).unwrap();
+        assert_eq!(
+            (scrub.unrecoverable, scrub.unprotected_chunks),
+            (0, 0),
+            "{scrub:?}"
+        );
+        e.close().unwrap();
+
+        // A second device lost: 2+1 stripes survive it, since none kept a
+        // chunk on the first.
+        some[3] = None;
+        let mut e = engine();
+        e.open(some).unwrap();
+        check(&e, &model);
+        e.close().unwrap();
+    }
+}

@@ -299,6 +299,7 @@ pub fn serve(cfg: &ApplianceConfig, opts: ServeOptions) -> Result<(), String> {
                 key,
                 slice_size: c.slice_size.0,
                 ip: data.ip(),
+                rebuild: c.rebuild_policy(),
             };
             Some(
                 crate::cluster::buckets::BucketHost::start(host, a.view())

@@ -33,6 +33,8 @@ pub struct ClusterView {
     lease: AtomicU64,
     /// Shards still open on this node (the bucket host sets them).
     pub holding: Mutex<std::collections::BTreeSet<u32>>,
+    /// The health of the buckets open on this node (the host sets it).
+    pub buckets: Mutex<std::collections::BTreeMap<u32, super::rebuild::BucketHealth>>,
 }
 
 impl ClusterView {
@@ -69,6 +71,7 @@ impl ClusterView {
             "etcd_errors": self.etcd_errors.load(Ordering::Relaxed),
             "last_error": self.last_error.lock().map(|e| e.clone()).unwrap_or_default(),
             "shards": map.as_ref().map_or(0, |m| m.owned(node).count()),
+            "buckets": self.buckets.lock().map(|b| json!(*b)).unwrap_or_default(),
         })
     }
 }

@@ -27,7 +27,8 @@ use super::agent::ClusterView;
 use super::etcd::Etcd;
 use super::keys::{ClusterDoc, Keys};
 use super::kv::{Kv, Op, Txn};
-use super::map::{ClusterMap, NodeId};
+use super::map::{ClusterMap, Membership, NodeId};
+use super::rebuild::{Rebuild, RebuildPolicy};
 use super::remote::{RemoteDevice, RemoteSpec};
 use crate::engine::Engine;
 use crate::net::auth::Key;
@@ -54,6 +55,8 @@ pub struct HostConfig {
     pub slice_size: u64,
     /// The address buckets' ports bind to.
     pub ip: IpAddr,
+    /// How lost slots are rebuilt onto the survivors.
+    pub rebuild: RebuildPolicy,
 }
 
 struct Bucket {
@@ -63,6 +66,8 @@ struct Bucket {
     /// Slots with a blank slice of the next generation, to rebuild onto.
     resync: Vec<(usize, String)>,
     opened: std::time::Instant,
+    /// The rebuild of lost slots onto the other slots.
+    rebuild: Rebuild,
 }
 
 /// A bucket's slots as etcd keeps them (no lease: it outlives owners).
@@ -75,6 +80,11 @@ pub struct BucketState {
     /// rebuilt.
     #[serde(default)]
     pub stale: BTreeSet<usize>,
+    /// Stale slots the bucket's data has been rebuilt without: every
+    /// stripe has its k+m chunks on the other slots, so they do not count
+    /// against the m slots a bucket may open without.
+    #[serde(default)]
+    pub evacuated: BTreeSet<usize>,
 }
 
 impl BucketState {
@@ -267,6 +277,15 @@ fn run(cfg: &HostConfig, view: &ClusterView, stop: &AtomicBool) {
         if let Ok(mut h) = view.holding.lock() {
             *h = open.keys().copied().collect::<BTreeSet<u32>>();
         }
+        if let Ok(mut h) = view.buckets.lock() {
+            *h = open
+                .iter()
+                .map(|(s, b)| (*s, b.rebuild.health(b.epoch.load(Ordering::Acquire))))
+                .collect();
+        }
+    }
+    if let Ok(mut h) = view.buckets.lock() {
+        h.clear();
     }
     for (s, b) in std::mem::take(&mut open) {
         close(s, b);
@@ -314,6 +333,8 @@ fn look_after(
     }
     let Some((slot, name)) = b.resync.pop() else {
         let group = &map.shards[shard as usize].group;
+        rebuild_lost(etcd, cfg, map, shard, b, &devs, (st, rev))?;
+        let (st, _) = read_state(etcd, &cfg.keys, shard)?;
         let back = st.stale.iter().any(|slot| {
             group
                 .get(*slot)
@@ -334,6 +355,7 @@ fn look_after(
     st.gens.resize(width, 0);
     st.gens[slot] += 1;
     st.stale.remove(&slot);
+    st.evacuated.remove(&slot);
     write_state(etcd, &cfg.keys, shard, &st, rev)?;
     tracing::info!(
         "bucket {shard}: slot {slot} rebuilt onto {name}: {} chunks in {:.1} s",
@@ -341,6 +363,66 @@ fn look_after(
         t0.elapsed().as_secs_f64()
     );
     Ok(false)
+}
+
+/// Paces the rebuild of the bucket's lost slots — slices missing or
+/// failed whose node is down (a live node's slot is rebuilt in place, from
+/// a new slice there) — onto the other slots, and records the slots it
+/// finished without.
+fn rebuild_lost(
+    etcd: &mut Etcd,
+    cfg: &HostConfig,
+    map: &ClusterMap,
+    shard: u32,
+    b: &mut Bucket,
+    devs: &[crate::store::DeviceReport],
+    (st, rev): (BucketState, i64),
+) -> Result<(), String> {
+    let group = &map.shards[shard as usize].group;
+    let down = |slot: usize| {
+        group
+            .get(slot)
+            .and_then(|n| map.nodes.get(n))
+            .is_none_or(|n| n.state == super::map::NodeState::Down)
+    };
+    let lost: BTreeSet<usize> = devs
+        .iter()
+        .filter(|d| (!d.present || !d.healthy) && down(d.index))
+        .map(|d| d.index)
+        .collect();
+    // Planned maintenance of every lost slot's node: nothing is rebuilt.
+    let mut maintenance = !lost.is_empty();
+    for slot in &lost {
+        let Some(n) = group.get(*slot) else {
+            maintenance = false;
+            break;
+        };
+        let r = etcd
+            .range(&cfg.keys.member(*n), false)
+            .map_err(|e| e.to_string())?;
+        let m: Option<Membership> = r
+            .kvs
+            .first()
+            .and_then(|kv| serde_json::from_slice(&kv.value).ok());
+        if m != Some(Membership::Maint) {
+            maintenance = false;
+            break;
+        }
+    }
+    if b.rebuild.tick(&b.engine, &lost, maintenance)? && !lost.is_subset(&st.evacuated) {
+        let mut st = st;
+        st.evacuated.extend(lost.iter().copied());
+        write_state(etcd, &cfg.keys, shard, &st, rev)?;
+        let h = b.rebuild.health(0);
+        tracing::info!(
+            "bucket {shard}: rebuilt without slots {lost:?}: {} chunks in {:.1} s ({:.1} s of \
+             steps); every stripe has its k+m chunks again",
+            h.relocated_chunks,
+            h.lost_for_s,
+            h.busy_s
+        );
+    }
+    Ok(())
 }
 
 fn open_bucket(
@@ -405,7 +487,15 @@ fn open_bucket(
     // Stripes tolerate m lost chunks: with more slots unusable (out of
     // reach, or stale and blank to rebuild onto) the bucket would serve
     // holes. It waits instead.
-    let unusable = devs.iter().filter(|d| d.is_none()).count() + resync.len();
+    let unusable = devs
+        .iter()
+        .enumerate()
+        .filter(|(slot, d)| d.is_none() && !st.evacuated.contains(slot))
+        .count()
+        + resync
+            .iter()
+            .filter(|(slot, _)| !st.evacuated.contains(slot))
+            .count();
     if unusable > usize::from(doc.m) {
         return Err(format!(
             "{unusable} of its {} slots are out of reach or being rebuilt; its stripes \
@@ -482,6 +572,7 @@ fn open_bucket(
         epoch,
         resync,
         opened: std::time::Instant::now(),
+        rebuild: Rebuild::new(cfg.rebuild),
     })
 }
 

@@ -34,6 +34,23 @@ pub struct ClusterConfig {
     /// node-to-node sessions and the buckets' `default` organization use it.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// Seconds a bucket's lost slot may come back in before the stripes
+    /// that still have redundancy are rebuilt onto the other nodes
+    /// (stripes left with none are rebuilt at once).
+    #[serde(default = "default_grace")]
+    pub rebuild_grace: u32,
+    /// The largest share of a bucket reactor's time its rebuild takes, in
+    /// percent: foreground I/O keeps the rest.
+    #[serde(default = "default_share")]
+    pub rebuild_share: u32,
+}
+
+fn default_grace() -> u32 {
+    10
+}
+
+fn default_share() -> u32 {
+    25
 }
 
 fn default_slice() -> ByteSize {
@@ -107,7 +124,28 @@ impl ClusterConfig {
                 format!("{} s is out of range (1..=60)", self.lease_ttl),
             );
         }
+        if !(1..=100).contains(&self.rebuild_share) {
+            return bad(
+                "rebuild_share",
+                format!("{}% is out of range (1..=100)", self.rebuild_share),
+            );
+        }
+        if self.rebuild_grace > 86_400 {
+            return bad(
+                "rebuild_grace",
+                format!("{} s is more than a day", self.rebuild_grace),
+            );
+        }
         Ok(())
+    }
+
+    /// How the node rebuilds its buckets' lost slots.
+    pub fn rebuild_policy(&self) -> super::rebuild::RebuildPolicy {
+        super::rebuild::RebuildPolicy {
+            grace: std::time::Duration::from_secs(u64::from(self.rebuild_grace)),
+            share: f64::from(self.rebuild_share) / 100.0,
+            ..Default::default()
+        }
     }
 }
 
@@ -156,6 +194,12 @@ mod tests {
                 .unwrap_err()
                 .0,
             "cluster.slice_size"
+        );
+        assert_eq!(
+            parse("etcd=[\"a:1\"]\nnode=1\nrebuild_share=0\n")
+                .unwrap_err()
+                .0,
+            "cluster.rebuild_share"
         );
     }
 }

@@ -18,7 +18,12 @@
 //!   the map (releasing shards it hands off);
 //! - [`coord`]: the coordinator;
 //! - [`agent`]: both on a thread against etcd, for `flint serve`;
-//! - [`config`]: the `[cluster]` table.
+//! - [`config`]: the `[cluster]` table;
+//! - [`slices`], [`remote`]: a node's slices of the buckets, served to and
+//!   used by other nodes over the data protocol;
+//! - [`buckets`]: the buckets a node owns, each an engine on its group's
+//!   slices;
+//! - [`rebuild`]: a bucket's lost slots rebuilt onto its survivors.
 
 pub mod agent;
 pub mod buckets;
@@ -29,6 +34,7 @@ pub mod keys;
 pub mod kv;
 pub mod map;
 pub mod member;
+pub mod rebuild;
 pub mod remote;
 #[cfg(test)]
 mod sim;

@@ -70,6 +70,7 @@ use crate::pipeline::{
 mod alloc;
 mod checkpoint;
 mod error;
+mod evacuate;
 mod files;
 mod fs;
 mod fsck;
@@ -94,6 +95,7 @@ mod wal;
 mod write;
 
 pub use error::{Result, StoreError};
+pub use evacuate::Evacuation;
 pub(crate) use fs::check_name;
 pub use journal::Receipt;
 pub use names::{components, now_nanos, MAX_SYMLINKS};
@@ -217,6 +219,8 @@ pub struct Store {
     codecs: HashMap<(u8, u8), Codec>,
     /// Prepared decoders by (k, m, present chunks, wanted chunk).
     decoders: HashMap<DecoderKey, Box<dyn Prepared>>,
+    /// Stripes with chunks on lost devices, to evacuate.
+    evac: evacuate::EvacQueue,
 }
 
 /// The metadata page space bound to a store's devices and allocator

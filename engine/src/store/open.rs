@@ -250,6 +250,7 @@ impl Store {
             wbuf: None,
             codecs: HashMap::new(),
             decoders: HashMap::new(),
+            evac: Default::default(),
             repairs: RepairStats::default(),
             sb: first.clone(),
             joining: None,

@@ -108,6 +108,23 @@ impl PageSpace {
         out
     }
 
+    /// Page chunk `n`'s copy on device `from` now lives at `to` (a healthy
+    /// device holding no copy of it, written already).
+    pub(super) fn move_copy(&mut self, n: usize, from: u16, to: (u16, u64)) {
+        let Some(Some(c)) = self.chunks.get_mut(n) else {
+            debug_assert!(false, "page chunk {n} is not held");
+            return;
+        };
+        debug_assert!(
+            !c.iter().any(|x| x.0 == to.0),
+            "page chunk {n} already on {}",
+            to.0
+        );
+        if let Some(x) = c.iter_mut().find(|x| x.0 == from) {
+            *x = to;
+        }
+    }
+
     /// The copies of page chunk `n`.
     pub(super) fn copies_of(&self, n: usize) -> &[(u16, u64)] {
         self.chunks.get(n).and_then(|c| c.as_deref()).unwrap_or(&[])

@@ -1,0 +1,264 @@
+//! Evacuation: the chunks a lost device held (missing, or failed) rebuilt
+//! onto the healthy devices outside each stripe, and the metadata page
+//! chunks it held copied again from a surviving copy, so every stripe and
+//! page chunk is back to its full redundancy without that device.
+//!
+//! It runs in steps of a few stripes between foreground requests (the
+//! caller paces the steps), the most damaged stripes first; each moved
+//! stripe is a record, so the work is resumable by construction — a step
+//! after a crash, a reopen or a second loss continues with what is still
+//! on a lost device, never from scratch.
+
+use super::*;
+
+/// What is left of an evacuation, and what its steps did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evacuation {
+    /// Chunks rebuilt onto another device by this step.
+    pub relocated_chunks: u64,
+    /// Metadata page chunks copied onto another device by this step.
+    pub relocated_pages: u64,
+    /// Stripes that still have a chunk on a lost device.
+    pub remaining_stripes: u64,
+    /// Of those, stripes left with no redundancy (as many chunks lost as
+    /// they have parity).
+    pub unprotected_stripes: u64,
+    /// Metadata page chunks still with a copy on a lost device (or whose
+    /// new copies wait for a checkpoint).
+    pub remaining_pages: u64,
+    /// Chunks with no healthy device outside their stripe, or no free slot
+    /// there: more devices or space are needed.
+    pub stuck_chunks: u64,
+}
+
+impl Evacuation {
+    /// Nothing is left on a lost device.
+    pub fn done(&self) -> bool {
+        self.remaining_stripes == 0 && self.remaining_pages == 0
+    }
+}
+
+/// The evacuation queue: stripes with chunks on the lost devices, most
+/// damaged first, computed once per set of lost devices.
+#[derive(Debug, Default)]
+pub(super) struct EvacQueue {
+    /// The lost devices the queue was computed for.
+    lost: Vec<u16>,
+    /// (chunks lost, parity, stripe id), to take from the back.
+    stripes: Vec<(usize, usize, u64)>,
+    /// Page chunks were moved and the checkpoint naming their new copies
+    /// is not written yet.
+    pages_unwritten: bool,
+}
+
+/// What moving one stripe's lost chunks did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Moved {
+    pub relocated: u64,
+    /// No healthy device outside the stripe with a free slot.
+    pub stuck: u64,
+    pub unrecoverable: u64,
+}
+
+impl Store {
+    /// Device indexes that are missing or failed.
+    pub(super) fn lost_devices(&self) -> Vec<u16> {
+        self.devs
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.as_ref().is_none_or(|d| d.failed))
+            .map(|(i, _)| i as u16)
+            .collect()
+    }
+
+    /// Rebuilds each chunk of `s` whose device is lost onto a healthy
+    /// device outside the stripe (the one with the most free slots), and
+    /// records the stripe's new places.
+    pub(super) fn move_lost_chunks(&mut self, s: &StripeMeta) -> Result<Moved> {
+        let per = self.layout.chunk_blocks as usize;
+        let mut out = Moved::default();
+        let mut new = s.clone();
+        for c in 0..s.chunks.len() {
+            let d = usize::from(s.chunks[c].0);
+            if self.devs[d].as_ref().is_some_and(|x| !x.failed) {
+                continue;
+            }
+            let target = self
+                .healthy()
+                .filter(|t| !new.chunks.iter().any(|&(x, _)| usize::from(x) == *t))
+                .filter(|t| self.slots.free_on(*t) > 0)
+                .max_by_key(|t| self.slots.free_on(*t));
+            let Some(t) = target else {
+                out.stuck += 1;
+                continue;
+            };
+            let data = match self.rebuild(s, c, 0, per) {
+                Ok(b) => b,
+                Err(_) => {
+                    out.unrecoverable += 1;
+                    continue;
+                }
+            };
+            let slot = self.slots.take(t).expect("checked non-empty");
+            let mut w = Scratch::new(data.len())?;
+            w.0.as_mut_slice()[..data.len()].copy_from_slice(&data);
+            let cmd = IoCmd::write(self.layout.slot_lba(slot), per as u32, w.0.as_ptr(), 0);
+            if run_io(&mut self.devs, &[(t, cmd)])[0].is_err() {
+                self.mark_failed(t, "relocate chunk");
+                self.slots.unreserve([(t as u16, slot)]);
+                continue;
+            }
+            new.chunks[c] = (t as u16, slot);
+            out.relocated += 1;
+        }
+        if out.relocated > 0 {
+            debug_assert!(
+                new.chunks
+                    .iter()
+                    .map(|c| c.0)
+                    .collect::<BTreeSet<_>>()
+                    .len()
+                    == new.chunks.len(),
+                "stripe {} would hold two chunks on one device",
+                new.id
+            );
+            self.record(Record::Stripe(new))?;
+        }
+        Ok(out)
+    }
+
+    /// One evacuation step: the lost chunks of up to `max_stripes` stripes
+    /// (the most damaged first; with `urgent_only`, only stripes left with
+    /// no redundancy) and of up to `max_stripes` metadata page chunks are
+    /// rebuilt elsewhere and made durable. Returns what it did and what is
+    /// left; a step with nothing lost does nothing.
+    pub fn evacuate(&mut self, max_stripes: usize, urgent_only: bool) -> Result<Evacuation> {
+        let lost = self.lost_devices();
+        let mut rep = Evacuation::default();
+        if self.evac.lost != lost || self.evac.stripes.is_empty() {
+            let mut stripes = Vec::new();
+            if !lost.is_empty() {
+                for id in self.with_meta(|m, io| m.stripe_ids(io))? {
+                    let s = self.stripe(id)?;
+                    let n = s.chunks.iter().filter(|c| lost.contains(&c.0)).count();
+                    if n > 0 {
+                        stripes.push((n, usize::from(s.m), id));
+                    }
+                }
+            }
+            // The back is taken first: the most chunks lost, then the
+            // oldest stripe.
+            stripes.sort_by_key(|&(n, m, id)| (n.min(m + 1), std::cmp::Reverse(id)));
+            self.evac.lost = lost.clone();
+            self.evac.stripes = stripes;
+        }
+        let mut stuck = Vec::new();
+        let mut taken = 0;
+        while taken < max_stripes {
+            let Some(&(n, m, id)) = self.evac.stripes.last() else {
+                break;
+            };
+            if urgent_only && n < m {
+                break;
+            }
+            self.evac.stripes.pop();
+            taken += 1;
+            // Freed or moved since the queue was made.
+            let Some(s) = self.with_meta(|mt, io| mt.stripe(io, id))? else {
+                continue;
+            };
+            if !s.chunks.iter().any(|c| lost.contains(&c.0)) {
+                continue;
+            }
+            let mv = self.move_lost_chunks(&s)?;
+            rep.relocated_chunks += mv.relocated;
+            rep.stuck_chunks += mv.stuck + mv.unrecoverable;
+            if mv.stuck + mv.unrecoverable > 0 {
+                stuck.push((n - mv.relocated as usize, m, id));
+            }
+        }
+        // Stuck stripes go to the front: retried when the queue comes round.
+        for e in stuck {
+            self.evac.stripes.insert(0, e);
+        }
+        let pages = self.relocate_lost_pages(&lost, max_stripes)?;
+        rep.relocated_pages = pages.relocated;
+        rep.stuck_chunks += pages.stuck;
+        if rep.relocated_chunks > 0 || rep.relocated_pages > 0 || self.evac.pages_unwritten {
+            self.sync()?;
+            if rep.relocated_pages > 0 {
+                self.evac.pages_unwritten = true;
+            }
+            // The page chunks' new copies are named by the checkpoint.
+            if self.evac.pages_unwritten && self.waits.is_empty() {
+                self.write_checkpoint()?;
+                self.evac.pages_unwritten = false;
+            }
+        }
+        rep.remaining_stripes = self.evac.stripes.len() as u64;
+        rep.unprotected_stripes = self
+            .evac
+            .stripes
+            .iter()
+            .filter(|&&(n, m, _)| n >= m)
+            .count() as u64;
+        rep.remaining_pages = lost
+            .iter()
+            .map(|d| self.space.chunks_on(*d).len() as u64)
+            .sum::<u64>()
+            + u64::from(self.evac.pages_unwritten);
+        Ok(rep)
+    }
+
+    /// Copies up to `max` metadata page chunks with a copy on a lost device
+    /// from a surviving copy onto a healthy device holding none.
+    fn relocate_lost_pages(&mut self, lost: &[u16], max: usize) -> Result<Moved> {
+        let per = self.layout.chunk_blocks as usize;
+        let mut out = Moved::default();
+        let todo: Vec<(usize, u16)> = lost
+            .iter()
+            .flat_map(|d| self.space.chunks_on(*d).into_iter().map(|(n, _)| (n, *d)))
+            .take(max)
+            .collect();
+        if todo.is_empty() {
+            return Ok(out);
+        }
+        let w = Scratch::new(per * 4096)?;
+        for (n, gone) in todo {
+            let copies = self.space.copies_of(n).to_vec();
+            let target = self
+                .healthy()
+                .filter(|t| !copies.iter().any(|&(x, _)| usize::from(x) == *t))
+                .filter(|t| self.slots.free_on(*t) > 0)
+                .max_by_key(|t| self.slots.free_on(*t));
+            let Some(t) = target else {
+                out.stuck += 1;
+                continue;
+            };
+            let mut read = false;
+            for &(d, s) in copies.iter().filter(|c| !lost.contains(&c.0)) {
+                let cmd = IoCmd::read(self.layout.slot_lba(s), per as u32, w.0.as_ptr(), 0);
+                if run_io(&mut self.devs, &[(usize::from(d), cmd)])[0].is_ok() {
+                    read = true;
+                    break;
+                }
+            }
+            if !read {
+                out.stuck += 1;
+                continue;
+            }
+            let slot = self.slots.take(t).expect("checked non-empty");
+            let cmd = IoCmd::write(self.layout.slot_lba(slot), per as u32, w.0.as_ptr(), 0);
+            let flush = IoCmd::flush(0);
+            let r = run_io(&mut self.devs, &[(t, cmd), (t, flush)]);
+            if r.iter().any(|r| r.is_err()) {
+                self.mark_failed(t, "relocate metadata pages");
+                self.slots.unreserve([(t as u16, slot)]);
+                continue;
+            }
+            self.space.move_copy(n, gone, (t as u16, slot));
+            out.relocated += 1;
+        }
+        Ok(out)
+    }
+}
