@@ -38,7 +38,7 @@ impl Default for RebuildPolicy {
         RebuildPolicy {
             grace: Duration::from_secs(10),
             share: 0.25,
-            step: 4,
+            step: 16,
         }
     }
 }

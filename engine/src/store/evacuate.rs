@@ -71,6 +71,21 @@ impl Store {
             .collect()
     }
 
+    /// Flushes devices `which`; returns those that flushed (the others are
+    /// marked failed).
+    fn flush_some(&mut self, which: &BTreeSet<usize>) -> BTreeSet<usize> {
+        let cmds: Vec<(usize, IoCmd)> = which.iter().map(|&d| (d, IoCmd::flush(0))).collect();
+        let mut ok = BTreeSet::new();
+        for ((d, _), r) in cmds.iter().zip(run_io(&mut self.devs, &cmds)) {
+            if r.is_ok() {
+                ok.insert(*d);
+            } else {
+                self.mark_failed(*d, "flush");
+            }
+        }
+        ok
+    }
+
     /// Rebuilds each chunk of `s` whose device is lost onto a healthy
     /// device outside the stripe (the one with the most free slots), and
     /// records the stripe's new places.
@@ -108,6 +123,10 @@ impl Store {
                 self.slots.unreserve([(t as u16, slot)]);
                 continue;
             }
+            if self.flush_some(&BTreeSet::from([t])).is_empty() {
+                self.slots.unreserve([(t as u16, slot)]);
+                continue;
+            }
             new.chunks[c] = (t as u16, slot);
             out.relocated += 1;
         }
@@ -123,6 +142,160 @@ impl Store {
                 new.id
             );
             self.record(Record::Stripe(new))?;
+        }
+        Ok(out)
+    }
+
+    /// Moves the lost chunks of `stripes` as [`Store::move_lost_chunks`]
+    /// does, but with every survivor read of the batch in one submission
+    /// and every rebuilt chunk written in another (a rebuild over the
+    /// network waits one round trip per batch, not three per chunk). A
+    /// stripe whose reads fail or do not verify goes the slow way, chunk by
+    /// chunk. Returns what was done for each stripe.
+    fn move_lost_batch(
+        &mut self,
+        stripes: &[(usize, usize, Arc<StripeMeta>)],
+    ) -> Result<Vec<Moved>> {
+        let per = self.layout.chunk_blocks as usize;
+        let len = per * SECTOR;
+        let mut out = vec![Moved::default(); stripes.len()];
+        // (stripe, survivors read, lost chunk → target (device, slot)).
+        let mut plans: Vec<(usize, Vec<usize>, Vec<(usize, usize, u64)>)> = Vec::new();
+        for (i, (_, _, s)) in stripes.iter().enumerate() {
+            let ok = |d: u16| {
+                self.devs[usize::from(d)]
+                    .as_ref()
+                    .is_some_and(|x| !x.failed)
+            };
+            let lost: Vec<usize> = (0..s.chunks.len())
+                .filter(|&c| !ok(s.chunks[c].0))
+                .collect();
+            let present: Vec<usize> = (0..s.chunks.len())
+                .filter(|c| !lost.contains(c))
+                .take(usize::from(s.k))
+                .collect();
+            if present.len() < usize::from(s.k) {
+                out[i].unrecoverable += lost.len() as u64;
+                continue;
+            }
+            let mut held: Vec<usize> = s.chunks.iter().map(|c| usize::from(c.0)).collect();
+            let mut moves = Vec::new();
+            for c in lost {
+                let target = self
+                    .healthy()
+                    .filter(|t| !held.contains(t))
+                    .filter(|t| self.slots.free_on(*t) > 0)
+                    .max_by_key(|t| self.slots.free_on(*t));
+                let Some(t) = target else {
+                    out[i].stuck += 1;
+                    continue;
+                };
+                let slot = self.slots.take(t).expect("checked non-empty");
+                held.push(t);
+                moves.push((c, t, slot));
+            }
+            if !moves.is_empty() {
+                plans.push((i, present, moves));
+            }
+        }
+        if plans.is_empty() {
+            return Ok(out);
+        }
+        // Every survivor, side by side.
+        let reads: usize = plans.iter().map(|p| p.1.len()).sum();
+        let mut rbuf = Scratch::new(reads * len)?;
+        let mut cmds = Vec::with_capacity(reads);
+        for (i, present, _) in &plans {
+            let s = &stripes[*i].2;
+            for &c in present {
+                let (d, slot) = s.chunks[c];
+                let at = cmds.len() * len;
+                let buf = rbuf.0.as_mut_slice()[at..at + len].as_mut_ptr();
+                cmds.push((
+                    usize::from(d),
+                    IoCmd::read(self.layout.slot_lba(slot), per as u32, buf, 0),
+                ));
+            }
+        }
+        let got = run_io(&mut self.devs, &cmds);
+        for ((d, _), r) in cmds.iter().zip(&got) {
+            if r.is_err() {
+                self.mark_failed(*d, "chunk read");
+            }
+        }
+        // Decode what verified; the rest goes the slow way.
+        let writes: usize = plans.iter().map(|p| p.2.len()).sum();
+        let mut wbuf = Scratch::new(writes * len)?;
+        let mut wcmds = Vec::with_capacity(writes);
+        let mut wrote: Vec<(usize, usize, usize, u64)> = Vec::new();
+        let mut slow = Vec::new();
+        let mut at = 0;
+        for (i, present, moves) in plans {
+            let s = stripes[i].2.clone();
+            let first = at;
+            at += present.len();
+            let verified = present.iter().enumerate().all(|(j, &c)| {
+                let b = &rbuf.0.as_slice()[(first + j) * len..(first + j + 1) * len];
+                got[first + j].is_ok() && self.sums_hold(&s, c, 0, b)
+            });
+            if !verified {
+                self.slots
+                    .unreserve(moves.iter().map(|&(_, t, slot)| (t as u16, slot)));
+                slow.push(i);
+                continue;
+            }
+            let inputs: Vec<&[u8]> = rbuf.0.as_slice()[first * len..(first + present.len()) * len]
+                .chunks(len)
+                .collect();
+            for (c, t, slot) in moves {
+                let w = wcmds.len() * len;
+                let dst = &mut wbuf.0.as_mut_slice()[w..w + len];
+                self.decode(&s, &present, c, &inputs, dst)?;
+                if !self.sums_hold(&s, c, 0, dst) {
+                    out[i].unrecoverable += 1;
+                    self.slots.unreserve([(t as u16, slot)]);
+                    continue;
+                }
+                let ptr = dst.as_mut_ptr();
+                wcmds.push((
+                    t,
+                    IoCmd::write(self.layout.slot_lba(slot), per as u32, ptr, 0),
+                ));
+                wrote.push((i, c, t, slot));
+            }
+        }
+        let mut done = run_io(&mut self.devs, &wcmds);
+        // The chunks are durable before the records that name them.
+        let targets: BTreeSet<usize> = wcmds.iter().map(|c| c.0).collect();
+        let flushed = self.flush_some(&targets);
+        for ((t, _), r) in wcmds.iter().zip(done.iter_mut()) {
+            if !flushed.contains(t) {
+                *r = Err(IoError::Device { errno: libc::EIO });
+            }
+        }
+        let mut new: BTreeMap<usize, StripeMeta> = BTreeMap::new();
+        for ((i, c, t, slot), r) in wrote.into_iter().zip(done) {
+            if r.is_err() {
+                self.mark_failed(t, "relocate chunk");
+                self.slots.unreserve([(t as u16, slot)]);
+                out[i].stuck += 1;
+                continue;
+            }
+            new.entry(i)
+                .or_insert_with(|| StripeMeta::clone(&stripes[i].2))
+                .chunks[c] = (t as u16, slot);
+            out[i].relocated += 1;
+        }
+        for (_, s) in new {
+            debug_assert!(
+                s.chunks.iter().map(|c| c.0).collect::<BTreeSet<_>>().len() == s.chunks.len(),
+                "stripe {} would hold two chunks on one device",
+                s.id
+            );
+            self.record(Record::Stripe(s))?;
+        }
+        for i in slow {
+            out[i] = self.move_lost_chunks(&stripes[i].2)?;
         }
         Ok(out)
     }
@@ -153,6 +326,7 @@ impl Store {
             self.evac.stripes = stripes;
         }
         let mut stuck = Vec::new();
+        let mut batch = Vec::new();
         let mut taken = 0;
         while taken < max_stripes {
             let Some(&(n, m, id)) = self.evac.stripes.last() else {
@@ -170,11 +344,13 @@ impl Store {
             if !s.chunks.iter().any(|c| lost.contains(&c.0)) {
                 continue;
             }
-            let mv = self.move_lost_chunks(&s)?;
+            batch.push((n, m, s));
+        }
+        for (mv, (n, m, s)) in self.move_lost_batch(&batch)?.into_iter().zip(&batch) {
             rep.relocated_chunks += mv.relocated;
             rep.stuck_chunks += mv.stuck + mv.unrecoverable;
             if mv.stuck + mv.unrecoverable > 0 {
-                stuck.push((n - mv.relocated as usize, m, id));
+                stuck.push((n - mv.relocated as usize, *m, s.id));
             }
         }
         // Stuck stripes go to the front: retried when the queue comes round.

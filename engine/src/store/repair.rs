@@ -141,32 +141,56 @@ impl Store {
                 ),
             });
         }
+        let inputs: Vec<&[u8]> = dbuf.0.as_slice()[..k * len].chunks(len).collect();
+        let mut out = vec![0u8; len];
+        let decoded = self.decode(s, &present, c, &inputs, &mut out);
+        self.dbuf = Some(dbuf);
+        decoded?;
+        if !self.sums_hold(s, c, s0, &out) {
+            return Err(StoreError::Unrecoverable {
+                stripe: s.id,
+                reason: "rebuilt data fails its checksum".into(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Decodes chunk `c` of stripe `s` (sectors of the same range as
+    /// `inputs`) from the chunks `present`, whose bytes `inputs` are.
+    pub(super) fn decode(
+        &mut self,
+        s: &StripeMeta,
+        present: &[usize],
+        c: usize,
+        inputs: &[&[u8]],
+        out: &mut [u8],
+    ) -> Result<()> {
+        debug_assert_eq!(present.len(), usize::from(s.k));
         // Decoders are cached per loss pattern: a device that stays gone
         // costs one matrix inversion, not one per read.
-        let key = (s.k, s.m, present.clone(), c);
+        let key = (s.k, s.m, present.to_vec(), c);
         if !self.decoders.contains_key(&key) {
             let codec = match self.codecs.entry((s.k, s.m)) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(Codec::new(k, m, best_kernel()).map_err(ec_err)?)
-                }
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    Codec::new(usize::from(s.k), usize::from(s.m), best_kernel())
+                        .map_err(ec_err)?,
+                ),
             };
-            let decoder = codec.decoder(&present, &[c]).map_err(ec_err)?;
+            let decoder = codec.decoder(present, &[c]).map_err(ec_err)?;
             self.decoders.insert(key.clone(), decoder);
         }
-        let inputs: Vec<&[u8]> = dbuf.0.as_slice()[..k * len].chunks(len).collect();
-        let mut out = vec![0u8; len];
-        self.decoders[&key].apply(&inputs, &mut [&mut out[..]]);
-        self.dbuf = Some(dbuf);
+        self.decoders[&key].apply(inputs, &mut [out]);
+        Ok(())
+    }
+
+    /// Whether sectors of chunk `c` (from sector `s0`) hold the stripe's
+    /// checksums.
+    pub(super) fn sums_hold(&self, s: &StripeMeta, c: usize, s0: usize, bytes: &[u8]) -> bool {
         let per = self.layout.chunk_blocks as usize;
-        for (i, sector) in out.chunks(SECTOR).enumerate() {
-            if Xxh3Sum.checksum(SEED_CHUNK, sector) != s.sums[c * per + s0 + i] {
-                return Err(StoreError::Unrecoverable {
-                    stripe: s.id,
-                    reason: "rebuilt data fails its checksum".into(),
-                });
-            }
-        }
-        Ok(out)
+        bytes
+            .chunks(SECTOR)
+            .enumerate()
+            .all(|(i, sector)| Xxh3Sum.checksum(SEED_CHUNK, sector) == s.sums[c * per + s0 + i])
     }
 }
