@@ -51,6 +51,10 @@ pub(super) struct EvacQueue {
     pages_unwritten: bool,
 }
 
+/// A stripe of a batch to move: (its index in the batch, the chunks read
+/// to rebuild from, each lost chunk with its target device and slot).
+type Plan = (usize, Vec<usize>, Vec<(usize, usize, u64)>);
+
 /// What moving one stripe's lost chunks did.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Moved {
@@ -159,8 +163,7 @@ impl Store {
         let per = self.layout.chunk_blocks as usize;
         let len = per * SECTOR;
         let mut out = vec![Moved::default(); stripes.len()];
-        // (stripe, survivors read, lost chunk → target (device, slot)).
-        let mut plans: Vec<(usize, Vec<usize>, Vec<(usize, usize, u64)>)> = Vec::new();
+        let mut plans: Vec<Plan> = Vec::new();
         for (i, (_, _, s)) in stripes.iter().enumerate() {
             let ok = |d: u16| {
                 self.devs[usize::from(d)]
