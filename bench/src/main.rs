@@ -22,12 +22,16 @@
 //!   echo, and remote sequential I/O beside the engine in-process.
 //! - `flint-bench slices`: an engine on peer nodes' slices beside local
 //!   devices, degraded reads and the rebuild beside the healthy read rate.
+//! - `flint-bench cluster`: a running cluster's aggregate rates with
+//!   clients spread over its buckets, per CPU-second
+//!   (`scripts/cluster-bench.sh`: 1, 2, 4 and 6 nodes).
 //! - `flint-bench nvmf`: the NVMe/TCP target over loopback beside a TCP
 //!   echo of the same sizes and depths.
 //! - `flint-bench posix`: dataset epoch, checkpoint and metadata workloads
 //!   on a mounted directory beside a baseline directory (ext4).
 
 mod args;
+mod cluster;
 mod device;
 mod ec;
 mod engine;
@@ -90,6 +94,7 @@ USAGE:
   flint-bench remote [options]   protocol reads vs UDP echo; remote vs embedded 1 MiB I/O
   flint-bench nvmf [options]     NVMe/TCP target: 4k QD1/QD32, writes, 128k reads vs a TCP echo
   flint-bench slices [options]   an engine on 3 nodes' slices vs local RAM; degraded reads; rebuild
+  flint-bench cluster [options]  a running cluster's buckets (--etcd) or a node (--targets), clients spread
       --time SECS --qd N --shards N --size-mib N --workers N (3 32 1 64 4) --json
   flint-bench posix [options]    dataset epoch, checkpoint, metadata on a mount vs a baseline dir
       --dir MOUNT --baseline DIR (/var/tmp) --files N --dirs N --readers N --ckpt-mib N
@@ -135,6 +140,7 @@ fn main() {
         "remote" => remote::main(a),
         "nvmf" => nvmf::main(a),
         "slices" => slices::main(a),
+        "cluster" => cluster::main(a),
         "posix" => posix::main(a),
         #[cfg(feature = "dpdk")]
         "net" => net::main(a),

@@ -23,10 +23,13 @@ use crate::args::Args;
 use crate::report::{ratio, Table};
 use crate::rng::Rng;
 
-struct Figures {
-    iops: f64,
-    p50: u64,
-    p99: u64,
+/// What a random-I/O run measured.
+pub(crate) struct Figures {
+    /// Operations per second.
+    pub iops: f64,
+    /// Latency percentiles, µs.
+    pub p50: u64,
+    pub p99: u64,
 }
 
 /// A UDP echo: requests of `req` bytes answered with `resp` bytes, `qd` in
@@ -99,30 +102,59 @@ fn remote_reads(
     qd: usize,
     secs: f64,
 ) -> Result<Figures, String> {
-    let mut rng = Rng::new(5);
+    random_io(c, ino, blocks, qd, secs, false)
+}
+
+/// 4 KiB random reads (or writes) over `blocks` blocks of file `ino`, `qd`
+/// in flight, for `secs` seconds.
+pub(crate) fn random_io(
+    c: &mut Client,
+    ino: u64,
+    blocks: u64,
+    qd: usize,
+    secs: f64,
+    write: bool,
+) -> Result<Figures, String> {
+    let mut rng = Rng::new(5 + u64::from(write));
     let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000, 2).map_err(|e| e.to_string())?;
     let mut sent = vec![Instant::now(); qd];
-    let read = |rng: &mut Rng| Request::Read {
-        ino,
-        offset: (rng.next() % blocks) * 4096,
-        len: 4096,
+    let block = vec![0x3cu8; 4096];
+    let req = |rng: &mut Rng| {
+        let offset = (rng.next() % blocks) * 4096;
+        if write {
+            Request::Write {
+                ino,
+                offset,
+                data: block.clone(),
+            }
+        } else {
+            Request::Read {
+                ino,
+                offset,
+                len: 4096,
+            }
+        }
     };
     for (i, at) in sent.iter_mut().enumerate() {
-        c.submit(&read(&mut rng), i as u64)
+        c.submit(&req(&mut rng), i as u64)
             .map_err(|e| e.to_string())?;
         *at = Instant::now();
     }
     let t0 = Instant::now();
     let mut n = 0u64;
-    // Slots whose next read waits for the session's window to move.
+    // Slots whose next request waits for the session's window to move.
     let mut idle: Vec<usize> = Vec::new();
     while t0.elapsed().as_secs_f64() < secs {
         for done in c
             .poll(Duration::from_millis(100))
             .map_err(|e| e.to_string())?
         {
-            if done.status < 0 || done.body.len() != 4096 {
-                return Err(format!("read failed: {}", done.status));
+            if done.status < 0 || (!write && done.body.len() != 4096) {
+                return Err(format!(
+                    "4 KiB {} failed: {}",
+                    if write { "write" } else { "read" },
+                    done.status
+                ));
             }
             let i = done.tag as usize;
             let _ = h.record(sent[i].elapsed().as_micros() as u64);
@@ -130,7 +162,7 @@ fn remote_reads(
             idle.push(i);
         }
         while let Some(&i) = idle.last() {
-            match c.submit(&read(&mut rng), i as u64) {
+            match c.submit(&req(&mut rng), i as u64) {
                 Ok(()) => {
                     sent[i] = Instant::now();
                     idle.pop();
@@ -155,45 +187,55 @@ fn remote_reads(
 
 /// Sequential 1 MiB writes then reads of `mib` MiB, `qd` in flight: GB/s.
 fn remote_seq(c: &mut Client, ino: u64, mib: u64, qd: usize) -> Result<(f64, f64), String> {
+    let w = seq_pass(c, ino, mib, qd, true)?;
+    let r = seq_pass(c, ino, mib, qd, false)?;
+    Ok((w, r))
+}
+
+/// Sequential 1 MiB writes (made durable) or reads of `mib` MiB of file
+/// `ino`, `qd` in flight: GB/s.
+pub(crate) fn seq_pass(
+    c: &mut Client,
+    ino: u64,
+    mib: u64,
+    qd: usize,
+    write: bool,
+) -> Result<f64, String> {
     let data = vec![0x5au8; 1 << 20];
-    let mut rates = [0.0; 2];
-    for (pass, rate) in rates.iter_mut().enumerate() {
-        let t0 = Instant::now();
-        let (mut next, mut done) = (0u64, 0u64);
-        while done < mib {
-            while next < mib && c.in_flight() < qd {
-                let req = if pass == 0 {
-                    Request::Write {
-                        ino,
-                        offset: next << 20,
-                        data: data.clone(),
-                    }
-                } else {
-                    Request::Read {
-                        ino,
-                        offset: next << 20,
-                        len: 1 << 20,
-                    }
-                };
-                c.submit(&req, next).map_err(|e| e.to_string())?;
-                next += 1;
-            }
-            for d in c
-                .poll(Duration::from_millis(100))
-                .map_err(|e| e.to_string())?
-            {
-                if d.status < 0 {
-                    return Err(format!("1 MiB op failed: {}", d.status));
+    let t0 = Instant::now();
+    let (mut next, mut done) = (0u64, 0u64);
+    while done < mib {
+        while next < mib && c.in_flight() < qd {
+            let req = if write {
+                Request::Write {
+                    ino,
+                    offset: next << 20,
+                    data: data.clone(),
                 }
-                done += 1;
+            } else {
+                Request::Read {
+                    ino,
+                    offset: next << 20,
+                    len: 1 << 20,
+                }
+            };
+            c.submit(&req, next).map_err(|e| e.to_string())?;
+            next += 1;
+        }
+        for d in c
+            .poll(Duration::from_millis(100))
+            .map_err(|e| e.to_string())?
+        {
+            if d.status < 0 {
+                return Err(format!("1 MiB op failed: {}", d.status));
             }
+            done += 1;
         }
-        if pass == 0 {
-            c.sync().map_err(|e| e.to_string())?;
-        }
-        *rate = (mib << 20) as f64 / t0.elapsed().as_secs_f64() / 1e9;
     }
-    Ok((rates[0], rates[1]))
+    if write {
+        c.sync().map_err(|e| e.to_string())?;
+    }
+    Ok((mib << 20) as f64 / t0.elapsed().as_secs_f64() / 1e9)
 }
 
 /// A node for the protocol benchmarks: `devices` RAM devices of `bytes`,
