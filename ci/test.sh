@@ -122,6 +122,7 @@ $bench files --files 2000 --window 1000 --dir "$tmp/files"
 $bench remote --time 0.5 --size-mib 16
 $bench nvmf --time 0.3 --size-mib 64
 $bench slices --size-mib 16
+FLINT_BENCH_NODES="1 3" FLINT_BENCH_ARGS="--time 0.3 --size-mib 4" scripts/cluster-bench.sh
 $bench net --time 0.5
 cargo run --release -q -p flint-engine --features isal --example demo -- "$tmp/demo"
 

@@ -12,6 +12,8 @@
 # Node I's config is DIR/nodeI.toml; `flint --config DIR/node1.toml cluster status`.
 # With 3 nodes or more the cluster has buckets (2+1 stripes, a slice on
 # every node): `flint --config DIR/node1.toml cluster put default/NAME FILE`.
+# FLINT_CLUSTER_KM="K M" sets the buckets' stripes instead (any node count
+# of at least K+M), FLINT_CLUSTER_BUCKETS their number (default 2 per node).
 # FLINT_NODE_UIDS="3:4242 ..." runs node 3 as uid 4242 (tests partition it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -126,8 +128,11 @@ up)
     node_config "$dir" "$i"
     node_start "$dir" "$i" --init
   done
-  if [ "$nodes" -ge 3 ]; then
-    $flint --config "$dir/node1.toml" cluster create --shards $((2 * nodes)) --k 2 --m 1
+  km=${FLINT_CLUSTER_KM:-}
+  [ -n "$km" ] || [ "$nodes" -lt 3 ] || km="2 1"
+  if [ -n "$km" ]; then
+    read -r k m <<<"$km"
+    $flint --config "$dir/node1.toml" cluster create --shards "${FLINT_CLUSTER_BUCKETS:-$((2 * nodes))}" --k "$k" --m "$m"
   else
     $flint --config "$dir/node1.toml" cluster create --shards $((8 * nodes))
   fi

@@ -67,7 +67,9 @@ fn buckets(etcd: &str, cluster: &str) -> Result<(Vec<SocketAddr>, ClusterDoc), S
     }
     let mut out = Vec::new();
     for s in 0..doc.shards {
-        let r = kv.range(&keys.bucket(s), false).map_err(|e| e.to_string())?;
+        let r = kv
+            .range(&keys.bucket(s), false)
+            .map_err(|e| e.to_string())?;
         let addr = r
             .kvs
             .first()
@@ -94,8 +96,8 @@ pub fn main(mut a: Args) -> Result<(), String> {
     let mib = a.get("size-mib", 16u64)?;
     let json = a.flag("json");
     a.finish()?;
-    let text = std::fs::read_to_string(&key_file)
-        .map_err(|e| format!("--key-file `{key_file}`: {e}"))?;
+    let text =
+        std::fs::read_to_string(&key_file).map_err(|e| format!("--key-file `{key_file}`: {e}"))?;
     let key = flint_engine::net::auth::key_from_hex(text.trim())
         .ok_or_else(|| format!("{key_file}: not 64 hex digits"))?;
     let pids: Vec<u32> = pids
@@ -111,7 +113,10 @@ pub fn main(mut a: Args) -> Result<(), String> {
     } else {
         let t: Vec<SocketAddr> = targets
             .split(',')
-            .map(|t| t.parse().map_err(|_| format!("--targets: `{t}` is not an address")))
+            .map(|t| {
+                t.parse()
+                    .map_err(|_| format!("--targets: `{t}` is not an address"))
+            })
             .collect::<Result<_, _>>()?;
         if t.is_empty() {
             return Err("give --etcd (a cluster's buckets) or --targets ADDR,...".into());
@@ -137,7 +142,7 @@ pub fn main(mut a: Args) -> Result<(), String> {
             let mut failed = setup.as_ref().err().cloned();
             let mut out = Vec::new();
             let mut setup = setup.ok();
-            for p in 0..PHASES.len() {
+            for (p, (phase, _)) in PHASES.iter().enumerate() {
                 let r = match (&mut setup, &failed) {
                     (Some((c, ino)), None) => {
                         let ino = *ino;
@@ -153,7 +158,7 @@ pub fn main(mut a: Args) -> Result<(), String> {
                 start.wait();
                 match r {
                     Ok(v) => out.push(v),
-                    Err(e) => failed = failed.or(Some(format!("{addr}: {}: {e}", PHASES[p].0))),
+                    Err(e) => failed = failed.or(Some(format!("{addr}: {phase}: {e}"))),
                 }
                 start.wait();
             }
