@@ -3,7 +3,8 @@
 #   scripts/appliance.sh start CONFIG [serve flags...]   (waits until it answers)
 #   scripts/appliance.sh stop CONFIG                     (SIGTERM; fails unless it exits 0)
 #   scripts/appliance.sh kill CONFIG                     (SIGKILL: a crash; waits until it is gone)
-# The pid and log live beside the config (CONFIG.pid, CONFIG.log).
+# The pid and log live beside the config (CONFIG.pid, CONFIG.log; earlier
+# runs' logs in CONFIG.log.old).
 # FLINT_AS_UID=U runs the node as user id U (tests partition it with
 # nftables rules that match its sockets' owner).
 set -euo pipefail
@@ -15,6 +16,8 @@ case "$cmd" in
 start)
   as=()
   [ -n "${FLINT_AS_UID:-}" ] && as=(setpriv --reuid="$FLINT_AS_UID" --regid="$FLINT_AS_UID" --clear-groups)
+  # The previous run's log is kept (CONFIG.log.old, every run appended).
+  [ -e "$cfg.log" ] && cat "$cfg.log" >>"$cfg.log.old"
   "${as[@]}" "$flint" --config "$cfg" serve "$@" >"$cfg.log" 2>&1 &
   echo $! >"$cfg.pid"
   for _ in $(seq 1 200); do

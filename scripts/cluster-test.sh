@@ -15,7 +15,9 @@
 #   4. SIGKILL the etcd leader: clients see no error, map changes resume;
 #   5. a rolling restart of every node under maintenance: no client error,
 #      nothing rebuilt onto the survivors;
-#   6. remove a node (its shards drain one at a time) and add it back;
+#   6. remove a node (its shards drain one at a time, every bucket empties
+#      its slot onto the others and vacates it, the node leaves the map)
+#      and add it back (it fills the vacancies, rebuilt onto);
 # then every acknowledged write is read back from its node and compared.
 # Beside the per-node writers, a client of the cluster's buckets (engines
 # whose 2+1 stripes put a chunk on each of three nodes) puts files
@@ -67,13 +69,23 @@ balanced() {
   st | field "(lambda l: int(max(l) - min(l) <= 1 and v['handoffs'] == 0 and all(h['state'] == 'active' for h in v['hosts'])))([h['shards'] for h in v['hosts'] if h['state'] != 'down'])" | grep -qx 1
 }
 no_shards() { [ "$(shards_of "$1")" = 0 ]; }
-# Every bucket whole again: no slice left that missed writes.
-whole() { [ "$(st | field "v['stale_slots']")" = 0 ] && balanced; }
+# Every bucket whole again: no slice left that missed writes, and every
+# bucket open on some node.
+whole() {
+  [ "$(st | field "v['stale_slots']")" = 0 ] && balanced &&
+    [ "$(health 1 2 3 4 | field "len(v)")" = "$buckets" ]
+}
 epoch_above() { [ "$(epoch)" -gt "$1" ]; }
+# NODE left the map: every bucket rebuilt its slot onto the others.
+vacated() {
+  [ "$(st | field "int(v['vacant_slots'] == $buckets and not [h for h in v['hosts'] if h['id'] == $1 and h['state'] != 'pending'])")" = 1 ]
+}
+# Every vacancy filled again, and whole.
+refilled() { [ "$(st | field "v['vacant_slots']")" = 0 ] && whole; }
 # The buckets open on nodes NODES..., as their owners report them.
 health() {
   for i in "$@"; do
-    curl -sf "127.0.0.1:$((base + 50 + i))/v1/cluster" || echo '{}'
+    curl -sf -m 2 "127.0.0.1:$((base + 50 + i))/v1/cluster" || echo "{}"
     echo
   done |
     python3 -c "import json,sys; print(json.dumps([b for l in sys.stdin if l.strip() for b in json.loads(l).get('buckets', {}).values()]))"
@@ -255,13 +267,15 @@ for i in 1 2 3 4; do errs=$((errs + $(errors_between "$i" "$t_roll" "$(now_ms)")
 echo "rolling restart: $errs client errors"
 [ "$errs" = 0 ]
 
-step "6: remove node 4, add it back"
+step "6: remove node 4 (its shards hand off, its slices are emptied), add it back"
 t_drain=$(now_ms)
 $flint --config "$dir/node1.toml" cluster remove 4 >/dev/null
 wait_for "node 4 drained" 20 no_shards 4
+wait_for "node 4's slots vacated in every bucket" 60 vacated 4
 $flint --config "$dir/node1.toml" cluster host list
 $flint --config "$dir/node1.toml" cluster add 4 >/dev/null
-wait_for "node 4 rejoined and balanced" 20 balanced
+wait_for "node 4 rejoined, holding slots again, balanced and rebuilt" 60 refilled
+$flint --config "$dir/node1.toml" cluster host list
 
 step "every acknowledged write reads back"
 touch "$dir/stop-writers"

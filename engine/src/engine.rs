@@ -877,8 +877,20 @@ impl Engine {
         Ok(t)
     }
 
+    /// Marks device slots `which` as retiring on every shard (and the
+    /// others not): they stay members, but no new chunk goes to them and
+    /// [`Engine::evacuate`] moves their chunks off (a node leaving).
+    pub fn set_retiring(&self, which: std::collections::BTreeSet<usize>) -> Result<()> {
+        let which = Arc::new(which);
+        self.broadcast(move |s| {
+            s.set_retiring(&which);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     /// One evacuation step on every shard: the chunks and metadata page
-    /// chunks of lost (missing or failed) devices, up to `max_stripes`
+    /// chunks of lost (missing, failed or retiring) devices, up to `max_stripes`
     /// stripes per shard and the most damaged first (with `urgent_only`,
     /// only stripes left with no redundancy), rebuilt onto healthy devices
     /// outside their stripe and made durable. Each shard's reactor is busy

@@ -875,3 +875,40 @@ fn a_lost_device_is_evacuated_in_resumable_steps_and_a_second_loss_is_survived()
         e.close().unwrap();
     }
 }
+
+#[test]
+fn a_retiring_device_is_emptied_while_it_serves_and_can_then_leave() {
+    let devs = memory_devices(5, 24);
+    let (e, fs) = fresh(&devs, 2, 1, true);
+    let mut rng = Rng(83);
+    let mut model = Model::new();
+    workload(&e, fs, &mut rng, &mut model, 120);
+    e.set_retiring([2usize].into()).unwrap();
+    let first = e.evacuate(0, false).unwrap();
+    assert!(first.remaining_stripes > 0, "{first:?}");
+    // A retiring device still has its redundancy: nothing is urgent.
+    assert_eq!(first.unprotected_stripes, 0, "{first:?}");
+    // Writes meanwhile go elsewhere.
+    workload(&e, fs, &mut rng, &mut model, 40);
+    let mut steps = 0;
+    while !e.evacuate(4, false).unwrap().done() {
+        steps += 1;
+        assert!(steps < 10_000, "no progress");
+    }
+    check(&e, &model);
+    workload(&e, fs, &mut rng, &mut model, 40);
+    e.sync().unwrap();
+    assert!(
+        e.evacuate(0, false).unwrap().done(),
+        "a write went to the retiring device"
+    );
+    e.close().unwrap();
+    // It leaves; another device is lost too: nothing needed it.
+    let mut some = present(&devs);
+    some[2] = None;
+    some[4] = None;
+    let mut e = engine();
+    e.open(some).unwrap();
+    check(&e, &model);
+    e.close().unwrap();
+}

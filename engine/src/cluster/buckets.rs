@@ -68,6 +68,10 @@ struct Bucket {
     opened: std::time::Instant,
     /// The rebuild of lost slots onto the other slots.
     rebuild: Rebuild,
+    /// The group it was opened on.
+    group: Vec<NodeId>,
+    /// Slots being emptied because their node leaves.
+    retiring: BTreeSet<usize>,
 }
 
 /// A bucket's slots as etcd keeps them (no lease: it outlives owners).
@@ -318,6 +322,16 @@ fn look_after(
     shard: u32,
     b: &mut Bucket,
 ) -> Result<bool, String> {
+    // Its group changed (a leaving node's slot vacated, or a vacant slot
+    // given to a node): opened again on the new group's slices.
+    if map.shards[shard as usize].group != b.group {
+        tracing::info!(
+            "bucket {shard}: its group is now {:?} (was {:?}); reopening",
+            map.shards[shard as usize].group,
+            b.group
+        );
+        return Ok(true);
+    }
     let devs = b.engine.devices().map_err(|e| e.to_string())?;
     let failed: BTreeSet<usize> = devs
         .iter()
@@ -385,10 +399,31 @@ fn rebuild_lost(
             .and_then(|n| map.nodes.get(n))
             .is_none_or(|n| n.state == super::map::NodeState::Down)
     };
+    // A draining node's slots are emptied while it still serves them.
+    let leaving: BTreeSet<usize> = group
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| {
+            map.nodes
+                .get(n)
+                .is_some_and(|x| x.state == super::map::NodeState::Draining)
+        })
+        .map(|(slot, _)| slot)
+        .collect();
+    if leaving != b.retiring {
+        b.engine
+            .set_retiring(leaving.clone())
+            .map_err(|e| e.to_string())?;
+        if !leaving.is_empty() {
+            tracing::info!("bucket {shard}: emptying slots {leaving:?} (their node leaves)");
+        }
+        b.retiring = leaving.clone();
+    }
     let lost: BTreeSet<usize> = devs
         .iter()
         .filter(|d| (!d.present || !d.healthy) && down(d.index))
         .map(|d| d.index)
+        .chain(leaving.iter().copied())
         .collect();
     // Planned maintenance of every lost slot's node: nothing is rebuilt.
     let mut maintenance = !lost.is_empty();
@@ -573,6 +608,8 @@ fn open_bucket(
         resync,
         opened: std::time::Instant::now(),
         rebuild: Rebuild::new(cfg.rebuild),
+        group: group.clone(),
+        retiring: BTreeSet::new(),
     })
 }
 

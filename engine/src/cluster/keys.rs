@@ -8,8 +8,9 @@
 //! /flint/<cluster>/map             ClusterMap, written by the coordinator only
 //! /flint/<cluster>/release/<shard> {"node", "epoch"}, under the releasing node's lease
 //! /flint/<cluster>/buckets/<shard> {"node", "addr", "epoch"}, under the serving node's lease
-//! /flint/<cluster>/bucket-state/<shard> {"gens", "stale"}: each slot's slice generation, and
-//!                                  the slots that missed writes (kept out until rebuilt)
+//! /flint/<cluster>/bucket-state/<shard> {"gens", "stale", "evacuated"}: each slot's slice
+//!                                  generation, the slots that missed writes (kept out until
+//!                                  rebuilt), the slots its data was rebuilt without
 //! ```
 
 use std::collections::BTreeMap;
@@ -125,8 +126,13 @@ pub struct State {
     pub map_revision: i64,
     /// Releases by shard.
     pub releases: BTreeMap<u32, Release>,
-    /// Buckets' stale slots (slices that missed writes, not rebuilt yet).
+    /// Buckets' stale slots (slices that missed writes) not rebuilt yet,
+    /// vacated slots aside.
     pub stale_slots: usize,
+    /// Each bucket's stale slots.
+    pub stale: BTreeMap<u32, std::collections::BTreeSet<usize>>,
+    /// Each bucket's slots whose data has been rebuilt onto its others.
+    pub evacuated: BTreeMap<u32, std::collections::BTreeSet<usize>>,
     /// Keys under the prefix that are not the cluster's (a bad value):
     /// reported, never acted on.
     pub unreadable: Vec<String>,
@@ -148,6 +154,23 @@ impl State {
                 st.unreadable.push(name);
             }
         }
+        // A vacated slot (its node left) has nothing to rebuild onto.
+        st.stale_slots = st
+            .stale
+            .iter()
+            .map(|(s, slots)| {
+                let group = st
+                    .map
+                    .as_ref()
+                    .and_then(|m| m.shards.get(*s as usize))
+                    .map(|p| p.group.as_slice())
+                    .unwrap_or_default();
+                slots
+                    .iter()
+                    .filter(|slot| group.get(**slot) != Some(&super::map::VACANT))
+                    .count()
+            })
+            .sum();
         Ok(st)
     }
 
@@ -186,11 +209,27 @@ impl State {
         if name.strip_prefix("buckets/").and_then(id).is_some() {
             return true;
         }
-        if name.strip_prefix("bucket-state/").and_then(id).is_some() {
+        if let Some(shard) = name.strip_prefix("bucket-state/").and_then(id) {
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(&item.value) else {
                 return false;
             };
-            self.stale_slots += v["stale"].as_array().map_or(0, Vec::len);
+            let slots = |k: &str| -> std::collections::BTreeSet<usize> {
+                v[k].as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_u64())
+                            .map(|x| x as usize)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let (stale, evacuated) = (slots("stale"), slots("evacuated"));
+            if !stale.is_empty() {
+                self.stale.insert(shard, stale);
+            }
+            if !evacuated.is_empty() {
+                self.evacuated.insert(shard, evacuated);
+            }
             return true;
         }
         if let Some(s) = name.strip_prefix("release/").and_then(id) {
@@ -215,6 +254,7 @@ impl State {
                 .iter()
                 .map(|(s, r)| ((*s, r.node), r.epoch))
                 .collect(),
+            evacuated: self.evacuated.clone(),
         }
     }
 }

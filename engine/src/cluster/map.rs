@@ -60,7 +60,9 @@ pub struct Placement {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub since: u64,
     /// A bucket's devices: the node holding each of its slices, by slot
-    /// (fixed when the bucket is made: every node of the first map).
+    /// (every node of the first map when the bucket is made; a leaving
+    /// node's slot becomes [`VACANT`] once evacuated, and a vacant slot is
+    /// given to an active node outside the group).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub group: Vec<NodeId>,
 }
@@ -132,7 +134,13 @@ pub struct Inputs {
     /// Shards their owner has released: (shard, owner) → the epoch of
     /// the map it released them under.
     pub released: BTreeMap<(u32, NodeId), u64>,
+    /// Each bucket's slots whose data has been rebuilt onto its other
+    /// slots (a slot of a leaving node, once evacuated, is vacated).
+    pub evacuated: BTreeMap<u32, BTreeSet<usize>>,
 }
+
+/// A bucket's slot that no node holds (its node left).
+pub const VACANT: NodeId = 0;
 
 impl ClusterMap {
     /// Whether `node` serves `shard` under this map.
@@ -324,6 +332,9 @@ pub fn next(map: Option<&ClusterMap>, inputs: &Inputs) -> Option<ClusterMap> {
             }
         }
     }
+    if inputs.buckets {
+        groups(&mut m, inputs);
+    }
     // A removed node leaves the map once it owns nothing.
     let owners: BTreeSet<NodeId> = m
         .shards
@@ -349,6 +360,52 @@ pub fn next(map: Option<&ClusterMap>, inputs: &Inputs) -> Option<ClusterMap> {
     m.epoch = epoch;
     debug_assert!(m.check().is_ok(), "{:?}", m.check());
     Some(m)
+}
+
+/// Bucket groups follow membership: the slot of a draining node whose data
+/// the bucket has rebuilt elsewhere is vacated, and a vacant slot goes to
+/// the active node outside the group that holds the fewest slots.
+fn groups(m: &mut ClusterMap, inputs: &Inputs) {
+    let state = |m: &ClusterMap, n: NodeId| m.nodes.get(&n).map_or(NodeState::Down, |x| x.state);
+    for s in 0..m.shards.len() {
+        let done = inputs.evacuated.get(&(s as u32));
+        for slot in 0..m.shards[s].group.len() {
+            let n = m.shards[s].group[slot];
+            if n != VACANT
+                && state(m, n) == NodeState::Draining
+                && done.is_some_and(|d| d.contains(&slot))
+            {
+                m.shards[s].group[slot] = VACANT;
+            }
+        }
+    }
+    for s in 0..m.shards.len() {
+        for slot in 0..m.shards[s].group.len() {
+            if m.shards[s].group[slot] != VACANT {
+                continue;
+            }
+            let mut held: BTreeMap<NodeId, usize> = BTreeMap::new();
+            for p in &m.shards {
+                for n in &p.group {
+                    *held.entry(*n).or_default() += 1;
+                }
+            }
+            let group = &m.shards[s].group;
+            let pick = m
+                .nodes
+                .iter()
+                .filter(|(id, n)| {
+                    n.state == NodeState::Active
+                        && inputs.alive.contains_key(id)
+                        && !group.contains(id)
+                })
+                .min_by_key(|(id, _)| (held.get(id).copied().unwrap_or(0), **id))
+                .map(|(id, _)| *id);
+            if let Some(n) = pick {
+                m.shards[s].group[slot] = n;
+            }
+        }
+    }
 }
 
 /// The first map: every shard round-robin over the active members alive
@@ -435,6 +492,7 @@ mod tests {
                 .collect(),
             released: BTreeMap::new(),
             buckets: false,
+            evacuated: BTreeMap::new(),
         }
     }
 
@@ -517,6 +575,45 @@ mod tests {
         let (done, _) = settle(after, &mut inp);
         assert!(done.nodes.contains_key(&2));
         done.check().unwrap();
+    }
+
+    #[test]
+    fn a_leaving_node_gives_up_its_slots_once_evacuated_and_a_vacancy_is_filled() {
+        let mut inp = inputs(4, &[1, 2, 3, 4]);
+        inp.buckets = true;
+        let map = next(None, &inp).unwrap();
+        inp.members.insert(4, Membership::Remove);
+        let (drained, _) = settle(map, &mut inp);
+        assert_eq!(drained.owned(4).count(), 0);
+        assert!(
+            drained.nodes.contains_key(&4),
+            "its slots hold data until the buckets evacuate them"
+        );
+        assert!(drained.shards.iter().all(|p| p.group == vec![1, 2, 3, 4]));
+        // Buckets 0-2 have emptied its slot (3): vacated; bucket 3 not yet.
+        for s in 0..3 {
+            inp.evacuated.insert(s, BTreeSet::from([3]));
+        }
+        let (part, _) = settle(drained, &mut inp);
+        let vacant: Vec<bool> = part.shards.iter().map(|p| p.group[3] == VACANT).collect();
+        assert_eq!(vacant, [true, true, true, false]);
+        assert!(part.nodes.contains_key(&4));
+        inp.evacuated.insert(3, BTreeSet::from([3]));
+        let (gone, _) = settle(part, &mut inp);
+        assert!(!gone.nodes.contains_key(&4), "it holds nothing: it leaves");
+        assert!(gone.shards.iter().all(|p| p.group == vec![1, 2, 3, VACANT]));
+        // A node joins (or the same one comes back): it fills the vacancies.
+        inp.members.insert(4, Membership::Active);
+        inp.members.insert(5, Membership::Active);
+        inp.alive.insert(5, (rec(5), 5));
+        inp.evacuated.clear();
+        let (filled, _) = settle(gone, &mut inp);
+        for p in &filled.shards {
+            assert_ne!(p.group[3], VACANT);
+            assert!(!p.group[..3].contains(&p.group[3]), "{:?}", p.group);
+        }
+        let on = |n: NodeId| filled.shards.iter().filter(|p| p.group[3] == n).count();
+        assert_eq!((on(4), on(5)), (2, 2), "vacancies spread over the joiners");
     }
 
     #[test]

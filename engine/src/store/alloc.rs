@@ -101,8 +101,9 @@ impl Slots {
     }
 }
 
-/// Reserves `w` chunk slots on distinct devices: the healthy ones with the
-/// most free slots first, then failed ones if it must.
+/// Reserves `w` chunk slots on distinct devices: the healthy ones (not
+/// retiring) with the most free slots first, then failed or retiring ones
+/// if it must.
 pub(super) fn reserve_slots(
     devs: &[Option<Dev>],
     slots: &mut Slots,
@@ -112,7 +113,7 @@ pub(super) fn reserve_slots(
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            let healthy = d.as_ref().is_some_and(|d| !d.failed);
+            let healthy = d.as_ref().is_some_and(Dev::keeps);
             (i, slots.free_on(i), healthy)
         })
         .filter(|&(_, free, _)| free > 0)

@@ -1,7 +1,8 @@
-//! Evacuation: the chunks a lost device held (missing, or failed) rebuilt
-//! onto the healthy devices outside each stripe, and the metadata page
-//! chunks it held copied again from a surviving copy, so every stripe and
-//! page chunk is back to its full redundancy without that device.
+//! Evacuation: the chunks a lost device held (missing, failed, or retiring
+//! because its node leaves) rebuilt onto the healthy devices outside each
+//! stripe, and the metadata page chunks it held copied again from a
+//! surviving copy, so every stripe and page chunk is back to its full
+//! redundancy without that device.
 //!
 //! It runs in steps of a few stripes between foreground requests (the
 //! caller paces the steps), the most damaged stripes first; each moved
@@ -44,7 +45,7 @@ impl Evacuation {
 pub(super) struct EvacQueue {
     /// The lost devices the queue was computed for.
     lost: Vec<u16>,
-    /// (chunks lost, parity, stripe id), to take from the back.
+    /// (chunks gone, parity, stripe id), to take from the back.
     stripes: Vec<(usize, usize, u64)>,
     /// Page chunks were moved and the checkpoint naming their new copies
     /// is not written yet.
@@ -65,12 +66,21 @@ pub(super) struct Moved {
 }
 
 impl Store {
-    /// Device indexes that are missing or failed.
+    /// Device indexes that are missing, failed or retiring.
     pub(super) fn lost_devices(&self) -> Vec<u16> {
+        self.devices_where(|d| d.is_none_or(|d| !d.keeps()))
+    }
+
+    /// Device indexes that are missing or failed.
+    fn gone_devices(&self) -> Vec<u16> {
+        self.devices_where(|d| d.is_none_or(|d| d.failed))
+    }
+
+    fn devices_where(&self, f: impl Fn(Option<&Dev>) -> bool) -> Vec<u16> {
         self.devs
             .iter()
             .enumerate()
-            .filter(|(_, d)| d.as_ref().is_none_or(|d| d.failed))
+            .filter(|(_, d)| f(d.as_ref()))
             .map(|(i, _)| i as u16)
             .collect()
     }
@@ -99,11 +109,11 @@ impl Store {
         let mut new = s.clone();
         for c in 0..s.chunks.len() {
             let d = usize::from(s.chunks[c].0);
-            if self.devs[d].as_ref().is_some_and(|x| !x.failed) {
+            if self.devs[d].as_ref().is_some_and(Dev::keeps) {
                 continue;
             }
             let target = self
-                .healthy()
+                .placeable()
                 .filter(|t| !new.chunks.iter().any(|&(x, _)| usize::from(x) == *t))
                 .filter(|t| self.slots.free_on(*t) > 0)
                 .max_by_key(|t| self.slots.free_on(*t));
@@ -165,11 +175,7 @@ impl Store {
         let mut out = vec![Moved::default(); stripes.len()];
         let mut plans: Vec<Plan> = Vec::new();
         for (i, (_, _, s)) in stripes.iter().enumerate() {
-            let ok = |d: u16| {
-                self.devs[usize::from(d)]
-                    .as_ref()
-                    .is_some_and(|x| !x.failed)
-            };
+            let ok = |d: u16| self.devs[usize::from(d)].as_ref().is_some_and(Dev::keeps);
             let lost: Vec<usize> = (0..s.chunks.len())
                 .filter(|&c| !ok(s.chunks[c].0))
                 .collect();
@@ -185,7 +191,7 @@ impl Store {
             let mut moves = Vec::new();
             for c in lost {
                 let target = self
-                    .healthy()
+                    .placeable()
                     .filter(|t| !held.contains(t))
                     .filter(|t| self.slots.free_on(*t) > 0)
                     .max_by_key(|t| self.slots.free_on(*t));
@@ -310,15 +316,19 @@ impl Store {
     /// left; a step with nothing lost does nothing.
     pub fn evacuate(&mut self, max_stripes: usize, urgent_only: bool) -> Result<Evacuation> {
         let lost = self.lost_devices();
+        let gone = self.gone_devices();
         let mut rep = Evacuation::default();
         if self.evac.lost != lost || self.evac.stripes.is_empty() {
             let mut stripes = Vec::new();
             if !lost.is_empty() {
                 for id in self.with_meta(|m, io| m.stripe_ids(io))? {
                     let s = self.stripe(id)?;
-                    let n = s.chunks.iter().filter(|c| lost.contains(&c.0)).count();
-                    if n > 0 {
-                        stripes.push((n, usize::from(s.m), id));
+                    // Chunks gone (a retiring device's are still there:
+                    // they count for nothing but the move).
+                    let moving = s.chunks.iter().any(|c| lost.contains(&c.0));
+                    let gone = s.chunks.iter().filter(|c| gone.contains(&c.0)).count();
+                    if moving {
+                        stripes.push((gone, usize::from(s.m), id));
                     }
                 }
             }
@@ -353,7 +363,7 @@ impl Store {
             rep.relocated_chunks += mv.relocated;
             rep.stuck_chunks += mv.stuck + mv.unrecoverable;
             if mv.stuck + mv.unrecoverable > 0 {
-                stuck.push((n - mv.relocated as usize, *m, s.id));
+                stuck.push((n.saturating_sub(mv.relocated as usize), *m, s.id));
             }
         }
         // Stuck stripes go to the front: retried when the queue comes round.
@@ -406,7 +416,7 @@ impl Store {
         for (n, gone) in todo {
             let copies = self.space.copies_of(n).to_vec();
             let target = self
-                .healthy()
+                .placeable()
                 .filter(|t| !copies.iter().any(|&(x, _)| usize::from(x) == *t))
                 .filter(|t| self.slots.free_on(*t) > 0)
                 .max_by_key(|t| self.slots.free_on(*t));

@@ -9,6 +9,16 @@ pub(super) struct Dev {
     pub(super) qp: Box<dyn QueuePair>,
     pub(super) failed: bool,
     pub(super) errors: u64,
+    /// Being emptied (its node leaves): read and written as a member,
+    /// but no new chunk goes to it and evacuation moves its chunks off.
+    pub(super) retiring: bool,
+}
+
+impl Dev {
+    /// Whether chunks may stay on it and new ones go to it.
+    pub(super) fn keeps(&self) -> bool {
+        !self.failed && !self.retiring
+    }
 }
 
 /// A 4 KiB-aligned buffer for device I/O.
@@ -160,6 +170,7 @@ pub(super) fn open_qpairs(
                 qp: d.queue_pair(core, &QpairOptions { depth: 64 })?,
                 failed: false,
                 errors: 0,
+                retiring: false,
             }))
         })
         .collect()
@@ -192,6 +203,25 @@ impl Store {
             .enumerate()
             .filter(|(_, d)| d.as_ref().is_some_and(|d| !d.failed))
             .map(|(i, _)| i)
+    }
+
+    /// Devices new chunks may go to: healthy and not retiring.
+    pub(super) fn placeable(&self) -> impl Iterator<Item = usize> + '_ {
+        self.devs
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.as_ref().is_some_and(Dev::keeps))
+            .map(|(i, _)| i)
+    }
+
+    /// Marks devices `which` as retiring (and the others not): nothing new
+    /// goes to them, and [`Store::evacuate`] moves their chunks off.
+    pub fn set_retiring(&mut self, which: &BTreeSet<usize>) {
+        for (i, d) in self.devs.iter_mut().enumerate() {
+            if let Some(d) = d {
+                d.retiring = which.contains(&i);
+            }
+        }
     }
 
     pub(super) fn mark_failed(&mut self, d: usize, what: &str) {

@@ -207,6 +207,7 @@ impl Store {
                     qp: d.queue_pair(core, &QpairOptions { depth: 64 })?,
                     failed: false,
                     errors: 0,
+                    retiring: false,
                 })),
                 None => {
                     tracing::warn!(index = i, "engine device missing; running degraded");

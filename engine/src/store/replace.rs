@@ -35,6 +35,7 @@ impl Store {
             qp,
             failed: false,
             errors: 0,
+            retiring: false,
         })];
         // Zero the metadata areas, 1 MiB per command.
         let step = 256u64;

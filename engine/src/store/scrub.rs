@@ -17,7 +17,7 @@ impl Store {
             let mut lost = false;
             for c in 0..s.chunks.len() {
                 let d = usize::from(s.chunks[c].0);
-                if self.devs[d].as_ref().is_none_or(|x| x.failed) {
+                if self.devs[d].as_ref().is_none_or(|x| !x.keeps()) {
                     lost = true;
                     continue;
                 }

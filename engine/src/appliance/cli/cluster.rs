@@ -91,6 +91,7 @@ fn describe(w: &Where, st: &State) -> Value {
                 "cores": rec.map(|r| r.cores),
                 "devices": rec.map(|r| r.devices),
                 "shards": load.get(id).copied().unwrap_or(0),
+                "slices": map.map_or(0, |m| m.shards.iter().flat_map(|p| &p.group).filter(|n| *n == id).count()),
             })
         })
         .collect();
@@ -107,6 +108,7 @@ fn describe(w: &Where, st: &State) -> Value {
         "handoffs": map.map_or(0, |m| m.shards.iter().filter(|p| p.moving_to.is_some()).count()),
         "buckets": st.config.is_some_and(|c| c.k > 0),
         "stale_slots": st.stale_slots,
+        "vacant_slots": map.map_or(0, |m| m.shards.iter().flat_map(|p| &p.group).filter(|n| **n == crate::cluster::map::VACANT).count()),
         "hosts": hosts,
         "unreadable_keys": st.unreadable,
         "revision": st.revision,
@@ -138,8 +140,9 @@ fn print_status(v: &Value) {
     );
     if v["buckets"] == json!(true) {
         println!(
-            "buckets: slices that missed writes, to rebuild: {}",
-            super::s(&v["stale_slots"])
+            "buckets: slices that missed writes, to rebuild: {}; slots vacated by nodes that left: {}",
+            super::s(&v["stale_slots"]),
+            super::s(&v["vacant_slots"])
         );
     }
     if let Some(bad) = v["unreadable_keys"].as_array().filter(|b| !b.is_empty()) {
@@ -162,12 +165,13 @@ fn print_hosts(v: &Value) {
                 super::s(&h["cores"]),
                 super::s(&h["devices"]),
                 super::s(&h["shards"]),
+                super::s(&h["slices"]),
             ]
         })
         .collect();
     table(
         &[
-            "id", "state", "member", "data", "cores", "devices", "shards",
+            "id", "state", "member", "data", "cores", "devices", "shards", "slices",
         ],
         rows,
     );
