@@ -215,7 +215,7 @@ fn run(cfg: &HostConfig, view: &ClusterView, stop: &AtomicBool) {
             .collect();
         for s in gone {
             if let Some(b) = open.remove(&s) {
-                close(s, b);
+                close(&mut etcd, cfg, s, b);
             }
         }
         if let Ok(mut h) = view.holding.lock() {
@@ -238,7 +238,7 @@ fn run(cfg: &HostConfig, view: &ClusterView, stop: &AtomicBool) {
         for s in reopen {
             if let Some(b) = open.remove(&s) {
                 tracing::info!("bucket {s}: reopening to rebuild a stale slot");
-                close(s, b);
+                close(&mut etcd, cfg, s, b);
             }
         }
         for s in 0..map.shards.len() as u32 {
@@ -271,7 +271,7 @@ fn run(cfg: &HostConfig, view: &ClusterView, stop: &AtomicBool) {
                         }
                         Err(e) => {
                             tracing::warn!("bucket {s}: cannot publish its address: {e}");
-                            close(s, b);
+                            close(&mut etcd, cfg, s, b);
                         }
                     }
                 }
@@ -292,15 +292,27 @@ fn run(cfg: &HostConfig, view: &ClusterView, stop: &AtomicBool) {
         h.clear();
     }
     for (s, b) in std::mem::take(&mut open) {
-        close(s, b);
+        close(&mut etcd, cfg, s, b);
     }
     if let Ok(mut h) = view.holding.lock() {
         h.clear();
     }
 }
 
-fn close(shard: u32, b: Bucket) {
+/// Closes a bucket (checkpointed). Its slots whose slice failed are
+/// recorded stale first, so the next owner never opens with a slice that
+/// missed writes.
+fn close(etcd: &mut Etcd, cfg: &HostConfig, shard: u32, b: Bucket) {
     b.server.stop();
+    if let Err(e) = b.engine.sync() {
+        tracing::warn!("bucket {shard}: sync before closing: {e}");
+    }
+    if let Err(e) = record_failed(etcd, cfg, shard, &b.engine) {
+        tracing::error!(
+            "bucket {shard}: closing without knowing which slices missed writes ({e}); \
+             the next owner may open with a stale slice"
+        );
+    }
     match Arc::try_unwrap(b.engine) {
         Ok(e) => {
             if let Err(e) = e.close() {
@@ -310,6 +322,31 @@ fn close(shard: u32, b: Bucket) {
         Err(_) => tracing::warn!("bucket {shard}: still in use at close"),
     }
     tracing::info!("bucket {shard}: closed");
+}
+
+/// Records the slots whose slice failed while serving as stale (true when
+/// it had to).
+fn record_failed(
+    etcd: &mut Etcd,
+    cfg: &HostConfig,
+    shard: u32,
+    engine: &Engine,
+) -> Result<bool, String> {
+    let failed: BTreeSet<usize> = engine
+        .devices()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter(|d| d.present && !d.healthy)
+        .map(|d| d.index)
+        .collect();
+    let (mut st, rev) = read_state(etcd, &cfg.keys, shard)?;
+    if failed.is_subset(&st.stale) {
+        return Ok(false);
+    }
+    st.stale.extend(failed.iter().copied());
+    write_state(etcd, &cfg.keys, shard, &st, rev)?;
+    tracing::warn!("bucket {shard}: slots {failed:?} failed; kept out until rebuilt");
+    Ok(true)
 }
 
 /// Marks slots whose device failed while serving as stale, and rebuilds
@@ -332,19 +369,11 @@ fn look_after(
         );
         return Ok(true);
     }
-    let devs = b.engine.devices().map_err(|e| e.to_string())?;
-    let failed: BTreeSet<usize> = devs
-        .iter()
-        .filter(|d| d.present && !d.healthy)
-        .map(|d| d.index)
-        .collect();
-    let (mut st, rev) = read_state(etcd, &cfg.keys, shard)?;
-    if !failed.is_subset(&st.stale) {
-        st.stale.extend(failed.iter().copied());
-        write_state(etcd, &cfg.keys, shard, &st, rev)?;
-        tracing::warn!("bucket {shard}: slots {failed:?} failed; kept out until rebuilt");
+    if record_failed(etcd, cfg, shard, &b.engine)? {
         return Ok(false);
     }
+    let devs = b.engine.devices().map_err(|e| e.to_string())?;
+    let (st, rev) = read_state(etcd, &cfg.keys, shard)?;
     let Some((slot, name)) = b.resync.pop() else {
         let group = &map.shards[shard as usize].group;
         rebuild_lost(etcd, cfg, map, shard, b, &devs, (st, rev))?;
@@ -567,10 +596,18 @@ fn open_bucket(
     }
     // Slots this open runs without miss every write from here on: stale,
     // recorded before anything is acknowledged.
+    // (And slices that failed while it opened.)
+    let failed: BTreeSet<usize> = engine
+        .devices()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter(|d| d.present && !d.healthy)
+        .map(|d| d.index)
+        .collect();
     let missing: BTreeSet<usize> = devs
         .iter()
         .enumerate()
-        .filter(|(slot, d)| d.is_none() && !st.stale.contains(slot))
+        .filter(|(slot, d)| (d.is_none() || failed.contains(slot)) && !st.stale.contains(slot))
         .map(|(slot, _)| slot)
         .collect();
     let mut st = st;
