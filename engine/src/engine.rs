@@ -910,6 +910,8 @@ impl Engine {
             t.unprotected_stripes += r.unprotected_stripes;
             t.remaining_pages += r.remaining_pages;
             t.stuck_chunks += r.stuck_chunks;
+            t.unreadable_stripes += r.unreadable_stripes;
+            t.unreadable_pages += r.unreadable_pages;
         }
         Ok(t)
     }

@@ -819,6 +819,16 @@ fn a_lost_device_is_evacuated_in_resumable_steps_and_a_second_loss_is_survived()
         assert!(idle.done() && idle.relocated_chunks == 0, "{idle:?}");
         e.close().unwrap();
 
+        // Devices 1 and 3 gone at once: stripes with a chunk on both are
+        // unreadable, and said so.
+        let mut two = present(&devs);
+        two[1] = None;
+        two[3] = None;
+        let mut e = engine();
+        e.open(two).unwrap();
+        let r = e.evacuate(0, false).unwrap();
+        assert!(r.unreadable_stripes > 0, "{r:?}");
+        e.close().unwrap();
         // Device 1 is gone: every stripe it held a chunk of has none left
         // to spare (2+1), so all of them are urgent.
         let mut some = present(&devs);

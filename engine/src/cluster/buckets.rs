@@ -549,8 +549,9 @@ fn open_bucket(
         })
         .collect();
     // Stripes tolerate m lost chunks: with more slots unusable (out of
-    // reach, or stale and blank to rebuild onto) the bucket would serve
-    // holes. It waits instead.
+    // reach, or stale and blank to rebuild onto) the bucket could serve
+    // holes. It opens only if its stripes say otherwise (every one still
+    // has k chunks on the slices it has), and waits if not.
     let unusable = devs
         .iter()
         .enumerate()
@@ -560,12 +561,18 @@ fn open_bucket(
             .iter()
             .filter(|(slot, _)| !st.evacuated.contains(slot))
             .count();
-    if unusable > usize::from(doc.m) {
-        return Err(format!(
+    let over = (unusable > usize::from(doc.m)).then(|| {
+        format!(
             "{unusable} of its {} slots are out of reach or being rebuilt; its stripes \
-             tolerate {}: waiting for their nodes",
+             tolerate {}",
             group.len(),
             doc.m
+        )
+    });
+    if over.is_some() && rev == 0 {
+        return Err(format!(
+            "{}: waiting for their nodes",
+            over.unwrap_or_default()
         ));
     }
     let cpus = flint_dataplane::placement::allowed_cores().map_err(|e| e.to_string())?;
@@ -593,6 +600,20 @@ fn open_bucket(
                 .map_err(|e| e.to_string())?;
         }
         Err(e) => return Err(e.to_string()),
+    }
+    if let Some(why) = over {
+        let r = engine.evacuate(0, false).map_err(|e| e.to_string())?;
+        if r.unreadable_stripes > 0 || r.unreadable_pages > 0 {
+            let _ = engine.close();
+            return Err(format!(
+                "{why}, and {} stripes and {} metadata page chunks have too few chunks on \
+                 the others: waiting for their nodes",
+                r.unreadable_stripes, r.unreadable_pages
+            ));
+        }
+        tracing::warn!(
+            "bucket {shard}: {why}, but every stripe has k chunks on the others: opening"
+        );
     }
     // Slots this open runs without miss every write from here on: stale,
     // recorded before anything is acknowledged.

@@ -30,6 +30,11 @@ pub struct Evacuation {
     /// Chunks with no healthy device outside their stripe, or no free slot
     /// there: more devices or space are needed.
     pub stuck_chunks: u64,
+    /// Stripes with more chunks gone than they have parity: unreadable
+    /// until a device holding them comes back.
+    pub unreadable_stripes: u64,
+    /// Metadata page chunks with every copy gone.
+    pub unreadable_pages: u64,
 }
 
 impl Evacuation {
@@ -391,6 +396,17 @@ impl Store {
             .iter()
             .filter(|&&(n, m, _)| n >= m)
             .count() as u64;
+        rep.unreadable_stripes =
+            self.evac.stripes.iter().filter(|&&(n, m, _)| n > m).count() as u64;
+        let mut gone_pages: BTreeSet<usize> = BTreeSet::new();
+        for d in &gone {
+            for (n, _) in self.space.chunks_on(*d) {
+                if self.space.copies_of(n).iter().all(|c| gone.contains(&c.0)) {
+                    gone_pages.insert(n);
+                }
+            }
+        }
+        rep.unreadable_pages = gone_pages.len() as u64;
         rep.remaining_pages = lost
             .iter()
             .map(|d| self.space.chunks_on(*d).len() as u64)
