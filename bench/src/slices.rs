@@ -118,6 +118,20 @@ fn remote_slice(
     Ok(Arc::new(d))
 }
 
+/// An engine formatted on `devs` with file system `bench` (2+1, no
+/// reduction).
+fn formatted(devs: Vec<Arc<dyn BlockDevice>>) -> Result<(Engine, u32), String> {
+    let mut e = engine()?;
+    e.format(devs.clone(), StoreConfig::default(), true)
+        .map_err(|e| e.to_string())?;
+    e.open(devs.into_iter().map(Some).collect())
+        .map_err(|e| e.to_string())?;
+    let fs = e
+        .fs_create("bench", 2, 1, false, u64::MAX)
+        .map_err(|e| e.to_string())?;
+    Ok((e, fs))
+}
+
 /// Writes `mib` MiB in 1 MiB writes and syncs; reads them back. GB/s.
 fn write_read(e: &Engine, fs: u32, name: &str, mib: u64) -> Result<(f64, f64, u64), String> {
     let ino = e.create(fs, name).map_err(|e| e.to_string())?;
@@ -164,14 +178,7 @@ fn run(dir: &std::path::Path, mib: u64, bytes: u64, json: bool) -> Result<(), St
     // Baseline: the engine on three local RAM devices, 2+1.
     let local = {
         let devs = ram(3, bytes)?;
-        let mut e = engine()?;
-        e.format(devs.clone(), StoreConfig::default(), true)
-            .map_err(|e| e.to_string())?;
-        e.open(devs.into_iter().map(Some).collect())
-            .map_err(|e| e.to_string())?;
-        let fs = e
-            .fs_create("bench", 2, 1, false, u64::MAX)
-            .map_err(|e| e.to_string())?;
+        let (e, fs) = formatted(devs)?;
         let (w, r, _) = write_read(&e, fs, "seq", mib)?;
         (w, r)
     };
@@ -183,14 +190,7 @@ fn run(dir: &std::path::Path, mib: u64, bytes: u64, json: bool) -> Result<(), St
     let devs = (0..3)
         .map(|i| remote(&peers[i], i, bytes, &epoch))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut e = engine()?;
-    e.format(devs.clone(), StoreConfig::default(), true)
-        .map_err(|e| e.to_string())?;
-    e.open(devs.into_iter().map(Some).collect())
-        .map_err(|e| e.to_string())?;
-    let fs = e
-        .fs_create("bench", 2, 1, false, u64::MAX)
-        .map_err(|e| e.to_string())?;
+    let (e, fs) = formatted(devs)?;
     let (rw, rr, ino) = write_read(&e, fs, "seq", mib)?;
     e.close().map_err(|e| e.to_string())?;
 
@@ -320,14 +320,7 @@ fn evacuation(dir: &std::path::Path, mib: u64, bytes: u64) -> Result<Evac, Strin
     let devs = (0..4)
         .map(|i| remote_slice(&peers[i], i, "evac", bytes, &epoch))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut e = engine()?;
-    e.format(devs.clone(), StoreConfig::default(), true)
-        .map_err(|e| e.to_string())?;
-    e.open(devs.into_iter().map(Some).collect())
-        .map_err(|e| e.to_string())?;
-    let fs = e
-        .fs_create("bench", 2, 1, false, u64::MAX)
-        .map_err(|e| e.to_string())?;
+    let (e, fs) = formatted(devs)?;
     let (_, healthy, ino) = write_read(&e, fs, "seq", mib)?;
     e.close().map_err(|e| e.to_string())?;
     if let Some(s) = peers[0].server.take() {

@@ -324,6 +324,17 @@ fn close(etcd: &mut Etcd, cfg: &HostConfig, shard: u32, b: Bucket) {
     tracing::info!("bucket {shard}: closed");
 }
 
+/// The slots whose slice failed (present, not healthy).
+fn failed_slots(engine: &Engine) -> Result<BTreeSet<usize>, String> {
+    Ok(engine
+        .devices()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter(|d| d.present && !d.healthy)
+        .map(|d| d.index)
+        .collect())
+}
+
 /// Records the slots whose slice failed while serving as stale (true when
 /// it had to).
 fn record_failed(
@@ -332,13 +343,7 @@ fn record_failed(
     shard: u32,
     engine: &Engine,
 ) -> Result<bool, String> {
-    let failed: BTreeSet<usize> = engine
-        .devices()
-        .map_err(|e| e.to_string())?
-        .iter()
-        .filter(|d| d.present && !d.healthy)
-        .map(|d| d.index)
-        .collect();
+    let failed = failed_slots(engine)?;
     let (mut st, rev) = read_state(etcd, &cfg.keys, shard)?;
     if failed.is_subset(&st.stale) {
         return Ok(false);
@@ -618,13 +623,7 @@ fn open_bucket(
     // Slots this open runs without miss every write from here on: stale,
     // recorded before anything is acknowledged.
     // (And slices that failed while it opened.)
-    let failed: BTreeSet<usize> = engine
-        .devices()
-        .map_err(|e| e.to_string())?
-        .iter()
-        .filter(|d| d.present && !d.healthy)
-        .map(|d| d.index)
-        .collect();
+    let failed = failed_slots(&engine)?;
     let missing: BTreeSet<usize> = devs
         .iter()
         .enumerate()
